@@ -1,0 +1,216 @@
+"""Typed run configuration: YAML in, validated before any work, resolved config and hash out.
+
+Every section forbids unknown keys, so a typo fails at load time with the dotted field name instead of
+being silently ignored halfway through a run on a cluster.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A bad configuration; the message names the field and what to do about it."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SourceConfig(_Section):
+    captions_per_image: int = Field(1, ge=1, description="how many captions of an image to use (COCO has 5)")
+    caption_json_fields: list[str] = Field(
+        default_factory=lambda: ["captions", "caption"],
+        description="keys of {key}.json looked up for captions, in order; a value may be a string or a list",
+    )
+    max_image_pixels: int = Field(50_000_000, gt=0, description="decompression-bomb guard on the stored size")
+    working_size: int = Field(1024, ge=32, description="longest image side after decode; masks use this frame")
+    s3_endpoint_url: str | None = Field(None, description="S3 endpoint; falls back to AWS_ENDPOINT_URL")
+    s3_region: str | None = None
+
+
+class FelzenszwalbConfig(_Section):
+    input_size: int = Field(512, ge=16, description="longest side segmented; masks are scaled back up")
+    scales: list[float] = Field(default_factory=lambda: [100.0, 400.0], min_length=1)
+    sigma: float = Field(0.8, ge=0)
+    min_size: int = Field(50, ge=1)
+
+
+class Mask2FormerConfig(_Section):
+    model: str = Field("facebook/mask2former-swin-large-coco-panoptic",
+                       description="transformers hub id or local directory (Mask2Former or MaskFormer)")
+    mask_threshold: float = Field(0.4, gt=0, lt=1, description="OVSeg's released code binarises at 0.4")
+    top_n: int = Field(100, ge=1)
+    min_score: float = Field(0.0, ge=0, le=1, description="minimum 1 - p(no-object)")
+
+
+class SamConfig(_Section):
+    model: str = Field("facebook/sam-vit-huge", description="transformers hub id or local directory")
+    points_per_side: int = Field(32, ge=1, description="SAM's automatic generator default: 32x32 points")
+    points_per_batch: int = Field(64, ge=1)
+    pred_iou_thresh: float = Field(0.88, ge=0, le=1)
+    stability_score_thresh: float = Field(0.95, ge=0, le=1)
+    box_nms_thresh: float = Field(0.7, ge=0, le=1)
+
+
+class TeacherConfig(_Section):
+    kind: Literal["felzenszwalb", "mask2former", "sam"] = "felzenszwalb"
+    batch_size: int = Field(4, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    min_area: int = Field(64, ge=1, description="pixels, in the working frame")
+    dedupe_iou: float = Field(0.9, gt=0, le=1, description="drop a mask whose IoU with a better one exceeds this")
+    max_masks: int = Field(64, ge=1)
+    felzenszwalb: FelzenszwalbConfig = Field(default_factory=FelzenszwalbConfig)
+    mask2former: Mask2FormerConfig = Field(default_factory=Mask2FormerConfig)
+    sam: SamConfig = Field(default_factory=SamConfig)
+
+    def model_id(self) -> str:
+        if self.kind == "felzenszwalb":
+            return "felzenszwalb(" + ",".join(f"{s:g}" for s in self.felzenszwalb.scales) + ")"
+        return getattr(self, self.kind).model
+
+
+class EntitiesConfig(_Section):
+    kind: Literal["spacy"] = "spacy"
+    spacy_model: str = "en_core_web_sm"
+    extra_stop_nouns: list[str] = Field(default_factory=list, description="added to the built-in stop-list")
+    max_entities: int = Field(16, ge=1, description="per image, after merging captions")
+    keep_compounds: bool = Field(True, description="'fire hydrant' rather than 'hydrant'")
+
+
+class RegionsConfig(_Section):
+    mode: Literal["masked_crop", "mask_pooling"] = "masked_crop"
+    model: str = Field("ViT-B-16", description="open_clip model name, 'hf-hub:org/repo' or 'local-dir:/path'")
+    pretrained: str | None = Field("openai", description="open_clip tag, local file, s3:// URI, or null")
+    model_config_dir: str | None = Field(None, description="extra open_clip model configs (JSON) to register")
+    scales: list[int] = Field(default_factory=lambda: [224], min_length=1,
+                              description="image sizes (longest side) at which regions are embedded")
+    batch_size: int = Field(32, ge=1, description="crops per CLIP forward pass")
+    templates: Literal["vild", "single"] = "vild"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="after")
+    def _pooling_needs_convnet(self) -> "RegionsConfig":
+        name = self.model.lower()
+        if self.mode == "mask_pooling" and not name.startswith(("hf-hub:", "local-dir:")) and "convnext" not in name:
+            raise ValueError(
+                f"regions.mode=mask_pooling needs a convolutional CLIP (an open_clip 'convnext_*' model), "
+                f"got regions.model={self.model!r}; use mode=masked_crop for ViT models")
+        return self
+
+
+class MatchConfig(_Section):
+    method: Literal["hungarian", "argmax"] = "hungarian"
+    min_similarity: float = Field(0.2, ge=-1, le=1, description="fused cosine similarity of a kept pair")
+    min_margin: float = Field(0.0, ge=0, le=2, description="over the entity's next-best mask")
+    min_probability: float = Field(0.0, ge=0, le=1, description="softmax over the image's entities")
+    temperature: float = Field(0.01, gt=0, description="softmax temperature (CLIP's logit scale is 100)")
+
+
+class OutputConfig(_Section):
+    write_images: bool = Field(False, description="store the decoded image next to each record")
+    image_format: Literal["jpg", "png"] = "jpg"
+
+
+class StageResources(_Section):
+    concurrency: int = Field(1, ge=1, description="actors (or parallel tasks) for this stage")
+    num_cpus: float = Field(0.5, ge=0)
+    num_gpus: float | Literal["auto"] = Field(0.0, description="'auto': 1 when the cluster has GPUs")
+    batch_size: int = Field(8, ge=1)
+
+
+class ExecutionConfig(_Section):
+    executor: Literal["ray", "local"] = "ray"
+    ray_address: str | None = Field(None, description="None starts a local Ray; 'auto' joins a cluster")
+    decode: StageResources = Field(default_factory=lambda: StageResources(concurrency=2))
+    entities: StageResources = Field(default_factory=StageResources)
+    teacher: StageResources = Field(default_factory=lambda: StageResources(num_gpus="auto", batch_size=4))
+    regions: StageResources = Field(default_factory=lambda: StageResources(num_gpus="auto", batch_size=4))
+    match: StageResources = Field(default_factory=StageResources)
+
+    def resources(self, stage: str) -> StageResources:
+        return getattr(self, stage)
+
+
+class RunConfig(_Section):
+    source: SourceConfig = Field(default_factory=SourceConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    entities: EntitiesConfig = Field(default_factory=EntitiesConfig)
+    regions: RegionsConfig = Field(default_factory=RegionsConfig)
+    match: MatchConfig = Field(default_factory=MatchConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+
+    def resolved(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def config_hash(self) -> str:
+        """Hash of what decides the outputs; execution settings (actors, address) do not change them."""
+        payload = self.resolved()
+        payload.pop("execution")
+        blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    node = tree
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
+    """`key.sub=value` strings; the value is read as YAML so `[224, 336]`, `true` and `null` work."""
+    parsed = []
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. match.min_similarity=0.25")
+        key, raw = item.split("=", 1)
+        parsed.append((key.strip(), yaml.safe_load(raw)))
+    return parsed
+
+
+def _format_validation_error(err: ValidationError, origin: str) -> str:
+    lines = [f"invalid config ({origin}):"]
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "<root>"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field (check the spelling; see configs/ for the known fields)"
+        lines.append(f"  {field}: {msg}")
+    return "\n".join(lines)
+
+
+def build_config(tree: dict[str, Any] | None = None, overrides: list[str] | None = None,
+                 origin: str = "<dict>") -> RunConfig:
+    tree = json.loads(json.dumps(tree or {}))  # deep copy, and rejects non-JSON values early
+    for key, value in parse_overrides(overrides or []):
+        _set_dotted(tree, key, value)
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, origin)) from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    tree: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"config file {path}: the top level must be a mapping of sections")
+    return build_config(tree, overrides, origin=str(path) if path else "defaults")

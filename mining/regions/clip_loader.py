@@ -1,0 +1,70 @@
+"""Load an open_clip model the ways users name them: a built-in name with a pretrained tag
+('ViT-B-16' + 'openai'), 'hf-hub:org/repo', 'local-dir:/path', a local checkpoint file, or an s3:// URI
+(fetched once into a local cache). Project model configs in model_configs/ are always registered."""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import open_clip
+import torch
+
+from mining.config import RegionsConfig
+from mining.storage import S3Options, filesystem_for, is_s3
+
+MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
+CACHE_DIR = Path(os.environ.get("OVMINE_CACHE", Path.home() / ".cache" / "ovmine"))
+
+
+@dataclass
+class LoadedClip:
+    model: torch.nn.Module
+    tokenizer: object
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    input_size: int
+
+
+def fetch_s3(uri: str, s3: S3Options | None = None) -> Path:
+    """Copy an s3:// object into the cache once; the name keeps its suffix (open_clip reads .safetensors
+    by suffix)."""
+    digest = hashlib.sha256(uri.encode()).hexdigest()[:16]
+    target = CACHE_DIR / "weights" / f"{digest}-{uri.rsplit('/', 1)[-1]}"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fs, path = filesystem_for(uri, s3)
+        tmp = target.with_suffix(target.suffix + ".part")
+        with fs.open_input_stream(path) as src, open(tmp, "wb") as dst:
+            while chunk := src.read(1 << 24):
+                dst.write(chunk)
+        tmp.replace(target)
+    return target
+
+
+def register_model_configs(extra_dir: str | None = None) -> None:
+    open_clip.add_model_config(MODEL_CONFIG_DIR)
+    if extra_dir:
+        open_clip.add_model_config(Path(extra_dir))
+
+
+def load_clip(cfg: RegionsConfig, device: torch.device, s3: S3Options | None = None) -> LoadedClip:
+    register_model_configs(cfg.model_config_dir)
+    pretrained = cfg.pretrained
+    if pretrained and is_s3(pretrained):
+        pretrained = str(fetch_s3(pretrained, s3))
+    if cfg.model.startswith(("hf-hub:", "local-dir:")):
+        pretrained = None  # the schema carries its own weights
+    with torch.random.fork_rng(devices=[]):
+        # without weights, a fixed seed makes every worker (and every rerun) build the same random model
+        torch.manual_seed(0)
+        model, _, _ = open_clip.create_model_and_transforms(cfg.model, pretrained=pretrained, device=device)
+    model.eval()
+    visual = model.visual
+    size = visual.image_size if hasattr(visual, "image_size") else 224
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    mean = getattr(visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN
+    std = getattr(visual, "image_std", None) or open_clip.OPENAI_DATASET_STD
+    return LoadedClip(model=model, tokenizer=open_clip.get_tokenizer(cfg.model), mean=tuple(mean),
+                      std=tuple(std), input_size=int(size))

@@ -1,0 +1,1 @@
+"""Curated shard writer and reader, pairs parquet, per-shard markers and the run manifest."""

@@ -1,0 +1,69 @@
+"""manifest.json, aggregated from the per-shard markers so it is right whatever order shards finished in."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import datetime, timezone
+from importlib import metadata
+from typing import Any
+
+from mining.config import RunConfig
+from mining.schemas import MANIFEST_VERSION, validate
+from mining.sinks.layout import manifest_uri, marker_uri
+from mining.storage import S3Options, read_bytes, write_bytes_atomic
+
+_PACKAGES = ("ovmine", "torch", "open-clip-torch", "transformers", "spacy", "ray", "pyarrow", "webdataset",
+             "pycocotools", "scipy", "numpy", "scikit-image")
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def model_ids(cfg: RunConfig) -> dict[str, str]:
+    clip = cfg.regions.model + (f" @ {cfg.regions.pretrained}" if cfg.regions.pretrained else " (random init)")
+    return {"teacher": f"{cfg.teacher.kind}: {cfg.teacher.model_id()}", "clip": clip,
+            "entities": f"spacy: {cfg.entities.spacy_model}"}
+
+
+def aggregate(markers: list[dict[str, Any]]) -> dict[str, Any]:
+    drops: Counter[str] = Counter()
+    timings: Counter[str] = Counter()
+    nouns: set[str] = set()
+    for m in markers:
+        drops.update(m["drops"])
+        timings.update(m["timings"])
+        nouns.update(m["nouns"])
+    totals = {"images_in": sum(m["images_in"] for m in markers),
+              "images_with_pairs": sum(m["images_with_pairs"] for m in markers),
+              "pairs": sum(m["pairs"] for m in markers), "unique_nouns": len(nouns),
+              "drops": dict(sorted(drops.items()))}
+    return {"totals": totals, "timings": {k: round(v, 4) for k, v in sorted(timings.items())}}
+
+
+def build_manifest(output: str, stems: list[str], cfg: RunConfig, wall_seconds: float,
+                   s3: S3Options | None = None) -> dict[str, Any]:
+    markers = [json.loads(read_bytes(marker_uri(output, stem), s3)) for stem in stems]
+    summary = aggregate(markers)
+    shards = [{k: v for k, v in m.items() if k not in ("nouns", "schema_version", "config_hash")} for m in markers]
+    images = summary["totals"]["images_in"]
+    manifest = {
+        "schema_version": MANIFEST_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "config": cfg.resolved(), "config_hash": cfg.config_hash(), "models": model_ids(cfg),
+        "versions": package_versions(), "shards": shards, **summary,
+        "wall_seconds": round(wall_seconds, 3),
+        "images_per_second": round(images / wall_seconds, 3) if wall_seconds > 0 else 0.0,
+    }
+    validate("manifest", manifest)
+    return manifest
+
+
+def write_manifest(output: str, manifest: dict[str, Any], s3: S3Options | None = None) -> None:
+    write_bytes_atomic(manifest_uri(output), json.dumps(manifest, indent=1).encode(), s3)

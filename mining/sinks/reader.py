@@ -1,0 +1,106 @@
+"""Read a mining output back as typed records. Only JSON and image bytes are decoded: nothing is unpickled."""
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+from pycocotools import mask as mask_utils
+from webdataset.tariterators import base_plus_ext, tar_file_iterator
+
+from mining.records import Entity
+from mining.schemas import RECORD_VERSION, SchemaError
+from mining.sinks.layout import manifest_uri
+from mining.storage import S3Options, filesystem_for, is_s3, join, read_bytes
+
+
+@dataclass
+class MinedMask:
+    rle: dict
+    bbox: list[float]
+    area: int
+    score: float
+
+    def decode(self) -> np.ndarray:
+        """bool[H, W] in the record's working frame."""
+        return mask_utils.decode({"size": self.rle["size"], "counts": self.rle["counts"].encode("ascii")}).astype(bool)
+
+
+@dataclass
+class MinedPair:
+    mask_index: int
+    entity_index: int
+    noun: str
+    phrase: str
+    similarity: float
+    margin: float
+    probability: float
+    scale_similarities: list[float]
+
+
+@dataclass
+class MinedRecord:
+    key: str
+    shard: str
+    captions: list[str]
+    width: int
+    height: int
+    orig_width: int
+    orig_height: int
+    entities: list[Entity]
+    masks: list[MinedMask]
+    pairs: list[MinedPair]
+    image: bytes | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_json(cls, doc: dict, image: bytes | None = None) -> "MinedRecord":
+        if doc.get("schema_version") != RECORD_VERSION:
+            raise SchemaError(f"record {doc.get('key')!r} has schema {doc.get('schema_version')!r}, "
+                              f"this ovmine reads {RECORD_VERSION}")
+        return cls(
+            key=doc["key"], shard=doc["shard"], captions=doc["captions"], width=doc["width"], height=doc["height"],
+            orig_width=doc["orig_width"], orig_height=doc["orig_height"],
+            entities=[Entity(e["noun"], e["phrase"], tuple(e["span"]), e["caption_index"], e["adjectives"])
+                      for e in doc["entities"]],
+            masks=[MinedMask(m["segmentation"], m["bbox"], m["area"], m["score"]) for m in doc["masks"]],
+            pairs=[MinedPair(**p) for p in doc["pairs"]], image=image)
+
+
+def _listing(output: str, folder: str, suffix: str, s3: S3Options | None) -> list[str]:
+    fs, path = filesystem_for(join(output, folder), s3)
+    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    prefix = "s3://" if is_s3(output) else ""
+    return sorted(prefix + i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(suffix))
+
+
+def shard_files(output: str, s3: S3Options | None = None) -> list[str]:
+    return _listing(output, "shards", ".tar", s3)
+
+
+def iter_records(output: str, s3: S3Options | None = None) -> Iterator[MinedRecord]:
+    for uri in shard_files(output, s3):
+        fs, path = filesystem_for(uri, s3)
+        with fs.open_input_stream(path) as raw:
+            pending: dict[str, dict[str, bytes]] = {}
+            for item in tar_file_iterator(io.BufferedReader(raw)):
+                key, ext = base_plus_ext(item["fname"])
+                pending.setdefault(key, {})[ext] = item["data"]
+            for key, members in pending.items():
+                doc = json.loads(members["json"])
+                yield MinedRecord.from_json(doc, members.get(doc["image"]) if doc["image"] else None)
+
+
+def read_pairs(output: str, s3: S3Options | None = None) -> pa.Table:
+    files = _listing(output, "pairs", ".parquet", s3)
+    fs, _ = filesystem_for(output, s3)
+    paths = [filesystem_for(f, s3)[1] for f in files]
+    return pads.dataset(paths, format="parquet", filesystem=fs).to_table()
+
+
+def read_manifest(output: str, s3: S3Options | None = None) -> dict:
+    return json.loads(read_bytes(manifest_uri(output), s3))

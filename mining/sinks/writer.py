@@ -1,0 +1,106 @@
+"""Write one input shard's results: shards/<stem>.tar (a JSON record per kept image, and the image if
+configured), pairs/<stem>.parquet, and last the _done/<stem>.json marker that commits the shard.
+
+Each file is written atomically; the marker is the commit point, so a shard without a marker is not done,
+whatever else exists."""
+from __future__ import annotations
+
+import io
+import json
+from collections import Counter
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pycocotools import mask as mask_utils
+from webdataset import TarWriter
+
+from mining.config import RunConfig
+from mining.records import Sample
+from mining.schemas import (MARKER_VERSION, PAIRS_VERSION, RECORD_VERSION, pairs_arrow_schema, validate,
+                            validate_pairs_table)
+from mining.sinks.layout import marker_uri, pairs_uri, shard_uri
+from mining.storage import S3Options, write_bytes_atomic
+
+
+def build_record(sample: Sample, image_ext: str | None) -> dict[str, Any]:
+    width, height = sample.frame_size
+    rles = [{"size": r["size"], "counts": r["counts"].encode("ascii")} for r in sample.rles]
+    areas = mask_utils.area(rles)
+    boxes = mask_utils.toBbox(rles)
+    masks = [{"segmentation": sample.rles[i], "bbox": [float(v) for v in boxes[i]], "area": int(areas[i]),
+              "score": float(sample.mask_scores[i])} for i in range(len(rles))]
+    pairs = [{"mask_index": p.mask_index, "entity_index": p.entity_index,
+              "noun": sample.entities[p.entity_index].noun, "phrase": sample.entities[p.entity_index].phrase,
+              "similarity": p.similarity, "margin": p.margin, "probability": p.probability,
+              "scale_similarities": p.scale_similarities} for p in sample.pairs]
+    record = {
+        "schema_version": RECORD_VERSION, "key": sample.key, "shard": sample.shard, "captions": sample.captions,
+        "width": width, "height": height, "orig_width": sample.orig_size[0], "orig_height": sample.orig_size[1],
+        "image": image_ext, "entities": [e.to_json() for e in sample.entities], "masks": masks, "pairs": pairs,
+    }
+    validate("record", record)
+    return record
+
+
+def pair_rows(stem: str, record: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for pair in record["pairs"]:
+        mask = record["masks"][pair["mask_index"]]
+        rows.append({
+            "schema_version": PAIRS_VERSION, "shard": stem, "key": record["key"],
+            "mask_index": pair["mask_index"], "entity_index": pair["entity_index"],
+            "noun": pair["noun"], "phrase": pair["phrase"],
+            "caption_index": record["entities"][pair["entity_index"]]["caption_index"],
+            "similarity": pair["similarity"], "margin": pair["margin"], "probability": pair["probability"],
+            "scale_similarities": pair["scale_similarities"], "teacher_score": mask["score"],
+            "area": mask["area"], "bbox": mask["bbox"], "height": record["height"], "width": record["width"],
+            "rle_counts": mask["segmentation"]["counts"],
+        })
+    return rows
+
+
+def shard_counts(samples: list[Sample]) -> dict[str, Any]:
+    """What a shard contributed; images_in = images_with_pairs + sum(drops), always."""
+    real = [s for s in samples if not s.sentinel]
+    kept = [s for s in real if s.alive and s.pairs]
+    drops = Counter(s.drop.value for s in real if s.drop is not None)
+    nouns = Counter(s.entities[p.entity_index].noun for s in kept for p in s.pairs)
+    timings: Counter[str] = Counter()
+    for s in real:
+        timings.update(s.timings)
+    errors = [e for s in samples for e in s.shard_errors]
+    return {"images_in": len(real), "images_with_pairs": len(kept), "pairs": sum(len(s.pairs) for s in kept),
+            "unique_nouns": len(nouns), "drops": dict(sorted(drops.items())), "errors": errors,
+            "timings": {k: round(v, 6) for k, v in sorted(timings.items())}, "nouns": dict(nouns.most_common())}
+
+
+def write_shard(samples: list[Sample], output: str, cfg: RunConfig, config_hash: str,
+                s3: S3Options | None = None) -> dict[str, Any]:
+    """Write the shard's files and commit it; returns the marker."""
+    samples = sorted(samples, key=lambda s: s.index)   # executors may deliver out of order
+    stem, source = samples[0].shard_stem, samples[0].shard
+    kept = [s for s in samples if s.alive and s.pairs]
+    image_ext = cfg.output.image_format if cfg.output.write_images else None
+
+    tar_buf = io.BytesIO()
+    rows: list[dict[str, Any]] = []
+    with TarWriter(tar_buf, mtime=0) as tar:   # fixed mtime: reruns write identical bytes
+        for sample in kept:
+            record = build_record(sample, image_ext)
+            rows.extend(pair_rows(stem, record))
+            member = {"__key__": sample.key, "json": json.dumps(record, separators=(",", ":")).encode()}
+            if image_ext:
+                member[image_ext] = sample.image_bytes
+            tar.write(member)
+    table = pa.Table.from_pylist(rows, schema=pairs_arrow_schema())
+    validate_pairs_table(table)
+    parquet_buf = io.BytesIO()
+    pq.write_table(table, parquet_buf, compression="zstd")
+
+    write_bytes_atomic(shard_uri(output, stem), tar_buf.getvalue(), s3)
+    write_bytes_atomic(pairs_uri(output, stem), parquet_buf.getvalue(), s3)
+    marker = {"schema_version": MARKER_VERSION, "input": source, "name": stem, "config_hash": config_hash,
+              **shard_counts(samples)}
+    write_bytes_atomic(marker_uri(output, stem), json.dumps(marker, indent=1).encode(), s3)
+    return marker

@@ -1,0 +1,115 @@
+"""Decode stage: raw tar members -> RGB image in the working frame + the captions to use."""
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from mining.records import Drop, Sample
+from mining.sources.shards import IMAGE_EXTS
+from mining.stage import Stage
+
+# We apply our own pixel limit before decoding; Pillow's own guard would raise on the same images
+# with a less useful message, and warn on ones our limit allows.
+Image.MAX_IMAGE_PIXELS = None
+
+
+def _text(raw: bytes) -> str | None:
+    """UTF-8 text, or None when the bytes are not UTF-8 (a BOM is tolerated)."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return None
+
+
+def _json_captions(raw: bytes, fields: list[str]) -> tuple[list[str], bool]:
+    text = _text(raw)
+    if text is None:
+        return [], True
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError:
+        return [], False
+    found: list[str] = []
+    if isinstance(meta, dict):
+        for name in fields:
+            value = meta.get(name)
+            if isinstance(value, str):
+                found.append(value)
+            elif isinstance(value, list):
+                found.extend(v for v in value if isinstance(v, str))
+    return found, False
+
+
+def extract_captions(members: dict[str, bytes], fields: list[str], limit: int) -> tuple[list[str], bool]:
+    """The first `limit` distinct non-empty captions: {key}.txt first, then the {key}.json fields in order.
+    Also says whether some caption was unreadable as UTF-8, to name the drop reason right."""
+    candidates: list[str] = []
+    bad_utf8 = False
+    if "txt" in members:
+        text = _text(members["txt"])
+        if text is None:
+            bad_utf8 = True
+        else:
+            candidates.append(text)
+    if "json" in members:
+        found, bad = _json_captions(members["json"], fields)
+        candidates.extend(found)
+        bad_utf8 = bad_utf8 or bad
+    captions: list[str] = []
+    for caption in candidates:
+        caption = " ".join(caption.split())
+        if caption and caption not in captions:
+            captions.append(caption)
+    return captions[:limit], bad_utf8
+
+
+def decode_image(raw: bytes, max_pixels: int, working_size: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """uint8[H, W, 3] with EXIF orientation applied and the longest side at most `working_size`.
+    Raises ValueError('too large') before decoding pixels when the stored size exceeds `max_pixels`."""
+    with Image.open(io.BytesIO(raw)) as im:
+        if im.width * im.height > max_pixels:
+            raise OverflowError(f"{im.width}x{im.height} exceeds source.max_image_pixels={max_pixels}")
+        # JPEG draft decodes at a reduced scale directly, which is far cheaper for big photos
+        im.draft("RGB", (working_size, working_size))
+        im = ImageOps.exif_transpose(im)
+        orig = (im.width, im.height)
+        im = im.convert("RGB")
+        scale = working_size / max(im.width, im.height)
+        if scale < 1:
+            im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.BICUBIC)
+        return np.asarray(im, dtype=np.uint8).copy(), orig
+
+
+class DecodeStage(Stage):
+    name = "decode"
+
+    def process(self, samples: list[Sample]) -> None:
+        src = self.cfg.source
+        for sample in samples:
+            members = sample.members
+            image_ext = next((e for e in IMAGE_EXTS if e in members), None)
+            if image_ext is None:
+                sample.drop_with(Drop.MISSING_IMAGE, f"members: {sorted(members)}")
+                continue
+            captions, bad_utf8 = extract_captions(members, src.caption_json_fields, src.captions_per_image)
+            if not captions:
+                sample.drop_with(Drop.CAPTION_NOT_UTF8 if bad_utf8 else Drop.NO_CAPTION)
+                continue
+            raw = members[image_ext]
+            if not raw:
+                sample.drop_with(Drop.EMPTY_IMAGE)
+                continue
+            try:
+                sample.image, sample.orig_size = decode_image(raw, src.max_image_pixels, src.working_size)
+            except OverflowError as exn:
+                sample.drop_with(Drop.IMAGE_TOO_LARGE, str(exn))
+                continue
+            except Exception as exn:  # PIL raises many types for corrupt data
+                sample.drop_with(Drop.DECODE_ERROR, f"{type(exn).__name__}: {exn}")
+                continue
+            sample.frame_size = (sample.image.shape[1], sample.image.shape[0])
+            sample.captions = captions
+            sample.members = {}  # raw bytes are not needed downstream

@@ -1,0 +1,74 @@
+"""One way to reach local paths and s3:// URIs: pyarrow filesystems.
+
+pyarrow's S3FileSystem does not read AWS_ENDPOINT_URL itself, so the endpoint is resolved here (config first,
+then the environment) and handed over explicitly. Credentials come from the standard AWS chain and are never
+copied into anything we write.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+import pyarrow.fs as pafs
+
+
+@dataclass(frozen=True)
+class S3Options:
+    endpoint_url: str | None = None
+    region: str | None = None
+
+    def resolved_endpoint(self) -> str | None:
+        return self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+
+
+def is_s3(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+def filesystem_for(uri: str, s3: S3Options | None = None) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path inside it) for a local path or an s3:// URI."""
+    if is_s3(uri):
+        s3 = s3 or S3Options()
+        kwargs: dict = {}
+        endpoint = s3.resolved_endpoint()
+        if endpoint:
+            parsed = urlparse(endpoint)
+            kwargs["endpoint_override"] = parsed.netloc or parsed.path
+            kwargs["scheme"] = parsed.scheme or "https"
+        region = s3.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        if region:
+            kwargs["region"] = region
+        return pafs.S3FileSystem(**kwargs), uri[len("s3://"):]
+    return pafs.LocalFileSystem(), os.path.abspath(uri)
+
+
+def join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *parts])
+
+
+def read_bytes(uri: str, s3: S3Options | None = None) -> bytes:
+    fs, path = filesystem_for(uri, s3)
+    with fs.open_input_stream(path) as f:
+        return f.read()
+
+
+def write_bytes_atomic(uri: str, data: bytes, s3: S3Options | None = None) -> None:
+    """Readers never see a half-written file: local writes go to a temporary name and are renamed;
+    an S3 object only appears when its upload completes."""
+    fs, path = filesystem_for(uri, s3)
+    parent = path.rsplit("/", 1)[0]
+    fs.create_dir(parent, recursive=True)
+    if isinstance(fs, pafs.LocalFileSystem):
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with fs.open_output_stream(tmp) as f:
+            f.write(data)
+        os.replace(tmp, path)
+    else:
+        with fs.open_output_stream(path) as f:
+            f.write(data)
+
+
+def exists(uri: str, s3: S3Options | None = None) -> bool:
+    fs, path = filesystem_for(uri, s3)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
