@@ -72,10 +72,12 @@ def decode_image(raw: bytes, max_pixels: int, working_size: int) -> tuple[np.nda
     with Image.open(io.BytesIO(raw)) as im:
         if im.width * im.height > max_pixels:
             raise OverflowError(f"{im.width}x{im.height} exceeds source.max_image_pixels={max_pixels}")
+        # EXIF orientations 5-8 turn the picture a quarter: width and height swap on display
+        turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+        orig = (im.height, im.width) if turned else (im.width, im.height)
         # JPEG draft decodes at a reduced scale directly, which is far cheaper for big photos
         im.draft("RGB", (working_size, working_size))
         im = ImageOps.exif_transpose(im)
-        orig = (im.width, im.height)
         im = im.convert("RGB")
         scale = working_size / max(im.width, im.height)
         if scale < 1:

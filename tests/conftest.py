@@ -1,0 +1,106 @@
+"""Shared fixtures: tiny shards built in tmp_path, tiny random-initialised models saved to disk and loaded
+back through the real loading code, and a config that runs in seconds. Nothing here downloads."""
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mining.config import build_config
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+TINY = {
+    "source": {"captions_per_image": 2, "working_size": 96},
+    "teacher": {"kind": "felzenszwalb", "min_area": 16, "max_masks": 12,
+                "felzenszwalb": {"input_size": 96, "scales": [100, 400]}},
+    "regions": {"mode": "masked_crop", "model": "ovmine-tiny-vit", "pretrained": None, "scales": [64, 96]},
+    "match": {"min_similarity": -1.0, "min_margin": 0.0},
+    "execution": {"executor": "local"},
+}
+
+
+def tiny_config(**sections):
+    tree = {k: dict(v) for k, v in TINY.items()}
+    for name, values in sections.items():
+        tree.setdefault(name, {}).update(values)
+    return build_config(tree)
+
+
+@pytest.fixture
+def tiny_cfg():
+    return tiny_config
+
+
+def jpeg_bytes(image: np.ndarray | Image.Image, **save_kwargs) -> bytes:
+    im = Image.fromarray(image) if isinstance(image, np.ndarray) else image
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=95, **save_kwargs)
+    return buf.getvalue()
+
+
+def scene(seed: int = 0, size: int = 96) -> np.ndarray:
+    """A green ground with a red square: two obvious regions."""
+    rng = np.random.default_rng(seed)
+    img = np.zeros((size, size, 3), np.uint8)
+    img[:] = (50, 150, 60)
+    img += rng.integers(0, 8, img.shape, dtype=np.uint8)
+    img[size // 4: size // 2, size // 4: size // 2] = (220, 30, 30)
+    return img
+
+
+def write_tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
+    """A tar with exactly these members, in this order (webdataset's writer would refuse some bad ones)."""
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_mask2former(tmp_path_factory) -> str:
+    from transformers import (Mask2FormerConfig, Mask2FormerForUniversalSegmentation, Mask2FormerImageProcessor,
+                              SwinConfig)
+    import torch
+
+    torch.manual_seed(0)
+    backbone = SwinConfig(image_size=64, patch_size=4, embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2],
+                          window_size=4, out_features=["stage1", "stage2", "stage3", "stage4"])
+    cfg = Mask2FormerConfig(backbone_config=backbone, hidden_dim=32, mask_feature_size=32, feature_size=32,
+                            num_queries=10, encoder_layers=1, decoder_layers=2, num_attention_heads=2,
+                            dim_feedforward=64, encoder_feedforward_dim=64, num_labels=3,
+                            use_timm_backbone=False, use_pretrained_backbone=False)
+    out = tmp_path_factory.mktemp("m2f")
+    Mask2FormerForUniversalSegmentation(cfg).save_pretrained(out)
+    Mask2FormerImageProcessor(size={"shortest_edge": 64, "longest_edge": 96}, num_labels=3).save_pretrained(out)
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def tiny_sam(tmp_path_factory) -> str:
+    from transformers import (SamConfig, SamImageProcessor, SamMaskDecoderConfig, SamModel, SamProcessor,
+                              SamPromptEncoderConfig, SamVisionConfig)
+    import torch
+
+    torch.manual_seed(0)
+    vision = SamVisionConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=64,
+                             patch_size=16, output_channels=32, mlp_dim=64, global_attn_indexes=[1],
+                             window_size=2, num_pos_feats=16)
+    prompt = SamPromptEncoderConfig(hidden_size=32, image_size=64, patch_size=16, mask_input_channels=4,
+                                    image_embedding_size=4)
+    decoder = SamMaskDecoderConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, mlp_dim=64,
+                                   iou_head_hidden_dim=32)
+    out = tmp_path_factory.mktemp("sam")
+    SamModel(SamConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder)).save_pretrained(out)
+    image_processor = SamImageProcessor(size={"longest_edge": 64}, pad_size={"height": 64, "width": 64},
+                                        mask_size={"longest_edge": 16}, mask_pad_size={"height": 16, "width": 16})
+    SamProcessor(image_processor=image_processor).save_pretrained(out)
+    return str(out)

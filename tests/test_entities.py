@@ -1,0 +1,60 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from mining.config import EntitiesConfig
+from mining.entities import SpacyEntityParser
+
+
+@pytest.fixture(scope="module")
+def parser():
+    return SpacyEntityParser(EntitiesConfig())
+
+
+def nouns(parser, *captions):
+    return [e.noun for e in parser.parse(list(captions))]
+
+
+def test_nouns_are_singular_lemmas_with_adjectives_and_spans(parser):
+    caption = "Two red circles on green grass."
+    entities = parser.parse([caption])
+    assert [e.noun for e in entities] == ["circle", "grass"]
+    circle = entities[0]
+    assert circle.phrase == "red circles" and circle.adjectives == ["red"]
+    assert caption[circle.span[0]:circle.span[1]].lower() == circle.phrase
+
+
+def test_stop_list_and_pronouns_are_dropped(parser):
+    assert nouns(parser, "A picture of a dog on top of a table.") == ["dog", "table"]
+    assert nouns(parser, "It is a time of love.") == []
+    assert nouns(parser, "a close-up of the sky") == ["sky"]
+
+
+def test_compounds_kept(parser):
+    assert "tennis racket" in nouns(parser, "A man holding a tennis racket.")
+
+
+def test_captions_are_merged_and_deduplicated(parser):
+    entities = parser.parse(["Two dogs on a sofa.", "A dog sleeping on the couch next to a cat."])
+    assert [e.noun for e in entities] == ["dog", "sofa", "couch", "cat"]
+    assert [e.caption_index for e in entities] == [0, 0, 1, 1]
+
+
+def test_extra_stop_nouns_and_limit():
+    p = SpacyEntityParser(EntitiesConfig(extra_stop_nouns=["Dog"], max_entities=1))
+    assert [e.noun for e in p.parse(["A dog, a cat and a bird."])] == ["cat"]
+
+
+def test_parse_command_prints_one_object_per_caption(tmp_path):
+    captions = tmp_path / "captions.txt"
+    captions.write_text("Two red circles on green grass.\n\nA cat on a mat.\n")
+    out = subprocess.run([sys.executable, "-m", "mining.cli", "parse", str(captions)],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    docs = [json.loads(line) for line in out]
+    assert [d["caption"] for d in docs] == ["Two red circles on green grass.", "A cat on a mat."]
+    assert [e["noun"] for e in docs[1]["entities"]] == ["cat", "mat"]
+    piped = subprocess.run([sys.executable, "-m", "mining.cli", "parse"], input="three boys\n",
+                           capture_output=True, text=True, check=True).stdout
+    assert json.loads(piped)["entities"][0]["noun"] == "boy"

@@ -1,0 +1,79 @@
+import numpy as np
+import pytest
+
+from conftest import scene
+from mining.config import FelzenszwalbConfig, Mask2FormerConfig, SamConfig
+from mining.teachers import postfilter_masks
+from mining.teachers.felzenszwalb import FelzenszwalbTeacher
+
+
+def box_mask(shape, y0, y1, x0, x1):
+    m = np.zeros(shape, bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+def test_postfilter_area_dedupe_and_cap():
+    shape = (20, 20)
+    masks = np.stack([box_mask(shape, 0, 10, 0, 10),     # 100 px, score .5
+                      box_mask(shape, 0, 10, 0, 9),      # IoU .9 with the first, score .9 -> kept first
+                      box_mask(shape, 15, 17, 15, 17),   # 4 px: too small
+                      box_mask(shape, 10, 20, 10, 20)])  # 100 px, score .7
+    scores = np.array([0.5, 0.9, 0.99, 0.7], np.float32)
+    kept, kept_scores = postfilter_masks(masks, scores, min_area=5, dedupe_iou=0.85, max_masks=10)
+    assert kept_scores.tolist() == pytest.approx([0.9, 0.7])
+    assert (kept[0] == masks[1]).all() and (kept[1] == masks[3]).all()
+    loose, _ = postfilter_masks(masks, scores, min_area=5, dedupe_iou=0.95, max_masks=10)
+    assert len(loose) == 3
+    capped, _ = postfilter_masks(masks, scores, min_area=1, dedupe_iou=1.0, max_masks=2)
+    assert len(capped) == 2
+
+
+def test_felzenszwalb_finds_the_square():
+    image = scene(size=96)
+    # sigma=0: no pre-smoothing, so the uniform square's border is not split off into thin segments
+    masks, scores = FelzenszwalbTeacher(FelzenszwalbConfig(scales=[100], sigma=0, input_size=96)).predict([image])[0]
+    assert masks.shape[1:] == (96, 96) and (scores == 1).all()
+    truth = np.zeros((96, 96), bool)
+    truth[24:48, 24:48] = True
+    ious = (masks & truth).sum((1, 2)) / (masks | truth).sum((1, 2))
+    assert ious.max() == 1.0
+
+
+def test_felzenszwalb_scales_back_to_the_working_frame():
+    image = scene(size=96)
+    masks, _ = FelzenszwalbTeacher(FelzenszwalbConfig(scales=[100, 400], input_size=48)).predict([image])[0]
+    assert masks.shape[1:] == (96, 96)
+    assert masks.sum(0).max() <= 2   # each scale partitions the image once
+
+
+def test_mask2former_class_agnostic(tiny_mask2former):
+    from mining.teachers.mask2former import Mask2FormerTeacher
+
+    teacher = Mask2FormerTeacher(Mask2FormerConfig(model=tiny_mask2former, top_n=5), device="cpu")
+    images = [scene(0, 80), scene(1, 60)[:, :50]]
+    results = teacher.predict(images)
+    for image, (masks, scores) in zip(images, results):
+        assert masks.shape == (5,) + image.shape[:2] and masks.dtype == bool
+        assert ((scores >= 0) & (scores <= 1)).all()
+        assert (np.diff(scores) <= 1e-6).all(), "best queries first"
+    none = Mask2FormerTeacher(Mask2FormerConfig(model=tiny_mask2former, min_score=1.0), device="cpu")
+    assert none.predict([scene()])[0][0].shape == (0, 96, 96)
+
+
+def test_sam_automatic_generation(tiny_sam):
+    from mining.teachers.sam import SamTeacher
+
+    teacher = SamTeacher(SamConfig(model=tiny_sam, points_per_side=4, pred_iou_thresh=0.0,
+                                   stability_score_thresh=0.0), device="cpu")
+    masks, scores = teacher.predict([scene(size=64)])[0]
+    assert masks.ndim == 3 and masks.shape[1:] == (64, 64) and len(masks) == len(scores) > 0
+    strict = SamTeacher(SamConfig(model=tiny_sam, points_per_side=4, pred_iou_thresh=1.0), device="cpu")
+    assert len(strict.predict([scene(size=64)])[0][0]) == 0
+
+
+def test_model_loading_errors_name_the_field(tmp_path):
+    from mining.teachers.mask2former import Mask2FormerTeacher
+
+    with pytest.raises(OSError):
+        Mask2FormerTeacher(Mask2FormerConfig(model=str(tmp_path / "nope")), device="cpu")
