@@ -57,6 +57,7 @@ def scene(seed: int = 0, size: int = 96) -> np.ndarray:
 
 def write_tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
     """A tar with exactly these members, in this order (webdataset's writer would refuse some bad ones)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(path, "w") as tar:
         for name, data in members:
             info = tarfile.TarInfo(name)
