@@ -65,19 +65,40 @@ def cmd_mine(args: argparse.Namespace) -> int:
     return 0
 
 
+def _labelled(line: str, number: int) -> tuple[str, list[str]]:
+    try:
+        doc = json.loads(line)
+        return doc["caption"], list(doc["nouns"])
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise ValueError(f"--labelled line {number}: expected {{\"caption\": ..., \"nouns\": [...]}}") from None
+
+
 def cmd_parse(args: argparse.Namespace) -> int:
     from mining.entities import SpacyEntityParser
+    from mining.entities.evaluate import score_nouns
 
     cfg = load_config(args.config, args.overrides)
     parser = SpacyEntityParser(cfg.entities)
     stream = open(args.file, encoding="utf-8") if args.file and args.file != "-" else sys.stdin
+    predicted, expected = [], []
     with stream:
-        for line in stream:
-            caption = line.rstrip("\n")
-            if not caption.strip():
+        for number, line in enumerate(stream, 1):
+            if not line.strip():
                 continue
+            caption, nouns = _labelled(line, number) if args.labelled else (line.rstrip("\n"), None)
             entities = parser.parse([caption])
-            print(json.dumps({"caption": caption, "entities": [e.to_json() for e in entities]}), flush=True)
+            doc: dict[str, Any] = {"caption": caption, "entities": [e.to_json() for e in entities]}
+            if nouns is not None:
+                got = [e.noun for e in entities]
+                doc |= {"missed": sorted(set(nouns) - set(got)), "extra": sorted(set(got) - set(nouns))}
+                predicted.append(got)
+                expected.append(nouns)
+            print(json.dumps(doc), flush=True)
+    if args.labelled:
+        score = score_nouns(predicted, expected)
+        print(f"{score.captions} captions: noun precision {score.precision:.3f}, recall {score.recall:.3f} "
+              f"({score.true_positives} right, {score.false_positives} extra, {score.false_negatives} missed)",
+              file=sys.stderr)
     return 0
 
 
@@ -118,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("parse", help="print the entities of captions, one JSON object per caption")
     _add_config_args(p)
     p.add_argument("file", nargs="?", help="one caption per line; stdin when omitted or '-'")
+    p.add_argument("--labelled", action="store_true",
+                   help='lines are {"caption": ..., "nouns": [...]}: also print what was missed or extra, '
+                        "and noun precision/recall on stderr")
     p.set_defaults(func=cmd_parse)
 
     p = sub.add_parser("sample-data", help="write a small generated image–caption dataset (webdataset shards)")

@@ -58,3 +58,27 @@ def test_parse_command_prints_one_object_per_caption(tmp_path):
     piped = subprocess.run([sys.executable, "-m", "mining.cli", "parse"], input="three boys\n",
                            capture_output=True, text=True, check=True).stdout
     assert json.loads(piped)["entities"][0]["noun"] == "boy"
+
+
+def test_score_nouns_known_answer():
+    from mining.entities.evaluate import score_nouns
+
+    score = score_nouns([["dog", "cat"], [], ["sky"]], [["dog"], ["tree"], ["sky", "sea"]])
+    assert (score.true_positives, score.false_positives, score.false_negatives) == (2, 1, 2)
+    assert score.precision == pytest.approx(2 / 3) and score.recall == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        score_nouns([["a"]], [])
+
+
+def test_parser_on_the_labelled_caption_set():
+    result = subprocess.run([sys.executable, "-m", "mining.cli", "parse", "--labelled",
+                             "tests/data/captions_labelled.jsonl"], capture_output=True, text=True, check=True)
+    docs = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(docs) == 25 and all({"missed", "extra"} <= set(d) for d in docs)
+    line = result.stderr.strip().splitlines()[-1]
+    precision = float(line.split("precision ")[1].split(",")[0])
+    recall = float(line.split("recall ")[1].split(" ")[0])
+    assert precision >= 0.9 and recall >= 0.9, line
+    bad = subprocess.run([sys.executable, "-m", "mining.cli", "parse", "--labelled"], input="not json\n",
+                         capture_output=True, text=True)
+    assert bad.returncode == 1 and "--labelled line 1" in bad.stderr
