@@ -14,7 +14,7 @@ from pycocotools import mask as mask_utils
 from webdataset.tariterators import base_plus_ext, tar_file_iterator
 
 from mining.records import Entity
-from mining.schemas import RECORD_VERSION, SchemaError
+from mining.schemas import RECORD_VERSION, SchemaError, pairs_arrow_schema
 from mining.sinks.layout import manifest_uri
 from mining.storage import S3Options, filesystem_for, is_s3, join, read_bytes
 
@@ -95,11 +95,17 @@ def iter_records(output: str, s3: S3Options | None = None) -> Iterator[MinedReco
                 yield MinedRecord.from_json(doc, members.get(doc["image"]) if doc["image"] else None)
 
 
+def pairs_files(output: str, s3: S3Options | None = None) -> list[str]:
+    return _listing(output, "pairs", ".parquet", s3)
+
+
 def read_pairs(output: str, s3: S3Options | None = None) -> pa.Table:
-    files = _listing(output, "pairs", ".parquet", s3)
+    """The whole pairs table in memory: for tests and small runs; `mining.stats` streams instead."""
     fs, _ = filesystem_for(output, s3)
-    paths = [filesystem_for(f, s3)[1] for f in files]
-    return pads.dataset(paths, format="parquet", filesystem=fs).to_table()
+    paths = [filesystem_for(f, s3)[1] for f in pairs_files(output, s3)]
+    if not paths:
+        return pairs_arrow_schema().empty_table()
+    return pads.dataset(paths, format="parquet", filesystem=fs, schema=pairs_arrow_schema()).to_table()
 
 
 def read_manifest(output: str, s3: S3Options | None = None) -> dict:

@@ -55,7 +55,8 @@ def pair_rows(stem: str, record: dict[str, Any]) -> list[dict[str, Any]]:
             "similarity": pair["similarity"], "margin": pair["margin"], "probability": pair["probability"],
             "scale_similarities": pair["scale_similarities"], "teacher_score": mask["score"],
             "area": mask["area"], "bbox": mask["bbox"], "height": record["height"], "width": record["width"],
-            "rle_counts": mask["segmentation"]["counts"],
+            "rle_counts": mask["segmentation"]["counts"], "image_masks": len(record["masks"]),
+            "image_entities": len(record["entities"]),
         })
     return rows
 
