@@ -110,10 +110,63 @@ def cmd_sample_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _s3(args: argparse.Namespace):
+    from mining.storage import S3Options
+
+    return S3Options(endpoint_url=args.s3_endpoint)
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from mining.stats import compute_stats, format_stats
+
+    stats = compute_stats(args.output, _s3(args), top_k=args.top)
+    if args.html:
+        from mining.report import render_report
+        from mining.storage import write_bytes_atomic
+
+        page = render_report(args.output, stats, _s3(args), gallery=args.gallery, seed=args.seed)
+        write_bytes_atomic(args.html, page.encode(), _s3(args))
+    print(json.dumps(stats) if args.json else format_stats(stats) + (f"\nreport: {args.html}" if args.html else ""))
+    return 0
+
+
+def cmd_curate(args: argparse.Namespace) -> int:
+    from mining.curate import CurationFilters, curate, read_noun_list, read_synonyms
+
+    filters = CurationFilters(
+        min_similarity=args.min_similarity, min_margin=args.min_margin, min_noun_count=args.min_noun_count,
+        max_per_noun=args.max_per_noun,
+        nouns_allow=read_noun_list(args.nouns_allow) if args.nouns_allow else None,
+        nouns_deny=read_noun_list(args.nouns_deny) if args.nouns_deny else [],
+        synonyms=read_synonyms(args.merge_synonyms) if args.merge_synonyms else {})
+    manifest = curate(args.input, args.output, filters, _s3(args))
+    t, before = manifest["totals"], manifest["lineage"]["input_totals"]
+    if args.json:
+        print(json.dumps({"output": args.output, "totals": t, "input_totals": before,
+                          "config_hash": manifest["config_hash"]}))
+    else:
+        print(f"curated {args.input} -> {args.output}\n"
+              f"  images  {before['images_with_pairs']} -> {t['images_with_pairs']}\n"
+              f"  pairs   {before['pairs']} -> {t['pairs']}\n"
+              f"  nouns   {before['unique_nouns']} -> {t['unique_nouns']}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from mining.export_coco import export_coco
+
+    counts = export_coco(args.output, args.dest, args.images_dir, _s3(args))
+    print(json.dumps(counts) if args.json else
+          f"wrote {args.dest}: {counts['images']} images, {counts['annotations']} annotations, "
+          f"{counts['categories']} categories" +
+          (f"; {counts['images_written']} images in {args.images_dir}" if args.images_dir else ""))
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from mining.validate import check_output
 
-    figures = check_output(args.output)
+    figures = check_output(args.output, _s3(args))
     print(json.dumps(figures) if args.json else
           f"{args.output}: valid ({figures['shards']} shards, {figures['records']} records, {figures['pairs']} pairs; "
           f"{figures['images_in']} images in = {figures['images_with_pairs']} with pairs + "
@@ -156,6 +209,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("stats", help="statistics of a mining output; --html writes a report with a gallery")
+    p.add_argument("output", help="a mining (or curated) output, local or s3://")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report (local or s3://)")
+    p.add_argument("--top", type=int, default=20, metavar="K", help="how many of the most frequent nouns")
+    p.add_argument("--gallery", type=int, default=24, metavar="N",
+                   help="pairs in each gallery (random sample, lowest similarity)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random gallery sample")
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("curate", help="write a filtered copy of a mining output, in the same schema")
+    p.add_argument("input")
+    p.add_argument("output")
+    p.add_argument("--min-similarity", type=float)
+    p.add_argument("--min-margin", type=float)
+    p.add_argument("--min-noun-count", type=int, metavar="N", help="drop nouns with fewer surviving pairs")
+    p.add_argument("--max-per-noun", type=int, metavar="K", help="keep each noun's K most similar pairs")
+    p.add_argument("--nouns-allow", metavar="FILE", help="only these nouns (one per line)")
+    p.add_argument("--nouns-deny", metavar="FILE", help="never these nouns (one per line)")
+    p.add_argument("--merge-synonyms", metavar="FILE", help="YAML 'canonical: [synonym, ...]'; applied first")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_curate)
+
+    p = sub.add_parser("export", help="export a mining output to another format")
+    fmt = p.add_subparsers(dest="format", required=True)
+    c = fmt.add_parser("coco", help="COCO instances JSON (RLE masks, one category per noun)")
+    c.add_argument("output", help="a mining (or curated) output, local or s3://")
+    c.add_argument("dest", help="coco.json path or s3:// URI")
+    c.add_argument("--images-dir", help="also write the images, in the masks' frame, named like file_name")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_export)
+
+    for command in (sub.choices["validate"], sub.choices["stats"], sub.choices["curate"], c):
+        command.add_argument("--s3-endpoint", help="S3 endpoint URL (default: AWS_ENDPOINT_URL)")
     return parser
 
 

@@ -49,6 +49,14 @@ def aggregate(markers: list[dict[str, Any]]) -> dict[str, Any]:
 
 def build_manifest(output: str, stems: list[str], cfg: RunConfig, wall_seconds: float,
                    s3: S3Options | None = None) -> dict[str, Any]:
+    """The manifest of a mining run."""
+    return assemble_manifest(output, stems, cfg.resolved(), cfg.config_hash(), model_ids(cfg), wall_seconds, s3)
+
+
+def assemble_manifest(output: str, stems: list[str], config: dict[str, Any], config_hash: str,
+                      models: dict[str, str], wall_seconds: float, s3: S3Options | None = None,
+                      lineage: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Aggregate the markers of `stems` into a validated manifest (mining and curation share it)."""
     markers = [json.loads(read_bytes(marker_uri(output, stem), s3)) for stem in stems]
     summary = aggregate(markers)
     shards = [{k: v for k, v in m.items() if k not in ("nouns", "schema_version", "config_hash")} for m in markers]
@@ -56,11 +64,13 @@ def build_manifest(output: str, stems: list[str], cfg: RunConfig, wall_seconds: 
     manifest = {
         "schema_version": MANIFEST_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "config": cfg.resolved(), "config_hash": cfg.config_hash(), "models": model_ids(cfg),
+        "config": config, "config_hash": config_hash, "models": models,
         "versions": package_versions(), "shards": shards, **summary,
         "wall_seconds": round(wall_seconds, 3),
         "images_per_second": round(images / wall_seconds, 3) if wall_seconds > 0 else 0.0,
     }
+    if lineage is not None:
+        manifest["lineage"] = lineage
     validate("manifest", manifest)
     return manifest
 

@@ -82,17 +82,32 @@ def shard_files(output: str, s3: S3Options | None = None) -> list[str]:
     return _listing(output, "shards", ".tar", s3)
 
 
+def shard_name(uri: str) -> str:
+    return uri.rstrip("/").rsplit("/", 1)[-1].removesuffix(".tar")
+
+
+def read_shard_documents(uri: str, s3: S3Options | None = None) -> list[tuple[dict, bytes | None]]:
+    """(record JSON, image bytes or None) of one output shard, in order; one shard is held at a time."""
+    fs, path = filesystem_for(uri, s3)
+    with fs.open_input_stream(path) as raw:
+        pending: dict[str, dict[str, bytes]] = {}
+        for item in tar_file_iterator(io.BufferedReader(raw)):
+            key, ext = base_plus_ext(item["fname"])
+            pending.setdefault(key, {})[ext] = item["data"]
+    documents = []
+    for members in pending.values():
+        doc = json.loads(members["json"])
+        documents.append((doc, members.get(doc["image"]) if doc["image"] else None))
+    return documents
+
+
+def read_shard_records(uri: str, s3: S3Options | None = None) -> list[MinedRecord]:
+    return [MinedRecord.from_json(doc, image) for doc, image in read_shard_documents(uri, s3)]
+
+
 def iter_records(output: str, s3: S3Options | None = None) -> Iterator[MinedRecord]:
     for uri in shard_files(output, s3):
-        fs, path = filesystem_for(uri, s3)
-        with fs.open_input_stream(path) as raw:
-            pending: dict[str, dict[str, bytes]] = {}
-            for item in tar_file_iterator(io.BufferedReader(raw)):
-                key, ext = base_plus_ext(item["fname"])
-                pending.setdefault(key, {})[ext] = item["data"]
-            for key, members in pending.items():
-                doc = json.loads(members["json"])
-                yield MinedRecord.from_json(doc, members.get(doc["image"]) if doc["image"] else None)
+        yield from read_shard_records(uri, s3)
 
 
 def pairs_files(output: str, s3: S3Options | None = None) -> list[str]:

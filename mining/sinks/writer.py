@@ -34,13 +34,11 @@ def build_record(sample: Sample, image_ext: str | None) -> dict[str, Any]:
               "noun": sample.entities[p.entity_index].noun, "phrase": sample.entities[p.entity_index].phrase,
               "similarity": p.similarity, "margin": p.margin, "probability": p.probability,
               "scale_similarities": p.scale_similarities} for p in sample.pairs]
-    record = {
+    return {
         "schema_version": RECORD_VERSION, "key": sample.key, "shard": sample.shard, "captions": sample.captions,
         "width": width, "height": height, "orig_width": sample.orig_size[0], "orig_height": sample.orig_size[1],
         "image": image_ext, "entities": [e.to_json() for e in sample.entities], "masks": masks, "pairs": pairs,
     }
-    validate("record", record)
-    return record
 
 
 def pair_rows(stem: str, record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -76,32 +74,36 @@ def shard_counts(samples: list[Sample]) -> dict[str, Any]:
             "timings": {k: round(v, 6) for k, v in sorted(timings.items())}, "nouns": dict(nouns.most_common())}
 
 
-def write_shard(samples: list[Sample], output: str, cfg: RunConfig, config_hash: str,
-                s3: S3Options | None = None) -> dict[str, Any]:
-    """Write the shard's files and commit it; returns the marker."""
-    samples = sorted(samples, key=lambda s: s.index)   # executors may deliver out of order
-    stem, source = samples[0].shard_stem, samples[0].shard
-    kept = [s for s in samples if s.alive and s.pairs]
-    image_ext = cfg.output.image_format if cfg.output.write_images else None
-
+def write_shard_files(output: str, stem: str, records: list[tuple[dict[str, Any], bytes | None]],
+                      marker: dict[str, Any], s3: S3Options | None = None) -> None:
+    """Write validated records (each with its image bytes, or None), their pairs table, then the marker."""
     tar_buf = io.BytesIO()
     rows: list[dict[str, Any]] = []
     with TarWriter(tar_buf, mtime=0) as tar:   # fixed mtime: reruns write identical bytes
-        for sample in kept:
-            record = build_record(sample, image_ext)
+        for record, image in records:
+            validate("record", record)
             rows.extend(pair_rows(stem, record))
-            member = {"__key__": sample.key, "json": json.dumps(record, separators=(",", ":")).encode()}
-            if image_ext:
-                member[image_ext] = sample.image_bytes
+            member = {"__key__": record["key"], "json": json.dumps(record, separators=(",", ":")).encode()}
+            if record["image"]:
+                member[record["image"]] = image
             tar.write(member)
     table = pa.Table.from_pylist(rows, schema=pairs_arrow_schema())
     validate_pairs_table(table)
     parquet_buf = io.BytesIO()
     pq.write_table(table, parquet_buf, compression="zstd")
-
     write_bytes_atomic(shard_uri(output, stem), tar_buf.getvalue(), s3)
     write_bytes_atomic(pairs_uri(output, stem), parquet_buf.getvalue(), s3)
-    marker = {"schema_version": MARKER_VERSION, "input": source, "name": stem, "config_hash": config_hash,
-              **shard_counts(samples)}
-    write_bytes_atomic(marker_uri(output, stem), json.dumps(marker, indent=1).encode(), s3)
+    write_bytes_atomic(marker_uri(output, stem), json.dumps({"schema_version": MARKER_VERSION, **marker},
+                                                            indent=1).encode(), s3)
+
+
+def write_shard(samples: list[Sample], output: str, cfg: RunConfig, config_hash: str,
+                s3: S3Options | None = None) -> dict[str, Any]:
+    """Write one mined input shard and commit it; returns the marker."""
+    samples = sorted(samples, key=lambda s: s.index)   # executors may deliver out of order
+    stem, source = samples[0].shard_stem, samples[0].shard
+    image_ext = cfg.output.image_format if cfg.output.write_images else None
+    records = [(build_record(s, image_ext), s.image_bytes) for s in samples if s.alive and s.pairs]
+    marker = {"input": source, "name": stem, "config_hash": config_hash, **shard_counts(samples)}
+    write_shard_files(output, stem, records, marker, s3)
     return marker

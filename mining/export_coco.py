@@ -1,0 +1,113 @@
+"""Export a mining output as COCO instances: one category per noun, one annotation per pair (RLE segmentation,
+bbox, area, iscrowd 0, plus the pair's similarity as `score`), images with their working-frame sizes.
+
+The JSON is streamed to a temporary file (images and annotations spooled separately) so memory does not grow
+with the number of pairs; it appears at its destination only when complete.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tempfile
+from typing import Any
+
+import pyarrow.parquet as pq
+from PIL import Image
+
+from mining.sinks.images import load_images
+from mining.sinks.reader import MinedRecord, pairs_files, read_manifest, read_shard_records, shard_files, shard_name
+from mining.storage import S3Options, filesystem_for, is_s3, join, write_bytes_atomic
+
+
+def _nouns(output: str, s3: S3Options | None) -> list[str]:
+    nouns: set[str] = set()
+    for uri in pairs_files(output, s3):
+        fs, path = filesystem_for(uri, s3)
+        with fs.open_input_file(path) as f:
+            for batch in pq.ParquetFile(f).iter_batches(columns=["noun"]):
+                nouns.update(batch.column(0).to_pylist())
+    return sorted(nouns)
+
+
+def image_file_name(stem: str, key: str) -> str:
+    return f"{stem}_{key}.jpg"
+
+
+def export_coco(output: str, dest: str, images_dir: str | None = None, s3: S3Options | None = None) -> dict[str, Any]:
+    """Write `dest` (local path or s3://); with `images_dir`, also the images in the masks' frame."""
+    manifest = read_manifest(output, s3)
+    categories = {noun: i for i, noun in enumerate(_nouns(output, s3), 1)}
+    counts = {"images": 0, "annotations": 0, "categories": len(categories), "images_written": 0}
+    with tempfile.TemporaryDirectory() as tmp:
+        images_tmp, anns_tmp = os.path.join(tmp, "images"), os.path.join(tmp, "annotations")
+        with open(images_tmp, "w") as img_f, open(anns_tmp, "w") as ann_f:
+            for uri in shard_files(output, s3):
+                stem = shard_name(uri)
+                records = read_shard_records(uri, s3)
+                for record in records:
+                    _write_entries(record, stem, categories, counts, img_f, ann_f)
+                if images_dir is not None:
+                    counts["images_written"] += _write_images(output, manifest, stem, records, images_dir, s3)
+        result = os.path.join(tmp, "coco.json")
+        with open(result, "w") as out:
+            info = {"description": f"ovmine export of {output}", "config_hash": manifest["config_hash"]}
+            out.write(json.dumps({"info": info, "licenses": []})[:-1])
+            cats = [{"id": i, "name": n, "supercategory": "noun"} for n, i in categories.items()]
+            out.write(f', "categories": {json.dumps(cats)}, "images": [')
+            with open(images_tmp) as f:
+                shutil.copyfileobj(f, out)
+            out.write('], "annotations": [')
+            with open(anns_tmp) as f:
+                shutil.copyfileobj(f, out)
+            out.write("]}")
+        _publish(result, dest, s3)
+    return counts
+
+
+def _write_entries(record: MinedRecord, stem: str, categories: dict[str, int], counts: dict[str, int],
+                   img_f, ann_f) -> None:
+    counts["images"] += 1
+    image_id = counts["images"]
+    entry = {"id": image_id, "file_name": image_file_name(stem, record.key), "width": record.width,
+             "height": record.height, "ovmine_key": record.key, "ovmine_shard": record.shard,
+             "captions": record.captions}
+    img_f.write(("," if image_id > 1 else "") + json.dumps(entry))
+    for pair in record.pairs:
+        mask = record.masks[pair.mask_index]
+        counts["annotations"] += 1
+        ann = {"id": counts["annotations"], "image_id": image_id, "category_id": categories[pair.noun],
+               "segmentation": mask.rle, "area": mask.area, "bbox": mask.bbox, "iscrowd": 0,
+               "score": pair.similarity, "phrase": pair.phrase}
+        ann_f.write(("," if counts["annotations"] > 1 else "") + json.dumps(ann))
+
+
+def _write_images(output: str, manifest: dict, stem: str, records: list[MinedRecord], images_dir: str,
+                  s3: S3Options | None) -> int:
+    """One shard's images; those not stored in the output are decoded from the input shard in one read."""
+    fetched = load_images(output, manifest, [(stem, r.key) for r in records if r.image is None], s3)
+    written = 0
+    for record in records:
+        if record.image is not None:
+            pixels = Image.open(io.BytesIO(record.image)).convert("RGB")
+        elif (stem, record.key) in fetched:
+            pixels = Image.fromarray(fetched[(stem, record.key)])
+        else:
+            continue
+        buf = io.BytesIO()
+        pixels.save(buf, format="JPEG", quality=95)
+        write_bytes_atomic(join(images_dir, image_file_name(stem, record.key)), buf.getvalue(), s3)
+        written += 1
+    return written
+
+
+def _publish(local_file: str, dest: str, s3: S3Options | None) -> None:
+    if is_s3(dest):
+        fs, path = filesystem_for(dest, s3)
+        with open(local_file, "rb") as src, fs.open_output_stream(path) as dst:
+            shutil.copyfileobj(src, dst, 1 << 24)
+    else:
+        os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
+        shutil.copyfile(local_file, dest + ".tmp")
+        os.replace(dest + ".tmp", dest)
