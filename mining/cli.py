@@ -55,7 +55,8 @@ def cmd_mine(args: argparse.Namespace) -> int:
         bar.update(1)
         bar.set_postfix(images=marker["images_in"], pairs=marker["pairs"])
 
-    manifest = run_mining(cfg, args.input, args.output, limit=args.limit, on_shard=on_shard, progress=show)
+    manifest = run_mining(cfg, args.input, args.output, limit=args.limit, on_shard=on_shard, progress=show,
+                          overwrite=args.overwrite)
     bar.close()
     if args.json:
         print(json.dumps({k: manifest[k] for k in ("totals", "timings", "wall_seconds", "images_per_second",
@@ -186,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="output directory or s3:// prefix")
     p.add_argument("--limit", type=int, help="mine only the first N images (in input order)")
     p.add_argument("--executor", choices=["ray", "local"], help="shortcut for --set execution.executor=...")
+    p.add_argument("--overwrite", action="store_true",
+                   help="mine every shard again, even those already committed in OUTPUT")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_mine)
 
@@ -252,8 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.verbose:  # Ray Data narrates every operator at INFO; the summary says what matters
-        logging.getLogger("ray").setLevel(logging.WARNING)
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         return args.func(args)

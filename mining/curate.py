@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow.parquet as pq
 import yaml
 
@@ -133,8 +134,10 @@ def curate(input_uri: str, output: str, filters: CurationFilters, s3: S3Options 
             pairs = []
             for pair in record["pairs"]:
                 noun = filters.canonical(pair["noun"])
-                pid = (pair["similarity"], stem, record["key"], pair["mask_index"])
-                if filters.pair_passes(noun, pair["similarity"], pair["margin"]) and plan.keeps(noun, pid):
+                # compare at the pairs table's float32 precision, as pass 1 did
+                similarity, margin = float(np.float32(pair["similarity"])), float(np.float32(pair["margin"]))
+                pid = (similarity, stem, record["key"], pair["mask_index"])
+                if filters.pair_passes(noun, similarity, margin) and plan.keeps(noun, pid):
                     pairs.append({**pair, "noun": noun})
             if pairs:
                 kept_records.append(({**record, "pairs": pairs}, image))

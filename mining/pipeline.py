@@ -18,11 +18,12 @@ from mining.entities import EntityStage
 from mining.logs import logger
 from mining.match_stage import MatchStage
 from mining.regions import RegionStage
+from mining.sinks.commits import committed_markers, reusable
 from mining.sinks.manifest import build_manifest, write_manifest
 from mining.sinks.writer import write_shard
 from mining.sources.decode import DecodeStage
 from mining.sources.shards import count_keys
-from mining.sources.uris import expand_inputs
+from mining.sources.uris import expand_inputs, shard_stem
 from mining.stage import Stage
 from mining.storage import S3Options
 from mining.teachers import TeacherStage
@@ -63,18 +64,31 @@ def make_executor(cfg: RunConfig, s3: S3Options, progress: bool = False):
 
 
 def run_mining(cfg: RunConfig, inputs: list[str], output: str, limit: int | None = None,
-               on_shard: Callable[[dict[str, Any]], None] | None = None, progress: bool = False) -> dict[str, Any]:
-    """Mine `inputs` into `output`; returns the manifest. Bad inputs raise before any model is loaded."""
+               on_shard: Callable[[dict[str, Any]], None] | None = None, progress: bool = False,
+               overwrite: bool = False) -> dict[str, Any]:
+    """Mine `inputs` into `output`; returns the manifest. Bad inputs raise before any model is loaded.
+
+    Shards already committed with this config are skipped (a rerun finishes an interrupted run); `overwrite`
+    mines everything again. An output holding another config's shards is refused."""
     s3 = S3Options(cfg.source.s3_endpoint_url, cfg.source.s3_region)
     tasks = plan_tasks(expand_inputs(inputs, s3), limit, s3)
-    logger.info("mining %d shard(s) into %s with config %s", len(tasks), output, cfg.config_hash())
+    config_hash = cfg.config_hash()
+    done: set[str] = set()
+    if not overwrite:
+        done = reusable(committed_markers(output, s3), {shard_stem(t.uri): t.max_samples for t in tasks},
+                        config_hash, output)
+    todo = [t for t in tasks if shard_stem(t.uri) not in done]
+    logger.info("mining %d shard(s) into %s with config %s (%d already committed)", len(todo), output,
+                config_hash, len(done))
     start = time.perf_counter()
-    stems = []
-    for samples in make_executor(cfg, s3, progress).run(tasks, build_stages(cfg)):
-        marker = write_shard(samples, output, cfg, cfg.config_hash(), s3)
-        stems.append(marker["name"])
-        if on_shard:
-            on_shard(marker)
+    stems = sorted(done)
+    if todo:
+        limits = {shard_stem(t.uri): t.max_samples for t in todo}
+        for samples in make_executor(cfg, s3, progress).run(todo, build_stages(cfg)):
+            marker = write_shard(samples, output, cfg, config_hash, s3, limit=limits[samples[0].shard_stem])
+            stems.append(marker["name"])
+            if on_shard:
+                on_shard(marker)
     manifest = build_manifest(output, sorted(stems), cfg, time.perf_counter() - start, s3)
     write_manifest(output, manifest, s3)
     return manifest

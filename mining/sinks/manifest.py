@@ -59,7 +59,8 @@ def assemble_manifest(output: str, stems: list[str], config: dict[str, Any], con
     """Aggregate the markers of `stems` into a validated manifest (mining and curation share it)."""
     markers = [json.loads(read_bytes(marker_uri(output, stem), s3)) for stem in stems]
     summary = aggregate(markers)
-    shards = [{k: v for k, v in m.items() if k not in ("nouns", "schema_version", "config_hash")} for m in markers]
+    shards = [{k: v for k, v in m.items() if k not in ("nouns", "schema_version", "config_hash", "limit")}
+              for m in markers]
     images = summary["totals"]["images_in"]
     manifest = {
         "schema_version": MANIFEST_VERSION,

@@ -98,12 +98,12 @@ def write_shard_files(output: str, stem: str, records: list[tuple[dict[str, Any]
 
 
 def write_shard(samples: list[Sample], output: str, cfg: RunConfig, config_hash: str,
-                s3: S3Options | None = None) -> dict[str, Any]:
-    """Write one mined input shard and commit it; returns the marker."""
+                s3: S3Options | None = None, limit: int | None = None) -> dict[str, Any]:
+    """Write one mined input shard and commit it; returns the marker (`limit`: the --limit cut, if any)."""
     samples = sorted(samples, key=lambda s: s.index)   # executors may deliver out of order
     stem, source = samples[0].shard_stem, samples[0].shard
     image_ext = cfg.output.image_format if cfg.output.write_images else None
     records = [(build_record(s, image_ext), s.image_bytes) for s in samples if s.alive and s.pairs]
-    marker = {"input": source, "name": stem, "config_hash": config_hash, **shard_counts(samples)}
+    marker = {"input": source, "name": stem, "config_hash": config_hash, "limit": limit, **shard_counts(samples)}
     write_shard_files(output, stem, records, marker, s3)
     return marker
