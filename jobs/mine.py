@@ -1,6 +1,6 @@
 """Ray job entrypoint for mining: runs on the cluster's head node and joins the cluster it runs in.
 
-    ray job submit --working-dir . -- python jobs/mine.py --config configs/coco.yaml \
+    ray job submit --working-dir . -- python -m jobs.mine --config configs/coco.yaml \
         --input 's3://bucket/cc3m/{00000..00331}.tar' --output s3://bucket/mined/cc3m
 """
 from __future__ import annotations
