@@ -127,6 +127,8 @@ class StageResources(_Section):
 class ExecutionConfig(_Section):
     executor: Literal["ray", "local"] = "ray"
     ray_address: str | None = Field(None, description="None starts a local Ray; 'auto' joins a cluster")
+    max_retries: int = Field(3, ge=0, description="retries of a failed task, and of an actor's call after it died")
+    max_actor_restarts: int = Field(-1, ge=-1, description="restarts of a dead stage actor (-1: as many as it takes)")
     decode: StageResources = Field(default_factory=lambda: StageResources(concurrency=2))
     entities: StageResources = Field(default_factory=StageResources)
     teacher: StageResources = Field(default_factory=lambda: StageResources(num_gpus="auto", batch_size=4))

@@ -14,22 +14,24 @@ from dataclasses import dataclass
 from typing import Any
 
 from mining.config import RunConfig
-from mining.entities import EntityStage
 from mining.logs import logger
-from mining.match_stage import MatchStage
-from mining.regions import RegionStage
 from mining.sinks.commits import committed_markers, reusable
 from mining.sinks.manifest import build_manifest, write_manifest
 from mining.sinks.writer import write_shard
-from mining.sources.decode import DecodeStage
 from mining.sources.shards import count_keys
 from mining.sources.uris import expand_inputs, shard_stem
 from mining.stage import Stage
 from mining.storage import S3Options
-from mining.teachers import TeacherStage
 
 
 def build_stages(cfg: RunConfig) -> list[Stage]:
+    # imported here: torch, open_clip and spaCy take seconds to import, and a bad input should fail at once
+    from mining.entities import EntityStage
+    from mining.match_stage import MatchStage
+    from mining.regions import RegionStage
+    from mining.sources.decode import DecodeStage
+    from mining.teachers import TeacherStage
+
     return [DecodeStage(cfg), EntityStage(cfg), TeacherStage(cfg), RegionStage(cfg), MatchStage(cfg)]
 
 

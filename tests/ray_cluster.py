@@ -28,7 +28,9 @@ class LocalCluster:
         self.dashboard_port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.dashboard = f"http://127.0.0.1:{self.dashboard_port}"
-        self.env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
+        # job entrypoints run `python ...` from PATH: the cluster's environment is this venv, as in the image
+        path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        self.env = dict(os.environ, PATH=path, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
         self.workers: list[dict] = []
 
     def _ray(self, *args: str, timeout: int = 120) -> str:

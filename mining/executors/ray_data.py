@@ -84,18 +84,23 @@ class RayExecutor:
         res = self.cfg.execution.resources(stage.name)
         common = dict(batch_size=res.batch_size, num_cpus=res.num_cpus, num_gpus=resolve_gpus(res),
                       batch_format="numpy", zero_copy_batch=False)
+        ex = self.cfg.execution
         if stage.name in ACTOR_STAGES:
+            # a dead actor (its worker or node lost) is restarted and its in-flight batches retried
             return ds.map_batches(_StageActor, fn_constructor_args=(stage,),
-                                  compute=ray.data.ActorPoolStrategy(size=res.concurrency), **common)
+                                  compute=ray.data.ActorPoolStrategy(size=res.concurrency),
+                                  max_restarts=ex.max_actor_restarts, max_task_retries=ex.max_retries, **common)
         return ds.map_batches(_run_task_stage, fn_kwargs={"stage": stage},
-                              compute=ray.data.TaskPoolStrategy(size=res.concurrency), **common)
+                              compute=ray.data.TaskPoolStrategy(size=res.concurrency),
+                              max_retries=ex.max_retries, **common)
 
     def run(self, tasks, stages: list[Stage]) -> Iterator[list[Sample]]:
         self._init_ray()
         items = [{"uri": t.uri, "max_samples": t.max_samples} for t in tasks]
         ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
         # reading is I/O-bound: a full CPU per read task would starve the actor pools on small machines
-        ds = ds.flat_map(_read_rows, fn_kwargs={"s3": self.s3}, num_cpus=self.cfg.execution.decode.num_cpus)
+        ds = ds.flat_map(_read_rows, fn_kwargs={"s3": self.s3}, num_cpus=self.cfg.execution.decode.num_cpus,
+                         max_retries=self.cfg.execution.max_retries)
         for stage in stages:
             ds = self._apply(ds, stage)
         pending: dict[str, list[Sample]] = defaultdict(list)
