@@ -16,7 +16,7 @@ pytestmark = pytest.mark.timeout(900)
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = LocalCluster(tmp_path_factory.mktemp("raytmp"))
+    c = LocalCluster()
     c.start_head(num_cpus=2)
     yield c
     c.stop()

@@ -13,6 +13,7 @@ to convert every batch to Arrow first. Nothing read from a dataset or bucket is 
 from __future__ import annotations
 
 import pickle
+import sys
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
@@ -28,6 +29,9 @@ from mining.stage import Stage
 from mining.storage import S3Options
 
 ACTOR_STAGES = {"entities", "teacher", "regions"}   # stages that load a model once per worker
+# A Ray instance that ovmine starts for itself serves this machine only: keep it on loopback. Ray rewrites
+# 127.0.0.1 to the machine's network address, but leaves the rest of 127.0.0.0/8 (routed to lo on Linux) alone.
+LOCAL_NODE_IP = "127.0.0.2" if sys.platform.startswith("linux") else None
 
 
 def _as_column(samples: list[Sample]) -> dict[str, np.ndarray]:
@@ -74,8 +78,9 @@ class RayExecutor:
     def _init_ray(self) -> None:
         if not ray.is_initialized():
             address = self.cfg.execution.ray_address
+            local = {"_node_ip_address": LOCAL_NODE_IP} if address is None and LOCAL_NODE_IP else {}
             ray.init(address=address, ignore_reinit_error=True, include_dashboard=False,
-                     logging_level="WARNING", log_to_driver=True)
+                     logging_level="WARNING", log_to_driver=True, **local)
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = False
         ctx.enable_progress_bars = self.progress
