@@ -32,6 +32,7 @@ class SourceConfig(_Section):
     working_size: int = Field(1024, ge=32, description="longest image side after decode; masks use this frame")
     s3_endpoint_url: str | None = Field(None, description="S3 endpoint; falls back to AWS_ENDPOINT_URL")
     s3_region: str | None = None
+    s3_max_attempts: int = Field(10, ge=1, description="attempts per S3 request before an error is final")
 
 
 class FelzenszwalbConfig(_Section):

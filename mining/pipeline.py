@@ -72,7 +72,7 @@ def run_mining(cfg: RunConfig, inputs: list[str], output: str, limit: int | None
 
     Shards already committed with this config are skipped (a rerun finishes an interrupted run); `overwrite`
     mines everything again. An output holding another config's shards is refused."""
-    s3 = S3Options(cfg.source.s3_endpoint_url, cfg.source.s3_region)
+    s3 = S3Options.from_source(cfg.source)
     tasks = plan_tasks(expand_inputs(inputs, s3), limit, s3)
     config_hash = cfg.config_hash()
     done: set[str] = set()

@@ -17,6 +17,12 @@ import pyarrow.fs as pafs
 class S3Options:
     endpoint_url: str | None = None
     region: str | None = None
+    max_attempts: int = 10   # transient errors (throttling, 5xx, dropped connections) retried with backoff
+
+    @classmethod
+    def from_source(cls, source) -> "S3Options":
+        """From a SourceConfig: the run's S3 settings."""
+        return cls(source.s3_endpoint_url, source.s3_region, source.s3_max_attempts)
 
     def resolved_endpoint(self) -> str | None:
         return self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
@@ -30,7 +36,8 @@ def filesystem_for(uri: str, s3: S3Options | None = None) -> tuple[pafs.FileSyst
     """(filesystem, path inside it) for a local path or an s3:// URI."""
     if is_s3(uri):
         s3 = s3 or S3Options()
-        kwargs: dict = {}
+        # the AWS SDK's standard strategy: exponential backoff with jitter on retryable errors
+        kwargs: dict = {"retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=s3.max_attempts)}
         endpoint = s3.resolved_endpoint()
         if endpoint:
             parsed = urlparse(endpoint)

@@ -96,3 +96,4 @@ def test_cli_on_ray_reads_s3_with_endpoint_from_environment(s3_endpoint, bucket,
         capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.strip().splitlines()[-1])["totals"]["images_in"] == 6
+

@@ -26,7 +26,7 @@ class RegionStage(Stage):
     def setup(self) -> None:
         rc = self.cfg.regions
         self.device = resolve_device(rc.device)
-        s3 = S3Options(self.cfg.source.s3_endpoint_url, self.cfg.source.s3_region)
+        s3 = S3Options.from_source(self.cfg.source)
         self.clip = load_clip(rc, self.device, s3)
         self.mean = torch.tensor(self.clip.mean, device=self.device)
         self.std = torch.tensor(self.clip.std, device=self.device)
