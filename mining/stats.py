@@ -157,7 +157,7 @@ def format_stats(stats: dict[str, Any]) -> str:
     lines.append(f"  {'dropped':<22}{sum(drops.values())}")
     lines += [f"    {reason:<20}{n}" for reason, n in sorted(drops.items(), key=lambda kv: -kv[1])]
     if stats["top_nouns"]:
-        lines.append(f"  top nouns")
+        lines.append("  top nouns")
         width = max(len(n) for n, _ in stats["top_nouns"])
         lines += [f"    {noun:<{width}}  {n}" for noun, n in stats["top_nouns"]]
     return "\n".join(lines)
