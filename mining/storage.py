@@ -6,11 +6,16 @@ copied into anything we write.
 """
 from __future__ import annotations
 
+import logging
 import os
+import random
+import time
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
+
+logger = logging.getLogger("ovmine")
 
 
 @dataclass(frozen=True)
@@ -65,15 +70,31 @@ def write_bytes_atomic(uri: str, data: bytes, s3: S3Options | None = None) -> No
     an S3 object only appears when its upload completes."""
     fs, path = filesystem_for(uri, s3)
     parent = path.rsplit("/", 1)[0]
-    fs.create_dir(parent, recursive=True)
     if isinstance(fs, pafs.LocalFileSystem):
+        fs.create_dir(parent, recursive=True)
         tmp = f"{path}.tmp-{os.getpid()}"
         with fs.open_output_stream(tmp) as f:
             f.write(data)
         os.replace(tmp, path)
-    else:
+        return
+
+    def upload() -> None:
+        fs.create_dir(parent, recursive=True)
         with fs.open_output_stream(path) as f:
             f.write(data)
+
+    # the SDK retries single requests, but not a throttled CompleteMultipartUpload: the whole upload is
+    # repeated instead (writing the same key again is harmless)
+    attempts = (s3 or S3Options()).max_attempts
+    for attempt in range(attempts):
+        try:
+            return upload()
+        except OSError as exn:
+            if attempt == attempts - 1:
+                raise
+            delay = min(0.2 * 2 ** attempt, 10.0) * (0.5 + random.random())
+            logger.warning("upload of %s failed (%s); retrying in %.1f s", uri, exn, delay)
+            time.sleep(delay)
 
 
 def exists(uri: str, s3: S3Options | None = None) -> bool:

@@ -96,4 +96,31 @@ def test_cli_on_ray_reads_s3_with_endpoint_from_environment(s3_endpoint, bucket,
         capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.strip().splitlines()[-1])["totals"]["images_in"] == 6
+    assert os.environ["AWS_SECRET_ACCESS_KEY"] not in result.stdout + result.stderr, "credentials never logged"
 
+
+
+def test_throttled_s3_is_retried(s3_endpoint, bucket, tmp_path):
+    from flaky_s3 import FlakyS3Proxy
+    from mining.storage import S3Options
+
+    _, name = bucket
+    reference = run_mining(s3_config(s3_endpoint), [f"s3://{name}/data/"], f"s3://{name}/steady")
+    proxy = FlakyS3Proxy(s3_endpoint, fail_every=3, methods=("GET", "HEAD", "PUT", "POST"))
+    try:
+        manifest = run_mining(s3_config(proxy.endpoint), [f"s3://{name}/data/"], f"s3://{name}/throttled")
+    finally:
+        proxy.close()
+    assert proxy.injected >= 10, "throttling was injected"
+    assert manifest["totals"] == reference["totals"]
+    s3 = S3Options(endpoint_url=s3_endpoint)
+    assert sorted((r.key, len(r.pairs)) for r in iter_records(f"s3://{name}/throttled", s3)) == \
+        sorted((r.key, len(r.pairs)) for r in iter_records(f"s3://{name}/steady", s3))
+    check_output(f"s3://{name}/throttled", s3)
+    dead = FlakyS3Proxy(s3_endpoint, fail_every=1, methods=("GET", "HEAD", "PUT", "POST"))
+    try:
+        with pytest.raises(OSError):   # an endpoint that never recovers gives an error, not a hang
+            run_mining(s3_config(dead.endpoint, source={"s3_max_attempts": 2}), [f"s3://{name}/data/"],
+                       str(tmp_path / "never"))
+    finally:
+        dead.close()
