@@ -84,13 +84,16 @@ def run_mining(cfg: RunConfig, inputs: list[str], output: str, limit: int | None
                 config_hash, len(done))
     start = time.perf_counter()
     stems = sorted(done)
+    mined_images = 0
     if todo:
         limits = {shard_stem(t.uri): t.max_samples for t in todo}
         for samples in make_executor(cfg, s3, progress).run(todo, build_stages(cfg)):
             marker = write_shard(samples, output, cfg, config_hash, s3, limit=limits[samples[0].shard_stem])
             stems.append(marker["name"])
+            mined_images += marker["images_in"]
             if on_shard:
                 on_shard(marker)
-    manifest = build_manifest(output, sorted(stems), cfg, time.perf_counter() - start, s3)
+    manifest = build_manifest(output, sorted(stems), cfg, time.perf_counter() - start, s3,
+                              images_this_run=mined_images)
     write_manifest(output, manifest, s3)
     return manifest

@@ -48,20 +48,22 @@ def aggregate(markers: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def build_manifest(output: str, stems: list[str], cfg: RunConfig, wall_seconds: float,
-                   s3: S3Options | None = None) -> dict[str, Any]:
-    """The manifest of a mining run."""
-    return assemble_manifest(output, stems, cfg.resolved(), cfg.config_hash(), model_ids(cfg), wall_seconds, s3)
+                   s3: S3Options | None = None, images_this_run: int | None = None) -> dict[str, Any]:
+    """The manifest of a mining run (`images_this_run`: what this invocation mined, for images/s after a
+    resumed run, whose totals include shards committed earlier)."""
+    return assemble_manifest(output, stems, cfg.resolved(), cfg.config_hash(), model_ids(cfg), wall_seconds, s3,
+                             images_this_run=images_this_run)
 
 
 def assemble_manifest(output: str, stems: list[str], config: dict[str, Any], config_hash: str,
                       models: dict[str, str], wall_seconds: float, s3: S3Options | None = None,
-                      lineage: dict[str, Any] | None = None) -> dict[str, Any]:
+                      lineage: dict[str, Any] | None = None, images_this_run: int | None = None) -> dict[str, Any]:
     """Aggregate the markers of `stems` into a validated manifest (mining and curation share it)."""
     markers = [json.loads(read_bytes(marker_uri(output, stem), s3)) for stem in stems]
     summary = aggregate(markers)
     shards = [{k: v for k, v in m.items() if k not in ("nouns", "schema_version", "config_hash", "limit")}
               for m in markers]
-    images = summary["totals"]["images_in"]
+    images = summary["totals"]["images_in"] if images_this_run is None else images_this_run
     manifest = {
         "schema_version": MANIFEST_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
