@@ -5,7 +5,6 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
 from typing import Any
 
@@ -321,14 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _terminate_gracefully(signum, frame) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # SIGTERM (a scheduler's stop) unwinds like Ctrl-C: Ray is shut down, nothing half-written becomes visible
-    signal.signal(signal.SIGTERM, _terminate_gracefully)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.verbose:  # Ray Data narrates every operator at INFO; the summary says what matters
