@@ -2,16 +2,13 @@
 the pairs schema and agree with the records, and the manifest's counts add up."""
 from __future__ import annotations
 
-import io
 import json
 from typing import Any
 
-from webdataset.tariterators import base_plus_ext, tar_file_iterator
-
 from mining.schemas import validate, validate_pairs_table
 from mining.sinks.layout import marker_uri
-from mining.sinks.reader import read_manifest, read_pairs, shard_files
-from mining.storage import S3Options, filesystem_for, read_bytes
+from mining.sinks.reader import read_manifest, read_pairs, read_shard_documents, shard_files
+from mining.storage import S3Options, read_bytes
 
 
 def check_output(output: str, s3: S3Options | None = None) -> dict[str, Any]:
@@ -21,14 +18,10 @@ def check_output(output: str, s3: S3Options | None = None) -> dict[str, Any]:
     records = 0
     pairs_in_records = 0
     for uri in shard_files(output, s3):
-        fs, path = filesystem_for(uri, s3)
-        with fs.open_input_stream(path) as raw:
-            for item in tar_file_iterator(io.BufferedReader(raw)):
-                if base_plus_ext(item["fname"])[1] == "json":
-                    doc = json.loads(item["data"])
-                    validate("record", doc)
-                    records += 1
-                    pairs_in_records += len(doc["pairs"])
+        for doc, _ in read_shard_documents(uri, s3):
+            validate("record", doc)
+            records += 1
+            pairs_in_records += len(doc["pairs"])
     table = read_pairs(output, s3)
     if table.num_rows:
         validate_pairs_table(table)
