@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 import yaml
 
 from mining.sinks.layout import shard_uri
 from mining.sinks.manifest import assemble_manifest, write_manifest
-from mining.sinks.reader import pairs_files, read_manifest, read_shard_documents, shard_files, shard_name
+from mining.sinks.reader import iter_pair_batches, pairs_files, read_manifest, read_shard_documents, shard_files
 from mining.sinks.writer import write_shard_files
-from mining.storage import S3Options, filesystem_for
+from mining.sources.uris import shard_stem
+from mining.storage import S3Options
 
 CURATED_OUT = "curated_out"   # the drop reason of an image whose pairs were all filtered away
 
@@ -108,13 +108,11 @@ def _plan(input_uri: str, filters: CurationFilters, s3: S3Options | None) -> _Pl
     plan = _Plan(filters)
     columns = ["shard", "key", "mask_index", "noun", "similarity", "margin"]
     for uri in pairs_files(input_uri, s3):
-        fs, path = filesystem_for(uri, s3)
-        with fs.open_input_file(path) as f:
-            for batch in pq.ParquetFile(f).iter_batches(batch_size=65_536, columns=columns):
-                for row in batch.to_pylist():
-                    noun = filters.canonical(row["noun"])
-                    if filters.pair_passes(noun, row["similarity"], row["margin"]):
-                        plan.observe(noun, (row["similarity"], row["shard"], row["key"], row["mask_index"]))
+        for batch in iter_pair_batches(uri, columns, s3):
+            for row in batch.to_pylist():
+                noun = filters.canonical(row["noun"])
+                if filters.pair_passes(noun, row["similarity"], row["margin"]):
+                    plan.observe(noun, (row["similarity"], row["shard"], row["key"], row["mask_index"]))
     return plan
 
 
@@ -128,7 +126,7 @@ def curate(input_uri: str, output: str, filters: CurationFilters, s3: S3Options 
     config_hash = hashlib.sha256(f"{source['config_hash']}:{filters.digest()}".encode()).hexdigest()[:16]
     stems = []
     for uri in shard_files(input_uri, s3):
-        stem = shard_name(uri)
+        stem = shard_stem(uri)
         kept_records, nouns, dropped = [], Counter(), 0
         for record, image in read_shard_documents(uri, s3):
             pairs = []

@@ -13,21 +13,20 @@ import shutil
 import tempfile
 from typing import Any
 
-import pyarrow.parquet as pq
 from PIL import Image
 
 from mining.sinks.images import load_images
-from mining.sinks.reader import MinedRecord, pairs_files, read_manifest, read_shard_records, shard_files, shard_name
+from mining.sinks.reader import (MinedRecord, iter_pair_batches, pairs_files, read_manifest, read_shard_records,
+                                 shard_files)
+from mining.sources.uris import shard_stem
 from mining.storage import S3Options, filesystem_for, is_s3, join, write_bytes_atomic
 
 
 def _nouns(output: str, s3: S3Options | None) -> list[str]:
     nouns: set[str] = set()
     for uri in pairs_files(output, s3):
-        fs, path = filesystem_for(uri, s3)
-        with fs.open_input_file(path) as f:
-            for batch in pq.ParquetFile(f).iter_batches(columns=["noun"]):
-                nouns.update(batch.column(0).to_pylist())
+        for batch in iter_pair_batches(uri, ["noun"], s3):
+            nouns.update(batch.column(0).to_pylist())
     return sorted(nouns)
 
 
@@ -44,7 +43,7 @@ def export_coco(output: str, dest: str, images_dir: str | None = None, s3: S3Opt
         images_tmp, anns_tmp = os.path.join(tmp, "images"), os.path.join(tmp, "annotations")
         with open(images_tmp, "w") as img_f, open(anns_tmp, "w") as ann_f:
             for uri in shard_files(output, s3):
-                stem = shard_name(uri)
+                stem = shard_stem(uri)
                 records = read_shard_records(uri, s3)
                 for record in records:
                     _write_entries(record, stem, categories, counts, img_f, ann_f)

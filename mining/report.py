@@ -13,15 +13,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 from matplotlib.figure import Figure   # the object API: no pyplot state, no GUI backend needed
 from PIL import Image
 from pycocotools import mask as mask_utils
 from skimage.segmentation import find_boundaries
 
 from mining.sinks.images import load_images
-from mining.sinks.reader import pairs_files, read_manifest
-from mining.storage import S3Options, filesystem_for
+from mining.sinks.reader import iter_pair_batches, pairs_files, read_manifest
+from mining.storage import S3Options
 
 GALLERY_COLUMNS = ["shard", "key", "mask_index", "noun", "phrase", "similarity", "margin", "rle_counts",
                    "height", "width"]
@@ -50,23 +49,21 @@ def sample_pairs(output: str, s3: S3Options | None, k: int, seed: int) -> tuple[
     lowest: list[tuple[float, int, GalleryPair]] = []   # max-heap on similarity via negation
     seen = 0
     for uri in pairs_files(output, s3):
-        fs, path = filesystem_for(uri, s3)
-        with fs.open_input_file(path) as f:
-            for batch in pq.ParquetFile(f).iter_batches(batch_size=65_536, columns=GALLERY_COLUMNS):
-                for row in batch.to_pylist():
-                    pair = GalleryPair(**row)
-                    if len(reservoir) < k:
-                        reservoir.append(pair)
-                    else:
-                        j = int(rng.integers(0, seen + 1))
-                        if j < k:
-                            reservoir[j] = pair
-                    item = (-pair.similarity, seen, pair)
-                    if len(lowest) < k:
-                        heapq.heappush(lowest, item)
-                    elif item > lowest[0]:
-                        heapq.heapreplace(lowest, item)
-                    seen += 1
+        for batch in iter_pair_batches(uri, GALLERY_COLUMNS, s3):
+            for row in batch.to_pylist():
+                pair = GalleryPair(**row)
+                if len(reservoir) < k:
+                    reservoir.append(pair)
+                else:
+                    j = int(rng.integers(0, seen + 1))
+                    if j < k:
+                        reservoir[j] = pair
+                item = (-pair.similarity, seen, pair)
+                if len(lowest) < k:
+                    heapq.heappush(lowest, item)
+                elif item > lowest[0]:
+                    heapq.heapreplace(lowest, item)
+                seen += 1
     return reservoir, [p for _, _, p in sorted(lowest, key=lambda t: (-t[0], t[1]))]
 
 

@@ -7,17 +7,17 @@ depends on the vocabulary and the largest shard, never on the total number of pa
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
+import pyarrow as pa
 
-from mining.sinks.reader import pairs_files, read_manifest
-from mining.storage import S3Options, filesystem_for
+from mining.sinks.reader import iter_pair_batches, pairs_files, read_manifest
+from mining.storage import S3Options
 
 COLUMNS = ["key", "noun", "similarity", "margin", "area", "image_masks"]
-BATCH_ROWS = 65_536
 TAIL_BUCKETS = (("1", 1, 1), ("2-9", 2, 9), ("10-99", 10, 99), ("100+", 100, None))
 
 
@@ -66,11 +66,11 @@ class PairStats:
         self.pairs_per_image: Counter[int] = Counter()
         self.masks_per_image: Counter[int] = Counter()
 
-    def add_file(self, parquet: pq.ParquetFile) -> None:
+    def add_file(self, batches: Iterable[pa.RecordBatch]) -> None:
         """One shard's pairs; per-image counts are keyed within the shard, so only one shard's keys are held."""
         per_image: Counter[str] = Counter()
         masks: dict[str, int] = {}
-        for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=COLUMNS):
+        for batch in batches:
             cols = batch.to_pydict()
             self.nouns.update(cols["noun"])
             self.similarity.add(np.asarray(cols["similarity"], np.float64))
@@ -97,9 +97,7 @@ def compute_stats(output: str, s3: S3Options | None = None, top_k: int = 20) -> 
     manifest = read_manifest(output, s3)
     stats = PairStats()
     for uri in pairs_files(output, s3):
-        fs, path = filesystem_for(uri, s3)
-        with fs.open_input_file(path) as f:
-            stats.add_file(pq.ParquetFile(f))
+        stats.add_file(iter_pair_batches(uri, COLUMNS, s3))
     totals = manifest["totals"]
     pairs = sum(stats.nouns.values())
     return {

@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pyarrow.fs as pafs
-
 from mining.sinks.layout import marker_uri
-from mining.storage import S3Options, filesystem_for, join, read_bytes
+from mining.sinks.reader import list_files
+from mining.sources.uris import shard_stem
+from mining.storage import S3Options, read_bytes
 
 
 class OutputConflict(ValueError):
@@ -18,10 +18,7 @@ class OutputConflict(ValueError):
 
 
 def committed_markers(output: str, s3: S3Options | None = None) -> dict[str, dict[str, Any]]:
-    fs, path = filesystem_for(join(output, "_done"), s3)
-    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
-    stems = sorted(i.base_name[: -len(".json")] for i in infos
-                   if i.type == pafs.FileType.File and i.base_name.endswith(".json"))
+    stems = [shard_stem(uri).removesuffix(".json") for uri in list_files(output, "_done", ".json", s3)]
     return {stem: json.loads(read_bytes(marker_uri(output, stem), s3)) for stem in stems}
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 import pyarrow.fs as pafs
 from pycocotools import mask as mask_utils
 from webdataset.tariterators import base_plus_ext, tar_file_iterator
@@ -71,7 +72,8 @@ class MinedRecord:
             pairs=[MinedPair(**p) for p in doc["pairs"]], image=image)
 
 
-def _listing(output: str, folder: str, suffix: str, s3: S3Options | None) -> list[str]:
+def list_files(output: str, folder: str, suffix: str, s3: S3Options | None = None) -> list[str]:
+    """URIs of the files directly in `output/folder` whose names end with `suffix`, sorted."""
     fs, path = filesystem_for(join(output, folder), s3)
     infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
     prefix = "s3://" if is_s3(output) else ""
@@ -79,11 +81,7 @@ def _listing(output: str, folder: str, suffix: str, s3: S3Options | None) -> lis
 
 
 def shard_files(output: str, s3: S3Options | None = None) -> list[str]:
-    return _listing(output, "shards", ".tar", s3)
-
-
-def shard_name(uri: str) -> str:
-    return uri.rstrip("/").rsplit("/", 1)[-1].removesuffix(".tar")
+    return list_files(output, "shards", ".tar", s3)
 
 
 def read_shard_documents(uri: str, s3: S3Options | None = None) -> list[tuple[dict, bytes | None]]:
@@ -111,7 +109,15 @@ def iter_records(output: str, s3: S3Options | None = None) -> Iterator[MinedReco
 
 
 def pairs_files(output: str, s3: S3Options | None = None) -> list[str]:
-    return _listing(output, "pairs", ".parquet", s3)
+    return list_files(output, "pairs", ".parquet", s3)
+
+
+def iter_pair_batches(uri: str, columns: list[str], s3: S3Options | None = None,
+                      batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
+    """Record batches of a few columns of one pairs file: streaming, one batch in memory at a time."""
+    fs, path = filesystem_for(uri, s3)
+    with fs.open_input_file(path) as f:
+        yield from pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=columns)
 
 
 def read_pairs(output: str, s3: S3Options | None = None) -> pa.Table:
