@@ -111,6 +111,37 @@ def cmd_sample_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_toyworld(args: argparse.Namespace) -> int:
+    from mining.toyworld.make import make_world
+
+    summary = make_world(args.out, args.shards, args.per_shard, args.seed, args.size, _s3(args),
+                         progress=not args.json and sys.stderr.isatty())
+    print(json.dumps(summary) if args.json else
+          f"wrote a toy world of {summary['images']} images ({summary['instances']} ground-truth instances)\n"
+          f"  shards        {summary['shards_uri']}/  ({summary['shards']} tars)\n"
+          f"  ground truth  {summary['ground_truth']}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from mining.evaluation.run import evaluate, format_eval
+
+    report = evaluate(args.output, args.gt, synonyms=args.synonyms, iou=args.iou, unknown_nouns=args.unknown_nouns,
+                      region_top1=args.region_top1, region_overrides=args.overrides, s3=_s3(args),
+                      progress=not args.json and sys.stderr.isatty())
+    print(json.dumps(report) if args.json else format_eval(report))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from mining.toyworld.demo import format_demo, run_demo
+
+    result = run_demo(args.out, shards=args.shards, per_shard=args.per_shard, seed=args.seed, teacher=args.teacher,
+                      executor=args.executor, overrides=args.overrides, progress=not args.json and sys.stderr.isatty())
+    print(json.dumps(result) if args.json else format_demo(result))
+    return 0
+
+
 def _s3(args: argparse.Namespace):
     from mining.storage import S3Options
 
@@ -255,6 +286,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=128, help="image side in pixels")
     p.set_defaults(func=cmd_sample_data)
 
+    p = sub.add_parser("toyworld", help="the synthetic scene world with ground truth")
+    what = p.add_subparsers(dest="action", required=True)
+    t = what.add_parser("make", help="write world shards (webdataset) and COCO ground truth")
+    t.add_argument("out", help="directory or s3:// prefix: OUT/shards/*.tar and OUT/ground_truth.json")
+    t.add_argument("--shards", type=int, default=2)
+    t.add_argument("--per-shard", type=int, default=32)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--size", type=int, default=128, help="image side in pixels")
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(func=cmd_toyworld)
+
+    p = sub.add_parser("eval", help="score a mining output against COCO-format ground truth")
+    p.add_argument("output", help="a mining (or curated) output, local or s3://")
+    p.add_argument("--gt", required=True, help="COCO instances JSON (e.g. a toy world's ground_truth.json)")
+    p.add_argument("--iou", type=float, default=0.5, help="mask IoU for a pair to be correct")
+    p.add_argument("--synonyms", metavar="FILE", help="YAML 'category: [synonym, ...]' on top of the ground truth's")
+    p.add_argument("--unknown-nouns", choices=["wrong", "skip"],
+                   help="pairs whose noun names no category: wrong, or left unjudged (default: wrong only when "
+                        "the ground truth says it is exhaustive, as the toy world's does)")
+    p.add_argument("--region-top1", action="store_true",
+                   help="also classify the ground-truth masks with the run's region encoder (top-1 accuracy)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override the run's config for --region-top1, e.g. regions.pretrained=other.safetensors")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("demo", help="make a toy world, mine it on local Ray with the shipped models, and score it")
+    p.add_argument("--out", default="toyworld-demo", help="working directory (world, mined output, config)")
+    p.add_argument("--shards", type=int, default=4)
+    p.add_argument("--per-shard", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--teacher", choices=["mask2former", "felzenszwalb"], default="mask2former",
+                   help="the shipped tiny Mask2Former, or the weights-free baseline")
+    p.add_argument("--executor", choices=["ray", "local"], default="ray")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field of the demo config")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
     p = sub.add_parser("validate", help="check a mining output against schemas/ and its own counts")
     p.add_argument("output")
     p.add_argument("--json", action="store_true")
@@ -315,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_jobs)
 
-    for command in (sub.choices["validate"], sub.choices["stats"], sub.choices["curate"], c):
+    for command in (sub.choices["validate"], sub.choices["stats"], sub.choices["curate"], c, t, sub.choices["eval"]):
         command.add_argument("--s3-endpoint", help="S3 endpoint URL (default: AWS_ENDPOINT_URL)")
     return parser
 

@@ -1,0 +1,73 @@
+"""`ovmine eval`: load the ground truth, score the output, optionally the region encoder, and format."""
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from mining.config import build_config
+from mining.evaluation.ground_truth import load_ground_truth
+from mining.evaluation.names import CategoryNames
+from mining.evaluation.score import evaluate_output
+from mining.sinks.reader import read_manifest
+from mining.storage import S3Options, read_bytes
+
+
+def read_synonyms(uri: str, s3: S3Options | None = None) -> dict[str, list[str]]:
+    """YAML `category name: [synonym, ...]`."""
+    doc = yaml.safe_load(read_bytes(uri, s3)) or {}
+    if not isinstance(doc, dict) or not all(isinstance(v, list) for v in doc.values()):
+        raise ValueError(f"{uri}: expected a mapping 'category: [synonym, ...]'")
+    return {str(k): [str(s) for s in v] for k, v in doc.items()}
+
+
+def evaluate(output: str, gt_uri: str, synonyms: str | None = None, iou: float = 0.5,
+             unknown_nouns: str | None = None, region_top1: bool = False, region_overrides: list[str] | None = None,
+             s3: S3Options | None = None, progress: bool = True) -> dict[str, Any]:
+    """Score `output` against `gt_uri`. With `region_top1`, also classify every ground-truth mask with the
+    run's region encoder (its config from the manifest; `region_overrides` are --set items on top, e.g.
+    regions.pretrained=... to score other weights)."""
+    if not 0 < iou <= 1:
+        raise ValueError(f"--iou must be in (0, 1], got {iou}")
+    gt = load_ground_truth(gt_uri, s3)
+    manifest = read_manifest(output, s3)
+    names = CategoryNames(gt.categories, read_synonyms(synonyms, s3) if synonyms else None,
+                          manifest["config"]["entities"]["spacy_model"])
+    scorer = None
+    if region_top1:
+        from mining.evaluation.region_top1 import RegionTop1
+
+        cfg = build_config(manifest["config"], region_overrides or [], origin=f"{output} manifest")
+        scorer = RegionTop1(cfg, gt)
+    report = evaluate_output(output, gt, names, iou, unknown_nouns, s3, scorer, progress)
+    report["ground_truth"] = gt_uri
+    if scorer is not None:
+        report["region_top1"] = scorer.to_json()
+    return report
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}%"
+
+
+def format_eval(report: dict[str, Any]) -> str:
+    lines = [
+        f"evaluated {report['output']} against {report['ground_truth']} (mask IoU >= {report['iou_threshold']})",
+        f"  images             {report['images']} ({report['images_with_pairs']} with pairs)",
+        f"  pairs              {report['pairs']}" + (f" ({report['unjudged_pairs']} unjudged: noun names no category)"
+                                                     if report["unjudged_pairs"] else ""),
+        f"  precision          {_pct(report['precision'])}  ({report['correct_pairs']}/{report['judged_pairs']})",
+        f"  recall             {_pct(report['recall'])}  ({report['recalled']}/{report['minable']} minable instances)",
+        f"  noun recall        {_pct(report['noun_recall'])}  ({report['noun_recalled']}/{report['noun_minable']} "
+        f"mentioned present categories)",
+    ]
+    if "region_top1" in report:
+        r = report["region_top1"]
+        lines.append(f"  region top-1       {_pct(r['top1'])} of {r['masks']} ground-truth masks (chance {_pct(r['chance'])})")
+    lines.append(f"  {'category':<18}{'pairs':>6}{'precision':>11}{'minable':>9}{'recall':>9}" +
+                 ("   top-1" if "region_top1" in report else ""))
+    top1 = report.get("region_top1", {}).get("per_category", {})
+    for name, t in report["per_category"].items():
+        lines.append(f"  {name:<18}{t['pairs']:>6}{_pct(t['precision']):>11}{t['minable']:>9}{_pct(t['recall']):>9}" +
+                     (f"{_pct(top1.get(name)):>8}" if top1 else ""))
+    return "\n".join(lines)

@@ -1,0 +1,104 @@
+"""Write a toy world: webdataset shards exactly like img2dataset output ({key}.jpg, {key}.txt, {key}.json)
+and the ground truth as one COCO instances file (RLE masks, category names and their synonyms).
+
+Every image is drawn from its own generator seeded by (seed, shard, index), so a world is the same on every
+machine and any image can be re-rendered alone.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from pycocotools import mask as mask_utils
+from tqdm import tqdm
+from webdataset import TarWriter
+
+from mining.storage import S3Options, join, write_bytes_atomic
+from mining.toyworld.captions import caption_scene
+from mining.toyworld.scene import Scene, render_scene
+from mining.toyworld.vocab import CATEGORIES
+
+log = logging.getLogger(__name__)
+GT_NAME = "ground_truth.json"
+
+
+def scene_rng(seed: int, shard: int, index: int) -> np.random.Generator:
+    return np.random.default_rng([seed, shard, index])
+
+
+def world_key(shard: int, index: int) -> str:
+    return f"{shard:05d}{index:04d}"
+
+
+def iter_world(seed: int, shards: int, per_shard: int, size: int = 128, first_shard: int = 0
+               ) -> Iterator[tuple[int, str, Scene, list[str]]]:
+    for shard in range(first_shard, shards):
+        for index in range(per_shard):
+            rng = scene_rng(seed, shard, index)
+            scene = render_scene(rng, size)
+            yield shard, world_key(shard, index), scene, caption_scene(rng, scene)
+
+
+def coco_categories() -> list[dict]:
+    return [{"id": c.id, "name": c.name, "supercategory": c.kind, "isthing": int(c.kind == "thing"),
+             "synonyms": list(c.synonyms)} for c in CATEGORIES]
+
+
+def encode_mask(mask: np.ndarray) -> dict:
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def annotations_for(scene: Scene, image_id: int, next_id: int) -> list[dict]:
+    anns = []
+    for inst in scene.things + scene.stuff:
+        rle = encode_mask(inst.mask)
+        anns.append({"id": next_id + len(anns), "image_id": image_id, "category_id": inst.category.id,
+                     "segmentation": rle, "area": int(inst.mask.sum()),
+                     "bbox": [float(v) for v in mask_utils.toBbox(rle)], "iscrowd": 0,
+                     "attributes": {"colour": inst.colour, "visible_fraction": round(inst.visible_fraction, 3)}})
+    return anns
+
+
+def jpeg(image: np.ndarray, quality: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def make_world(out: str, shards: int = 2, per_shard: int = 32, seed: int = 0, size: int = 128,
+               s3: S3Options | None = None, progress: bool = True) -> dict:
+    """Write `out/shards/{shard:05d}.tar` and `out/ground_truth.json`; return a summary."""
+    if shards < 1 or per_shard < 1:
+        raise ValueError(f"a world needs at least one shard and one image per shard (got {shards}, {per_shard})")
+    images, annotations = [], []
+    buffers: dict[int, io.BytesIO] = {}
+    writers: dict[int, TarWriter] = {}
+    total = shards * per_shard
+    for shard, key, scene, captions in tqdm(iter_world(seed, shards, per_shard, size), total=total,
+                                            desc="toyworld", unit="img", disable=not progress):
+        if shard not in writers:
+            buffers[shard] = io.BytesIO()
+            writers[shard] = TarWriter(buffers[shard], mtime=0)
+        quality = int(scene_rng(seed, shard, 10_000 + int(key[-4:])).integers(75, 96))
+        writers[shard].write({"__key__": key, "jpg": jpeg(scene.image, quality), "txt": captions[0].encode(),
+                              "json": json.dumps({"key": key, "captions": captions}).encode()})
+        image_id = len(images) + 1
+        images.append({"id": image_id, "file_name": f"{key}.jpg", "key": key, "width": size, "height": size,
+                       "shard": f"{shard:05d}", "captions": captions})
+        annotations.extend(annotations_for(scene, image_id, len(annotations) + 1))
+        if len(images) % per_shard == 0:
+            writers.pop(shard).close()
+            write_bytes_atomic(join(out, "shards", f"{shard:05d}.tar"), buffers.pop(shard).getvalue(), s3)
+    gt = {"info": {"description": "ovmine toy world", "exhaustive": True, "seed": seed, "shards": shards, "per_shard": per_shard,
+                   "size": size},
+          "images": images, "annotations": annotations, "categories": coco_categories()}
+    write_bytes_atomic(join(out, GT_NAME), json.dumps(gt).encode(), s3)
+    log.info("toy world: %d images, %d instances in %s", len(images), len(annotations), out)
+    return {"images": len(images), "instances": len(annotations), "shards": shards,
+            "shards_uri": join(out, "shards"), "ground_truth": join(out, GT_NAME)}

@@ -1,0 +1,134 @@
+"""The evaluator on hand-made cases whose precision and recall are worked out by hand."""
+import json
+
+import numpy as np
+import pytest
+from webdataset import TarWriter
+
+from conftest import jpeg_bytes
+from mining.evaluation.ground_truth import load_ground_truth
+from mining.evaluation.names import CategoryNames
+from mining.evaluation.run import evaluate, format_eval
+from mining.records import Drop, Entity, Pair, Sample
+from mining.sinks.manifest import build_manifest, write_manifest
+from mining.sinks.writer import write_shard
+from mining.teachers.base import encode_rle
+from mining.toyworld.make import encode_mask
+
+SIZE = 20
+CATEGORIES = [{"id": 1, "name": "circle", "synonyms": ["disc"]}, {"id": 2, "name": "square"},
+              {"id": 3, "name": "grass"}, {"id": 4, "name": "fire hydrant"}]
+
+
+def box(y0, y1, x0, x1):
+    m = np.zeros((SIZE, SIZE), bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+# image "a": a circle, a square and the grass around them
+A_CIRCLE, A_SQUARE = box(0, 10, 0, 10), box(10, 20, 10, 20)
+A_GRASS = ~(A_CIRCLE | A_SQUARE)
+# image "b": two circles; image "c": a square nobody mined (dropped image); "d": a hydrant, not mentioned
+B_LEFT, B_RIGHT = box(0, 10, 0, 6), box(0, 10, 12, 18)
+C_SQUARE, D_HYDRANT = box(5, 15, 5, 15), box(2, 12, 2, 12)
+CAPTIONS = {"a": ["A red circle and a square on the grass."], "b": ["Two discs and a dog."],
+            "c": ["A blue square."], "d": ["Abstract art."]}
+
+
+def ground_truth(path, exhaustive=True):
+    instances = {"a": [(1, A_CIRCLE), (2, A_SQUARE), (3, A_GRASS)], "b": [(1, B_LEFT), (1, B_RIGHT)],
+                 "c": [(2, C_SQUARE)], "d": [(4, D_HYDRANT)]}
+    images, anns = [], []
+    for i, (key, insts) in enumerate(instances.items(), 1):
+        images.append({"id": i, "file_name": f"{key}.jpg", "width": SIZE, "height": SIZE})
+        for cid, mask in insts:
+            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": cid, "segmentation": encode_mask(mask),
+                         "area": int(mask.sum()), "bbox": [0, 0, 1, 1], "iscrowd": 0})
+    path.write_text(json.dumps({"info": {"exhaustive": exhaustive}, "images": images, "annotations": anns,
+                                "categories": CATEGORIES}))
+    return str(path)
+
+
+def sample(key, index, masks, entities, pairs, shard):
+    s = Sample(shard=shard, shard_stem="00000", key=key, index=index, shard_size=4, captions=CAPTIONS[key],
+               orig_size=(SIZE, SIZE), frame_size=(SIZE, SIZE),
+               entities=[Entity(n, n, (0, 1), 0) for n in entities],
+               mask_scores=np.ones(len(masks), np.float32),
+               pairs=[Pair(m, e, 0.5, 0.1, 0.9, [0.5]) for m, e in pairs])
+    s.rles = [{"size": r["size"], "counts": r["counts"].decode()} for r in encode_rle(np.stack(masks))]
+    return s
+
+
+@pytest.fixture
+def mined(tmp_path, tiny_cfg):
+    shard = tmp_path / "in" / "00000.tar"
+    shard.parent.mkdir()
+    with TarWriter(str(shard)) as tar:
+        for key, captions in CAPTIONS.items():
+            tar.write({"__key__": key, "jpg": jpeg_bytes(np.zeros((SIZE, SIZE, 3), np.uint8)),
+                       "txt": captions[0].encode()})
+    off_by_two = box(0, 10, 2, 12)        # IoU with A_CIRCLE: 80/120 = 0.67 -> right
+    sliver = box(0, 10, 0, 4)             # IoU with A_CIRCLE: 0.4 -> wrong
+    a = sample("a", 0, [off_by_two, A_CIRCLE, A_GRASS, sliver], ["circle", "square", "grass", "disc"],
+               [(0, 0), (1, 1), (2, 2), (3, 3)], str(shard))
+    b = sample("b", 1, [B_LEFT, box(10, 20, 0, 20)], ["disc", "dog"], [(0, 0), (1, 1)], str(shard))
+    cfg = tiny_cfg()
+    out = tmp_path / "mined"
+    dropped = Sample(shard=str(shard), shard_stem="00000", key="c", index=2, shard_size=4)
+    dropped.drop_with(Drop.NO_MASKS)
+    no_pairs = Sample(shard=str(shard), shard_stem="00000", key="d", index=3, shard_size=4)
+    no_pairs.drop_with(Drop.NO_ENTITIES)
+    write_shard([a, b, dropped, no_pairs], str(out), cfg, cfg.config_hash())
+    write_manifest(str(out), build_manifest(str(out), ["00000"], cfg, 1.0))
+    return str(out)
+
+
+def test_precision_and_recall_worked_by_hand(mined, tmp_path):
+    report = evaluate(mined, ground_truth(tmp_path / "gt.json"), progress=False)
+    # pairs: a/circle right (IoU .67), a/square wrong (its mask is the circle), a/grass right,
+    # a/disc wrong (IoU .4 < .5), b/disc right, b/dog wrong (exhaustive ground truth: dog names nothing there)
+    assert (report["judged_pairs"], report["correct_pairs"], report["unjudged_pairs"]) == (6, 3, 0)
+    assert report["precision"] == pytest.approx(0.5)
+    # minable: a: circle, square, grass; b: both circles ("discs"); c: its square (mentioned, image dropped);
+    # d: the hydrant is not mentioned. Recalled: a circle, a grass, b left circle.
+    assert (report["minable"], report["recalled"]) == (6, 3)
+    assert report["recall"] == pytest.approx(0.5)
+    # noun level: a {circle, square, grass}, b {circle}, c {square}: circle(a), grass(a), circle(b) found
+    assert (report["noun_minable"], report["noun_recalled"]) == (5, 3)
+    per = report["per_category"]
+    assert per["circle"] == {"pairs": 3, "correct": 2, "precision": pytest.approx(2 / 3, abs=1e-3),
+                             "minable": 3, "recalled": 2, "recall": pytest.approx(2 / 3, abs=1e-3)}
+    assert per["square"]["precision"] == 0.0 and per["square"]["minable"] == 2
+    assert "fire hydrant" not in per
+    assert report["images"] == 4 and report["images_with_pairs"] == 2
+    assert "precision          50.0%" in format_eval(report)
+
+
+def test_stricter_iou_and_unjudged_nouns(mined, tmp_path):
+    gt = ground_truth(tmp_path / "gt.json", exhaustive=False)
+    report = evaluate(mined, gt, iou=0.7, progress=False)
+    # not exhaustive: "dog" is unjudged; at IoU 0.7 the off-by-two circle (.67) is wrong too
+    assert (report["judged_pairs"], report["unjudged_pairs"], report["correct_pairs"]) == (5, 1, 2)
+    forced = evaluate(mined, gt, unknown_nouns="wrong", progress=False)
+    assert forced["judged_pairs"] == 6
+
+
+def test_names_map_lemmas_synonyms_and_compounds(tmp_path):
+    gt = load_ground_truth(ground_truth(tmp_path / "gt.json"))
+    names = CategoryNames(gt.categories, {"grass": ["lawn"]})
+    assert names.category_of("circle") == 1 and names.category_of("disc") == 1
+    assert names.category_of("lawn") == 3 and names.category_of("fire hydrant") == 4
+    assert names.category_of("dog") is None
+    assert names.mentioned(["Two fire hydrants near some discs on a lawn."]) == {1, 3, 4}
+    with pytest.raises(ValueError, match="tree"):
+        CategoryNames(gt.categories, {"tree": ["oak"]})
+
+
+def test_bad_ground_truth_is_named(tmp_path, mined):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"images": []}))
+    with pytest.raises(ValueError, match="annotations, categories"):
+        evaluate(mined, str(bad), progress=False)
+    with pytest.raises(FileNotFoundError, match="ground truth not found"):
+        evaluate(mined, str(tmp_path / "missing.json"), progress=False)
