@@ -111,6 +111,7 @@ class MatchConfig(_Section):
     min_margin: float = Field(0.0, ge=0, le=2, description="over the entity's next-best mask")
     min_probability: float = Field(0.0, ge=0, le=1, description="softmax over the image's entities")
     temperature: float = Field(0.01, gt=0, description="softmax temperature (CLIP's logit scale is 100)")
+    use_counts: bool = Field(True, description="'two circles' may take two masks (Hungarian only)")
 
 
 class OutputConfig(_Section):

@@ -24,10 +24,12 @@ def fused_cost(similarities: np.ndarray) -> np.ndarray:
     return (1.0 - similarities).mean(0)
 
 
-def hungarian(cost: np.ndarray) -> list[tuple[int, int]]:
-    """Minimum-cost one-to-one (mask, entity) assignment of a rectangular cost; min(N, E) pairs."""
-    rows, cols = linear_sum_assignment(cost)
-    return [(int(r), int(c)) for r, c in zip(rows, cols)]
+def hungarian(cost: np.ndarray, counts: list[int] | None = None) -> list[tuple[int, int]]:
+    """Minimum-cost (mask, entity) assignment of a rectangular cost, each mask used once. An entity with a
+    count ("two circles") takes up to that many masks: its column is repeated `count` times."""
+    columns = [e for e, n in enumerate(counts or [1] * cost.shape[1]) for _ in range(n)]
+    rows, cols = linear_sum_assignment(cost[:, columns])
+    return sorted((int(r), columns[c]) for r, c in zip(rows, cols))
 
 
 def per_entity_argmax(cost: np.ndarray) -> list[tuple[int, int]]:
@@ -38,28 +40,37 @@ def per_entity_argmax(cost: np.ndarray) -> list[tuple[int, int]]:
 def score_pairs(similarities: np.ndarray, assignment: list[tuple[int, int]], temperature: float) -> list[Pair]:
     """The evidence behind each assigned pair.
 
-    margin: fused similarity minus the entity's next-best mask (how unambiguous the mask is for the noun);
+    margin: fused similarity minus the entity's next-best mask not assigned to it (how unambiguous the mask
+    is for the noun);
     probability: softmax of the mask's similarities over the image's entities (how unambiguous the noun is
     for the mask).
     """
     fused = similarities.mean(0)                       # [N, E]
     probs = softmax(fused / temperature, axis=1)
+    taken: dict[int, list[int]] = {}
+    for m, e in assignment:
+        taken.setdefault(e, []).append(m)
     pairs = []
     for m, e in assignment:
-        others = np.delete(fused[:, e], m)
+        others = np.delete(fused[:, e], taken[e])      # the entity's own other instances are no rivals
         margin = float(fused[m, e] - others.max()) if len(others) else float(fused[m, e] + 1.0)
         pairs.append(Pair(m, e, float(fused[m, e]), margin, float(probs[m, e]),
                                 [float(s) for s in similarities[:, m, e]]))
     return pairs
 
 
-def match(regions: list[np.ndarray], entities: np.ndarray, cfg: MatchConfig) -> list[Pair]:
-    """Confident pairs of one image, best first."""
+def match(regions: list[np.ndarray], entities: np.ndarray, cfg: MatchConfig,
+          counts: list[int] | None = None) -> list[Pair]:
+    """Confident pairs of one image, best first. `counts`: instances each entity's caption counts, used by
+    Hungarian matching when `cfg.use_counts`."""
     if len(entities) == 0 or len(regions[0]) == 0:
         return []
     sims = similarity_per_scale(regions, entities)
     cost = fused_cost(sims)
-    assignment = hungarian(cost) if cfg.method == "hungarian" else per_entity_argmax(cost)
+    if cfg.method == "hungarian":
+        assignment = hungarian(cost, counts if cfg.use_counts else None)
+    else:
+        assignment = per_entity_argmax(cost)
     kept = [p for p in score_pairs(sims, assignment, cfg.temperature)
             if p.similarity >= cfg.min_similarity and p.margin >= cfg.min_margin
             and p.probability >= cfg.min_probability]

@@ -38,10 +38,12 @@ class Entity:
     span: tuple[int, int]          # character offsets of the phrase in its caption
     caption_index: int
     adjectives: list[str] = field(default_factory=list)
+    count: int = 1                 # instances the caption counts: "two red circles" -> 2
 
     def to_json(self) -> dict[str, Any]:
-        return {"noun": self.noun, "phrase": self.phrase, "span": list(self.span),
-                "caption_index": self.caption_index, "adjectives": list(self.adjectives)}
+        doc = {"noun": self.noun, "phrase": self.phrase, "span": list(self.span),
+               "caption_index": self.caption_index, "adjectives": list(self.adjectives)}
+        return doc | ({"count": self.count} if self.count > 1 else {})
 
 
 @dataclass

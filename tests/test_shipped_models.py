@@ -1,0 +1,83 @@
+"""The models the project trained on the toy world load through the ordinary paths (an open_clip
+local-dir, a transformers directory) and beat the same architectures with random weights."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+
+from mining.evaluation.ground_truth import load_ground_truth
+from mining.evaluation.region_top1 import RegionTop1
+from mining.sources.decode import decode_image
+from mining.sources.shards import read_shard
+from mining.toyworld.demo import WEIGHTS_DIR, demo_config
+from mining.toyworld.make import make_world
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    out = tmp_path_factory.mktemp("world")
+    info = make_world(str(out), shards=1, per_shard=16, seed=101, progress=False)
+    gt = load_ground_truth(info["ground_truth"])
+    images = {}
+    for s in read_shard(str(out / "shards" / "00000.tar")):
+        images[s.key], _ = decode_image(s.members["jpg"], 10**8, 128)
+    return gt, images
+
+
+def region_top1(cfg, world):
+    gt, images = world
+    scorer = RegionTop1(cfg, gt)
+    for key, pixels in images.items():
+        scorer(pixels, gt.images[key])
+    return scorer.to_json()
+
+
+def test_shipped_clip_beats_random_weights_on_region_top1(world, tmp_path):
+    shipped = region_top1(demo_config(), world)
+    # the same open_clip config with no weights file: open_clip builds it randomly initialised
+    shutil.copy(WEIGHTS_DIR / "clip" / "open_clip_config.json", tmp_path / "open_clip_config.json")
+    random = region_top1(demo_config([f"regions.model=local-dir:{tmp_path}"]), world)
+    assert shipped["masks"] == random["masks"] > 50
+    assert shipped["top1"] > random["top1"] + 0.25, (shipped, random)
+    assert shipped["top1"] > 3 * shipped["chance"]
+
+
+def teacher_recall(model_dir, world) -> float:
+    from mining.config import Mask2FormerConfig
+    from mining.teachers.mask2former import Mask2FormerTeacher
+
+    gt, images = world
+    teacher = Mask2FormerTeacher(Mask2FormerConfig(model=str(model_dir), mask_threshold=0.5, top_n=16), "cpu")
+    found = total = 0
+    for key, pixels in images.items():
+        masks, _ = teacher.predict([pixels])[0]
+        truth = gt.rles(gt.images[key])
+        total += len(truth)
+        if len(masks):
+            rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+            iou = np.asarray(mask_utils.iou(rles, truth, [0] * len(truth))).reshape(len(masks), len(truth))
+            found += int((iou.max(0) >= 0.5).sum())
+    return found / total
+
+
+def test_shipped_mask2former_beats_random_weights(world, tmp_path):
+    from transformers import AutoImageProcessor, Mask2FormerConfig, Mask2FormerForUniversalSegmentation
+
+    shipped_dir = WEIGHTS_DIR / "mask2former"
+    config = Mask2FormerConfig.from_pretrained(shipped_dir)
+    assert config.num_labels == 1, "class-agnostic: one object class"
+    Mask2FormerForUniversalSegmentation(config).save_pretrained(tmp_path)
+    AutoImageProcessor.from_pretrained(shipped_dir).save_pretrained(tmp_path)
+    shipped, random = teacher_recall(shipped_dir, world), teacher_recall(tmp_path, world)
+    assert shipped > random + 0.3, (shipped, random)
+
+
+def test_training_records_travel_with_the_weights():
+    clip_cfg = json.loads((WEIGHTS_DIR / "clip" / "open_clip_config.json").read_text())
+    teacher = json.loads((WEIGHTS_DIR / "mask2former" / "training.json").read_text())
+    for meta in (clip_cfg["training"], teacher):
+        assert meta["script"].startswith("python -m mining.toyworld.train_") and meta["steps"] > 0
+    sizes = [p.stat().st_size for p in WEIGHTS_DIR.rglob("*.safetensors")]
+    assert len(sizes) == 2 and sum(sizes) < 20 * 2**20
