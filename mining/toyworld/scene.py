@@ -26,6 +26,7 @@ class Scene:
     things: list[Instance]          # in drawing order, fully hidden ones removed
     stuff: list[Instance]           # ground (and sky), visible parts
     closeup: bool
+    ground: str
 
 
 def _noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float | tuple[float, float]) -> np.ndarray:
@@ -116,13 +117,13 @@ def _colour(rng: np.random.Generator, avoid: set[str]) -> str:
     return str(rng.choice([c for c in COLOURS if c not in avoid]))
 
 
-def render_scene(rng: np.random.Generator, size: int = 128) -> Scene:
+def render_scene(rng: np.random.Generator, size: int = 128, closeup_rate: float = 0.2) -> Scene:
     names, label = _stuff_layout(rng, size)
     image = np.zeros((size, size, 3), np.float32)
     for i, name in enumerate(names):
         image = np.where((label == i)[..., None], texture(name, rng, size, size), image)
 
-    closeup = rng.random() < 0.2
+    closeup = rng.random() < closeup_rate
     count = 1 if closeup else int(rng.integers(1, 6))
     things: list[Instance] = []
     full_areas: list[float] = []
@@ -168,4 +169,4 @@ def render_scene(rng: np.random.Generator, size: int = 128) -> Scene:
     if blur > 0.2:
         image = gaussian_filter(image, (blur, blur, 0))
     image = image + rng.normal(0, rng.uniform(2, 7), image.shape)
-    return Scene(np.clip(image, 0, 255).astype(np.uint8), kept, stuff, closeup)
+    return Scene(np.clip(image, 0, 255).astype(np.uint8), kept, stuff, closeup, names[-1])

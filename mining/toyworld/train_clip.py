@@ -27,11 +27,12 @@ log = logging.getLogger(__name__)
 
 MODEL_CFG = {
     "embed_dim": 64,
-    "vision_cfg": {"timm_model_name": "test_convnext3", "timm_model_pretrained": False, "timm_pool": "",
+    "vision_cfg": {"timm_model_name": "test_convnext", "timm_model_pretrained": False, "timm_pool": "",
                    "timm_proj": "linear", "timm_drop": 0.0, "timm_proj_bias": False, "image_size": 64},
     "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 2},
 }
 MEAN, STD = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
+CLOSEUP_RATE = 0.5   # web data is full of single-object photos; the demo world has 20%
 
 
 def build_model() -> torch.nn.Module:
@@ -72,8 +73,9 @@ def save_local_dir(model: torch.nn.Module, out: Path, meta: dict) -> None:
 def train(out: Path, images_count: int, steps: int, batch: int, lr: float, seed: int) -> dict:
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    images, captions, _ = render_training_set(images_count, seed=TRAIN_SEED)
-    images_t = torch.from_numpy(images)
+    data = render_training_set(images_count, seed=TRAIN_SEED, closeup_rate=CLOSEUP_RATE)
+    images_t, captions = torch.from_numpy(data.images), data.captions
+    by_ground = {g: np.flatnonzero(np.array(data.grounds) == g) for g in sorted(set(data.grounds))}
     # open_clip's own BPE tokenizer, as every CLIP uses, cut to this model's context
     tokenizer = open_clip.get_tokenizer("ViT-B-32", context_length=MODEL_CFG["text_cfg"]["context_length"])
     size = MODEL_CFG["vision_cfg"]["image_size"]
@@ -90,7 +92,13 @@ def train(out: Path, images_count: int, steps: int, batch: int, lr: float, seed:
     rng = np.random.default_rng(seed)
     start, last = time.time(), 0.0
     for step in range(steps):
-        idx = rng.choice(len(images), batch, replace=False)
+        # half the batch shares one ground: there the background says nothing about which caption is
+        # whose, so the loss has to look at the things (their shapes, not only their colours); the other
+        # half is drawn from everything, so the grounds are still told apart
+        pool = by_ground[sorted(by_ground)[int(rng.integers(len(by_ground)))]]
+        same = rng.choice(pool, batch // 2, replace=False)
+        rest = rng.choice(np.setdiff1d(np.arange(len(captions)), same), batch - batch // 2, replace=False)
+        idx = np.concatenate([same, rest])
         texts = tokenizer([captions[i][int(rng.integers(2))] for i in idx])
         pixels = augment(images_t[idx], size, gen)
         feats = model(pixels, texts)
@@ -106,7 +114,7 @@ def train(out: Path, images_count: int, steps: int, batch: int, lr: float, seed:
             log.info("step %d/%d loss %.3f (%.0f s)", step, steps, last, time.time() - start)
     model.eval()
     meta = {"script": "python -m mining.toyworld.train_clip", "images": images_count, "steps": steps,
-            "batch": batch, "lr": lr, "seed": seed, "world_seed": TRAIN_SEED, "final_loss": round(last, 4),
+            "batch": batch, "lr": lr, "seed": seed, "world_seed": TRAIN_SEED, "closeup_rate": CLOSEUP_RATE, "final_loss": round(last, 4),
             "seconds": round(time.time() - start)}
     save_local_dir(model, out, meta)
     return meta
@@ -116,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "weights" / "clip")
     p.add_argument("--images", type=int, default=20_000)
-    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--steps", type=int, default=2500)
     p.add_argument("--batch", type=int, default=192)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)

@@ -42,7 +42,8 @@ def build(num_queries: int = 24):
 def train(out: Path, images_count: int, steps: int, batch: int, lr: float, seed: int) -> dict:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    images, _, masks = render_training_set(images_count, size=SIZE, seed=TRAIN_SEED + 1, with_masks=True)
+    data = render_training_set(images_count, size=SIZE, seed=TRAIN_SEED + 1, with_masks=True)
+    images, masks = data.images, data.masks
     model, processor = build()
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)

@@ -1,6 +1,7 @@
 """Scenes of the toy world held in memory for training (the shipped models never see the demo's seeds)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from multiprocessing import get_context
 
 import numpy as np
@@ -11,27 +12,35 @@ from mining.toyworld.make import iter_world
 TRAIN_SEED = 7_000_003   # the demo, tests and bench use small seeds; training draws from far away
 
 
-def _render_block(args: tuple[int, int, int, int, bool]):
-    seed, shard, per_shard, size, with_masks = args
-    images, captions, masks = [], [], []
-    for _, _, scene, caps in iter_world(seed, shard + 1, per_shard, size, first_shard=shard):
-        images.append(scene.image)
-        captions.append(caps)
+@dataclass
+class TrainingSet:
+    images: np.ndarray              # uint8[count, size, size, 3]
+    captions: list[list[str]]       # two per image
+    grounds: list[str]              # the ground stuff of each image
+    masks: list[np.ndarray]         # ground-truth masks (things then stuff), bool[n, size, size]; if asked
+
+
+def _render_block(args: tuple[int, int, int, int, bool, float]):
+    seed, shard, per_shard, size, with_masks, closeup_rate = args
+    out = TrainingSet([], [], [], [])
+    for _, _, scene, caps in iter_world(seed, shard + 1, per_shard, size, first_shard=shard,
+                                        closeup_rate=closeup_rate):
+        out.images.append(scene.image)
+        out.captions.append(caps)
+        out.grounds.append(scene.ground)
         if with_masks:
-            masks.append(np.stack([i.mask for i in scene.things + scene.stuff]))
-    return np.stack(images), captions, masks
+            out.masks.append(np.stack([i.mask for i in scene.things + scene.stuff]))
+    return out
 
 
 def render_training_set(count: int, size: int = 128, seed: int = TRAIN_SEED, with_masks: bool = False,
-                        workers: int = 2) -> tuple[np.ndarray, list[list[str]], list[np.ndarray]]:
-    """`count` scenes as uint8[count, size, size, 3], their two captions, and (optionally) their
-    ground-truth masks (things then stuff, bool[n, size, size])."""
+                        closeup_rate: float = 0.2, workers: int = 2) -> TrainingSet:
     per_block = 250
-    blocks = [(seed, b, per_block, size, with_masks) for b in range(-(-count // per_block))]
-    images, captions, masks = [], [], []
+    blocks = [(seed, b, per_block, size, with_masks, closeup_rate) for b in range(-(-count // per_block))]
+    parts = []
     with get_context("spawn").Pool(workers) as pool:
-        for im, caps, ms in tqdm(pool.imap(_render_block, blocks), total=len(blocks), desc="render", unit="block"):
-            images.append(im)
-            captions.extend(caps)
-            masks.extend(ms)
-    return np.concatenate(images)[:count], captions[:count], masks[:count]
+        for part in tqdm(pool.imap(_render_block, blocks), total=len(blocks), desc="render", unit="block"):
+            parts.append(part)
+    return TrainingSet(np.stack([im for p in parts for im in p.images])[:count],
+                       [c for p in parts for c in p.captions][:count], [g for p in parts for g in p.grounds][:count],
+                       [m for p in parts for m in p.masks][:count])
