@@ -124,3 +124,22 @@ def test_throttled_s3_is_retried(s3_endpoint, bucket, tmp_path):
                        str(tmp_path / "never"))
     finally:
         dead.close()
+
+
+def test_toy_world_and_eval_on_s3(s3_endpoint, bucket, tmp_path):
+    from mining.evaluation.run import evaluate
+    from mining.storage import S3Options
+    from mining.toyworld.make import make_world
+
+    _, name = bucket
+    s3 = S3Options(endpoint_url=s3_endpoint)
+    world = make_world(f"s3://{name}/world", shards=1, per_shard=4, seed=2, s3=s3, progress=False)
+    cfg = s3_config(s3_endpoint, match={"min_similarity": -1.0})
+    run_mining(cfg, [world["shards_uri"] + "/"], f"s3://{name}/mined-world")
+    remote = evaluate(f"s3://{name}/mined-world", world["ground_truth"], s3=s3, progress=False)
+    make_world(str(tmp_path / "world"), shards=1, per_shard=4, seed=2, progress=False)
+    run_mining(cfg, [str(tmp_path / "world" / "shards")], str(tmp_path / "mined"))
+    local = evaluate(str(tmp_path / "mined"), str(tmp_path / "world" / "ground_truth.json"), progress=False)
+    assert remote["images"] == 4 and remote["minable"] > 0
+    for field in ("pairs", "correct_pairs", "minable", "recalled", "per_category"):
+        assert remote[field] == local[field], field

@@ -33,10 +33,19 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Tally:
-    pairs: int = 0
+    """Counts of pairs and minable instances, for one image or category, or summed over many."""
+
+    pairs: int = 0          # judged pairs
     correct: int = 0
     minable: int = 0
     recalled: int = 0
+    unjudged: int = 0       # pairs whose noun names no category (non-exhaustive ground truth)
+    noun_minable: int = 0   # (image, mentioned present category)
+    noun_recalled: int = 0
+
+    def add(self, other: "Tally") -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def to_json(self) -> dict[str, Any]:
         return {"pairs": self.pairs, "correct": self.correct,
@@ -47,13 +56,7 @@ class Tally:
 
 @dataclass
 class ImageResult:
-    pairs: int = 0
-    correct: int = 0
-    unjudged: int = 0
-    minable: int = 0
-    recalled: int = 0
-    noun_minable: int = 0
-    noun_recalled: int = 0
+    total: Tally = field(default_factory=Tally)
     per_category: dict[int, Tally] = field(default_factory=lambda: defaultdict(Tally))
 
 
@@ -80,28 +83,28 @@ def score_image(record: MinedRecord | None, captions: list[str], image: dict, gt
         for pair in record.pairs:
             cid = names.category_of(pair.noun)
             if cid is None and not exhaustive:
-                result.unjudged += 1
+                result.total.unjudged += 1
                 continue
-            result.pairs += 1
+            result.total.pairs += 1
             hits = [g for g in range(len(gt_rles)) if gt_cats[g] == cid and ious[pair.mask_index, g] >= iou_threshold]
             if cid is not None:
                 result.per_category[cid].pairs += 1
             if hits:
-                result.correct += 1
+                result.total.correct += 1
                 result.per_category[cid].correct += 1
                 covered.update(hits)
                 correct_cats.add(cid)
     mentioned = names.mentioned(captions)
     for g, cid in enumerate(gt_cats):
         if cid in mentioned:
-            result.minable += 1
+            result.total.minable += 1
             result.per_category[cid].minable += 1
             if g in covered:
-                result.recalled += 1
+                result.total.recalled += 1
                 result.per_category[cid].recalled += 1
     present = mentioned & set(gt_cats)
-    result.noun_minable = len(present)
-    result.noun_recalled = len(present & correct_cats)
+    result.total.noun_minable = len(present)
+    result.total.noun_recalled = len(present & correct_cats)
     return result
 
 
@@ -117,11 +120,14 @@ def evaluate_output(output: str, gt: GroundTruth, names: CategoryNames, iou_thre
     manifest = read_manifest(output, s3)
     source = manifest["config"]["source"]
     totals = ImageResult()
-    counts = Counter()
+    counts: Counter[str] = Counter()
     for shard in tqdm(manifest["shards"], desc="eval", unit="shard", disable=not progress):
+        if shard["images_in"] == 0:
+            continue
         out_uri = shard_uri(output, shard["name"])
         records = {r.key: r for r in read_shard_records(out_uri, s3)} if exists(out_uri, s3) else {}
-        for sample in read_shard(shard["input"], s3):
+        # a --limit run mined the first images_in samples of its last shard
+        for sample in read_shard(shard["input"], s3, max_samples=shard["images_in"]):
             image = gt.images.get(sample.key)
             if image is None:
                 counts["images_not_in_ground_truth"] += 1
@@ -132,31 +138,27 @@ def evaluate_output(output: str, gt: GroundTruth, names: CategoryNames, iou_thre
             counts["images"] += 1
             counts["images_with_pairs"] += int(record is not None)
             r = score_image(record, captions, image, gt, names, iou_threshold, exhaustive)
-            for name in ("pairs", "correct", "unjudged", "minable", "recalled", "noun_minable", "noun_recalled"):
-                setattr(totals, name, getattr(totals, name) + getattr(r, name))
+            totals.total.add(r.total)
             for cid, t in r.per_category.items():
-                agg = totals.per_category[cid]
-                agg.pairs += t.pairs
-                agg.correct += t.correct
-                agg.minable += t.minable
-                agg.recalled += t.recalled
+                totals.per_category[cid].add(t)
             ext = next((e for e in IMAGE_EXTS if e in sample.members), None)
             if region_scorer is not None and ext:
                 pixels, _ = decode_image(sample.members[ext], source["max_image_pixels"], source["working_size"])
                 region_scorer(pixels, image)
+    t = totals.total
     report = {
         "output": output, "iou_threshold": iou_threshold,
         "unknown_nouns": "wrong" if exhaustive else "skip",
         "images": counts["images"], "images_with_pairs": counts["images_with_pairs"],
         "images_not_in_ground_truth": counts["images_not_in_ground_truth"],
-        "pairs": totals.pairs + totals.unjudged, "judged_pairs": totals.pairs, "unjudged_pairs": totals.unjudged,
-        "correct_pairs": totals.correct,
-        "precision": round(totals.correct / totals.pairs, 4) if totals.pairs else None,
-        "minable": totals.minable, "recalled": totals.recalled,
-        "recall": round(totals.recalled / totals.minable, 4) if totals.minable else None,
-        "noun_minable": totals.noun_minable, "noun_recalled": totals.noun_recalled,
-        "noun_recall": round(totals.noun_recalled / totals.noun_minable, 4) if totals.noun_minable else None,
-        "per_category": {names.names[cid]: t.to_json() for cid, t in sorted(totals.per_category.items())},
+        "pairs": t.pairs + t.unjudged, "judged_pairs": t.pairs, "unjudged_pairs": t.unjudged,
+        "correct_pairs": t.correct,
+        "precision": round(t.correct / t.pairs, 4) if t.pairs else None,
+        "minable": t.minable, "recalled": t.recalled,
+        "recall": round(t.recalled / t.minable, 4) if t.minable else None,
+        "noun_minable": t.noun_minable, "noun_recalled": t.noun_recalled,
+        "noun_recall": round(t.noun_recalled / t.noun_minable, 4) if t.noun_minable else None,
+        "per_category": {names.names[c]: tally.to_json() for c, tally in sorted(totals.per_category.items())},
         "images_per_second": manifest.get("images_per_second"),
         "unique_nouns": manifest["totals"]["unique_nouns"],
     }

@@ -61,7 +61,8 @@ def format_demo(result: dict[str, Any]) -> str:
         f"  unique nouns       {t['unique_nouns']}",
         f"  precision          {pct(e['precision'])}  (pair mask IoU >= 0.5 with an instance of its noun)",
         f"  recall             {pct(e['recall'])}  (of {e['minable']} instances the captions make minable)",
-        f"  region top-1       {pct(top1.get('top1'))}  (ground-truth masks vs {len(e['per_category'])} names)",
+        f"  region top-1       {pct(top1.get('top1'))}  (ground-truth masks vs all category names; "
+        f"chance {pct(top1.get('chance'))})",
         f"  images/s           {result['images_per_second']:.2f}  (mining wall {result['mining_seconds']:.1f} s, "
         f"Ray start-up included)",
         f"  demo wall time     {result['wall_seconds']:.1f} s",

@@ -2,7 +2,7 @@
 CLIP: no masks, no region crops) and write it as an open_clip local-dir model: open_clip_config.json +
 open_clip_model.safetensors.
 
-Reproduce the shipped weights (about 15 minutes on 2 CPU cores):
+Reproduce the shipped weights (about 20 minutes on 2 CPU cores):
     .venv/bin/python -m mining.toyworld.train_clip --out mining/toyworld/weights/clip
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ MODEL_CFG = {
     "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 2},
 }
 MEAN, STD = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
-CLOSEUP_RATE = 0.5   # web data is full of single-object photos; the demo world has 20%
+CLOSEUP_RATE = 0.6   # web data is full of single-object photos; the demo world has 20%
 
 
 def build_model() -> torch.nn.Module:
@@ -124,8 +124,8 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "weights" / "clip")
     p.add_argument("--images", type=int, default=20_000)
-    p.add_argument("--steps", type=int, default=2500)
-    p.add_argument("--batch", type=int, default=192)
+    p.add_argument("--steps", type=int, default=3500)
+    p.add_argument("--batch", type=int, default=160)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
