@@ -93,6 +93,8 @@ def caption_scene(rng: np.random.Generator, scene: Scene) -> list[str]:
         if rng.random() < 0.75:
             noun = _noun(rng, inst.category, 0.3)
             clauses.append(str(rng.choice(STUFF_CLAUSES[inst.category.name])).format(n=noun))
+    if scene.ground == "plain":
+        clauses.append(str(rng.choice(("isolated on a grey background", "on a plain background", "on grey", ""))))
     detailed = f"{prefix}{_join(phrases)} {' '.join(clauses)}".strip()
 
     if scene.things and rng.random() < 0.7:

@@ -36,11 +36,11 @@ def world_key(shard: int, index: int) -> str:
 
 
 def iter_world(seed: int, shards: int, per_shard: int, size: int = 128, first_shard: int = 0,
-               closeup_rate: float = 0.2) -> Iterator[tuple[int, str, Scene, list[str]]]:
+               closeup_rate: float = 0.2, plain_rate: float = 0.0) -> Iterator[tuple[int, str, Scene, list[str]]]:
     for shard in range(first_shard, shards):
         for index in range(per_shard):
             rng = scene_rng(seed, shard, index)
-            scene = render_scene(rng, size, closeup_rate)
+            scene = render_scene(rng, size, closeup_rate, plain_rate)
             yield shard, world_key(shard, index), scene, caption_scene(rng, scene)
 
 

@@ -117,9 +117,17 @@ def _colour(rng: np.random.Generator, avoid: set[str]) -> str:
     return str(rng.choice([c for c in COLOURS if c not in avoid]))
 
 
-def render_scene(rng: np.random.Generator, size: int = 128, closeup_rate: float = 0.2) -> Scene:
-    names, label = _stuff_layout(rng, size)
-    image = np.zeros((size, size, 3), np.float32)
+def render_scene(rng: np.random.Generator, size: int = 128, closeup_rate: float = 0.2,
+                 plain_rate: float = 0.0) -> Scene:
+    """`plain_rate`: how often the things lie on a plain grey backdrop instead of stuff, as in stock photos
+    ("isolated on grey"); such a backdrop has no ground-truth category, so worlds with ground truth use 0."""
+    if rng.random() < plain_rate:
+        names, label = [], np.zeros((size, size), np.int64)
+        grey = rng.uniform(100, 200)
+        image = np.full((size, size, 3), grey, np.float32) + rng.normal(0, 3, (size, size, 1))
+    else:
+        names, label = _stuff_layout(rng, size)
+        image = np.zeros((size, size, 3), np.float32)
     for i, name in enumerate(names):
         image = np.where((label == i)[..., None], texture(name, rng, size, size), image)
 
@@ -169,4 +177,4 @@ def render_scene(rng: np.random.Generator, size: int = 128, closeup_rate: float 
     if blur > 0.2:
         image = gaussian_filter(image, (blur, blur, 0))
     image = image + rng.normal(0, rng.uniform(2, 7), image.shape)
-    return Scene(np.clip(image, 0, 255).astype(np.uint8), kept, stuff, closeup, names[-1])
+    return Scene(np.clip(image, 0, 255).astype(np.uint8), kept, stuff, closeup, names[-1] if names else "plain")

@@ -32,7 +32,10 @@ MODEL_CFG = {
     "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 2},
 }
 MEAN, STD = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
-CLOSEUP_RATE = 0.6   # web data is full of single-object photos; the demo world has 20%
+# web data is full of single-object photos, many of them stock photos on a plain backdrop; the demo world
+# has 20% close-ups and no plain backdrops
+CLOSEUP_RATE = 0.6
+PLAIN_RATE = 0.25
 
 
 def build_model() -> torch.nn.Module:
@@ -73,7 +76,7 @@ def save_local_dir(model: torch.nn.Module, out: Path, meta: dict) -> None:
 def train(out: Path, images_count: int, steps: int, batch: int, lr: float, seed: int) -> dict:
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    data = render_training_set(images_count, seed=TRAIN_SEED, closeup_rate=CLOSEUP_RATE)
+    data = render_training_set(images_count, seed=TRAIN_SEED, closeup_rate=CLOSEUP_RATE, plain_rate=PLAIN_RATE)
     images_t, captions = torch.from_numpy(data.images), data.captions
     by_ground = {g: np.flatnonzero(np.array(data.grounds) == g) for g in sorted(set(data.grounds))}
     # open_clip's own BPE tokenizer, as every CLIP uses, cut to this model's context
@@ -114,7 +117,7 @@ def train(out: Path, images_count: int, steps: int, batch: int, lr: float, seed:
             log.info("step %d/%d loss %.3f (%.0f s)", step, steps, last, time.time() - start)
     model.eval()
     meta = {"script": "python -m mining.toyworld.train_clip", "images": images_count, "steps": steps,
-            "batch": batch, "lr": lr, "seed": seed, "world_seed": TRAIN_SEED, "closeup_rate": CLOSEUP_RATE, "final_loss": round(last, 4),
+            "batch": batch, "lr": lr, "seed": seed, "world_seed": TRAIN_SEED, "closeup_rate": CLOSEUP_RATE, "plain_rate": PLAIN_RATE, "final_loss": round(last, 4),
             "seconds": round(time.time() - start)}
     save_local_dir(model, out, meta)
     return meta

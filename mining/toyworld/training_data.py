@@ -20,11 +20,11 @@ class TrainingSet:
     masks: list[np.ndarray]         # ground-truth masks (things then stuff), bool[n, size, size]; if asked
 
 
-def _render_block(args: tuple[int, int, int, int, bool, float]):
-    seed, shard, per_shard, size, with_masks, closeup_rate = args
+def _render_block(args: tuple[int, int, int, int, bool, float, float]):
+    seed, shard, per_shard, size, with_masks, closeup_rate, plain_rate = args
     out = TrainingSet([], [], [], [])
     for _, _, scene, caps in iter_world(seed, shard + 1, per_shard, size, first_shard=shard,
-                                        closeup_rate=closeup_rate):
+                                        closeup_rate=closeup_rate, plain_rate=plain_rate):
         out.images.append(scene.image)
         out.captions.append(caps)
         out.grounds.append(scene.ground)
@@ -34,9 +34,10 @@ def _render_block(args: tuple[int, int, int, int, bool, float]):
 
 
 def render_training_set(count: int, size: int = 128, seed: int = TRAIN_SEED, with_masks: bool = False,
-                        closeup_rate: float = 0.2, workers: int = 2) -> TrainingSet:
+                        closeup_rate: float = 0.2, plain_rate: float = 0.0, workers: int = 2) -> TrainingSet:
     per_block = 250
-    blocks = [(seed, b, per_block, size, with_masks, closeup_rate) for b in range(-(-count // per_block))]
+    blocks = [(seed, b, per_block, size, with_masks, closeup_rate, plain_rate)
+              for b in range(-(-count // per_block))]
     parts = []
     with get_context("spawn").Pool(workers) as pool:
         for part in tqdm(pool.imap(_render_block, blocks), total=len(blocks), desc="render", unit="block"):
