@@ -22,6 +22,7 @@ NO_FILTERS = ["match.min_similarity=-1.0", "match.min_margin=0.0", "match.min_pr
 VARIANTS: dict[str, list[str]] = {
     "demo config (trained Mask2Former, Hungarian, 2 scales, crops, filters)": [],
     "per-entity argmax instead of Hungarian": ["match.method=argmax"],
+    "Hungarian without counted plurals ('two stars' takes one mask)": ["match.use_counts=false"],
     "one scale (128) instead of two": ["regions.scales=[128]"],
     "dense mask pooling instead of masked crops": ["regions.mode=mask_pooling"],
     "no confidence filters": NO_FILTERS,
