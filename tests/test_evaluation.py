@@ -132,3 +132,17 @@ def test_bad_ground_truth_is_named(tmp_path, mined):
         evaluate(mined, str(bad), progress=False)
     with pytest.raises(FileNotFoundError, match="ground truth not found"):
         evaluate(mined, str(tmp_path / "missing.json"), progress=False)
+
+
+def test_eval_command_text_and_json(mined, tmp_path, capsys):
+    from mining.cli import main
+
+    gt = ground_truth(tmp_path / "gt.json")
+    assert main(["eval", mined, "--gt", gt, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["precision"], report["recall"]) == (0.5, 0.5)
+    assert main(["eval", mined, "--gt", gt, "--unknown-nouns", "skip"]) == 0
+    text = capsys.readouterr().out
+    assert "precision          60.0%  (3/5)" in text and "1 unjudged" in text
+    assert main(["eval", mined, "--gt", gt, "--iou", "1.5"]) == 1
+    assert "--iou must be in (0, 1]" in capsys.readouterr().err
