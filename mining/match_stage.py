@@ -9,7 +9,7 @@ from PIL import Image
 from mining.matching import match
 from mining.records import Drop, Sample
 from mining.stage import Stage
-from mining.teachers.base import encode_rle
+from mining.teachers.base import rle_json
 
 
 class MatchStage(Stage):
@@ -22,8 +22,7 @@ class MatchStage(Stage):
             if not sample.pairs:
                 sample.drop_with(Drop.NO_CONFIDENT_PAIR)
                 continue
-            sample.rles = [{"size": list(r["size"]), "counts": r["counts"].decode("ascii")}
-                           for r in encode_rle(sample.masks)]
+            sample.rles = rle_json(sample.masks)
             if self.cfg.output.write_images:
                 buf = io.BytesIO()
                 fmt = "JPEG" if self.cfg.output.image_format == "jpg" else "PNG"

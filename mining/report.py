@@ -21,6 +21,7 @@ from skimage.segmentation import find_boundaries
 from mining.sinks.images import load_images
 from mining.sinks.reader import iter_pair_batches, pairs_files, read_manifest
 from mining.storage import S3Options
+from mining.teachers.base import resize_mask
 
 GALLERY_COLUMNS = ["shard", "key", "mask_index", "noun", "phrase", "similarity", "margin", "rle_counts",
                    "height", "width"]
@@ -102,8 +103,7 @@ def _bar_plot(title: str, labels: list[str], values: list[int], horizontal: bool
 def overlay(image: np.ndarray, pair: GalleryPair) -> str:
     """JPEG thumbnail (base64) of the image with the mask tinted and outlined."""
     mask = mask_utils.decode({"size": [pair.height, pair.width], "counts": pair.rle_counts.encode()}).astype(bool)
-    if mask.shape != image.shape[:2]:
-        mask = np.asarray(Image.fromarray(mask).resize((image.shape[1], image.shape[0]), Image.NEAREST))
+    mask = resize_mask(mask, *image.shape[:2])
     tinted = image.astype(np.float32)
     tinted[mask] = 0.5 * tinted[mask] + 0.5 * np.array([255, 40, 40])
     tinted[find_boundaries(mask, mode="inner")] = (255, 255, 0)

@@ -12,8 +12,7 @@ from mining.evaluation.run import evaluate, format_eval
 from mining.records import Drop, Entity, Pair, Sample
 from mining.sinks.manifest import build_manifest, write_manifest
 from mining.sinks.writer import write_shard
-from mining.teachers.base import encode_rle
-from mining.toyworld.make import encode_mask
+from mining.teachers.base import rle_json
 
 SIZE = 20
 CATEGORIES = [{"id": 1, "name": "circle", "synonyms": ["disc"]}, {"id": 2, "name": "square"},
@@ -43,7 +42,7 @@ def ground_truth(path, exhaustive=True):
     for i, (key, insts) in enumerate(instances.items(), 1):
         images.append({"id": i, "file_name": f"{key}.jpg", "width": SIZE, "height": SIZE})
         for cid, mask in insts:
-            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": cid, "segmentation": encode_mask(mask),
+            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": cid, "segmentation": rle_json(mask[None])[0],
                          "area": int(mask.sum()), "bbox": [0, 0, 1, 1], "iscrowd": 0})
     path.write_text(json.dumps({"info": {"exhaustive": exhaustive}, "images": images, "annotations": anns,
                                 "categories": CATEGORIES}))
@@ -56,7 +55,7 @@ def sample(key, index, masks, entities, pairs, shard):
                entities=[Entity(n, n, (0, 1), 0) for n in entities],
                mask_scores=np.ones(len(masks), np.float32),
                pairs=[Pair(m, e, 0.5, 0.1, 0.9, [0.5]) for m, e in pairs])
-    s.rles = [{"size": r["size"], "counts": r["counts"].decode()} for r in encode_rle(np.stack(masks))]
+    s.rles = rle_json(np.stack(masks))
     return s
 
 

@@ -6,7 +6,6 @@ import json
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-import numpy as np
 from pycocotools import mask as mask_utils
 
 from mining.storage import S3Options, read_bytes
@@ -53,9 +52,3 @@ def load_ground_truth(uri: str, s3: S3Options | None = None) -> GroundTruth:
     return GroundTruth(categories=doc["categories"], images={image_key(im): im for im in doc["images"]},
                        instances=instances, exhaustive=bool(doc.get("info", {}).get("exhaustive", False)))
 
-
-def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Nearest-neighbour resize of bool[h, w] to bool[height, width]."""
-    rows = (np.arange(height) * mask.shape[0] / height).astype(int)
-    cols = (np.arange(width) * mask.shape[1] / width).astype(int)
-    return mask[rows][:, cols]

@@ -10,7 +10,8 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from mining.config import RunConfig
-from mining.evaluation.ground_truth import GroundTruth, resize_mask
+from mining.evaluation.ground_truth import GroundTruth
+from mining.teachers.base import resize_mask
 
 
 class RegionTop1:
@@ -34,7 +35,7 @@ class RegionTop1:
         masks = []
         for rle in self.gt.rles(image):
             mask = mask_utils.decode(rle).astype(bool)
-            masks.append(resize_mask(mask, h, w) if mask.shape != (h, w) else mask)
+            masks.append(resize_mask(mask, h, w))
         keep = [i for i, m in enumerate(masks) if m.any()]
         if not keep:
             return

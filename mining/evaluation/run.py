@@ -39,14 +39,15 @@ def evaluate(output: str, gt_uri: str, synonyms: str | None = None, iou: float =
 
         cfg = build_config(manifest["config"], region_overrides or [], origin=f"{output} manifest")
         scorer = RegionTop1(cfg, gt)
-    report = evaluate_output(output, gt, names, iou, unknown_nouns, s3, scorer, progress)
+    report = evaluate_output(output, manifest, gt, names, iou, unknown_nouns, s3, scorer, progress)
     report["ground_truth"] = gt_uri
     if scorer is not None:
         report["region_top1"] = scorer.to_json()
     return report
 
 
-def _pct(v: float | None) -> str:
+def percent(v: float | None) -> str:
+    """0.923 -> '92.3%'; None (nothing to divide by) -> 'n/a'."""
     return "n/a" if v is None else f"{100 * v:.1f}%"
 
 
@@ -56,18 +57,18 @@ def format_eval(report: dict[str, Any]) -> str:
         f"  images             {report['images']} ({report['images_with_pairs']} with pairs)",
         f"  pairs              {report['pairs']}" + (f" ({report['unjudged_pairs']} unjudged: noun names no category)"
                                                      if report["unjudged_pairs"] else ""),
-        f"  precision          {_pct(report['precision'])}  ({report['correct_pairs']}/{report['judged_pairs']})",
-        f"  recall             {_pct(report['recall'])}  ({report['recalled']}/{report['minable']} minable instances)",
-        f"  noun recall        {_pct(report['noun_recall'])}  ({report['noun_recalled']}/{report['noun_minable']} "
+        f"  precision          {percent(report['precision'])}  ({report['correct_pairs']}/{report['judged_pairs']})",
+        f"  recall             {percent(report['recall'])}  ({report['recalled']}/{report['minable']} minable instances)",
+        f"  noun recall        {percent(report['noun_recall'])}  ({report['noun_recalled']}/{report['noun_minable']} "
         f"mentioned present categories)",
     ]
     if "region_top1" in report:
         r = report["region_top1"]
-        lines.append(f"  region top-1       {_pct(r['top1'])} of {r['masks']} ground-truth masks (chance {_pct(r['chance'])})")
+        lines.append(f"  region top-1       {percent(r['top1'])} of {r['masks']} ground-truth masks (chance {percent(r['chance'])})")
     lines.append(f"  {'category':<18}{'pairs':>6}{'precision':>11}{'minable':>9}{'recall':>9}" +
                  ("   top-1" if "region_top1" in report else ""))
     top1 = report.get("region_top1", {}).get("per_category", {})
     for name, t in report["per_category"].items():
-        lines.append(f"  {name:<18}{t['pairs']:>6}{_pct(t['precision']):>11}{t['minable']:>9}{_pct(t['recall']):>9}" +
-                     (f"{_pct(top1.get(name)):>8}" if top1 else ""))
+        lines.append(f"  {name:<18}{t['pairs']:>6}{percent(t['precision']):>11}{t['minable']:>9}{percent(t['recall']):>9}" +
+                     (f"{percent(top1.get(name)):>8}" if top1 else ""))
     return "\n".join(lines)

@@ -11,7 +11,6 @@ instances are all missed); captions are read from those shards exactly as the ru
 """
 from __future__ import annotations
 
-import logging
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,16 +19,14 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
-from mining.evaluation.ground_truth import GroundTruth, resize_mask
+from mining.evaluation.ground_truth import GroundTruth
 from mining.evaluation.names import CategoryNames
 from mining.sinks.layout import shard_uri
-from mining.sinks.reader import MinedRecord, read_manifest, read_shard_records
+from mining.sinks.reader import MinedRecord, read_shard_records
 from mining.sources.decode import decode_image, extract_captions
 from mining.sources.shards import IMAGE_EXTS, read_shard
 from mining.storage import S3Options, exists
-
-log = logging.getLogger(__name__)
-
+from mining.teachers.base import encode_rle, resize_mask
 
 @dataclass
 class Tally:
@@ -64,8 +61,7 @@ def _mined_rles(record: MinedRecord, height: int, width: int) -> list[dict]:
     rles = [{"size": m.rle["size"], "counts": m.rle["counts"].encode("ascii")} for m in record.masks]
     if (record.height, record.width) == (height, width):
         return rles
-    return [mask_utils.encode(np.asfortranarray(resize_mask(m.decode(), height, width).astype(np.uint8)))
-            for m in record.masks]
+    return encode_rle(np.stack([resize_mask(m.decode(), height, width) for m in record.masks]))
 
 
 def score_image(record: MinedRecord | None, captions: list[str], image: dict, gt: GroundTruth,
@@ -108,16 +104,15 @@ def score_image(record: MinedRecord | None, captions: list[str], image: dict, gt
     return result
 
 
-def evaluate_output(output: str, gt: GroundTruth, names: CategoryNames, iou_threshold: float = 0.5,
+def evaluate_output(output: str, manifest: dict, gt: GroundTruth, names: CategoryNames, iou_threshold: float = 0.5,
                     unknown_nouns: str | None = None, s3: S3Options | None = None,
                     region_scorer=None, progress: bool = True) -> dict[str, Any]:
-    """Score every image of the input shards the output covers. `unknown_nouns`: 'wrong' or 'skip'
+    """Score every image of the input shards the output (with this manifest) covers. `unknown_nouns`: 'wrong' or 'skip'
     (default: wrong when the ground truth says it is exhaustive). `region_scorer`, if given, is called with
     (image, GT image entry) for every scored image to classify its ground-truth masks."""
     if unknown_nouns not in (None, "wrong", "skip"):
         raise ValueError(f"unknown_nouns must be 'wrong' or 'skip', not {unknown_nouns!r}")
     exhaustive = gt.exhaustive if unknown_nouns is None else unknown_nouns == "wrong"
-    manifest = read_manifest(output, s3)
     source = manifest["config"]["source"]
     totals = ImageResult()
     counts: Counter[str] = Counter()

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Protocol
 
 import numpy as np
+from PIL import Image
 from pycocotools import mask as mask_utils
 
 
@@ -18,6 +19,18 @@ def encode_rle(masks: np.ndarray) -> list[dict]:
     if len(masks) == 0:
         return []
     return mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+
+
+def rle_json(masks: np.ndarray) -> list[dict]:
+    """COCO RLE of bool[N, H, W] masks as JSON-ready dicts (string counts), as records and COCO files hold."""
+    return [{"size": [int(v) for v in r["size"]], "counts": r["counts"].decode("ascii")} for r in encode_rle(masks)]
+
+
+def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Nearest-neighbour resize of bool[h, w] to bool[height, width]: labels stay exact."""
+    if mask.shape == (height, width):
+        return mask
+    return np.asarray(Image.fromarray(mask).resize((width, height), Image.NEAREST))
 
 
 def postfilter_masks(masks: np.ndarray, scores: np.ndarray, min_area: int, dedupe_iou: float,

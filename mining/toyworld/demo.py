@@ -49,10 +49,9 @@ def run_demo(out: str, shards: int = 4, per_shard: int = 32, seed: int = 0, teac
 
 
 def format_demo(result: dict[str, Any]) -> str:
-    from mining.evaluation.run import format_eval
+    from mining.evaluation.run import format_eval, percent as pct
 
     t, e = result["totals"], result["eval"]
-    pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"   # noqa: E731
     top1 = e.get("region_top1", {})
     lines = [
         f"ovmine demo: toy world of {result['world']['images']} images, teacher {result['teacher']}, "

@@ -10,7 +10,6 @@ import io
 import json
 import logging
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -19,6 +18,7 @@ from tqdm import tqdm
 from webdataset import TarWriter
 
 from mining.storage import S3Options, join, write_bytes_atomic
+from mining.teachers.base import rle_json
 from mining.toyworld.captions import caption_scene
 from mining.toyworld.scene import Scene, render_scene
 from mining.toyworld.vocab import CATEGORIES
@@ -49,18 +49,14 @@ def coco_categories() -> list[dict]:
              "synonyms": list(c.synonyms)} for c in CATEGORIES]
 
 
-def encode_mask(mask: np.ndarray) -> dict:
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
-
-
 def annotations_for(scene: Scene, image_id: int, next_id: int) -> list[dict]:
     anns = []
-    for inst in scene.things + scene.stuff:
-        rle = encode_mask(inst.mask)
+    instances = scene.things + scene.stuff
+    for inst, rle in zip(instances, rle_json(np.stack([i.mask for i in instances]))):
         anns.append({"id": next_id + len(anns), "image_id": image_id, "category_id": inst.category.id,
                      "segmentation": rle, "area": int(inst.mask.sum()),
-                     "bbox": [float(v) for v in mask_utils.toBbox(rle)], "iscrowd": 0,
+                     "bbox": [float(v) for v in mask_utils.toBbox({**rle, "counts": rle["counts"].encode()})],
+                     "iscrowd": 0,
                      "attributes": {"colour": inst.colour, "visible_fraction": round(inst.visible_fraction, 3)}})
     return anns
 
