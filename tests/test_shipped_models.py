@@ -3,12 +3,11 @@ local-dir, a transformers directory) and beat the same architectures with random
 import json
 import shutil
 
-import numpy as np
 import pytest
-from pycocotools import mask as mask_utils
 
 from mining.evaluation.ground_truth import load_ground_truth
 from mining.evaluation.region_top1 import RegionTop1
+from mining.evaluation.teacher_recall import teacher_instance_recall
 from mining.sources.decode import decode_image
 from mining.sources.shards import read_shard
 from mining.toyworld.demo import WEIGHTS_DIR, demo_config
@@ -50,16 +49,8 @@ def teacher_recall(model_dir, world) -> float:
 
     gt, images = world
     teacher = Mask2FormerTeacher(Mask2FormerConfig(model=str(model_dir), mask_threshold=0.5, top_n=16), "cpu")
-    found = total = 0
-    for key, pixels in images.items():
-        masks, _ = teacher.predict([pixels])[0]
-        truth = gt.rles(gt.images[key])
-        total += len(truth)
-        if len(masks):
-            rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
-            iou = np.asarray(mask_utils.iou(rles, truth, [0] * len(truth))).reshape(len(masks), len(truth))
-            found += int((iou.max(0) >= 0.5).sum())
-    return found / total
+    recall, _ = teacher_instance_recall(teacher, gt, images.items())
+    return recall
 
 
 def test_shipped_mask2former_beats_random_weights(world, tmp_path):

@@ -1,0 +1,27 @@
+"""The teacher alone: which share of ground-truth instances some proposed mask covers at IoU >= `iou`."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from mining.evaluation.ground_truth import GroundTruth
+from mining.teachers.base import Teacher, encode_rle
+
+
+def teacher_instance_recall(teacher: Teacher, gt: GroundTruth, images: Iterable[tuple[str, np.ndarray]],
+                            iou: float = 0.5) -> tuple[float, float]:
+    """(recall, proposed masks per image) over `images`: (ground-truth key, uint8[H, W, 3] in the ground
+    truth's frame)."""
+    found = total = proposed = seen = 0
+    for key, pixels in images:
+        masks, _ = teacher.predict([pixels])[0]
+        proposed += len(masks)
+        seen += 1
+        truth = gt.rles(gt.images[key])
+        total += len(truth)
+        if len(masks) and truth:
+            ious = np.asarray(mask_utils.iou(encode_rle(masks), truth, [0] * len(truth))).reshape(len(masks), len(truth))
+            found += int((ious.max(0) >= iou).sum())
+    return (found / total if total else 0.0), (proposed / seen if seen else 0.0)
