@@ -7,20 +7,15 @@ import sys
 import pytest
 
 from mining.pipeline import run_mining
-from mining.sinks.reader import iter_records, read_manifest
+from mining.sinks.reader import read_manifest
 from mining.synthetic import make_shards
 from mining.validate import check_output
+from same_output import assert_same_output
 
 
 def ovmine(*args, check=True):
     return subprocess.run([sys.executable, "-m", "mining.cli", *args], capture_output=True, text=True,
                           check=check, timeout=600)
-
-
-def comparable(output):
-    return {(r.key, r.shard): ([m.rle["counts"] for m in r.masks],
-                               [(p.mask_index, p.noun, round(p.similarity, 4)) for p in r.pairs])
-            for r in iter_records(output)}
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +50,7 @@ def test_ray_and_local_executors_agree(ray_run, tiny_cfg):
 
     cfg = load_config("configs/tiny.yaml", ["source.working_size=96", "execution.executor=local"])
     run_mining(cfg, [str(root / "in")], str(root / "local"))
-    assert comparable(str(root / "local")) == comparable(str(out))
+    assert_same_output(str(out), str(root / "local"))
 
 
 def test_cli_human_summary_and_errors(tmp_path):

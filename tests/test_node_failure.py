@@ -14,7 +14,7 @@ from mining.pipeline import run_mining
 from mining.synthetic import make_shards
 from mining.validate import check_output
 from ray_cluster import LocalCluster
-from test_resume import snapshot
+from same_output import assert_same_output
 
 pytestmark = pytest.mark.timeout(900)
 SHARDS, PER_SHARD = 8, 16
@@ -46,7 +46,7 @@ def test_worker_node_killed_mid_run(tmp_path):
         assert proc.returncode == 0, stderr[-4000:]
         assert committed_at_kill < SHARDS, "the node died while work was left"
         assert json.loads(stdout.strip().splitlines()[-1])["totals"]["images_in"] == SHARDS * PER_SHARD
-        assert snapshot(str(out)) == snapshot(str(tmp_path / "reference"))
+        assert_same_output(str(out), str(tmp_path / "reference"))
         assert sorted(p.name for p in (out / "_done").iterdir()) == [f"{i:05d}.json" for i in range(SHARDS)]
         check_output(str(out))
     finally:
