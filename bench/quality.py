@@ -18,7 +18,7 @@ from mining.pipeline import run_mining
 from mining.toyworld.demo import demo_config
 from mining.toyworld.make import make_world
 
-NO_FILTERS = ["match.min_similarity=-1.0", "match.min_margin=0.0", "match.min_probability=0.0"]
+NO_FILTERS = ["match.min_similarity=null", "match.min_margin=null", "match.min_probability=null"]
 VARIANTS: dict[str, list[str]] = {
     "demo config (trained Mask2Former, Hungarian, 2 scales, crops, filters)": [],
     "per-entity argmax instead of Hungarian": ["match.method=argmax"],

@@ -107,10 +107,16 @@ class RegionsConfig(_Section):
 
 class MatchConfig(_Section):
     method: Literal["hungarian", "argmax"] = "hungarian"
-    min_similarity: float = Field(0.2, ge=-1, le=1, description="fused cosine similarity of a kept pair")
-    min_margin: float = Field(0.0, ge=0, le=2, description="over the entity's next-best mask")
-    min_probability: float = Field(0.0, ge=0, le=1, description="softmax over the image's entities")
-    temperature: float = Field(0.01, gt=0, description="softmax temperature (CLIP's logit scale is 100)")
+    min_similarity: float | None = Field(0.2, ge=-1, le=1,
+                                         description="fused cosine similarity of a kept pair; null: off")
+    min_margin: float | None = Field(
+        None, ge=0, le=2, description="regret: how much the best assignment's cost rises without this pair "
+                                      "(argmax: over the entity's next-best mask); null: off")
+    min_probability: float | None = Field(
+        None, ge=0, le=1, description="softmax over the entity's candidate masks; null: off")
+    temperature: float | None = Field(
+        None, gt=0, allow_inf_nan=False,
+        description="softmax temperature of the probability; null: the region model's own 1/logit_scale")
     use_counts: bool = Field(True, description="'two circles' may take two masks (Hungarian only)")
 
 

@@ -40,11 +40,11 @@ class CurationFilters:
     def canonical(self, noun: str) -> str:
         return self.synonyms.get(noun, noun)
 
-    def pair_passes(self, noun: str, similarity: float, margin: float) -> bool:
+    def pair_passes(self, noun: str, similarity: float, margin: float | None) -> bool:
         """The filters that look at one pair alone (noun already canonical)."""
         if self.min_similarity is not None and similarity < self.min_similarity:
             return False
-        if self.min_margin is not None and margin < self.min_margin:
+        if self.min_margin is not None and margin is not None and margin < self.min_margin:   # None: no rival
             return False
         if self.nouns_allow is not None and noun not in self.nouns_allow:
             return False
@@ -133,7 +133,8 @@ def curate(input_uri: str, output: str, filters: CurationFilters, s3: S3Options 
             for pair in record["pairs"]:
                 noun = filters.canonical(pair["noun"])
                 # compare at the pairs table's float32 precision, as pass 1 did
-                similarity, margin = float(np.float32(pair["similarity"])), float(np.float32(pair["margin"]))
+                similarity = float(np.float32(pair["similarity"]))
+                margin = None if pair["margin"] is None else float(np.float32(pair["margin"]))
                 pid = (similarity, stem, record["key"], pair["mask_index"])
                 if filters.pair_passes(noun, similarity, margin) and plan.keeps(noun, pid):
                     pairs.append({**pair, "noun": noun})

@@ -18,7 +18,7 @@ class MatchStage(Stage):
     def process(self, samples: list[Sample]) -> None:
         for sample in samples:
             sample.pairs = match(sample.region_embeddings, sample.entity_embeddings, self.cfg.match,
-                                 [e.count for e in sample.entities])
+                                 [e.count for e in sample.entities], sample.logit_scale)
             if not sample.pairs:
                 sample.drop_with(Drop.NO_CONFIDENT_PAIR)
                 continue

@@ -2,6 +2,12 @@
 
 Uni-OVSeg (Eq. 6–7): C = 1 − cos(region, entity) at each image scale, averaged over scales, then a bipartite
 matching on the rectangular masks × entities matrix. OVSeg's per-entity argmax is kept for comparison.
+
+The confidence of an assigned pair must judge the pair the way it was chosen. A margin over "the entity's
+next-best mask" ignores that Hungarian may have given that mask to another entity that needs it more, so it
+would veto exactly the conflicts Hungarian resolves. Hence the margin here is the assignment's **regret**:
+how much the total cost of the best assignment rises when this one pair is forbidden. For per-entity argmax
+(independent problems, one per entity) that is the old margin: best mask minus the entity's next-best.
 """
 from __future__ import annotations
 
@@ -24,10 +30,16 @@ def fused_cost(similarities: np.ndarray) -> np.ndarray:
     return (1.0 - similarities).mean(0)
 
 
+def entity_columns(n_entities: int, counts: list[int] | None = None) -> list[int]:
+    """The entity of each column of the expanded cost: an entity with a count ("two circles") gets that many
+    columns, so Hungarian can give it that many masks."""
+    return [e for e, n in enumerate(counts or [1] * n_entities) for _ in range(n)]
+
+
 def hungarian(cost: np.ndarray, counts: list[int] | None = None) -> list[tuple[int, int]]:
     """Minimum-cost (mask, entity) assignment of a rectangular cost, each mask used once. An entity with a
     count ("two circles") takes up to that many masks: its column is repeated `count` times."""
-    columns = [e for e, n in enumerate(counts or [1] * cost.shape[1]) for _ in range(n)]
+    columns = entity_columns(cost.shape[1], counts)
     rows, cols = linear_sum_assignment(cost[:, columns])
     return sorted((int(r), columns[c]) for r, c in zip(rows, cols))
 
@@ -37,41 +49,97 @@ def per_entity_argmax(cost: np.ndarray) -> list[tuple[int, int]]:
     return [(int(np.argmin(cost[:, e])), e) for e in range(cost.shape[1])]
 
 
-def score_pairs(similarities: np.ndarray, assignment: list[tuple[int, int]], temperature: float) -> list[Pair]:
-    """The evidence behind each assigned pair.
+def hungarian_regret(cost: np.ndarray, assignment: list[tuple[int, int]],
+                     counts: list[int] | None = None) -> list[float | None]:
+    """Per assigned (mask, entity) pair: the rise in total cost of the best assignment that may not pair that
+    mask with that entity (≥ 0, in cosine units). None when no such assignment exists (the entity holds every
+    mask: there is no rival to compare with).
 
-    margin: fused similarity minus the entity's next-best mask not assigned to it (how unambiguous the mask
-    is for the noun);
-    probability: softmax of the mask's similarities over the image's entities (how unambiguous the noun is
-    for the mask).
-    """
-    fused = similarities.mean(0)                       # [N, E]
-    probs = softmax(fused / temperature, axis=1)
+    Worked case: sims A–e1 0.9, B–e1 0.5, A–e2 0.8, B–e2 0.3. Hungarian gives A to e2 and B to e1 (1.3 > 1.2);
+    forbidding either pair forces the other assignment, so both pairs have regret 0.1, where the entity-wise
+    margin would call B–e1 −0.4 and drop it."""
+    columns = np.asarray(entity_columns(cost.shape[1], counts))
+    expanded = cost[:, columns]
+    best = sum(cost[m, e] for m, e in assignment)
+    forbidden_cost = float(np.abs(expanded).sum() + 1.0)    # dearer than any assignment that avoids it
+    regrets: list[float | None] = []
+    for m, e in assignment:
+        trial = expanded.copy()
+        trial[m, columns == e] = forbidden_cost
+        rows, cols = linear_sum_assignment(trial)
+        if any(r == m and columns[c] == e for r, c in zip(rows, cols)):
+            regrets.append(None)   # every alternative needs the forbidden pair
+        else:
+            regrets.append(max(0.0, float(trial[rows, cols].sum() - best)))
+    return regrets
+
+
+def argmax_regret(cost: np.ndarray, assignment: list[tuple[int, int]]) -> list[float | None]:
+    """Per-entity argmax solves one problem per entity: the regret of its pair is its next-best mask's cost
+    minus its best (None when it has one mask)."""
+    regrets: list[float | None] = []
+    for m, e in assignment:
+        others = np.delete(cost[:, e], m)
+        regrets.append(float(others.min() - cost[m, e]) if len(others) else None)
+    return regrets
+
+
+def mask_probability(fused: np.ndarray, assignment: list[tuple[int, int]], logit_scale: float) -> list[float | None]:
+    """Per pair, softmax over the entity's candidate masks of logit_scale × similarity (CLIP's own
+    classification rule, turned around: which mask is this noun?). The entity's other assigned instances are
+    not candidates; None when the mask is the only candidate. Unlike a softmax over the image's entities, it
+    has the same meaning whatever the number of entities."""
     taken: dict[int, list[int]] = {}
     for m, e in assignment:
         taken.setdefault(e, []).append(m)
-    pairs = []
+    probs: list[float | None] = []
     for m, e in assignment:
-        others = np.delete(fused[:, e], taken[e])      # the entity's own other instances are no rivals
-        margin = float(fused[m, e] - others.max()) if len(others) else float(fused[m, e] + 1.0)
-        pairs.append(Pair(m, e, float(fused[m, e]), margin, float(probs[m, e]),
-                                [float(s) for s in similarities[:, m, e]]))
-    return pairs
+        candidates = [i for i in range(fused.shape[0]) if i == m or i not in taken[e]]
+        if len(candidates) == 1:
+            probs.append(None)
+            continue
+        p = softmax(logit_scale * fused[candidates, e])
+        probs.append(float(p[candidates.index(m)]))
+    return probs
+
+
+def score_pairs(similarities: np.ndarray, assignment: list[tuple[int, int]], margins: list[float | None],
+                logit_scale: float) -> list[Pair]:
+    """The evidence behind each assigned pair: fused similarity, the regret margin, the mask probability."""
+    fused = similarities.mean(0)                       # [N, E]
+    probs = mask_probability(fused, assignment, logit_scale)
+    return [Pair(m, e, float(fused[m, e]), margin, prob, [float(s) for s in similarities[:, m, e]])
+            for (m, e), margin, prob in zip(assignment, margins, probs)]
+
+
+def passes(pair: Pair, cfg: MatchConfig) -> bool:
+    """A filter set to None is off. A pair without a rival (margin/probability None) has no evidence against
+    it: only the similarity filter applies to it."""
+    if cfg.min_similarity is not None and pair.similarity < cfg.min_similarity:
+        return False
+    if cfg.min_margin is not None and pair.margin is not None and pair.margin < cfg.min_margin:
+        return False
+    if cfg.min_probability is not None and pair.probability is not None and pair.probability < cfg.min_probability:
+        return False
+    return True
 
 
 def match(regions: list[np.ndarray], entities: np.ndarray, cfg: MatchConfig,
-          counts: list[int] | None = None) -> list[Pair]:
+          counts: list[int] | None = None, logit_scale: float = 100.0) -> list[Pair]:
     """Confident pairs of one image, best first. `counts`: instances each entity's caption counts, used by
-    Hungarian matching when `cfg.use_counts`."""
+    Hungarian matching when `cfg.use_counts`; `logit_scale`: the region model's (CLIP's is 100), used unless
+    `cfg.temperature` is set."""
     if len(entities) == 0 or len(regions[0]) == 0:
         return []
     sims = similarity_per_scale(regions, entities)
     cost = fused_cost(sims)
     if cfg.method == "hungarian":
-        assignment = hungarian(cost, counts if cfg.use_counts else None)
+        counts = counts if cfg.use_counts else None
+        assignment = hungarian(cost, counts)
+        margins = hungarian_regret(cost, assignment, counts)
     else:
         assignment = per_entity_argmax(cost)
-    kept = [p for p in score_pairs(sims, assignment, cfg.temperature)
-            if p.similarity >= cfg.min_similarity and p.margin >= cfg.min_margin
-            and p.probability >= cfg.min_probability]
+        margins = argmax_regret(cost, assignment)
+    scale = 1.0 / cfg.temperature if cfg.temperature is not None else logit_scale
+    kept = [p for p in score_pairs(sims, assignment, margins, scale) if passes(p, cfg)]
     return sorted(kept, key=lambda p: -p.similarity)

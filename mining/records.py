@@ -51,8 +51,8 @@ class Pair:
     mask_index: int
     entity_index: int
     similarity: float              # fused cosine similarity (mean over scales)
-    margin: float                  # over the entity's next-best mask
-    probability: float             # softmax over the image's entities
+    margin: float | None           # regret: rise of the best assignment's cost without this pair; None: no rival
+    probability: float | None      # softmax over the entity's candidate masks; None: the only candidate
     scale_similarities: list[float]
 
 
@@ -75,6 +75,7 @@ class Sample:
     mask_scores: np.ndarray | None = None          # float32[N]
     region_embeddings: list[np.ndarray] | None = None   # per scale: float32[N, D], L2-normalised
     entity_embeddings: np.ndarray | None = None          # float32[E, D], L2-normalised
+    logit_scale: float = 100.0                     # the region model's, for the match probability
     pairs: list[Pair] = field(default_factory=list)
     rles: list[dict[str, Any]] = field(default_factory=list)    # COCO RLE of each mask, set by matching
     image_bytes: bytes | None = None               # encoded decoded image, only when output.write_images

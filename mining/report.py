@@ -36,7 +36,7 @@ class GalleryPair:
     noun: str
     phrase: str
     similarity: float
-    margin: float
+    margin: float | None
     rle_counts: str
     height: int
     width: int
@@ -117,7 +117,7 @@ def overlay(image: np.ndarray, pair: GalleryPair) -> str:
 def _card(pair: GalleryPair, images: dict) -> str:
     image = images.get((pair.shard, pair.key))
     text = (f"<b>{html.escape(pair.noun)}</b> <span class=phrase>{html.escape(pair.phrase)}</span><br>"
-            f"sim {pair.similarity:.3f} · margin {pair.margin:.3f}<br><small>{html.escape(pair.shard)}/"
+            f"sim {pair.similarity:.3f} · margin {'no rival' if pair.margin is None else f'{pair.margin:.3f}'}<br><small>{html.escape(pair.shard)}/"
             f"{html.escape(pair.key)} mask {pair.mask_index}</small>")
     if image is None:
         return f'<figure class="pair missing"><div class=noimg>image unavailable</div><figcaption>{text}</figcaption></figure>'
@@ -130,7 +130,8 @@ def render_report(output: str, stats: dict[str, Any], s3: S3Options | None = Non
     d = stats["distributions"]
     plots = [
         _hist_plot("similarity", d["similarity"], "fused cosine similarity"),
-        _hist_plot("margin over next-best mask", d["margin"], "margin"),
+        _hist_plot(f"margin: regret of the assignment ({d['margin'].get('no_rival', 0)} pairs had no rival)",
+                   d["margin"], "margin"),
         _hist_plot("mask area", d["mask_area"], "pixels (working frame)", log_x=True),
         _bar_plot("masks per image", list(d["masks_per_image"]["values"]),
                   list(d["masks_per_image"]["values"].values()), ylabel="images"),

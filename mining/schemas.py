@@ -54,7 +54,8 @@ _ARROW_TYPES = {"string": pa.string(), "int32": pa.int32(), "int64": pa.int64(),
 @lru_cache(maxsize=None)
 def pairs_arrow_schema() -> pa.Schema:
     columns = load_schema("pairs")["columns"]
-    return pa.schema([pa.field(c["name"], _ARROW_TYPES[c["type"]], nullable=False) for c in columns])
+    return pa.schema([pa.field(c["name"], _ARROW_TYPES[c["type"]], nullable=c.get("nullable", False))
+                      for c in columns])
 
 
 def validate_pairs_table(table: pa.Table) -> None:

@@ -61,7 +61,8 @@ class PairStats:
     def __init__(self) -> None:
         self.nouns: Counter[str] = Counter()
         self.similarity = Histogram(np.linspace(-1, 1, 101))
-        self.margin = Histogram(np.linspace(-2, 2, 201))
+        self.margin = Histogram(np.linspace(0, 2, 101))    # regret >= 0; pairs with no rival counted apart
+        self.no_rival = 0
         self.area = Histogram(np.logspace(0, 8, 81))         # pixels, 10 bins per decade
         self.pairs_per_image: Counter[int] = Counter()
         self.masks_per_image: Counter[int] = Counter()
@@ -74,7 +75,9 @@ class PairStats:
             cols = batch.to_pydict()
             self.nouns.update(cols["noun"])
             self.similarity.add(np.asarray(cols["similarity"], np.float64))
-            self.margin.add(np.asarray(cols["margin"], np.float64))
+            margins = [m for m in cols["margin"] if m is not None]
+            self.no_rival += len(cols["margin"]) - len(margins)
+            self.margin.add(np.asarray(margins, np.float64))
             self.area.add(np.asarray(cols["area"], np.float64))
             per_image.update(cols["key"])
             masks.update(zip(cols["key"], cols["image_masks"]))
@@ -112,7 +115,7 @@ def compute_stats(output: str, s3: S3Options | None = None, top_k: int = 20) -> 
         "long_tail": stats.long_tail(),
         "distributions": {
             "similarity": stats.similarity.to_json(),
-            "margin": stats.margin.to_json(),
+            "margin": stats.margin.to_json() | {"no_rival": stats.no_rival},
             "mask_area": stats.area.to_json(),
             "pairs_per_image": _per_image(stats.pairs_per_image),
             "masks_per_image": _per_image(stats.masks_per_image),
@@ -144,7 +147,8 @@ def format_stats(stats: dict[str, Any]) -> str:
         f"  {'unique nouns':<22}{stats['unique_nouns']}",
         f"  {'nouns by pair count':<22}" + ", ".join(f"{k}: {v}" for k, v in stats["long_tail"].items()),
         f"  {'similarity':<22}{dist('similarity')}",
-        f"  {'margin':<22}{dist('margin')}",
+        f"  {'margin (regret)':<22}{dist('margin')}"
+        + (f" ({d['margin']['no_rival']} with no rival)" if d["margin"].get("no_rival") else ""),
         f"  {'mask area (px)':<22}{dist('mask_area', '.0f')}",
         f"  {'masks per image':<22}mean {d['masks_per_image']['mean'] or 0:.1f}",
         f"  {'images/s':<22}{stats['images_per_second']:.2f} ({stats['wall_seconds']:.1f} s wall)",

@@ -22,7 +22,7 @@ TINY = {
     "teacher": {"kind": "felzenszwalb", "min_area": 16, "max_masks": 12,
                 "felzenszwalb": {"input_size": 96, "scales": [100, 400]}},
     "regions": {"mode": "masked_crop", "model": "ovmine-tiny-vit", "pretrained": None, "scales": [64, 96]},
-    "match": {"min_similarity": -1.0, "min_margin": 0.0},
+    "match": {"min_similarity": None, "min_margin": None, "min_probability": None},
     "execution": {"executor": "local"},
 }
 

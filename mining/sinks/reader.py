@@ -39,8 +39,8 @@ class MinedPair:
     noun: str
     phrase: str
     similarity: float
-    margin: float
-    probability: float
+    margin: float | None          # None: no rival mask
+    probability: float | None     # None: the only candidate mask
     scale_similarities: list[float]
 
 
