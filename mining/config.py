@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -200,11 +201,35 @@ def _format_validation_error(err: ValidationError, origin: str) -> str:
     return "\n".join(lines)
 
 
+# Placeholders a config may use in any string value, filled in wherever a config is loaded (so that
+# `ovmine mine --config mining/toyworld/demo.yaml` works as `ovmine demo` does).
+PLACEHOLDERS = {"TOYWORLD_WEIGHTS": Path(__file__).resolve().parent / "toyworld" / "weights"}
+_PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
+
+
+def fill_placeholders(node: Any, where: str = "") -> Any:
+    """Replace ${NAME} in every string of a config tree; an unknown name fails naming the field."""
+    if isinstance(node, dict):
+        return {k: fill_placeholders(v, f"{where}.{k}" if where else str(k)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [fill_placeholders(v, f"{where}[{i}]") for i, v in enumerate(node)]
+    if not isinstance(node, str):
+        return node
+
+    def value(m: re.Match) -> str:
+        if m.group(1) not in PLACEHOLDERS:
+            raise ConfigError(f"{where}: unknown placeholder ${{{m.group(1)}}} (known: "
+                              + ", ".join(f"${{{k}}}" for k in PLACEHOLDERS) + ")")
+        return str(PLACEHOLDERS[m.group(1)])
+    return _PLACEHOLDER.sub(value, node)
+
+
 def build_config(tree: dict[str, Any] | None = None, overrides: list[str] | None = None,
                  origin: str = "<dict>") -> RunConfig:
     tree = json.loads(json.dumps(tree or {}))  # deep copy, and rejects non-JSON values early
     for key, value in parse_overrides(overrides or []):
         _set_dotted(tree, key, value)
+    tree = fill_placeholders(tree)
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as err:

@@ -27,7 +27,12 @@ def package_versions() -> dict[str, str]:
 
 
 def model_ids(cfg: RunConfig) -> dict[str, str]:
-    clip = cfg.regions.model + (f" @ {cfg.regions.pretrained}" if cfg.regions.pretrained else " (random init)")
+    if cfg.regions.model.startswith(("local-dir:", "hf-hub:")):
+        clip = cfg.regions.model     # the folder or hub repo carries its own weights
+    elif cfg.regions.pretrained:
+        clip = f"{cfg.regions.model} @ {cfg.regions.pretrained}"
+    else:
+        clip = f"{cfg.regions.model} (random init)"
     return {"teacher": f"{cfg.teacher.kind}: {cfg.teacher.model_id()}", "clip": clip,
             "entities": f"spacy: {cfg.entities.spacy_model}"}
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from mining.config import RunConfig, build_config
+from mining.config import RunConfig, load_config
 from mining.storage import join
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -16,9 +16,8 @@ DEMO_CONFIG = Path(__file__).parent / "demo.yaml"
 
 
 def demo_config(overrides: list[str] | None = None) -> RunConfig:
-    """The demo config with the shipped weights' absolute folder filled in."""
-    text = DEMO_CONFIG.read_text().replace("${TOYWORLD_WEIGHTS}", str(WEIGHTS_DIR.resolve()))
-    return build_config(yaml.safe_load(text), overrides, origin=str(DEMO_CONFIG))
+    """The demo config; loading fills in ${TOYWORLD_WEIGHTS} with the shipped weights' folder."""
+    return load_config(DEMO_CONFIG, overrides)
 
 
 def run_demo(out: str, shards: int = 4, per_shard: int = 32, seed: int = 0, teacher: str = "mask2former",

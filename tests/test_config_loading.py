@@ -1,0 +1,46 @@
+"""Configs load the same way wherever they are loaded: placeholders are filled in by the loader itself, and
+the manifest names the weights a run really used."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mining.config import ConfigError, build_config, load_config
+from mining.sinks.manifest import model_ids
+
+WEIGHTS = Path("mining/toyworld/weights").resolve()
+
+
+def test_toyworld_placeholder_is_filled_by_the_loader():
+    cfg = load_config("mining/toyworld/demo.yaml")
+    assert cfg.teacher.mask2former.model == str(WEIGHTS / "mask2former")
+    assert cfg.regions.model == f"local-dir:{WEIGHTS / 'clip'}"
+    assert build_config({}, ["regions.model=local-dir:${TOYWORLD_WEIGHTS}/clip"]).regions.model == cfg.regions.model
+
+
+def test_unknown_placeholder_names_the_field():
+    with pytest.raises(ConfigError, match=r"regions\.model: unknown placeholder \$\{HOME_DIR\}"):
+        build_config({"regions": {"model": "local-dir:${HOME_DIR}/clip"}})
+
+
+def test_manifest_names_folder_weights_as_weights_not_random_init():
+    shipped = model_ids(load_config("mining/toyworld/demo.yaml"))["clip"]
+    assert shipped == f"local-dir:{WEIGHTS / 'clip'}" and "random" not in shipped
+    assert model_ids(load_config("configs/tiny.yaml"))["clip"] == "ovmine-tiny-vit (random init)"
+    assert model_ids(build_config({}, ["regions.pretrained=openai"]))["clip"] == "ViT-B-16 @ openai"
+
+
+def test_mine_command_runs_the_demo_config(tmp_path):
+    from mining.toyworld.make import make_world
+
+    world = make_world(str(tmp_path / "world"), shards=1, per_shard=3, seed=5, progress=False)
+    out = tmp_path / "mined"
+    result = subprocess.run([sys.executable, "-m", "mining.cli", "mine", "--config", "mining/toyworld/demo.yaml",
+                             "--input", world["shards_uri"], "--output", str(out), "--executor", "local", "--json"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["totals"]["images_in"] == 3
+    assert manifest["models"]["clip"] == f"local-dir:{WEIGHTS / 'clip'}"
