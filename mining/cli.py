@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from mining.config import ConfigError, load_config
+from mining.sinks.lease import OutputBusy
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -58,11 +59,18 @@ def cmd_mine(args: argparse.Namespace) -> int:
     manifest = run_mining(cfg, args.input, args.output, limit=args.limit, on_shard=on_shard, progress=show,
                           overwrite=args.overwrite)
     bar.close()
+    failed = manifest.get("failed_shards", [])
     if args.json:
         print(json.dumps({k: manifest[k] for k in ("totals", "timings", "wall_seconds", "images_per_second",
-                                                    "config_hash")} | {"output": args.output}))
+                                                    "config_hash")} | {"output": args.output, "failed_shards": failed}))
     else:
         print(_summary(manifest, args.output))
+    if failed:
+        print(f"ovmine: {len(failed)} shard(s) could not be read and were not committed: "
+              + ", ".join(f"{f['input']} ({f['error']})" for f in failed[:5])
+              + ("" if len(failed) <= 5 else f" and {len(failed) - 5} more")
+              + "; rerun the same command to retry them", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -405,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ovmine: interrupted; committed shards are kept, rerun the same command to finish", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, OSError) as err:
+    except (ValueError, FileNotFoundError, OSError, OutputBusy) as err:
         print(f"ovmine: error: {err}", file=sys.stderr)
         return 1
 

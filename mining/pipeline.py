@@ -16,12 +16,14 @@ from typing import Any
 from mining.config import RunConfig
 from mining.logs import logger
 from mining.sinks.commits import committed_markers, reusable
+from mining.sinks.layout import refuse_inputs_inside
+from mining.sinks.lease import OutputLease
 from mining.sinks.manifest import build_manifest, write_manifest
 from mining.sinks.writer import write_shard
 from mining.sources.shards import count_keys
 from mining.sources.uris import expand_inputs, shard_stem
 from mining.stage import Stage
-from mining.storage import S3Options
+from mining.storage import S3Options, sweep_temporaries
 
 
 def build_stages(cfg: RunConfig) -> list[Stage]:
@@ -68,32 +70,46 @@ def make_executor(cfg: RunConfig, s3: S3Options, progress: bool = False):
 def run_mining(cfg: RunConfig, inputs: list[str], output: str, limit: int | None = None,
                on_shard: Callable[[dict[str, Any]], None] | None = None, progress: bool = False,
                overwrite: bool = False) -> dict[str, Any]:
-    """Mine `inputs` into `output`; returns the manifest. Bad inputs raise before any model is loaded.
+    """Mine `inputs` into `output`; returns the manifest. Bad inputs and an output that cannot be written (or
+    that another run holds, or that holds the inputs) raise before any model is loaded.
 
-    Shards already committed with this config are skipped (a rerun finishes an interrupted run); `overwrite`
-    mines everything again. An output holding another config's shards is refused."""
+    The output is every shard committed in it with this config: shards already committed are skipped (a
+    rerun finishes an interrupted run, a whole shard stands for any --limit cut of it), `overwrite` mines the
+    planned shards again. An output holding another config's shards is refused. Shards that could not be
+    read are not committed; they are listed in the manifest's `failed_shards` and a rerun retries them."""
     s3 = S3Options.from_source(cfg.source)
-    tasks = plan_tasks(expand_inputs(inputs, s3), limit, s3)
+    shards = expand_inputs(inputs, s3)
+    refuse_inputs_inside(output, shards)
+    tasks = plan_tasks(shards, limit, s3)
     config_hash = cfg.config_hash()
-    done: set[str] = set()
-    if not overwrite:
-        done = reusable(committed_markers(output, s3), {shard_stem(t.uri): t.max_samples for t in tasks},
-                        config_hash, output)
-    todo = [t for t in tasks if shard_stem(t.uri) not in done]
-    logger.info("mining %d shard(s) into %s with config %s (%d already committed)", len(todo), output,
-                config_hash, len(done))
-    start = time.perf_counter()
-    stems = sorted(done)
-    mined_images = 0
-    if todo:
-        limits = {shard_stem(t.uri): t.max_samples for t in todo}
-        for samples in make_executor(cfg, s3, progress).run(todo, build_stages(cfg)):
-            marker = write_shard(samples, output, cfg, config_hash, s3, limit=limits[samples[0].shard_stem])
-            stems.append(marker["name"])
-            mined_images += marker["images_in"]
-            if on_shard:
-                on_shard(marker)
-    manifest = build_manifest(output, sorted(stems), cfg, time.perf_counter() - start, s3,
-                              images_this_run=mined_images)
-    write_manifest(output, manifest, s3)
+    with OutputLease(output, config_hash, s3):
+        if swept := sweep_temporaries(output):
+            logger.info("removed %d temporary file(s) left in %s by an earlier run", swept, output)
+        markers = committed_markers(output, s3)
+        done = set() if overwrite else reusable(markers, {shard_stem(t.uri): t.max_samples for t in tasks},
+                                                config_hash, output)
+        todo = [t for t in tasks if shard_stem(t.uri) not in done]
+        logger.info("mining %d shard(s) into %s with config %s (%d already committed)", len(todo), output,
+                    config_hash, len(done))
+        start = time.perf_counter()
+        mined_images, failed = 0, []
+        if todo:
+            limits = {shard_stem(t.uri): t.max_samples for t in todo}
+            for samples in make_executor(cfg, s3, progress).run(todo, build_stages(cfg)):
+                if samples[0].read_error is not None:
+                    failed.append({"input": samples[0].shard, "name": samples[0].shard_stem,
+                                   "error": samples[0].read_error})
+                    continue
+                marker = write_shard(samples, output, cfg, config_hash, s3, limit=limits[samples[0].shard_stem])
+                markers[marker["name"]] = marker
+                mined_images += marker["images_in"]
+                if on_shard:
+                    on_shard(marker)
+        mine = sorted(stem for stem, m in markers.items() if m["config_hash"] == config_hash)
+        if len(mine) < len(markers):   # only after --overwrite of some shards: the rest keep their own config
+            logger.warning("%s still holds %d shard(s) of another config; the manifest leaves them out",
+                           output, len(markers) - len(mine))
+        manifest = build_manifest(output, mine, cfg, time.perf_counter() - start, s3, images_this_run=mined_images,
+                                  markers=markers, failed=sorted(failed, key=lambda f: f["name"]))
+        write_manifest(output, manifest, s3)
     return manifest

@@ -27,6 +27,7 @@ class Drop(str, Enum):
     NO_MASKS = "no_masks"                    # the teacher found nothing that passed its filters
     NO_CONFIDENT_PAIR = "no_confident_pair"  # matching kept no pair
     STAGE_ERROR = "stage_error"              # a stage raised on this one sample
+    DUPLICATE_KEY = "duplicate_key"          # a key met again later in the tar: the first sample is kept
 
 
 @dataclass
@@ -66,6 +67,7 @@ class Sample:
     members: dict[str, bytes] = field(default_factory=dict)   # raw tar members by extension
     shard_errors: list[str] = field(default_factory=list)     # shard-level problems, on the last sample
     sentinel: bool = False         # stands in for a shard that yielded no sample at all
+    read_error: str | None = None  # on a sentinel: the shard could not be read (not committed; a rerun retries)
     captions: list[str] = field(default_factory=list)
     image: np.ndarray | None = None                # uint8[H, W, 3], working frame
     orig_size: tuple[int, int] | None = None       # (width, height) as stored, after EXIF rotation

@@ -14,6 +14,7 @@ RECORD_VERSION = "ovmine.record/1"
 PAIRS_VERSION = "ovmine.pairs/1"
 MANIFEST_VERSION = "ovmine.manifest/1"
 MARKER_VERSION = "ovmine.shard/1"
+STATUS_VERSION = "ovmine.status/1"
 
 
 class SchemaError(ValueError):
@@ -52,13 +53,21 @@ _ARROW_TYPES = {"string": pa.string(), "int32": pa.int32(), "int64": pa.int64(),
 
 
 @lru_cache(maxsize=None)
-def pairs_arrow_schema() -> pa.Schema:
-    columns = load_schema("pairs")["columns"]
+def arrow_schema(name: str) -> pa.Schema:
+    """The pyarrow schema of a parquet table described in schemas/<name>.v1.schema.json."""
+    columns = load_schema(name)["columns"]
     return pa.schema([pa.field(c["name"], _ARROW_TYPES[c["type"]], nullable=c.get("nullable", False))
                       for c in columns])
 
 
+def pairs_arrow_schema() -> pa.Schema:
+    return arrow_schema("pairs")
+
+
+def validate_table(name: str, table: pa.Table) -> None:
+    if not table.schema.equals(arrow_schema(name), check_metadata=False):
+        raise SchemaError(f"{name} table schema differs from schemas/{name}.v1.schema.json:\n{table.schema}")
+
+
 def validate_pairs_table(table: pa.Table) -> None:
-    expected = pairs_arrow_schema()
-    if not table.schema.equals(expected, check_metadata=False):
-        raise SchemaError(f"pairs table schema differs from schemas/pairs.v1.schema.json:\n{table.schema}")
+    validate_table("pairs", table)

@@ -6,9 +6,11 @@ copied into anything we write.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
+import threading
 import time
 from dataclasses import dataclass
 from urllib.parse import urlparse
@@ -71,11 +73,18 @@ def write_bytes_atomic(uri: str, data: bytes, s3: S3Options | None = None) -> No
     fs, path = filesystem_for(uri, s3)
     parent = path.rsplit("/", 1)[0]
     if isinstance(fs, pafs.LocalFileSystem):
-        fs.create_dir(parent, recursive=True)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with fs.open_output_stream(tmp) as f:
-            f.write(data)
-        os.replace(tmp, path)
+        tmp = f"{path}{TMP_MARK}{os.getpid()}-{threading.get_ident()}"
+        try:
+            os.makedirs(parent, exist_ok=True)
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except OSError as exn:
+            # never leave a half-written temporary behind (a full disk would otherwise keep it forever)
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise OSError(f"could not write {uri}: {exn.strerror or exn}; nothing was committed for it: "
+                          f"fix the cause and rerun the same command") from exn
         return
 
     def upload() -> None:
@@ -95,6 +104,24 @@ def write_bytes_atomic(uri: str, data: bytes, s3: S3Options | None = None) -> No
             delay = min(0.2 * 2 ** attempt, 10.0) * (0.5 + random.random())
             logger.warning("upload of %s failed (%s); retrying in %.1f s", uri, exn, delay)
             time.sleep(delay)
+
+
+TMP_MARK = ".tmp-"   # local temporaries are <name>.tmp-<pid>-<thread>, renamed into place when complete
+
+
+def sweep_temporaries(folder: str) -> int:
+    """Remove temporaries that earlier writers left in a local `folder` tree (killed or failed mid-write).
+    Call only while holding the folder's lease: then no live writer owns them. Returns how many."""
+    if is_s3(folder) or not os.path.isdir(folder):
+        return 0   # an S3 upload that did not complete leaves no object
+    removed = 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            if TMP_MARK in name:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(root, name))
+                    removed += 1
+    return removed
 
 
 def exists(uri: str, s3: S3Options | None = None) -> bool:

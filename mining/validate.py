@@ -1,32 +1,66 @@
 """Check a finished output against schemas/ and against itself: every record validates, the pairs tables have
-the pairs schema and agree with the records, and the manifest's counts add up."""
+the pairs schema and agree with the records, every sample's fate is in the status tables, and the manifest's
+counts add up. An output is its committed shards (those with a _done marker); the manifest must list them all."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Any
 
-from mining.schemas import validate, validate_pairs_table
-from mining.sinks.layout import marker_uri
-from mining.sinks.reader import read_manifest, read_pairs, read_shard_documents, shard_files
-from mining.storage import S3Options, read_bytes
+import pyarrow.parquet as pq
+
+from mining.schemas import validate, validate_pairs_table, validate_table
+from mining.sinks.layout import marker_uri, shard_uri, status_uri
+from mining.sinks.reader import list_files, read_manifest, read_pairs, read_shard_documents
+from mining.storage import S3Options, exists, filesystem_for, read_bytes
+
+
+def _status_problems(output: str, shard: dict[str, Any], s3: S3Options | None) -> list[str]:
+    """A mined shard's status table has one row per input sample and agrees with its counts."""
+    uri = status_uri(output, shard["name"])
+    if not exists(uri, s3):
+        return [f"shard {shard['name']} has no status table ({uri})"]
+    fs, path = filesystem_for(uri, s3)
+    with fs.open_input_file(path) as f:
+        table = pq.read_table(f)
+    validate_table("status", table)
+    fates = Counter(table.column("status").to_pylist())
+    kept = fates.pop("kept", 0)
+    problems = []
+    if table.num_rows != shard["images_in"]:
+        problems.append(f"shard {shard['name']}: status has {table.num_rows} samples, marker says {shard['images_in']}")
+    if kept != shard["images_with_pairs"] or dict(fates) != shard["drops"]:
+        problems.append(f"shard {shard['name']}: status says {kept} kept and drops {dict(sorted(fates.items()))}, "
+                        f"marker says {shard['images_with_pairs']} and {shard['drops']}")
+    return problems
 
 
 def check_output(output: str, s3: S3Options | None = None) -> dict[str, Any]:
     """Raises ValueError (or SchemaError) on the first inconsistency; returns the figures it checked."""
     manifest = read_manifest(output, s3)
     validate("manifest", manifest)
+    problems = []
+    listed = {s["name"] for s in manifest["shards"]}
+    committed = {uri.rsplit("/", 1)[-1].removesuffix(".json") for uri in list_files(output, "_done", ".json", s3)}
+    if committed - listed:
+        problems.append(f"{len(committed - listed)} committed shard(s) missing from the manifest, e.g. "
+                        f"{sorted(committed - listed)[0]}: rerun the mine command to rewrite it")
     records = 0
     pairs_in_records = 0
-    for uri in shard_files(output, s3):
-        for doc, _ in read_shard_documents(uri, s3):
+    for shard in manifest["shards"]:
+        marker = json.loads(read_bytes(marker_uri(output, shard["name"]), s3))
+        if marker["config_hash"] != manifest["config_hash"]:
+            problems.append(f"shard {shard['name']} was mined with config {marker['config_hash']}")
+        for doc, _ in read_shard_documents(shard_uri(output, shard["name"]), s3):
             validate("record", doc)
             records += 1
             pairs_in_records += len(doc["pairs"])
+        if "lineage" not in manifest:   # a curated output keeps its images' fate in its input's status
+            problems += _status_problems(output, shard, s3)
     table = read_pairs(output, s3)
     if table.num_rows:
         validate_pairs_table(table)
     totals = manifest["totals"]
-    problems = []
     if totals["images_in"] != totals["images_with_pairs"] + sum(totals["drops"].values()):
         problems.append(f"images_in {totals['images_in']} != images_with_pairs {totals['images_with_pairs']} "
                         f"+ drops {sum(totals['drops'].values())}")
@@ -35,10 +69,7 @@ def check_output(output: str, s3: S3Options | None = None) -> dict[str, Any]:
     if not (pairs_in_records == table.num_rows == totals["pairs"]):
         problems.append(f"pairs disagree: records {pairs_in_records}, parquet {table.num_rows}, "
                         f"manifest {totals['pairs']}")
-    for shard in manifest["shards"]:
-        marker = json.loads(read_bytes(marker_uri(output, shard["name"]), s3))
-        if marker["config_hash"] != manifest["config_hash"]:
-            problems.append(f"shard {shard['name']} was mined with config {marker['config_hash']}")
     if problems:
         raise ValueError("output is inconsistent:\n  " + "\n  ".join(problems))
-    return {"records": records, "pairs": table.num_rows, "shards": len(manifest["shards"]), **totals}
+    return {"records": records, "pairs": table.num_rows, "shards": len(manifest["shards"]),
+            "failed_shards": len(manifest.get("failed_shards", [])), **totals}

@@ -143,3 +143,51 @@ def test_toy_world_and_eval_on_s3(s3_endpoint, bucket, tmp_path):
     assert remote["images"] == 4 and remote["minable"] > 0
     for field in ("pairs", "correct_pairs", "minable", "recalled", "per_category"):
         assert remote[field] == local[field], field
+
+
+def test_s3_output_has_one_writer_at_a_time(s3_endpoint, bucket):
+    from mining.sinks.lease import OutputBusy, OutputLease
+    from mining.storage import S3Options
+
+    client, name = bucket
+    s3 = S3Options(endpoint_url=s3_endpoint)
+    with OutputLease(f"s3://{name}/mined", "0" * 16, s3):   # a conditional create: the second one gets 412
+        assert "mined/_lease.json" in {o["Key"] for o in client.list_objects_v2(Bucket=name)["Contents"]}
+        with pytest.raises(OutputBusy, match="is being written by another ovmine run"):
+            run_mining(s3_config(s3_endpoint), [f"s3://{name}/data/"], f"s3://{name}/mined")
+    assert "mined/_lease.json" not in {o["Key"] for o in client.list_objects_v2(Bucket=name)["Contents"]}
+
+
+def test_missing_output_bucket_fails_fast_before_models_load(s3_endpoint, bucket, monkeypatch):
+    import time
+
+    import mining.pipeline as pipeline
+    from mining.sinks.lease import OutputNotWritable
+
+    _, name = bucket
+    monkeypatch.setattr(pipeline, "build_stages", lambda cfg: pytest.fail("models were loaded first"))
+    start = time.perf_counter()
+    with pytest.raises(OutputNotWritable, match="NoSuchBucket"):
+        run_mining(s3_config(s3_endpoint), [f"s3://{name}/data/"], "s3://no-such-bucket-here/mined")
+    assert time.perf_counter() - start < 10
+
+
+def test_s3_object_deleted_after_planning_is_not_committed(s3_endpoint, bucket, monkeypatch):
+    import mining.sources.shards as shards_module
+    from mining.storage import S3Options
+
+    client, name = bucket
+    monkeypatch.setattr(shards_module, "READ_ATTEMPTS", 2)
+    saved = client.get_object(Bucket=name, Key="data/00001.tar")["Body"].read()
+
+    def delete_next(marker):
+        client.delete_object(Bucket=name, Key="data/00001.tar")
+    out = f"s3://{name}/mined"
+    manifest = run_mining(s3_config(s3_endpoint), [f"s3://{name}/data/"], out, on_shard=delete_next)
+    assert [f["name"] for f in manifest["failed_shards"]] == ["00001"]
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket=name, Prefix="mined/")["Contents"]}
+    assert "mined/_done/00000.json" in keys and "mined/_done/00001.json" not in keys
+    client.put_object(Bucket=name, Key="data/00001.tar", Body=saved)
+    again = run_mining(s3_config(s3_endpoint), [f"s3://{name}/data/"], out)
+    assert "failed_shards" not in again and again["totals"]["images_in"] == 6
+    check_output(out, S3Options(endpoint_url=s3_endpoint))

@@ -5,6 +5,7 @@ run killed at any point leaves either a committed shard or one that is simply mi
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from mining.sinks.layout import marker_uri
@@ -17,14 +18,26 @@ class OutputConflict(ValueError):
     """The output holds shards mined with another configuration."""
 
 
-def committed_markers(output: str, s3: S3Options | None = None) -> dict[str, dict[str, Any]]:
+def committed_markers(output: str, s3: S3Options | None = None, threads: int = 32) -> dict[str, dict[str, Any]]:
+    """Every committed shard's marker by stem: one listing, then the markers read concurrently (on S3 each
+    read is a request; sequential reads of 100k markers would take hours)."""
     stems = [shard_stem(uri).removesuffix(".json") for uri in list_files(output, "_done", ".json", s3)]
-    return {stem: json.loads(read_bytes(marker_uri(output, stem), s3)) for stem in stems}
+    if not stems:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(threads, len(stems))) as pool:
+        docs = pool.map(lambda stem: json.loads(read_bytes(marker_uri(output, stem), s3)), stems)
+        return dict(zip(stems, docs))
+
+
+def covers(marker_limit: int | None, wanted: int | None) -> bool:
+    """Whether a shard committed under --limit `marker_limit` (None: whole) holds what a task asks for."""
+    return marker_limit is None or (wanted is not None and marker_limit >= wanted)
 
 
 def reusable(markers: dict[str, dict[str, Any]], stems_and_limits: dict[str, int | None], config_hash: str,
              output: str) -> set[str]:
-    """Stems whose committed shard can stand as it is. Refuses to mix configurations in one output."""
+    """Stems whose committed shard can stand as it is: mined with this config, and holding at least what the
+    task asks for (a whole shard stands for any --limit cut of it). Refuses to mix configurations."""
     foreign = sorted(stem for stem, m in markers.items() if m["config_hash"] != config_hash)
     if foreign:
         raise OutputConflict(
@@ -32,4 +45,4 @@ def reusable(markers: dict[str, dict[str, Any]], stems_and_limits: dict[str, int
             f"{markers[foreign[0]]['config_hash']}, this run: {config_hash}); use a new --output, or --overwrite "
             f"to mine them again with this config")
     return {stem for stem, limit in stems_and_limits.items()
-            if stem in markers and markers[stem].get("limit") == limit}
+            if stem in markers and covers(markers[stem].get("limit"), limit)}

@@ -53,18 +53,28 @@ def aggregate(markers: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def build_manifest(output: str, stems: list[str], cfg: RunConfig, wall_seconds: float,
-                   s3: S3Options | None = None, images_this_run: int | None = None) -> dict[str, Any]:
+                   s3: S3Options | None = None, images_this_run: int | None = None,
+                   markers: dict[str, dict[str, Any]] | None = None,
+                   failed: list[dict[str, str]] | None = None) -> dict[str, Any]:
     """The manifest of a mining run (`images_this_run`: what this invocation mined, for images/s after a
-    resumed run, whose totals include shards committed earlier)."""
-    return assemble_manifest(output, stems, cfg.resolved(), cfg.config_hash(), model_ids(cfg), wall_seconds, s3,
-                             images_this_run=images_this_run)
+    resumed run, whose totals include shards committed earlier; `markers`: already read, by stem; `failed`:
+    shards this run could not read, which a rerun retries)."""
+    manifest = assemble_manifest(output, stems, cfg.resolved(), cfg.config_hash(), model_ids(cfg), wall_seconds,
+                                 s3, images_this_run=images_this_run, markers=markers)
+    if failed:
+        manifest["failed_shards"] = failed
+        validate("manifest", manifest)
+    return manifest
 
 
 def assemble_manifest(output: str, stems: list[str], config: dict[str, Any], config_hash: str,
                       models: dict[str, str], wall_seconds: float, s3: S3Options | None = None,
-                      lineage: dict[str, Any] | None = None, images_this_run: int | None = None) -> dict[str, Any]:
-    """Aggregate the markers of `stems` into a validated manifest (mining and curation share it)."""
-    markers = [json.loads(read_bytes(marker_uri(output, stem), s3)) for stem in stems]
+                      lineage: dict[str, Any] | None = None, images_this_run: int | None = None,
+                      markers: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Aggregate the markers of `stems` (read unless given) into a validated manifest (mining and curation
+    share it)."""
+    markers = [markers[stem] if markers and stem in markers else json.loads(read_bytes(marker_uri(output, stem), s3))
+               for stem in stems]
     summary = aggregate(markers)
     shards = [{k: v for k, v in m.items() if k not in ("nouns", "schema_version", "config_hash", "limit")}
               for m in markers]

@@ -81,8 +81,19 @@ def list_files(output: str, folder: str, suffix: str, s3: S3Options | None = Non
     return sorted(prefix + i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(suffix))
 
 
+def _stem(uri: str, suffix: str) -> str:
+    return uri.rsplit("/", 1)[-1].removesuffix(suffix)
+
+
+def committed_files(output: str, folder: str, suffix: str, s3: S3Options | None = None) -> list[str]:
+    """The files of `folder` that belong to committed shards (those with a _done marker): what a run killed
+    mid-write left without a marker is not part of the output."""
+    committed = {_stem(uri, ".json") for uri in list_files(output, "_done", ".json", s3)}
+    return [uri for uri in list_files(output, folder, suffix, s3) if _stem(uri, suffix) in committed]
+
+
 def shard_files(output: str, s3: S3Options | None = None) -> list[str]:
-    return list_files(output, "shards", ".tar", s3)
+    return committed_files(output, "shards", ".tar", s3)
 
 
 def read_shard_documents(uri: str, s3: S3Options | None = None) -> list[tuple[dict, bytes | None]]:
@@ -110,7 +121,7 @@ def iter_records(output: str, s3: S3Options | None = None) -> Iterator[MinedReco
 
 
 def pairs_files(output: str, s3: S3Options | None = None) -> list[str]:
-    return list_files(output, "pairs", ".parquet", s3)
+    return committed_files(output, "pairs", ".parquet", s3)
 
 
 def iter_pair_batches(uri: str, columns: list[str], s3: S3Options | None = None,

@@ -16,10 +16,10 @@ from pycocotools import mask as mask_utils
 from webdataset import TarWriter
 
 from mining.config import RunConfig
-from mining.records import Sample
-from mining.schemas import (MARKER_VERSION, PAIRS_VERSION, RECORD_VERSION, pairs_arrow_schema, validate,
-                            validate_pairs_table)
-from mining.sinks.layout import marker_uri, pairs_uri, shard_uri
+from mining.records import Drop, Sample
+from mining.schemas import (MARKER_VERSION, PAIRS_VERSION, RECORD_VERSION, STATUS_VERSION, arrow_schema, validate,
+                            validate_table)
+from mining.sinks.layout import marker_uri, pairs_uri, shard_uri, status_uri
 from mining.storage import S3Options, write_bytes_atomic
 
 
@@ -74,9 +74,27 @@ def shard_counts(samples: list[Sample]) -> dict[str, Any]:
             "timings": {k: round(v, 6) for k, v in sorted(timings.items())}, "nouns": dict(nouns.most_common())}
 
 
+def status_rows(samples: list[Sample]) -> list[dict[str, Any]]:
+    """Every real sample's fate, in input order: kept, or its drop reason with the detail."""
+    return [{"schema_version": STATUS_VERSION, "key": s.key, "index": s.index,
+             "status": s.drop.value if s.drop is not None else ("kept" if s.pairs else Drop.NO_CONFIDENT_PAIR.value),
+             "detail": s.drop_detail, "pairs": len(s.pairs) if s.drop is None else 0}
+            for s in sorted(samples, key=lambda s: s.index) if not s.sentinel]
+
+
+def parquet_bytes(name: str, rows: list[dict[str, Any]]) -> bytes:
+    table = pa.Table.from_pylist(rows, schema=arrow_schema(name))
+    validate_table(name, table)
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue()
+
+
 def write_shard_files(output: str, stem: str, records: list[tuple[dict[str, Any], bytes | None]],
-                      marker: dict[str, Any], s3: S3Options | None = None) -> None:
-    """Write validated records (each with its image bytes, or None), their pairs table, then the marker."""
+                      marker: dict[str, Any], s3: S3Options | None = None,
+                      status: list[dict[str, Any]] | None = None) -> None:
+    """Write validated records (each with its image bytes, or None), their pairs table, the status of every
+    sample (when given: curated outputs have none), then the marker."""
     tar_buf = io.BytesIO()
     rows: list[dict[str, Any]] = []
     with TarWriter(tar_buf, mtime=0) as tar:   # fixed mtime: reruns write identical bytes
@@ -87,12 +105,10 @@ def write_shard_files(output: str, stem: str, records: list[tuple[dict[str, Any]
             if record["image"]:
                 member[record["image"]] = image
             tar.write(member)
-    table = pa.Table.from_pylist(rows, schema=pairs_arrow_schema())
-    validate_pairs_table(table)
-    parquet_buf = io.BytesIO()
-    pq.write_table(table, parquet_buf, compression="zstd")
     write_bytes_atomic(shard_uri(output, stem), tar_buf.getvalue(), s3)
-    write_bytes_atomic(pairs_uri(output, stem), parquet_buf.getvalue(), s3)
+    write_bytes_atomic(pairs_uri(output, stem), parquet_bytes("pairs", rows), s3)
+    if status is not None:
+        write_bytes_atomic(status_uri(output, stem), parquet_bytes("status", status), s3)
     write_bytes_atomic(marker_uri(output, stem), json.dumps({"schema_version": MARKER_VERSION, **marker},
                                                             indent=1).encode(), s3)
 
@@ -105,5 +121,5 @@ def write_shard(samples: list[Sample], output: str, cfg: RunConfig, config_hash:
     image_ext = cfg.output.image_format if cfg.output.write_images else None
     records = [(build_record(s, image_ext), s.image_bytes) for s in samples if s.alive and s.pairs]
     marker = {"input": source, "name": stem, "config_hash": config_hash, "limit": limit, **shard_counts(samples)}
-    write_shard_files(output, stem, records, marker, s3)
+    write_shard_files(output, stem, records, marker, s3, status=status_rows(samples))
     return marker

@@ -7,18 +7,21 @@ tar we need the name of the member that broke: the samples before it are kept, a
 """
 from __future__ import annotations
 
+import gzip
 import io
 import tarfile
+import time
 from collections.abc import Iterator
 
 from webdataset.tariterators import base_plus_ext
 
-from mining.logs import logger
+from mining.logs import logger, warn_limited
 from mining.records import Drop, Sample
 from mining.sources.uris import shard_stem
 from mining.storage import S3Options, filesystem_for
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+READ_ATTEMPTS = 3
 CAPTION_EXTS = ("txt", "json")
 
 
@@ -41,12 +44,23 @@ def _members(uri: str, s3: S3Options | None) -> Iterator[tuple[str, str, bytes]]
                 key, ext = base_plus_ext(info.name)
                 if key is None or key.rsplit("/", 1)[-1].startswith("__"):
                     continue  # no extension, or webdataset metadata
+                if "." in ext:
+                    warn_limited("dotted-member", f"{uri}: member {info.name}: webdataset takes the key up to "
+                                                  f"the first dot, so it belongs to key {key!r}")
                 try:
                     data = tar.extractfile(info).read()
                 except Exception as exn:
                     raise MemberError(key, exn) from exn
                 tar.members = []  # stream mode would otherwise keep every TarInfo
-                yield key, ext.lower(), data
+                yield key, member_type(ext), data
+
+
+def member_type(ext: str) -> str:
+    """webdataset takes the key up to the first dot, so `a.b.jpg` is key `a` with extension `b.jpg`: its last
+    part still says what it is (and a second `a.x.jpg` is then a duplicate of key `a`, not a lost image)."""
+    ext = ext.lower()
+    last = ext.rsplit(".", 1)[-1]
+    return last if "." in ext and last in IMAGE_EXTS + CAPTION_EXTS else ext
 
 
 def _complete(sample: Sample) -> bool:
@@ -66,37 +80,87 @@ def count_keys(uri: str, s3: S3Options | None = None, stop_after: int | None = N
     return len(keys)
 
 
-def read_shard(uri: str, s3: S3Options | None = None, max_samples: int | None = None) -> list[Sample]:
-    """Every key of the shard (the first `max_samples` if given) as a Sample, in file order; never raises
-    for bad content.
+class ShardUnreadable(Exception):
+    """The shard's bytes could not be fetched (missing, no permission, connection lost mid-stream): unlike a
+    damaged tar, nothing about its content is known, so it must not be committed."""
 
-    Shard-level problems (unreadable, truncated) are recorded in `shard_errors` of the last sample; a shard
-    that yields nothing at all is represented by one sentinel sample so the writer still accounts for it.
-    """
+
+def _is_io_failure(exn: BaseException) -> bool:
+    # a corrupt gzip stream is damaged content, not a failed read, although gzip raises it as an OSError
+    return isinstance(exn, OSError) and not isinstance(exn, gzip.BadGzipFile)
+
+
+def read_shard(uri: str, s3: S3Options | None = None, max_samples: int | None = None,
+               attempts: int = READ_ATTEMPTS, retry_delay: float = 1.0) -> list[Sample]:
+    """Every key of the shard (the first `max_samples` if given) as a Sample, in file order; never raises.
+
+    A damaged but readable shard keeps every sample before the damage (see `_read_once`). A shard whose
+    bytes cannot be read is tried `attempts` times (S3 requests are retried underneath, this retries a stream
+    cut mid-shard), then comes back as one sentinel sample carrying `read_error`: the run does not commit
+    it, reports it and a rerun tries it again."""
+    error = ""
+    for attempt in range(1, attempts + 1):
+        try:
+            return _read_once(uri, s3, max_samples)
+        except ShardUnreadable as exn:
+            error = str(exn)
+            if attempt < attempts:
+                logger.warning("reading shard %s failed (%s); attempt %d of %d in %.1f s", uri, error, attempt + 1,
+                               attempts, retry_delay * 2 ** (attempt - 1))
+                time.sleep(retry_delay * 2 ** (attempt - 1))
+    logger.error("shard %s could not be read after %d attempts (%s): not committed, a rerun retries it",
+                 uri, attempts, error)
+    return [Sample(shard=uri, shard_stem=shard_stem(uri), key="", index=0, shard_size=1, sentinel=True,
+                   read_error=error)]
+
+
+def _read_once(uri: str, s3: S3Options | None, max_samples: int | None) -> list[Sample]:
+    """One pass over the tar. Members group into samples by key as webdataset does (consecutive members
+    of one key); a key met again later, or a member met twice, is a duplicate: the first sample is kept and
+    each repeat is counted as `duplicate_key`. Shard-level damage (truncated, not a tar) is recorded in
+    `shard_errors` of the last sample; a shard that yields nothing is one sentinel sample."""
     stem = shard_stem(uri)
     samples: list[Sample] = []
-    by_key: dict[str, Sample] = {}
+    seen: set[str] = set()
+    current: Sample | None = None      # the sample the running members belong to (None: a duplicate's)
+    current_key: str | None = None
     shard_errors: list[str] = []
+
+    def start(key: str, duplicate: bool) -> Sample | None:
+        sample = Sample(shard=uri, shard_stem=stem, key=key, index=len(samples))
+        samples.append(sample)
+        if duplicate:
+            sample.drop_with(Drop.DUPLICATE_KEY, f"key {key!r} already read earlier in the shard; kept the first")
+            return None
+        seen.add(key)
+        return sample
+
     try:
         for key, ext, data in _members(uri, s3):
-            sample = by_key.get(key)
-            if sample is None:
+            repeated_member = current is not None and key == current_key and ext in current.members
+            if key != current_key or repeated_member:
                 if max_samples is not None and len(samples) == max_samples:
                     break
-                sample = by_key[key] = Sample(shard=uri, shard_stem=stem, key=key, index=len(samples))
-                samples.append(sample)
-            sample.members[ext] = data
+                current_key = key
+                current = start(key, duplicate=key in seen)
+            if current is not None:
+                current.members[ext] = data
     except MemberError as exn:  # cut inside a member: that key is damaged, everything before it is fine
+        if _is_io_failure(exn.__cause__):
+            raise ShardUnreadable(f"{type(exn.__cause__).__name__}: {exn.__cause__}") from exn
         shard_errors.append(f"truncated in {exn.key}: {exn}")
-        if exn.key not in by_key:
-            by_key[exn.key] = Sample(shard=uri, shard_stem=stem, key=exn.key, index=len(samples))
-            samples.append(by_key[exn.key])
-        by_key[exn.key].drop_with(Drop.TRUNCATED_TAR, str(exn))
+        damaged = current if (current is not None and exn.key == current_key) else None
+        if damaged is None and exn.key not in seen and (max_samples is None or len(samples) < max_samples):
+            damaged = start(exn.key, duplicate=False)
+        if damaged is not None:
+            damaged.drop_with(Drop.TRUNCATED_TAR, str(exn))
     except Exception as exn:  # cut inside a header, or not a tar at all
+        if _is_io_failure(exn):
+            raise ShardUnreadable(f"{type(exn).__name__}: {exn}") from exn
         shard_errors.append(f"{type(exn).__name__}: {exn}")
         # the key being read when the stream broke may be missing members
-        if samples and not _complete(samples[-1]):
-            samples[-1].drop_with(Drop.TRUNCATED_TAR, shard_errors[-1])
+        if current is not None and not _complete(current):
+            current.drop_with(Drop.TRUNCATED_TAR, shard_errors[-1])
     if shard_errors:
         logger.warning("shard %s is truncated or corrupt after %d keys: %s", uri, len(samples), shard_errors[0])
     if not samples:

@@ -61,11 +61,7 @@ def expand_inputs(patterns: list[str], s3: S3Options | None = None) -> list[str]
     shard, so that is refused up front."""
     if not patterns:
         raise InputError("no input given (--input PATH|DIR|PATTERN|s3://...)")
-    uris: list[str] = []
-    for pattern in patterns:
-        for uri in _expand_one(pattern, s3):
-            if uri not in uris:
-                uris.append(uri)
+    uris = list(dict.fromkeys(uri for pattern in patterns for uri in _expand_one(pattern, s3)))  # linear de-dup
     if not uris:
         raise InputError(f"inputs {patterns} name no shard")
     stems: dict[str, str] = {}
