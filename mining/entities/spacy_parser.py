@@ -1,16 +1,20 @@
 """spaCy noun chunks -> entities.
 
-entity.noun is the singular lemma of the chunk's head (with its noun compounds: "fire hydrant"), which is
-what CLIP's prompt gets; entity.phrase keeps the adjectives ("red fire hydrant") and its character span.
+entity.noun is the lower-case singular lemma of the chunk's head with its whole noun-compound chain ("traffic light
+pole"), which is what CLIP's prompt gets; multi-word object names ("teddy bear") are merged into one head first
+(spacy_lexicon.py). Colour words are never part of the noun: they join entity.adjectives. entity.phrase keeps
+the adjectives ("red fire hydrant") and its character span in the caption.
 Following OVSeg, all nouns count, not only objects; following GRIT, abstract nouns are dropped.
 """
 from __future__ import annotations
 
 import spacy
 from spacy.language import Language
-from spacy.tokens import Span
+from spacy.tokens import Span, Token
 
 from mining.config import EntitiesConfig, RunConfig
+from mining.entities.lexicon import COLOUR_OBJECTS, COLOURS
+from mining.entities.spacy_lexicon import NounTables, ObjectNames, add_irregular_plurals
 from mining.entities.stoplist import STOP_NOUNS
 from mining.records import Drop, Entity, Sample
 from mining.stage import Stage
@@ -52,31 +56,75 @@ class SpacyEntityParser:
         self.cfg = cfg
         self.stop = STOP_NOUNS | {n.lower() for n in cfg.extra_stop_nouns}
         self.nlp = load_spacy(cfg.spacy_model)
+        self.tables = NounTables(self.nlp)
+        add_irregular_plurals(self.nlp)
+        self.object_names = ObjectNames(self.nlp, self.tables)
+
+    def _lemma(self, head: Token) -> str:
+        """The lower-case singular: the small model tags a capitalised plural ("Dogs ...") PROPN, lemma "Dogs"."""
+        lemma = head.lemma_.lower().strip()
+        if head.pos_ == "PROPN" and " " not in lemma:
+            return self.tables.singular(head.text) or lemma
+        return lemma
+
+    def _describes(self, token: Token) -> bool:
+        """A compound modifier that is really an adjective: a colour ("orange cross") or a word that is only one."""
+        word = token.text.lower()
+        return (word in COLOURS or token.pos_ == "ADJ"
+                or (word in self.tables.adjectives and word not in self.tables.nouns))
+
+    def _colour_object(self, head: Token, lemma: str) -> bool:
+        """A colour word as head names a thing only if it can ("orange") and is counted: "an orange", "oranges";
+        "the orange" after "a red ball and" is as likely the colour. Nor in the fragment "An orange cross",
+        which the small model parses as "orange" doing "cross": the next word, a noun, is the thing."""
+        counted = head.tag_ in ("NNS", "NNPS") or head.text.lower() != lemma or any(
+            c.dep_ == "nummod" or (c.dep_ == "det" and c.text.lower() in ("a", "an")) for c in head.children)
+        misparsed = head.head.i == head.i + 1 and head.head.text.lower() in self.tables.nouns
+        return lemma in COLOUR_OBJECTS and counted and not misparsed
+
+    def _compounds(self, token: Token) -> list[Token]:
+        """The whole compound chain left of a noun, in text order: "traffic light pole" -> [traffic, light]."""
+        chain = []
+        for child in token.lefts:
+            if child.dep_ == "compound":
+                chain += self._compounds(child) + [child]
+        return chain
+
+    def _stopped(self, units: list[str], words: list[str]) -> bool:
+        """The stop-list judges the whole noun: "picture" is framing, "door frame" and "table top" are things;
+        a compound goes only when it is listed ("close up", words before colours and adjectives were taken out)
+        or every part of it is ("stock photo")."""
+        listed = {v for w in (units, words) for v in (" ".join(w), "-".join(w), "".join(w))}
+        return bool(listed & self.stop) or all(u in self.stop for u in units)
 
     def _entity(self, chunk: Span, caption_index: int) -> Entity | None:
         head = chunk.root
         if head.pos_ not in ("NOUN", "PROPN"):
             return None  # pronouns ("it", "they") and odd chunks
-        lemma = head.lemma_.lower().strip()
-        if not lemma.isascii() or not any(c.isalpha() for c in lemma) or lemma in self.stop:
+        lemma = self._lemma(head)
+        if not lemma.isascii() or not any(c.isalpha() for c in lemma):
             return None
-        compounds = [t for t in chunk if t.dep_ == "compound" and t.head == head and t.pos_ in ("NOUN", "PROPN")]
-        noun = " ".join([t.text.lower() for t in compounds] + [lemma]) if self.cfg.keep_compounds else lemma
-        if {noun, noun.replace(" ", "-"), noun.replace(" ", "")} & self.stop:
-            return None  # "close up" and friends
-        adjectives = [t.text.lower() for t in chunk if t.dep_ == "amod" and t.head == head]
+        if lemma in COLOURS and not self._colour_object(head, lemma):
+            return None  # "a man in white": a colour, no object
+        compounds = self._compounds(head)
+        described = {t for t in compounds if self._describes(t)}
+        nominal = [t for t in compounds if t not in described and t.pos_ in ("NOUN", "PROPN")]
+        units = [t.text.lower() for t in nominal] + [lemma] if self.cfg.keep_compounds else [lemma]
+        if self._stopped(units, [t.text.lower() for t in compounds] + [lemma]):
+            return None
+        adjectives = [t.text.lower() for t in chunk if t in described or (t.dep_ == "amod" and t.head == head)]
         kept = [t for t in chunk if t.dep_ not in _SKIP_DEPS and t.pos_ not in ("DET", "NUM", "PRON")]
         if not kept:
             return None
         start, end = kept[0].idx, kept[-1].idx + len(kept[-1].text)
-        return Entity(noun=noun, phrase=chunk.doc.text[start:end].lower(), span=(start, end),
+        return Entity(noun=" ".join(units), phrase=chunk.doc.text[start:end].lower(), span=(start, end),
                       caption_index=caption_index, adjectives=adjectives, count=_count(head))
 
     def parse(self, captions: list[str]) -> list[Entity]:
         """Entities of all captions of one image, merged: one entity per noun, first mention wins."""
         entities: dict[str, Entity] = {}
         for index, doc in enumerate(self.nlp.pipe(captions)):
-            for chunk in doc.noun_chunks:
+            for chunk in self.object_names.merge(doc).noun_chunks:
                 entity = self._entity(chunk, index)
                 if entity is None:
                     continue

