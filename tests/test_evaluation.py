@@ -11,6 +11,7 @@ from mining.evaluation.names import CategoryNames
 from mining.evaluation.run import evaluate, format_eval
 from mining.records import Drop, Entity, Pair, Sample
 from mining.sinks.manifest import build_manifest, write_manifest
+from mining.sinks.reader import iter_records, read_pairs
 from mining.sinks.writer import write_shard
 from mining.teachers.base import rle_json
 
@@ -96,7 +97,7 @@ def test_precision_and_recall_worked_by_hand(mined, tmp_path):
     # noun level: a {circle, square, grass}, b {circle}, c {square}: circle(a), grass(a), circle(b) found
     assert (report["noun_minable"], report["noun_recalled"]) == (5, 3)
     per = report["per_category"]
-    assert per["circle"] == {"pairs": 3, "correct": 2, "precision": pytest.approx(2 / 3, abs=1e-3),
+    assert per["circle"] == {"pairs": 3, "correct": 2, "duplicates": 0, "precision": pytest.approx(2 / 3, abs=1e-3),
                              "minable": 3, "recalled": 2, "recall": pytest.approx(2 / 3, abs=1e-3)}
     assert per["square"]["precision"] == 0.0 and per["square"]["minable"] == 2
     assert "fire hydrant" not in per
@@ -142,6 +143,179 @@ def test_eval_command_text_and_json(mined, tmp_path, capsys):
     assert (report["precision"], report["recall"]) == (0.5, 0.5)
     assert main(["eval", mined, "--gt", gt, "--unknown-nouns", "skip"]) == 0
     text = capsys.readouterr().out
-    assert "precision          60.0%  (3/5)" in text and "1 unjudged" in text
+    assert "precision          60.0%  (3/5 judged; 1 unjudged: noun names no category)" in text
     assert main(["eval", mined, "--gt", gt, "--iou", "1.5"]) == 1
     assert "--iou must be in (0, 1]" in capsys.readouterr().err
+
+
+# --- curated outputs are scored on the original input images ---------------------------------------------
+
+@pytest.fixture(scope="module")
+def world_mined(tmp_path_factory):
+    """A small toy world mined with the shipped CLIP and the Felzenszwalb teacher (local executor: no Ray),
+    with a similarity floor that leaves about half the images without pairs, so the mined output's shards
+    lack them. The floor is learnt from a first run without filters (filters act after the assignment, so
+    the second run's pairs are the first's above the floor), which keeps the test independent of the models'
+    exact similarities."""
+    from mining.pipeline import run_mining
+    from mining.toyworld.demo import demo_config
+    from mining.toyworld.make import make_world
+
+    root = tmp_path_factory.mktemp("world_eval")
+    world = make_world(str(root / "world"), shards=2, per_shard=5, seed=5, progress=False)
+    overrides = ["execution.executor=local", "teacher.kind=felzenszwalb", "match.min_margin=null",
+                 "match.min_probability=null"]
+    run_mining(demo_config([*overrides, "match.min_similarity=null"]), [world["shards_uri"]], str(root / "all"),
+               progress=False)
+    best = sorted(max(p.similarity for p in r.pairs) for r in iter_records(str(root / "all")))
+    floor = (best[len(best) // 2 - 1] + best[len(best) // 2]) / 2
+    run_mining(demo_config([*overrides, f"match.min_similarity={floor}"]), [world["shards_uri"]],
+               str(root / "mined"), progress=False)
+    return root, world["ground_truth"]
+
+
+def test_curated_output_is_scored_on_all_input_images(world_mined):
+    from mining.curate import CurationFilters, curate
+
+    root, gt = world_mined
+    mined = str(root / "mined")
+    # keep the better half of the pairs: images whose pairs are all in the worse half leave the curated output
+    median = float(np.median(read_pairs(mined)["similarity"].to_numpy()))
+    curated = curate(mined, str(root / "cur"), CurationFilters(min_similarity=median))
+    mined_report = evaluate(mined, gt, progress=False)
+    assert mined_report["images"] == 10 and 0 < mined_report["images_with_pairs"] < 10
+    assert 0 < curated["totals"]["images_with_pairs"] < mined_report["images_with_pairs"]
+    curated_report = evaluate(str(root / "cur"), gt, progress=False)
+    # the images curation emptied are still scored: their instances count as missed
+    assert curated_report["images"] == mined_report["images"]
+    assert curated_report["images_with_pairs"] == curated["totals"]["images_with_pairs"]
+    assert curated_report["minable"] == mined_report["minable"]
+    assert curated_report["noun_minable"] == mined_report["noun_minable"]
+    assert curated_report["recalled"] <= mined_report["recalled"]
+    assert curated_report["recall"] <= mined_report["recall"]
+    # curating a curated output chains back to the mining run's input shards
+    curate(str(root / "cur"), str(root / "cur2"), CurationFilters(max_per_noun=1))
+    chained = evaluate(str(root / "cur2"), gt, progress=False)
+    assert (chained["images"], chained["minable"]) == (mined_report["images"], mined_report["minable"])
+    assert chained["recalled"] <= curated_report["recalled"]
+
+
+def test_curated_output_whose_source_is_gone_is_named(world_mined, tmp_path):
+    import shutil
+
+    from mining.curate import CurationFilters, curate
+
+    root, gt = world_mined
+    copy = tmp_path / "mined"
+    shutil.copytree(root / "mined", copy)
+    curate(str(copy), str(tmp_path / "cur"), CurationFilters(max_per_noun=1))
+    (copy / "manifest.json").unlink()
+    with pytest.raises(FileNotFoundError, match="curated from"):
+        evaluate(str(tmp_path / "cur"), gt, progress=False)
+
+
+# --- one-to-one matching, duplicates, unjudged pairs, null margins ---------------------------------------------
+
+# image "e": two circles side by side; "f": one circle
+E_LEFT, E_RIGHT = box(0, 10, 0, 10), box(0, 10, 10, 20)
+F_CIRCLE = box(5, 15, 5, 15)
+MATCH_CAPTIONS = {"e": ["Two circles."], "f": ["A circle and a dog."]}
+
+
+def matching_ground_truth(path):
+    instances = {"e": [E_LEFT, E_RIGHT], "f": [F_CIRCLE]}
+    images, anns = [], []
+    for i, (key, masks) in enumerate(instances.items(), 1):
+        images.append({"id": i, "file_name": f"{key}.jpg", "width": SIZE, "height": SIZE})
+        for mask in masks:
+            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": 1, "segmentation": rle_json(mask[None])[0],
+                         "area": int(mask.sum()), "bbox": [0, 0, 1, 1], "iscrowd": 0})
+    path.write_text(json.dumps({"info": {"exhaustive": False}, "images": images, "annotations": anns,
+                                "categories": CATEGORIES}))
+    return str(path)
+
+
+def null_margins(output):
+    """Rewrite the output's shard with every pair's margin null ('no rival'), as newer mining writes."""
+    from mining.sinks.reader import read_shard_documents
+
+    uri = f"{output}/shards/00000.tar"
+    docs = read_shard_documents(uri)
+    with TarWriter(uri) as tar:
+        for doc, _ in docs:
+            doc["pairs"] = [{**p, "margin": None} for p in doc["pairs"]]
+            tar.write({"__key__": doc["key"], "json": json.dumps(doc).encode()})
+
+
+@pytest.fixture
+def overlapping(tmp_path, tiny_cfg):
+    """e: one mask spanning both circles (IoU .44 with each); f: two masks on the one circle, and a dog."""
+    shard = tmp_path / "in" / "00000.tar"
+    shard.parent.mkdir()
+    with TarWriter(str(shard)) as tar:
+        for key, captions in MATCH_CAPTIONS.items():
+            tar.write({"__key__": key, "jpg": jpeg_bytes(np.zeros((SIZE, SIZE, 3), np.uint8)),
+                       "txt": captions[0].encode()})
+    span = box(0, 10, 2, 18)               # 80 px on each circle: IoU 80/180 = .44 with each
+    near = box(5, 15, 6, 16)               # IoU with F_CIRCLE 90/110 = .82
+    samples = []
+    for index, (key, masks, entities, pairs) in enumerate([
+            ("e", [span], ["circle"], [(0, 0)]),
+            ("f", [F_CIRCLE, near, box(15, 20, 0, 20)], ["circle", "circle", "dog"], [(0, 0), (1, 1), (2, 2)])]):
+        s = Sample(shard=str(shard), shard_stem="00000", key=key, index=index, shard_size=2,
+                   captions=MATCH_CAPTIONS[key], orig_size=(SIZE, SIZE), frame_size=(SIZE, SIZE),
+                   entities=[Entity(n, n, (0, 1), 0) for n in entities], mask_scores=np.ones(len(masks), np.float32),
+                   pairs=[Pair(m, e, 0.5, 0.1, 0.9, [0.5]) for m, e in pairs])
+        s.rles = rle_json(np.stack(masks))
+        samples.append(s)
+    cfg = tiny_cfg()
+    out = tmp_path / "overlap"
+    write_shard(samples, str(out), cfg, cfg.config_hash())
+    write_manifest(str(out), build_manifest(str(out), ["00000"], cfg, 1.0))
+    null_margins(str(out))
+    return str(out)
+
+
+def test_one_pair_recalls_one_instance_at_low_iou(overlapping, tmp_path):
+    gt = matching_ground_truth(tmp_path / "gt.json")
+    report = evaluate(overlapping, gt, iou=0.4, progress=False)
+    # e: the spanning circle pair is eligible for both circles but takes one; f: circle (IoU 1) and
+    # near (.82) both hit the one circle: one is matched, the other is a duplicate and counts wrong.
+    # "dog" names no category and the ground truth is not exhaustive: unjudged.
+    assert (report["judged_pairs"], report["correct_pairs"], report["duplicate_pairs"],
+            report["unjudged_pairs"]) == (3, 2, 1, 1)
+    assert report["precision"] == pytest.approx(2 / 3, abs=1e-3)
+    assert (report["minable"], report["recalled"]) == (3, 2)
+    assert report["per_category"]["circle"]["duplicates"] == 1
+    # at the usual 0.5 the spanning mask hits neither circle
+    strict = evaluate(overlapping, gt, progress=False)
+    assert (strict["correct_pairs"], strict["duplicate_pairs"], strict["recalled"]) == (1, 1, 1)
+
+
+def test_matching_is_maximum_not_greedy(tmp_path):
+    """Pair p1 overlaps both instances, p2 only the first: a maximum matching recalls both (p1 takes the
+    second), whatever order the pairs come in and whichever IoU is higher."""
+    from mining.evaluation.score import match_one_to_one
+
+    eligible = np.array([[True, True], [True, False]])
+    ious = np.array([[0.9, 0.45], [0.6, 0.0]])
+    assert sorted(match_one_to_one(eligible, ious)) == [(0, 1), (1, 0)]
+    assert match_one_to_one(np.zeros((2, 0), bool), np.zeros((2, 0))) == []
+    # among maximum matchings the one with the larger total IoU wins
+    both = np.ones((2, 2), bool)
+    assert sorted(match_one_to_one(both, np.array([[0.9, 0.5], [0.5, 0.6]]))) == [(0, 0), (1, 1)]
+
+
+def test_text_shows_unjudged_and_duplicates_on_the_precision_line(overlapping, tmp_path, capsys):
+    from mining.cli import main
+
+    gt = matching_ground_truth(tmp_path / "gt.json")
+    assert main(["eval", overlapping, "--gt", gt, "--iou", "0.4"]) == 0
+    text = capsys.readouterr().out
+    precision = next(line for line in text.splitlines() if line.strip().startswith("precision"))
+    assert precision.split() == ["precision", "66.7%", "(2/3", "judged;", "1", "unjudged:", "noun", "names", "no",
+                                 "category;", "1", "duplicate:", "a", "second", "pair", "on", "a", "matched",
+                                 "instance)"]
+    assert main(["eval", overlapping, "--gt", gt, "--iou", "0.4", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["unjudged_pairs"], report["duplicate_pairs"]) == (1, 1)

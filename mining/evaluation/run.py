@@ -51,13 +51,23 @@ def percent(v: float | None) -> str:
     return "n/a" if v is None else f"{100 * v:.1f}%"
 
 
+def precision_detail(report: dict[str, Any]) -> str:
+    """'69/75 judged; 4 unjudged: ...[; 2 duplicates: ...]': what precision divides, and what it leaves out
+    (unjudged pairs) or counts wrong for being a second pair on one instance, so a reader can tell them apart."""
+    text = (f"{report['correct_pairs']}/{report['judged_pairs']} judged; "
+            f"{report['unjudged_pairs']} unjudged: noun names no category")
+    duplicates = report.get("duplicate_pairs", 0)
+    if duplicates:
+        text += f"; {duplicates} duplicate{'s' if duplicates > 1 else ''}: a second pair on a matched instance"
+    return text
+
+
 def format_eval(report: dict[str, Any]) -> str:
     lines = [
         f"evaluated {report['output']} against {report['ground_truth']} (mask IoU >= {report['iou_threshold']})",
         f"  images             {report['images']} ({report['images_with_pairs']} with pairs)",
-        f"  pairs              {report['pairs']}" + (f" ({report['unjudged_pairs']} unjudged: noun names no category)"
-                                                     if report["unjudged_pairs"] else ""),
-        f"  precision          {percent(report['precision'])}  ({report['correct_pairs']}/{report['judged_pairs']})",
+        f"  pairs              {report['pairs']}",
+        f"  precision          {percent(report['precision'])}  ({precision_detail(report)})",
         f"  recall             {percent(report['recall'])}  ({report['recalled']}/{report['minable']} minable instances)",
         f"  noun recall        {percent(report['noun_recall'])}  ({report['noun_recalled']}/{report['noun_minable']} "
         f"mentioned present categories)",
