@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
+import os
 import time
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
@@ -22,7 +23,7 @@ from mining.sinks.manifest import assemble_manifest, write_manifest
 from mining.sinks.reader import iter_pair_batches, pairs_files, read_manifest, read_shard_documents, shard_files
 from mining.sinks.writer import write_shard_files
 from mining.sources.uris import shard_stem
-from mining.storage import S3Options
+from mining.storage import S3Options, is_s3
 
 CURATED_OUT = "curated_out"   # the drop reason of an image whose pairs were all filtered away
 
@@ -150,7 +151,9 @@ def curate(input_uri: str, output: str, filters: CurationFilters, s3: S3Options 
                   "nouns": dict(nouns.most_common())}
         write_shard_files(output, stem, kept_records, marker, s3)
         stems.append(stem)
-    lineage = {"input": input_uri, "input_config_hash": source["config_hash"], "filters": asdict(filters),
+    # an absolute input, so that the lineage can be followed from any working directory (ovmine eval does)
+    lineage = {"input": input_uri if is_s3(input_uri) else os.path.abspath(input_uri),
+               "input_config_hash": source["config_hash"], "filters": asdict(filters),
                "input_totals": source["totals"]}
     manifest = assemble_manifest(output, stems, source["config"], config_hash, source["models"],
                                  time.perf_counter() - start, s3, lineage=lineage)

@@ -161,3 +161,9 @@ def test_inspect_commands_on_s3(mined, s3_endpoint, tmp_path):
     assert main(["export", "coco", "s3://inspect/cur", "s3://inspect/coco.json", "--s3-endpoint", s3_endpoint]) == 0
     doc = json.loads(client.get_object(Bucket="inspect", Key="coco.json")["Body"].read())
     assert len(doc["annotations"]) == cur["totals"]["pairs"]
+
+
+def test_curate_records_an_absolute_lineage_for_a_relative_input(mined, tmp_path, monkeypatch):
+    monkeypatch.chdir(mined)
+    manifest = curate("out", str(tmp_path / "cur-rel"), CurationFilters(min_similarity=-1.0))
+    assert manifest["lineage"]["input"] == str(mined / "out")
