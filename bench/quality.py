@@ -23,7 +23,7 @@ VARIANTS: dict[str, list[str]] = {
     "demo config (trained Mask2Former, Hungarian, 2 scales, crops, filters)": [],
     "per-entity argmax instead of Hungarian": ["match.method=argmax"],
     "Hungarian without counted plurals ('two stars' takes one mask)": ["match.use_counts=false"],
-    "one scale (128) instead of two": ["regions.scales=[128]"],
+    "two crop contexts (box x1.0 and x1.5) instead of one": ["regions.crop_context=[1.0, 1.5]"],
     "dense mask pooling instead of masked crops": ["regions.mode=mask_pooling"],
     "no confidence filters": NO_FILTERS,
     "Felzenszwalb teacher instead of the trained one": ["teacher.kind=felzenszwalb"],

@@ -9,7 +9,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -20,7 +20,8 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # no NaN or infinity anywhere: YAML reads .inf and .nan as floats, and no field means them
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class SourceConfig(_Section):
@@ -38,7 +39,9 @@ class SourceConfig(_Section):
 
 class FelzenszwalbConfig(_Section):
     input_size: int = Field(512, ge=16, description="longest side segmented; masks are scaled back up")
-    scales: list[float] = Field(default_factory=lambda: [100.0, 400.0], min_length=1)
+    scales: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(
+        default_factory=lambda: [100.0, 400.0], min_length=1,
+        description="Felzenszwalb's scale parameters, one segmentation each (larger: bigger segments)")
     sigma: float = Field(0.8, ge=0)
     min_size: int = Field(50, ge=1)
 
@@ -47,8 +50,14 @@ class Mask2FormerConfig(_Section):
     model: str = Field("facebook/mask2former-swin-large-coco-panoptic",
                        description="transformers hub id or local directory (Mask2Former or MaskFormer)")
     mask_threshold: float = Field(0.4, gt=0, lt=1, description="OVSeg's released code binarises at 0.4")
-    top_n: int = Field(100, ge=1)
-    min_score: float = Field(0.0, ge=0, le=1, description="minimum 1 - p(no-object)")
+    top_n: int = Field(100, ge=1, description="queries kept, best class score (1 - p(no-object)) first")
+    score: Literal["no_object", "instance"] = Field(
+        "no_object",
+        description="a proposal's score: 'no_object' = 1 - p(no-object); 'instance' = that times the mean mask "
+                    "probability inside the binarised mask (Mask2Former's instance scoring), computed for "
+                    "the top_n queries by class score, which are then re-ranked by it")
+    min_score: float = Field(0.0, ge=0, le=1, description="minimum score (of the kind teacher.mask2former.score "
+                                                          "names)")
 
 
 class SamConfig(_Section):
@@ -90,8 +99,20 @@ class RegionsConfig(_Section):
     model: str = Field("ViT-B-16", description="open_clip model name, 'hf-hub:org/repo' or 'local-dir:/path'")
     pretrained: str | None = Field("openai", description="open_clip tag, local file, s3:// URI, or null")
     model_config_dir: str | None = Field(None, description="extra open_clip model configs (JSON) to register")
-    scales: list[int] = Field(default_factory=lambda: [224], min_length=1,
-                              description="image sizes (longest side) at which regions are embedded")
+    scales: list[Annotated[int, Field(ge=32)]] | None = Field(
+        None, min_length=1,
+        description="mask_pooling only: image sizes (longest side, rounded to the trunk's stride) at which the "
+                    "image is embedded, one embedding per mask and size; null: [source.working_size]. "
+                    "masked_crop takes its scales from regions.crop_context instead")
+    crop_context: list[Annotated[float, Field(ge=1.0, le=4.0)]] = Field(
+        default_factory=lambda: [1.0], min_length=1,
+        description="masked_crop only: one crop per mask and ratio, the mask's tight box grown about its "
+                    "centre by that factor (1.0: the tight box, as OVSeg); outside the mask the crop is the "
+                    "mean colour, so a larger ratio shows CLIP the same mask smaller, with margin")
+    crop_fit: Literal["pad", "stretch"] = Field(
+        "pad", description="masked_crop only (mask_pooling ignores it): how the (grown) box becomes CLIP's "
+                           "square input: 'pad' pads it square with the mean colour (aspect kept); 'stretch' "
+                           "resizes it to the square ignoring aspect, as OVSeg's released code does")
     batch_size: int = Field(32, ge=1, description="crops per CLIP forward pass")
     templates: Literal["vild", "single"] = "vild"
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -103,6 +124,20 @@ class RegionsConfig(_Section):
             raise ValueError(
                 f"regions.mode=mask_pooling needs a convolutional CLIP (an open_clip 'convnext_*' model), "
                 f"got regions.model={self.model!r}; use mode=masked_crop for ViT models")
+        return self
+
+    @model_validator(mode="after")
+    def _scale_settings_match_the_mode(self) -> "RegionsConfig":
+        """Each mode has its own notion of scale; a setting of the other mode would be silently ignored."""
+        if self.mode == "masked_crop" and self.scales is not None:
+            raise ValueError(
+                f"regions.scales={self.scales} applies to regions.mode=mask_pooling only; masked crops take "
+                f"the working frame's pixels directly, and their scales are regions.crop_context (context "
+                f"ratios of the mask's box, e.g. [1.0, 1.5]); remove regions.scales")
+        if self.mode == "mask_pooling" and self.crop_context != [1.0]:
+            raise ValueError(
+                f"regions.crop_context={self.crop_context} applies to regions.mode=masked_crop only; "
+                f"mask pooling's scales are image sizes, regions.scales (e.g. [896, 1024])")
         return self
 
 
@@ -224,9 +259,22 @@ def fill_placeholders(node: Any, where: str = "") -> Any:
     return _PLACEHOLDER.sub(value, node)
 
 
+def _plain(node: Any, where: str = "") -> Any:
+    """A deep copy made of JSON values only. YAML reads `2024-01-01` as a date and `.inf` as a float: the
+    first is refused here naming the field (quote it to mean a string), the second by the fields' bounds."""
+    if isinstance(node, dict):
+        return {str(k): _plain(v, f"{where}.{k}" if where else str(k)) for k, v in node.items()}
+    if isinstance(node, (list, tuple)):
+        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(node)]
+    if node is None or isinstance(node, (str, int, float, bool)):
+        return node
+    raise ConfigError(f"{where or '<root>'}: {node!r} is a {type(node).__name__}, not a config value "
+                      f"(quote it in the YAML if it is meant as text)")
+
+
 def build_config(tree: dict[str, Any] | None = None, overrides: list[str] | None = None,
                  origin: str = "<dict>") -> RunConfig:
-    tree = json.loads(json.dumps(tree or {}))  # deep copy, and rejects non-JSON values early
+    tree = _plain(tree or {})  # deep copy, and rejects non-JSON values (a YAML date, say) naming the field
     for key, value in parse_overrides(overrides or []):
         _set_dotted(tree, key, value)
     tree = fill_placeholders(tree)
@@ -243,9 +291,12 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            tree = yaml.safe_load(path.read_text()) or {}
+            tree = yaml.safe_load(path.read_text())
         except yaml.YAMLError as err:
             raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+        if tree is None:   # the defaults name hub weights: an empty file must not quietly ask for them
+            raise ConfigError(f"config file {path} is empty; start from configs/tiny.yaml (offline) or "
+                              f"configs/coco.yaml")
         if not isinstance(tree, dict):
             raise ConfigError(f"config file {path}: the top level must be a mapping of sections")
     return build_config(tree, overrides, origin=str(path) if path else "defaults")

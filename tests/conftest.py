@@ -21,7 +21,8 @@ TINY = {
     "source": {"captions_per_image": 2, "working_size": 96},
     "teacher": {"kind": "felzenszwalb", "min_area": 16, "max_masks": 12,
                 "felzenszwalb": {"input_size": 96, "scales": [100, 400]}},
-    "regions": {"mode": "masked_crop", "model": "ovmine-tiny-vit", "pretrained": None, "scales": [64, 96]},
+    # one scale, so that tests may switch regions.mode alone (crop_context/scales belong to one mode each)
+    "regions": {"mode": "masked_crop", "model": "ovmine-tiny-vit", "pretrained": None},
     "match": {"min_similarity": None, "min_margin": None, "min_probability": None},
     "execution": {"executor": "local"},
 }

@@ -40,8 +40,8 @@ def test_mask_pooling_needs_convnext():
 
 
 def test_overrides_are_yaml_values():
-    cfg = build_config({}, ["regions.scales=[224, 336]", "output.write_images=true", "regions.pretrained=null"])
-    assert cfg.regions.scales == [224, 336]
+    cfg = build_config({}, ["regions.crop_context=[1.0, 1.5]", "output.write_images=true", "regions.pretrained=null"])
+    assert cfg.regions.crop_context == [1.0, 1.5]
     assert cfg.output.write_images is True
     assert cfg.regions.pretrained is None
     with pytest.raises(ConfigError, match="key=value"):
@@ -49,7 +49,8 @@ def test_overrides_are_yaml_values():
 
 
 def test_shipped_configs_load():
-    assert load_config("configs/tiny.yaml").regions.model == "ovmine-tiny-vit"
+    tiny = load_config("configs/tiny.yaml")
+    assert tiny.regions.model == "ovmine-tiny-vit" and tiny.regions.crop_context == [1.0, 1.5]
     coco = load_config("configs/coco.yaml")
     assert coco.teacher.kind == "mask2former" and coco.regions.mode == "mask_pooling"
     assert len(coco.regions.scales) == 2

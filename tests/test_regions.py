@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from conftest import scene
-from mining.config import build_config
+from mining.config import ConfigError, build_config
 from mining.regions import RegionStage
 from mining.regions.mask_pooling import mask_weights, pool_features
 from mining.regions.masked_crop import mask_boxes, masked_crops
@@ -34,7 +34,7 @@ def test_masked_crop_fills_background_and_keeps_box():
     masks[0, 5:7, 10:12] = False       # background inside the box
     assert mask_boxes(masks) == [(10, 5, 14, 15)]
     fill = torch.tensor([0.1, 0.2, 0.3])
-    crop = masked_crops(image, masks, out_size=10, source_scale=1.0, fill=fill)
+    crop = masked_crops(image, masks, out_size=10, fill=fill)
     assert crop.shape == (1, 3, 10, 10)
     # the 4-wide box is padded to a 10-wide square: the left and right columns are pure fill
     torch.testing.assert_close(crop[0, :, :, 0], fill[:, None].expand(3, 10), atol=1e-3, rtol=0)
@@ -43,8 +43,9 @@ def test_masked_crop_fills_background_and_keeps_box():
 
 
 def stage_for(mode, model, scales=(64, 96)):
-    cfg = build_config({"regions": {"mode": mode, "model": model, "pretrained": None, "scales": list(scales),
-                                    "device": "cpu"}})
+    """Two scales: image sizes in pooling mode, context ratios of the box in crop mode."""
+    multi = {"scales": list(scales)} if mode == "mask_pooling" else {"crop_context": [1.0, 1.5][:len(scales)]}
+    cfg = build_config({"regions": {"mode": mode, "model": model, "pretrained": None, "device": "cpu", **multi}})
     stage = RegionStage(cfg)
     stage.setup()
     return stage
@@ -116,3 +117,186 @@ def test_clip_loads_a_local_safetensors_checkpoint(tmp_path):
     loaded = load_clip(cfg.regions, torch.device("cpu"))
     for (name, p), q in zip(source.clip.model.state_dict().items(), loaded.model.state_dict().values()):
         torch.testing.assert_close(p, q, msg=name)
+
+
+# --- masked crops: one resize from the working frame; context ratios; fit (defect 8) ---------------------
+
+def crop_config(**regions):
+    return build_config({"regions": {"mode": "masked_crop", "model": "ovmine-tiny-vit", "pretrained": None,
+                                     "device": "cpu", **regions}})
+
+
+def capture_encoded(stage):
+    """Record the (normalised) pixels every CLIP image forward pass sees."""
+    seen = []
+    encode = stage.clip.model.encode_image
+    stage.clip.model.encode_image = lambda pixels: seen.append(pixels.clone()) or encode(pixels)
+    return seen
+
+
+def test_crops_take_the_working_frame_pixels_with_one_resize():
+    # a 64x64 box (the tiny CLIP's input) in a 256-px working frame: the crop must be those very pixels,
+    # not a copy shrunk to some "scale" and blown up again
+    stage = RegionStage(crop_config())
+    stage.setup()
+    image = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    masks = np.zeros((1, 256, 256), bool)
+    masks[0, 32:96, 100:164] = True
+    seen = capture_encoded(stage)
+    stage.region_embeddings(image, masks)
+    assert len(seen) == 1 and seen[0].shape == (1, 3, 64, 64)
+    expected = stage._normalise(torch.from_numpy(image[32:96, 100:164]).permute(2, 0, 1).float() / 255)
+    torch.testing.assert_close(seen[0][0], expected, atol=1e-5, rtol=0)
+
+
+def test_crop_context_grows_the_box_about_its_centre():
+    image = torch.rand(3, 40, 40)
+    fill = torch.tensor([0.1, 0.2, 0.3])
+    masks = torch.zeros(2, 40, 40, dtype=torch.bool)
+    masks[0, 10:20, 15:25] = True       # inside the image
+    masks[1, 0:10, 30:40] = True        # in a corner: the grown box reaches past the image
+    crops = masked_crops(image, masks, out_size=20, fill=fill, context=2.0)
+    assert crops.shape == (2, 3, 20, 20)
+    # the 10-px box is the centre 10 px of a 20-px crop: one resize at scale 1, so exact pixels
+    torch.testing.assert_close(crops[0, :, 5:15, 5:15], image[:, 10:20, 15:25])
+    torch.testing.assert_close(crops[1, :, 5:15, 5:15], image[:, 0:10, 30:40])
+    ring = torch.ones(20, 20, dtype=torch.bool)
+    ring[5:15, 5:15] = False
+    for crop in crops:
+        torch.testing.assert_close(crop[:, ring], fill[:, None].expand(3, int(ring.sum())))
+    # context 1 is the tight box itself
+    torch.testing.assert_close(masked_crops(image, masks[:1], out_size=10, fill=fill)[0], image[:, 10:20, 15:25])
+
+
+def test_crop_fit_stretch_ignores_the_aspect_ratio():
+    image = torch.rand(3, 20, 30)
+    masks = torch.zeros(1, 20, 30, dtype=torch.bool)
+    masks[0, 5:15, 10:15] = True        # 10 tall, 5 wide
+    fill = torch.tensor([0.1, 0.2, 0.3])
+    crop = masked_crops(image, masks, out_size=10, fill=fill, fit="stretch")[0]
+    expected = torch.nn.functional.interpolate(image[None, :, 5:15, 10:15], size=(10, 10), mode="bicubic",
+                                               antialias=True, align_corners=False)[0].clamp(0, 1)
+    torch.testing.assert_close(crop, expected)
+    with pytest.raises(ValueError, match="context"):
+        masked_crops(image, masks, out_size=10, fill=fill, context=0.5)
+
+
+def test_each_crop_context_is_one_scale():
+    stage = RegionStage(crop_config(crop_context=[1.0, 2.0], crop_fit="stretch"))
+    stage.setup()
+    image = scene(size=96)
+    masks = np.zeros((2, 96, 96), bool)
+    masks[0, 24:48, 24:48] = True
+    masks[1, 60:90, 10:40] = True
+    seen = capture_encoded(stage)
+    embeddings = stage.region_embeddings(image, masks)
+    assert len(embeddings) == 2 and len(seen) == 2
+    assert not np.allclose(embeddings[0], embeddings[1])
+    # at context 2 the 24-px mask fills the centre half of the crop, the rest is the fill (mean) colour
+    assert seen[1][0, :, :12, :].abs().max() < 1e-4, "normalised mean colour is 0"
+    assert seen[1][0, :, 20:44, 20:44].abs().min() > 0
+
+
+def test_crop_mode_rejects_scales_and_pooling_rejects_crop_settings():
+    with pytest.raises(ConfigError) as err:
+        build_config({"regions": {"mode": "masked_crop", "scales": [224, 336]}})
+    assert "regions.scales" in str(err.value) and "regions.crop_context" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        build_config({"regions": {"crop_context": [0.5]}})
+    assert "regions.crop_context" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        build_config({"regions": {"mode": "mask_pooling", "model": "convnext_base", "crop_context": [1.0, 1.5]}})
+    assert "regions.crop_context" in str(err.value) and "regions.scales" in str(err.value)
+    # crop_fit changes no count of scales: pooling ignores it, so a crop config switches mode with one override
+    assert build_config({"regions": {"mode": "mask_pooling", "model": "convnext_base", "crop_fit": "stretch"}})
+    with pytest.raises(ConfigError) as err:
+        build_config({"regions": {"mode": "mask_pooling", "model": "convnext_base", "scales": []}})
+    assert "regions.scales" in str(err.value)
+    cfg = build_config({"regions": {"mode": "masked_crop", "crop_context": [1.0, 1.5]}})
+    assert cfg.regions.scales is None and cfg.regions.crop_fit == "pad"
+
+
+def test_pooling_scales_default_to_the_working_size():
+    cfg = build_config({"source": {"working_size": 64},
+                        "regions": {"mode": "mask_pooling", "model": "ovmine-tiny-convnext", "pretrained": None,
+                                    "device": "cpu"}})
+    stage = RegionStage(cfg)
+    stage.setup()
+    sizes = []
+    feature_map = stage.pooler.feature_map
+    stage.pooler.feature_map = lambda pixels: sizes.append(tuple(pixels.shape[-2:])) or feature_map(pixels)
+    embeddings = stage.region_embeddings(scene(size=64), np.ones((1, 64, 64), bool))
+    assert len(embeddings) == 1 and sizes == [(64, 64)]
+
+
+# --- mask pooling: refuse towers without a spatial map; stride-aligned grid (defect 9) -------------------
+
+def local_dir_clip(tmp_path, vision_cfg) -> str:
+    """An open_clip local-dir model (config only: open_clip builds it with random weights)."""
+    import json
+
+    cfg = {"model_cfg": {"embed_dim": 32, "vision_cfg": vision_cfg,
+                         "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 32, "heads": 2,
+                                      "layers": 1}}}
+    (tmp_path / "open_clip_config.json").write_text(json.dumps(cfg))
+    return f"local-dir:{tmp_path}"
+
+
+@pytest.mark.parametrize("vision_cfg", [
+    {"timm_model_name": "test_vit", "timm_model_pretrained": False, "timm_pool": "", "timm_proj": "linear",
+     "image_size": 160},                                                  # a timm ViT
+    {"image_size": 64, "layers": 2, "width": 32, "patch_size": 16, "head_width": 16},  # open_clip's own ViT
+], ids=["timm-vit", "open_clip-vit"])
+def test_mask_pooling_refuses_a_vit_at_setup(tmp_path, vision_cfg):
+    model = local_dir_clip(tmp_path, vision_cfg)
+    cfg = build_config({"regions": {"mode": "mask_pooling", "model": model, "pretrained": None, "device": "cpu"}})
+    with pytest.raises(ValueError) as err:
+        RegionStage(cfg).setup()
+    assert "regions.mode=mask_pooling" in str(err.value) and "regions.model" in str(err.value)
+
+
+def test_mask_pooling_refuses_a_timm_swin():
+    import open_clip.timm_model
+    from timm.models.swin_transformer import SwinTransformer
+
+    from mining.regions.mask_pooling import DenseMaskPooler
+
+    visual = open_clip.timm_model.TimmModel("test_convnext", embed_dim=32)
+    visual.trunk = SwinTransformer(img_size=64, patch_size=4, window_size=4, embed_dim=16, depths=(1, 1),
+                                   num_heads=(1, 1), num_classes=0, strict_img_size=False)  # NHWC features
+    with pytest.raises(ValueError, match="regions.mode=mask_pooling"):
+        DenseMaskPooler(visual)
+
+
+def test_pooled_size_is_a_multiple_of_the_stride_so_masks_align():
+    # 120 px is not a multiple of convnext's stride 32: unrounded, the trunk's 3x3 grid covers only 96 px of
+    # the frame while the masks are spread over all 120, so a half-image mask straddles a column
+    stage = stage_for("mask_pooling", "ovmine-tiny-convnext", scales=[120])
+    seen = []
+    embed = stage.pooler.embed
+    stage.pooler.embed = lambda features, masks: seen.append((features, masks)) or embed(features, masks)
+    masks = np.zeros((1, 120, 120), bool)
+    masks[0, :, :60] = True
+    stage.region_embeddings(scene(size=120), masks)
+    features, mask_t = seen[0]
+    assert tuple(features.shape[-2:]) == (4, 4), "128 px (120 rounded to the stride) -> a 4x4 grid"
+    weights = mask_weights(mask_t, tuple(features.shape[-2:]))
+    expected = torch.zeros(1, 4, 4)
+    expected[0, :, :2] = 1.0
+    torch.testing.assert_close(weights, expected)
+    assert stage.pooler.stride == 32
+
+
+def test_region_stage_hands_the_models_logit_scale_to_matching(tiny_cfg):
+    import math
+
+    from mining.regions import RegionStage
+    from mining.records import Entity, Sample
+
+    stage = RegionStage(tiny_cfg())
+    stage.setup()
+    sample = Sample(shard="s", shard_stem="s", key="k", index=0, image=np.zeros((32, 32, 3), np.uint8),
+                    masks=np.ones((1, 32, 32), bool), entities=[Entity("dog", "dog", (0, 3), 0)])
+    stage.process([sample])
+    assert sample.logit_scale == pytest.approx(math.exp(stage.clip.model.logit_scale.item()))
+    assert sample.logit_scale != 100.0   # a random tiny model starts at CLIP's init, 1/0.07

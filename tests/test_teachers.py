@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from conftest import scene
 from mining.config import FelzenszwalbConfig, Mask2FormerConfig, SamConfig
@@ -77,3 +78,41 @@ def test_model_loading_errors_name_the_field(tmp_path):
 
     with pytest.raises(OSError):
         Mask2FormerTeacher(Mask2FormerConfig(model=str(tmp_path / "nope")), device="cpu")
+
+
+def test_instance_scores_are_class_score_times_mean_mask_probability():
+    from mining.teachers.mask2former import instance_scores
+
+    class_scores = torch.tensor([0.8, 0.5, 0.9])
+    probs = torch.zeros(3, 2, 2)
+    probs[0] = torch.tensor([[0.9, 0.7], [0.1, 0.2]])    # binarised at .4: the top row, mean .8
+    probs[1] = torch.tensor([[0.5, 0.5], [0.5, 1.0]])    # all four pixels, mean .625
+    probs[2] = 0.3                                       # empty after binarising: score 0
+    scores = instance_scores(class_scores, probs, threshold=0.4)
+    torch.testing.assert_close(scores, torch.tensor([0.8 * 0.8, 0.5 * 0.625, 0.0]))
+
+
+def test_mask2former_instance_score(tiny_mask2former):
+    from mining.teachers.mask2former import Mask2FormerTeacher
+
+    images = [scene(0, 80)]
+    plain = Mask2FormerTeacher(Mask2FormerConfig(model=tiny_mask2former, top_n=5), device="cpu")
+    inst = Mask2FormerTeacher(Mask2FormerConfig(model=tiny_mask2former, top_n=5, score="instance"), device="cpu")
+    seen = []
+    mask_probs = inst._mask_probs
+    inst._mask_probs = lambda *args: seen.append(mask_probs(*args)) or seen[-1]
+    (pm, ps), (im, iscore) = plain.predict(images)[0], inst.predict(images)[0]
+    # the same five queries (top-N on the class score, in that order), rescored and re-ranked
+    probs = seen[0].numpy()
+    assert probs.shape == (5, 80, 80)
+    np.testing.assert_array_equal(pm, probs > 0.4)
+    inside = probs > 0.4
+    expected = ps * (probs * inside).sum((1, 2)) / np.maximum(inside.sum((1, 2)), 1)
+    order = np.argsort(-expected, kind="stable")
+    np.testing.assert_allclose(iscore, expected[order], rtol=1e-5)
+    np.testing.assert_array_equal(im, pm[order])
+    assert (np.diff(iscore) <= 1e-6).all(), "best instance score first"
+    cut = float(np.median(iscore))
+    kept = Mask2FormerTeacher(Mask2FormerConfig(model=tiny_mask2former, top_n=5, score="instance", min_score=cut),
+                              device="cpu").predict(images)[0][1]
+    np.testing.assert_allclose(kept, iscore[iscore >= cut], rtol=1e-6)

@@ -3,8 +3,10 @@
 (fetched once into a local cache). Project model configs in model_configs/ are always registered."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,11 +37,18 @@ def fetch_s3(uri: str, s3: S3Options | None = None) -> Path:
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         fs, path = filesystem_for(uri, s3)
-        tmp = target.with_suffix(target.suffix + ".part")
-        with fs.open_input_stream(path) as src, open(tmp, "wb") as dst:
-            while chunk := src.read(1 << 24):
-                dst.write(chunk)
-        tmp.replace(target)
+        # several region actors on one node may fetch at once: each writes its own temporary, and the
+        # atomic rename makes the last complete copy win
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+        try:
+            with fs.open_input_stream(path) as src, os.fdopen(fd, "wb") as dst:
+                while chunk := src.read(1 << 24):
+                    dst.write(chunk)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
+            raise
     return target
 
 

@@ -1,5 +1,14 @@
-"""Mask2Former / MaskFormer through transformers, used class-agnostically: a query's score is
-1 - p(no-object), whatever class it would have named (OpenSeg §3.3, OVSeg §3.1)."""
+"""Mask2Former / MaskFormer through transformers, used class-agnostically: a query's class score is
+1 - p(no-object), whatever class it would have named (OpenSeg §3.3, OVSeg §3.1).
+
+teacher.mask2former.score picks a proposal's score:
+  no_object  the class score alone;
+  instance   the class score times the mean mask probability inside the binarised mask, as Mask2Former
+             scores instances (transformers' `post_process_instance_segmentation`): a confident query with
+             a hesitant, blurry mask ranks lower.
+The top_n queries are chosen by class score in both cases (the instance score needs each mask upsampled,
+so only those are); min_score and the order then follow the chosen score.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -19,6 +28,21 @@ def _model_class(model_type: str):
     return classes[model_type]
 
 
+def instance_scores(class_scores: torch.Tensor, probs: torch.Tensor, threshold: float) -> torch.Tensor:
+    """float[Q]: class_scores[Q] x the mean of probs[Q, H, W] over pixels where probs > threshold (the
+    binarised mask); 0 for a mask that is empty after binarising."""
+    inside = (probs > threshold).flatten(1).float()
+    mean_prob = (probs.flatten(1) * inside).sum(1) / inside.sum(1).clamp_min(1.0)
+    return class_scores * mean_prob
+
+
+def _valid_size(pixel_mask: torch.Tensor | None, b: int, padded: tuple[int, int]) -> tuple[int, int]:
+    """(h, w) of image b's unpadded area in the processor's padded batch."""
+    if pixel_mask is None:
+        return padded
+    return int(pixel_mask[b].any(1).sum()), int(pixel_mask[b].any(0).sum())
+
+
 class Mask2FormerTeacher:
     def __init__(self, cfg: Mask2FormerConfig, device: str = "auto") -> None:
         from transformers import AutoConfig, AutoImageProcessor
@@ -29,32 +53,41 @@ class Mask2FormerTeacher:
         self.processor = AutoImageProcessor.from_pretrained(cfg.model)
         self.model = _model_class(model_type).from_pretrained(cfg.model).to(self.device).eval()
 
+    def _mask_probs(self, logits: torch.Tensor, padded: tuple[int, int], valid: tuple[int, int],
+                    size: tuple[int, int]) -> torch.Tensor:
+        """float[Q, H, W] mask probabilities in the image's frame from float[Q, h, w] logits at 1/4 of the
+        padded input: upsampled to the padded input, cut to the valid (unpadded) area, then to the image."""
+        m = F.interpolate(logits[None], size=padded, mode="bilinear", align_corners=False)
+        m = F.interpolate(m[:, :, :valid[0], :valid[1]], size=size, mode="bilinear", align_corners=False)[0]
+        return m.sigmoid()
+
     @torch.inference_mode()
     def predict(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """For each uint8[H, W, 3] image: bool[N, H, W] masks and float32[N] scores, best first."""
         inputs = self.processor(images=list(images), return_tensors="pt")
         pixel_mask = inputs.get("pixel_mask")
         out = self.model(pixel_values=inputs["pixel_values"].to(self.device),
                          pixel_mask=None if pixel_mask is None else pixel_mask.to(self.device))
-        scores = 1.0 - out.class_queries_logits.softmax(-1)[..., -1]    # [B, Q]
-        logits = out.masks_queries_logits                               # [B, Q, h, w] at 1/4 of padded input
-        padded_h, padded_w = inputs["pixel_values"].shape[-2:]
+        class_scores = 1.0 - out.class_queries_logits.softmax(-1)[..., -1]    # [B, Q]
+        padded = tuple(inputs["pixel_values"].shape[-2:])
         results = []
         for b, image in enumerate(images):
             h, w = image.shape[:2]
-            score = scores[b]
-            top = torch.argsort(score, descending=True)[: self.cfg.top_n]
-            top = top[score[top] >= self.cfg.min_score]
+            top = torch.argsort(class_scores[b], descending=True)[: self.cfg.top_n]
+            if self.cfg.score == "no_object":
+                top = top[class_scores[b, top] >= self.cfg.min_score]   # before upsampling: fewer masks
             if len(top) == 0:
                 results.append((np.zeros((0, h, w), bool), np.zeros(0, np.float32)))
                 continue
-            # upsample only the chosen queries: the valid (unpadded) area, then the image frame
-            if pixel_mask is not None:
-                valid_h = int(pixel_mask[b].any(1).sum())
-                valid_w = int(pixel_mask[b].any(0).sum())
-            else:
-                valid_h, valid_w = padded_h, padded_w
-            m = F.interpolate(logits[b, top][None], size=(padded_h, padded_w), mode="bilinear", align_corners=False)
-            m = F.interpolate(m[:, :, :valid_h, :valid_w], size=(h, w), mode="bilinear", align_corners=False)[0]
-            masks = (m.sigmoid() > self.cfg.mask_threshold).cpu().numpy()
-            results.append((masks, score[top].float().cpu().numpy()))
+            # upsample only the chosen queries
+            probs = self._mask_probs(out.masks_queries_logits[b, top], padded, _valid_size(pixel_mask, b, padded),
+                                     (h, w))
+            score = class_scores[b, top]
+            if self.cfg.score == "instance":
+                score = instance_scores(score, probs, self.cfg.mask_threshold)
+                order = torch.argsort(score, descending=True, stable=True)
+                order = order[score[order] >= self.cfg.min_score]
+                probs, score = probs[order], score[order]
+            masks = (probs > self.cfg.mask_threshold).cpu().numpy()
+            results.append((masks, score.float().cpu().numpy()))
         return results
