@@ -12,8 +12,23 @@ from mining.config import ConfigError, load_config
 from mining.sinks.lease import OutputBusy
 
 
-def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="run config YAML (see configs/); defaults apply when omitted")
+def positive_int(text: str) -> int:
+    """argparse type: a count that must be at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _add_config_args(p: argparse.ArgumentParser, required: bool = False) -> None:
+    if required:   # the defaults name hub weights (ViT-B-16 'openai'): never fetch them without being asked
+        p.add_argument("--config", required=True,
+                       help="run config YAML, e.g. configs/tiny.yaml (offline) or configs/coco.yaml")
+    else:
+        p.add_argument("--config", help="run config YAML (see configs/); defaults apply when omitted")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set match.min_similarity=0.25 (repeatable)")
 
@@ -267,11 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("mine", help="mine mask–noun pairs from image–caption shards")
-    _add_config_args(p)
+    _add_config_args(p, required=True)
     p.add_argument("--input", nargs="+", required=True,
                    help="shards: paths, directories, brace patterns (data/{00000..00009}.tar), s3:// URIs")
     p.add_argument("--output", required=True, help="output directory or s3:// prefix")
-    p.add_argument("--limit", type=int, help="mine only the first N images (in input order)")
+    p.add_argument("--limit", type=positive_int, help="mine only the first N images (in input order)")
     p.add_argument("--executor", choices=["ray", "local"], help="shortcut for --set execution.executor=...")
     p.add_argument("--overwrite", action="store_true",
                    help="mine every shard again, even those already committed in OUTPUT")
@@ -374,10 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
     what = p.add_subparsers(dest="job", required=True)
     m = what.add_parser("mine", help="submit `ovmine mine` as a Ray job")
     m.add_argument("--address", required=True, help="the dashboard address, e.g. http://HEAD:8265")
-    _add_config_args(m)
+    _add_config_args(m, required=True)
     m.add_argument("--input", nargs="+", required=True)
     m.add_argument("--output", required=True)
-    m.add_argument("--limit", type=int)
+    m.add_argument("--limit", type=positive_int)
     m.add_argument("--overwrite", action="store_true")
     m.add_argument("--working-dir", default=".", help="uploaded as the job's working directory (default: .)")
     m.add_argument("--no-working-dir", action="store_true", help="the cluster image already holds configs and code")

@@ -19,6 +19,7 @@ from mining.sinks.images import load_images
 from mining.sinks.reader import (MinedRecord, iter_pair_batches, pairs_files, read_manifest, read_shard_records,
                                  shard_files)
 from mining.sources.uris import shard_stem
+from mining.sinks.safe_names import safe_file_name
 from mining.storage import S3Options, filesystem_for, is_s3, join, write_bytes_atomic
 
 
@@ -31,7 +32,8 @@ def _nouns(output: str, s3: S3Options | None) -> list[str]:
 
 
 def image_file_name(stem: str, key: str) -> str:
-    return f"{stem}_{key}.jpg"
+    """`<shard>_<key>.jpg`, made safe: a key is never a path."""
+    return safe_file_name(stem, key, suffix=".jpg")
 
 
 def export_coco(output: str, dest: str, images_dir: str | None = None, s3: S3Options | None = None) -> dict[str, Any]:

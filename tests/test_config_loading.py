@@ -44,3 +44,41 @@ def test_mine_command_runs_the_demo_config(tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["totals"]["images_in"] == 3
     assert manifest["models"]["clip"] == f"local-dir:{WEIGHTS / 'clip'}"
+
+
+@pytest.mark.parametrize("yaml_text,field", [
+    ("source:\n  s3_region: 2024-01-01\n", "source.s3_region"),
+    ("regions:\n  mode: mask_pooling\n  model: convnext_base\n  scales: [0]\n", "regions.scales.0"),
+    ("regions:\n  mode: mask_pooling\n  model: convnext_base\n  scales: [-64]\n", "regions.scales.0"),
+    ("teacher:\n  felzenszwalb:\n    scales: [-1]\n", "teacher.felzenszwalb.scales.0"),
+    ("match:\n  temperature: .inf\n", "match.temperature"),
+    ("match:\n  min_similarity: .nan\n", "match.min_similarity"),
+])
+def test_nonsense_values_are_refused_naming_the_field(tmp_path, yaml_text, field):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        load_config(path)
+
+
+def test_mine_never_falls_back_to_hub_weights(tmp_path, capsys):
+    from mining.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["mine", "--input", "x.tar", "--output", str(tmp_path / "o")])
+    assert exit_.value.code == 2 and "--config" in capsys.readouterr().err
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing yet\n")
+    assert main(["mine", "--config", str(empty), "--input", "x.tar", "--output", str(tmp_path / "o")]) == 2
+    assert "is empty; start from configs/tiny.yaml" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("limit", ["0", "-3", "many"])
+def test_limit_must_be_a_positive_count(tmp_path, capsys, limit):
+    from mining.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["mine", "--config", "configs/tiny.yaml", "--input", "x.tar", "--output", str(tmp_path / "o"),
+              "--limit", limit])
+    assert exit_.value.code == 2 and "--limit" in capsys.readouterr().err

@@ -257,3 +257,35 @@ def test_an_output_that_cannot_be_written_fails_before_models_load(tmp_path, tin
         run_mining(tiny_cfg(), [str(tmp_path / "in")], str(tmp_path / "a-file"))
     with pytest.raises(OutputNotWritable):
         run_mining(tiny_cfg(), [str(tmp_path / "in")], str(tmp_path / "a-file" / "out"))
+
+
+# 9. keys never become paths
+
+def test_export_writes_hostile_and_long_keys_inside_the_images_folder(tmp_path, tiny_cfg):
+    from mining.export_coco import export_coco
+    from conftest import jpeg_bytes, scene
+
+    hostile, long_key = "a/../../../pwned/PWNED", "k" * 300
+    write_tar(tmp_path / "in" / "00000.tar", [(f"{hostile}.jpg", jpeg_bytes(scene(1))),
+                                              (f"{hostile}.txt", b"a red square on grass"),
+                                              (f"{long_key}.jpg", jpeg_bytes(scene(2))),
+                                              (f"{long_key}.txt", b"a blue circle on sand")])
+    run_mining(tiny_cfg(), [str(tmp_path / "in")], str(tmp_path / "out"))
+    images = tmp_path / "export" / "images"
+    counts = export_coco(str(tmp_path / "out"), str(tmp_path / "export" / "coco.json"), images_dir=str(images))
+    assert counts["images_written"] == 2
+    written = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.jpg"))
+    assert all(p.parts[:2] == ("export", "images") for p in written), written
+    assert not (tmp_path / "pwned").exists() and not list(tmp_path.rglob("PWNED*"))
+    doc = json.loads((tmp_path / "export" / "coco.json").read_text())
+    assert sorted(i["file_name"] for i in doc["images"]) == sorted(p.name for p in images.iterdir())
+    assert {i["ovmine_key"] for i in doc["images"]} == {hostile, long_key}
+
+
+def test_safe_file_names_stay_distinct_and_short():
+    from mining.sinks.safe_names import safe_file_name
+
+    names = {safe_file_name("s", k, suffix=".jpg") for k in ["a/b", "a_b", "a..b", "..", "k" * 300, "k" * 301]}
+    assert len(names) == 6
+    assert all("/" not in n and ".." not in n and len(n) <= 180 for n in names)
+    assert safe_file_name("00000", "key-1") == "00000_key-1"

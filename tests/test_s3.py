@@ -191,3 +191,20 @@ def test_s3_object_deleted_after_planning_is_not_committed(s3_endpoint, bucket, 
     again = run_mining(s3_config(s3_endpoint), [f"s3://{name}/data/"], out)
     assert "failed_shards" not in again and again["totals"]["images_in"] == 6
     check_output(out, S3Options(endpoint_url=s3_endpoint))
+
+
+def test_concurrent_s3_weight_fetches_do_not_race(s3_endpoint, bucket, tmp_path, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    import mining.regions.clip_loader as loader
+    from mining.storage import S3Options
+
+    client, name = bucket
+    payload = os.urandom(3 << 20)
+    client.put_object(Bucket=name, Key="weights/w.safetensors", Body=payload)
+    monkeypatch.setattr(loader, "CACHE_DIR", tmp_path / "cache")
+    s3 = S3Options(endpoint_url=s3_endpoint)
+    with ThreadPoolExecutor(6) as pool:
+        paths = list(pool.map(lambda _: loader.fetch_s3(f"s3://{name}/weights/w.safetensors", s3), range(6)))
+    assert len(set(paths)) == 1 and paths[0].read_bytes() == payload
+    assert [p.name for p in paths[0].parent.iterdir()] == [paths[0].name], "no temporary left behind"
