@@ -95,16 +95,21 @@ def run_mining(cfg: RunConfig, inputs: list[str], output: str, limit: int | None
         mined_images, failed = 0, []
         if todo:
             limits = {shard_stem(t.uri): t.max_samples for t in todo}
-            for samples in make_executor(cfg, s3, progress).run(todo, build_stages(cfg)):
-                if samples[0].read_error is not None:
-                    failed.append({"input": samples[0].shard, "name": samples[0].shard_stem,
-                                   "error": samples[0].read_error})
-                    continue
-                marker = write_shard(samples, output, cfg, config_hash, s3, limit=limits[samples[0].shard_stem])
-                markers[marker["name"]] = marker
-                mined_images += marker["images_in"]
-                if on_shard:
-                    on_shard(marker)
+            executor = make_executor(cfg, s3, progress)
+            try:
+                for samples in executor.run(todo, build_stages(cfg)):
+                    if samples[0].read_error is not None:
+                        failed.append({"input": samples[0].shard, "name": samples[0].shard_stem,
+                                       "error": samples[0].read_error})
+                        continue
+                    marker = write_shard(samples, output, cfg, config_hash, s3,
+                                         limit=limits[samples[0].shard_stem])
+                    markers[marker["name"]] = marker
+                    mined_images += marker["images_in"]
+                    if on_shard:
+                        on_shard(marker)
+            finally:
+                executor.close()
         mine = sorted(stem for stem, m in markers.items() if m["config_hash"] == config_hash)
         if len(mine) < len(markers):   # only after --overwrite of some shards: the rest keep their own config
             logger.warning("%s still holds %d shard(s) of another config; the manifest leaves them out",

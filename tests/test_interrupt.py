@@ -1,5 +1,5 @@
-"""Interrupting `ovmine mine` on Ray (Ctrl-C, or the driver killed outright with SIGKILL: harsher than the
-SIGTERM a scheduler sends, on which Ray's own handler exits the driver) and running the same command again
+"""Interrupting `ovmine mine` on Ray (SIGTERM as a scheduler sends it, which unwinds like Ctrl-C, or the driver
+killed outright with SIGKILL, which leaves its output lease behind) and running the same command again
 gives the output of an uninterrupted run: same shards, same records, no duplicates (floats up to noise:
 see same_output.py)."""
 import json
@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 
 from mining.config import load_config
@@ -48,8 +49,20 @@ def interrupt_after_first_commit(root, out, sig) -> tuple[subprocess.Popen, str,
     return proc, err, len(list((out / "_done").glob("*.json")))
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def ray_processes() -> set[int]:
+    """Ray's own processes on this machine (raylet, GCS, agents, workers)."""
+    names = ("raylet", "gcs_server", "dashboard", "runtime_env", "ray::", "default_worker")
+    found = set()
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if any(n in cmdline for n in names):
+            found.add(proc.info["pid"])
+    return found
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_interrupt_and_rerun_equals_uninterrupted(data, tmp_path, sig):
+    before = ray_processes()
     out = tmp_path / "out"
     # a small run can commit its last shards in one burst faster than the signal lands; such an attempt cut
     # nothing, so it is tried again on a clean output
@@ -59,8 +72,12 @@ def test_interrupt_and_rerun_equals_uninterrupted(data, tmp_path, sig):
             break
         shutil.rmtree(out)
     assert 1 <= committed < SHARDS, "the run was cut in the middle"
-    if sig == signal.SIGINT:   # Ctrl-C: Ray shut down, a message, exit 130
-        assert proc.returncode == 130 and "rerun the same command" in err
+    if sig == signal.SIGTERM:   # a scheduler's stop: unwinds like Ctrl-C, Ray shut down, a message, exit 130
+        assert proc.returncode == 130 and "rerun the same command" in err and "Traceback" not in err
+        deadline = time.time() + 30
+        while ray_processes() - before and time.time() < deadline:
+            time.sleep(0.5)
+        assert not ray_processes() - before, "Ray processes outlived the run that started them"
     else:
         assert proc.returncode == -signal.SIGKILL
     assert not (out / "manifest.json").exists()

@@ -26,3 +26,6 @@ class LocalExecutor:
     def run(self, tasks, stages: list[Stage]) -> Iterator[list[Sample]]:
         for task in tasks:
             yield run_stages(read_shard(task.uri, self.s3, task.max_samples), stages, self.cfg.execution)
+
+    def close(self) -> None:
+        """Nothing to release: stages ran in this process."""

@@ -13,7 +13,9 @@ to convert every batch to Arrow first. Nothing read from a dataset or bucket is 
 from __future__ import annotations
 
 import pickle
+import signal
 import sys
+import threading
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
@@ -71,9 +73,16 @@ def resolve_gpus(res: StageResources) -> float:
     return float(res.num_gpus)
 
 
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM (a scheduler stopping the job) unwinds like Ctrl-C: committed shards stay, Ray is shut down
+    in order. Ray's own handler would abort the process with a C++ stack dump instead."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 class RayExecutor:
     def __init__(self, cfg: RunConfig, s3: S3Options, progress: bool = False) -> None:
         self.cfg, self.s3, self.progress = cfg, s3, progress
+        self.started_ray = False
 
     def _init_ray(self) -> None:
         if not ray.is_initialized():
@@ -81,6 +90,9 @@ class RayExecutor:
             local = {"_node_ip_address": LOCAL_NODE_IP} if address is None and LOCAL_NODE_IP else {}
             ray.init(address=address, ignore_reinit_error=True, include_dashboard=False,
                      logging_level="WARNING", log_to_driver=True, **local)
+            self.started_ray = True
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, _terminate)
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = False
         ctx.enable_progress_bars = self.progress
@@ -119,3 +131,16 @@ class RayExecutor:
             raise RuntimeError(f"Ray run ended with incomplete shards: "
                                f"{ {k: len(v) for k, v in pending.items()} }")
         logger.info("ray executor finished %d shard(s)", len(tasks))
+
+    def close(self) -> None:
+        """Shut down the Ray this executor started (a cluster it joined is left alone). A second SIGTERM
+        during shutdown is ignored: interrupting it would leave Ray's agent processes behind."""
+        if not (self.started_ray and ray.is_initialized()):
+            return
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, signal.SIG_IGN) if main else None
+        try:
+            ray.shutdown()
+        finally:
+            if main:
+                signal.signal(signal.SIGTERM, previous if previous is not _terminate else signal.SIG_DFL)
