@@ -20,11 +20,14 @@ from mining.toyworld.make import make_world
 
 NO_FILTERS = ["match.min_similarity=null", "match.min_margin=null", "match.min_probability=null"]
 VARIANTS: dict[str, list[str]] = {
-    "demo config (trained Mask2Former, Hungarian, 2 scales, crops, filters)": [],
+    "demo config (trained Mask2Former, Hungarian per caption, stretched crops, similarity and margin filters)": [],
     "per-entity argmax instead of Hungarian": ["match.method=argmax"],
+    "Hungarian one-to-one over the whole image instead of per caption": ["match.one_to_one=per_image"],
     "Hungarian without counted plurals ('two stars' takes one mask)": ["match.use_counts=false"],
+    "padded crops instead of stretched": ["regions.crop_fit=pad"],
     "two crop contexts (box x1.0 and x1.5) instead of one": ["regions.crop_context=[1.0, 1.5]"],
-    "dense mask pooling instead of masked crops": ["regions.mode=mask_pooling"],
+    "dense mask pooling (128 and 192 px) instead of masked crops": ["regions.mode=mask_pooling",
+                                                                     "regions.scales=[128, 192]"],
     "no confidence filters": NO_FILTERS,
     "Felzenszwalb teacher instead of the trained one": ["teacher.kind=felzenszwalb"],
     "Felzenszwalb teacher, no confidence filters": ["teacher.kind=felzenszwalb", *NO_FILTERS],

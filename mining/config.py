@@ -154,6 +154,9 @@ class MatchConfig(_Section):
         None, gt=0, allow_inf_nan=False,
         description="softmax temperature of the probability; null: the region model's own 1/logit_scale")
     use_counts: bool = Field(True, description="'two circles' may take two masks (Hungarian only)")
+    one_to_one: Literal["per_caption", "per_image"] = Field(
+        "per_caption", description="Hungarian only: each mask goes to one entity of each caption (two captions "
+                                   "may name one thing with two words), or to one entity of the whole image")
 
 
 class OutputConfig(_Section):

@@ -124,19 +124,41 @@ def passes(pair: Pair, cfg: MatchConfig) -> bool:
     return True
 
 
+def grouped_hungarian(cost: np.ndarray, counts: list[int] | None,
+                      groups: list[int] | None) -> tuple[list[tuple[int, int]], list[float | None]]:
+    """Hungarian assignment and regrets solved separately for each group of entities (e.g. each caption):
+    a mask goes to one entity per group, but two groups may give it to different words. Two captions often
+    name one thing twice ("grass", "lawn"); one-to-one across them would force the second word onto a
+    wrong mask, and make both pairs look doubtful (either word could take the mask at little cost)."""
+    groups = groups or [0] * cost.shape[1]
+    counts = counts or [1] * cost.shape[1]
+    assignment: list[tuple[int, int]] = []
+    margins: list[float | None] = []
+    for group in sorted(set(groups)):
+        members = [e for e, g in enumerate(groups) if g == group]
+        sub = cost[:, members]
+        sub_counts = [counts[e] for e in members]
+        local = hungarian(sub, sub_counts)
+        assignment += [(m, members[e]) for m, e in local]
+        margins += hungarian_regret(sub, local, sub_counts)
+    return assignment, margins
+
+
 def match(regions: list[np.ndarray], entities: np.ndarray, cfg: MatchConfig,
-          counts: list[int] | None = None, logit_scale: float = 100.0) -> list[Pair]:
+          counts: list[int] | None = None, logit_scale: float = 100.0,
+          captions: list[int] | None = None) -> list[Pair]:
     """Confident pairs of one image, best first. `counts`: instances each entity's caption counts, used by
     Hungarian matching when `cfg.use_counts`; `logit_scale`: the region model's (CLIP's is 100), used unless
-    `cfg.temperature` is set."""
+    `cfg.temperature` is set; `captions`: the caption each entity comes from, for `cfg.one_to_one`
+    'per_caption'."""
     if len(entities) == 0 or len(regions[0]) == 0:
         return []
     sims = similarity_per_scale(regions, entities)
     cost = fused_cost(sims)
     if cfg.method == "hungarian":
         counts = counts if cfg.use_counts else None
-        assignment = hungarian(cost, counts)
-        margins = hungarian_regret(cost, assignment, counts)
+        groups = captions if cfg.one_to_one == "per_caption" else None
+        assignment, margins = grouped_hungarian(cost, counts, groups)
     else:
         assignment = per_entity_argmax(cost)
         margins = argmax_regret(cost, assignment)

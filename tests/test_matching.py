@@ -205,3 +205,18 @@ def test_argmax_method_lets_masks_repeat():
     pairs = match(regions, entities, MatchConfig(method="argmax", min_similarity=None))
     assert {p.mask_index for p in pairs} == {0} and len(pairs) == 2
     assert match(regions, np.zeros((0, 2)), MatchConfig()) == []
+
+
+def test_two_captions_may_give_one_mask_two_words_but_one_caption_may_not():
+    # masks: 0 the lawn, 1 a star, 2 a sliver of sky. Caption 0 says "grass" and "star", caption 1 "lawn".
+    sims = np.array([[0.80, 0.10, 0.78],
+                     [0.20, 0.70, 0.21],
+                     [0.30, 0.05, 0.31]])
+    off = dict(min_similarity=None, min_margin=0.1)
+    per_caption = match([sims], np.eye(3), MatchConfig(**off), captions=[0, 0, 1])
+    assert sorted((p.mask_index, p.entity_index) for p in per_caption) == [(0, 0), (0, 2), (1, 1)]
+    # one-to-one over the image: "lawn" is pushed onto the sky, and grass vs lawn is a coin toss (regret 0.03)
+    per_image = match([sims], np.eye(3), MatchConfig(**(off | {"one_to_one": "per_image"})), captions=[0, 0, 1])
+    assert sorted((p.mask_index, p.entity_index) for p in per_image) == [(1, 1)]
+    everything = match([sims], np.eye(3), MatchConfig(min_similarity=None, one_to_one="per_image"))
+    assert sorted((p.mask_index, p.entity_index) for p in everything) == [(0, 0), (1, 1), (2, 2)]
