@@ -15,7 +15,7 @@ from typing import Any
 
 from mining.config import RunConfig
 from mining.logs import logger
-from mining.sinks.commits import committed_markers, reusable
+from mining.sinks.commits import committed_markers, manifest_if_current, reusable
 from mining.sinks.layout import refuse_inputs_inside
 from mining.sinks.lease import OutputLease
 from mining.sinks.manifest import build_manifest, write_manifest
@@ -85,9 +85,16 @@ def run_mining(cfg: RunConfig, inputs: list[str], output: str, limit: int | None
     with OutputLease(output, config_hash, s3):
         if swept := sweep_temporaries(output):
             logger.info("removed %d temporary file(s) left in %s by an earlier run", swept, output)
+        wanted = {shard_stem(t.uri): t.max_samples for t in tasks}
+        previous = None if overwrite else manifest_if_current(output, config_hash, s3)
+        if previous is not None:
+            described = {s["name"]: s | {"config_hash": config_hash} for s in previous["shards"]}
+            if reusable(described, wanted, config_hash, output) == set(wanted):
+                # the listing matches the manifest and every planned shard is committed: nothing to read or write
+                logger.info("all %d planned shard(s) are committed in %s; nothing to mine", len(wanted), output)
+                return previous
         markers = committed_markers(output, s3)
-        done = set() if overwrite else reusable(markers, {shard_stem(t.uri): t.max_samples for t in tasks},
-                                                config_hash, output)
+        done = set() if overwrite else reusable(markers, wanted, config_hash, output)
         todo = [t for t in tasks if shard_stem(t.uri) not in done]
         logger.info("mining %d shard(s) into %s with config %s (%d already committed)", len(todo), output,
                     config_hash, len(done))

@@ -289,3 +289,22 @@ def test_safe_file_names_stay_distinct_and_short():
     assert len(names) == 6
     assert all("/" not in n and ".." not in n and len(n) <= 180 for n in names)
     assert safe_file_name("00000", "key-1") == "00000_key-1"
+
+
+# 14. a rerun with nothing to do reads the manifest, not every marker
+
+def test_a_rerun_with_nothing_to_mine_reads_no_marker(tmp_path, tiny_cfg, monkeypatch):
+    import mining.sinks.commits as commits
+
+    make_shards(tmp_path / "in", shards=3, per_shard=2, size=64)
+    out = str(tmp_path / "out")
+    first = run_mining(tiny_cfg(), [str(tmp_path / "in")], out)
+    monkeypatch.setattr(commits, "committed_markers", lambda *a, **k: pytest.fail("read every marker"))
+    monkeypatch.setattr(pipeline, "committed_markers", commits.committed_markers)
+    again = run_mining(tiny_cfg(), [str(tmp_path / "in")], out)
+    assert again == first, "the manifest stands, with the throughput of the run that mined"
+    monkeypatch.undo()
+    (tmp_path / "out" / "_done" / "00001.json").unlink()   # the listing no longer matches: markers are read
+    mined = []
+    run_mining(tiny_cfg(), [str(tmp_path / "in")], out, on_shard=lambda m: mined.append(m["name"]))
+    assert mined == ["00001"]

@@ -8,7 +8,7 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from mining.sinks.layout import marker_uri
+from mining.sinks.layout import manifest_uri, marker_uri
 from mining.sinks.reader import list_files
 from mining.sources.uris import shard_stem
 from mining.storage import S3Options, read_bytes
@@ -46,3 +46,18 @@ def reusable(markers: dict[str, dict[str, Any]], stems_and_limits: dict[str, int
             f"to mine them again with this config")
     return {stem for stem, limit in stems_and_limits.items()
             if stem in markers and covers(markers[stem].get("limit"), limit)}
+
+
+def manifest_if_current(output: str, config_hash: str, s3: S3Options | None = None) -> dict[str, Any] | None:
+    """The output's manifest when it describes exactly the committed shards (one listing and one read, not a
+    read per marker: a rerun over 100k committed shards on S3 must not make 100k requests), else None."""
+    try:
+        manifest = json.loads(read_bytes(manifest_uri(output), s3))
+    except (FileNotFoundError, OSError, json.JSONDecodeError):
+        return None
+    if manifest.get("config_hash") != config_hash or "failed_shards" in manifest:
+        return None
+    if any("limit" not in s for s in manifest["shards"]):
+        return None    # written before manifests recorded each shard's --limit
+    stems = {uri.rsplit("/", 1)[-1].removesuffix(".json") for uri in list_files(output, "_done", ".json", s3)}
+    return manifest if stems == {s["name"] for s in manifest["shards"]} else None

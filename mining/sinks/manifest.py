@@ -76,8 +76,7 @@ def assemble_manifest(output: str, stems: list[str], config: dict[str, Any], con
     markers = [markers[stem] if markers and stem in markers else json.loads(read_bytes(marker_uri(output, stem), s3))
                for stem in stems]
     summary = aggregate(markers)
-    shards = [{k: v for k, v in m.items() if k not in ("nouns", "schema_version", "config_hash", "limit")}
-              for m in markers]
+    shards = [{k: v for k, v in m.items() if k not in ("nouns", "schema_version", "config_hash")} for m in markers]
     images = summary["totals"]["images_in"] if images_this_run is None else images_this_run
     manifest = {
         "schema_version": MANIFEST_VERSION,
