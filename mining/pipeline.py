@@ -15,7 +15,7 @@ from typing import Any
 
 from mining.config import RunConfig
 from mining.logs import logger
-from mining.sinks.commits import committed_markers, manifest_if_current, reusable
+from mining.sinks.commits import committed_markers, manifest_if_current, refuse_foreign_leftovers, reusable
 from mining.sinks.layout import refuse_inputs_inside
 from mining.sinks.lease import OutputLease
 from mining.sinks.manifest import build_manifest, write_manifest
@@ -94,6 +94,8 @@ def run_mining(cfg: RunConfig, inputs: list[str], output: str, limit: int | None
                 logger.info("all %d planned shard(s) are committed in %s; nothing to mine", len(wanted), output)
                 return previous
         markers = committed_markers(output, s3)
+        if overwrite:
+            refuse_foreign_leftovers(markers, wanted, config_hash, output)
         done = set() if overwrite else reusable(markers, wanted, config_hash, output)
         todo = [t for t in tasks if shard_stem(t.uri) not in done]
         logger.info("mining %d shard(s) into %s with config %s (%d already committed)", len(todo), output,
@@ -117,11 +119,7 @@ def run_mining(cfg: RunConfig, inputs: list[str], output: str, limit: int | None
                         on_shard(marker)
             finally:
                 executor.close()
-        mine = sorted(stem for stem, m in markers.items() if m["config_hash"] == config_hash)
-        if len(mine) < len(markers):   # only after --overwrite of some shards: the rest keep their own config
-            logger.warning("%s still holds %d shard(s) of another config; the manifest leaves them out",
-                           output, len(markers) - len(mine))
-        manifest = build_manifest(output, mine, cfg, time.perf_counter() - start, s3, images_this_run=mined_images,
+        manifest = build_manifest(output, sorted(markers), cfg, time.perf_counter() - start, s3, images_this_run=mined_images,
                                   markers=markers, failed=sorted(failed, key=lambda f: f["name"]))
         write_manifest(output, manifest, s3)
     return manifest

@@ -71,3 +71,12 @@ def test_same_output_tolerates_float_noise_only():
     assert differences(record, {"key": "k", "pairs": [{"mask_index": 1, "similarity": 0.301, "margin": 0.04438701}]})
     assert differences(record, {"key": "k", "pairs": [{"mask_index": 1, "similarity": 0.3, "margin": None}]})
     assert differences(record, {"key": "k", "pairs": []})
+
+
+def test_overwrite_of_a_subset_never_leaves_two_configs(reference, tiny_cfg, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(reference / "full", out)
+    other = tiny_cfg(match={"min_similarity": 0.5})
+    with pytest.raises(OutputConflict, match="would not mine again"):
+        run_mining(other, [str(reference / "in" / "00000.tar")], str(out), overwrite=True)
+    assert json.loads((out / "_done" / "00000.json").read_text())["config_hash"] == tiny_cfg().config_hash()

@@ -48,6 +48,17 @@ def reusable(markers: dict[str, dict[str, Any]], stems_and_limits: dict[str, int
             if stem in markers and covers(markers[stem].get("limit"), limit)}
 
 
+def refuse_foreign_leftovers(markers: dict[str, dict[str, Any]], wanted: dict[str, int | None], config_hash: str,
+                             output: str) -> None:
+    """--overwrite mines the planned shards again; shards of another config outside the plan would stay and
+    leave an output of two configs, so that is refused before any work."""
+    left = sorted(stem for stem, m in markers.items() if m["config_hash"] != config_hash and stem not in wanted)
+    if left:
+        raise OutputConflict(
+            f"{output} holds {len(left)} shard(s) of another config that this run would not mine again (e.g. "
+            f"{left[0]}); --overwrite replaces only the shards of its inputs: add their inputs, or use a new --output")
+
+
 def manifest_if_current(output: str, config_hash: str, s3: S3Options | None = None) -> dict[str, Any] | None:
     """The output's manifest when it describes exactly the committed shards (one listing and one read, not a
     read per marker: a rerun over 100k committed shards on S3 must not make 100k requests), else None."""
