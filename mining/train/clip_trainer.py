@@ -1,0 +1,310 @@
+"""Model A: the mask-adapted CLIP (OVSeg §3.3). CLIP's image tower is fine-tuned on masked crops of mined
+mask–noun pairs; the loss is the cross-entropy of each crop's L2-normalised embedding against the frozen,
+ViLD-template-ensembled text embeddings of the vocabulary (every noun of the training data), scaled by the
+model's own (frozen) logit scale.
+
+`train_loop` is the whole training loop, shared by both executors: the in-process one here (`run_local`) and
+Ray Train's workers (`mining.train.ray_train`); they differ only in how the image tower is wrapped (DDP), how
+a checkpoint is reported and where a resumed state comes from. The result is an open_clip `local-dir:`
+folder that `regions.model: local-dir:<dir>` loads unchanged.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+from mining.config import RegionsConfig
+from mining.regions.clip_loader import LoadedClip, load_clip, register_model_configs
+from mining.regions.text import SINGLE_TEMPLATE, VILD_TEMPLATES, TextEmbedder
+from mining.storage import S3Options
+from mining.train.config import TrainConfig
+from mining.train.data import (CropSpec, DataCounts, ExampleStream, NoTrainingData, PairFilter, ShardSource,
+                               output_manifest, scan_pairs, shard_sources)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainPlan:
+    """Everything a worker needs, resolved on the driver (picklable: plain values only)."""
+    cfg: dict[str, Any]                 # TrainConfig, resolved
+    regions: dict[str, Any]             # RegionsConfig of the model to start from, resolved
+    sources: list[tuple[str, str]]      # (output, shard URI)
+    vocabulary: list[str]
+    total_steps: int
+    crop: dict[str, Any]                # CropSpec fields except mean/std/size (from the model)
+    s3: dict[str, Any] | None = None
+    scan: dict[str, int] = field(default_factory=dict)   # DataCounts of the driver's scan
+
+    @property
+    def train(self) -> TrainConfig:
+        return TrainConfig.model_validate(self.cfg)
+
+    def regions_config(self) -> RegionsConfig:
+        return RegionsConfig.model_validate(self.regions)
+
+    def s3_options(self) -> S3Options | None:
+        return S3Options(**self.s3) if self.s3 else None
+
+
+def make_plan(cfg: TrainConfig, outputs: list[str], s3: S3Options | None = None, workers: int | None = None) -> TrainPlan:
+    """Read the outputs' manifests and records (no pictures): the model to start from, the crop settings, the
+    vocabulary and the number of steps. With several outputs, the first one's `regions` config is the
+    default model and crop settings (each output's own manifest still decodes its pictures)."""
+    if not outputs:
+        raise NoTrainingData("no training data given (--data OUTPUT ...)")
+    manifests = [output_manifest(o, s3) for o in outputs]
+    run_regions = manifests[0]["config"]["regions"]
+    regions = RegionsConfig.model_validate(run_regions | cfg.regions)
+    if regions.mode != "masked_crop":
+        # Model A trains on masked crops whatever the run embedded with; a pooling run has no crop context
+        # of its own (its crop_context is the default [1.0]): crops are tight, as OVSeg's
+        regions = regions.model_copy(update={"mode": "masked_crop", "scales": None})
+    sources = shard_sources(outputs, s3)
+    vocabulary, counts = scan_pairs(sources, PairFilter.from_config(cfg.filters), s3)
+    world = workers or 1
+    if world > len(sources):
+        raise NoTrainingData(f"{world} workers but only {len(sources)} shard(s) in {', '.join(outputs)}: "
+                             f"shards are split between workers; use --set workers={len(sources)} or fewer")
+    if cfg.steps is not None:
+        steps = cfg.steps
+    else:
+        kept = counts.pairs - counts.filtered
+        steps = max(1, math.ceil(cfg.epochs * kept / (cfg.batch_size * cfg.grad_accum * world)))
+    crop = {"context": cfg.crop_context if cfg.crop_context is not None else regions.crop_context[0],
+            "fit": cfg.crop_fit or regions.crop_fit}
+    return TrainPlan(cfg=cfg.resolved(), regions=regions.model_dump(mode="json"),
+                     sources=[(s.output, s.uri) for s in sources], vocabulary=vocabulary, total_steps=steps,
+                     crop=crop, s3=asdict(s3) if s3 else None, scan=counts.to_json())
+
+
+def crop_spec(plan: TrainPlan, clip: LoadedClip) -> CropSpec:
+    return CropSpec(size=clip.input_size, mean=clip.mean, std=clip.std, **plan.crop)
+
+
+def freeze_all_but_image_tower(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in model.visual.parameters():
+        p.requires_grad_(True)
+    return [p for p in model.visual.parameters()]
+
+
+def text_embeddings(clip: LoadedClip, vocabulary: list[str], device: torch.device, templates: str) -> torch.Tensor:
+    """float[V, D] frozen, L2-normalised, template-ensembled text embeddings, as mining embeds entities."""
+    embed = TextEmbedder(clip.model, clip.tokenizer, device, VILD_TEMPLATES if templates == "vild" else SINGLE_TEMPLATE)
+    return torch.from_numpy(embed(vocabulary)).to(device).clone()
+
+
+def make_optimizer(visual: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; weights decay, biases, norms and other 1-d parameters do not (as CLIP and OVSeg train)."""
+    decay = [p for p in visual.parameters() if p.requires_grad and p.ndim >= 2]
+    rest = [p for p in visual.parameters() if p.requires_grad and p.ndim < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                              {"params": rest, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warm-up over `warmup` steps, then cosine from 1 to 0 at `total`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    span = max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(step - warmup, span) / span))
+
+
+def make_scheduler(opt: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, warmup, total))
+
+
+def crop_loss(visual: torch.nn.Module, pixels: torch.Tensor, labels: torch.Tensor, text: torch.Tensor,
+              logit_scale: float) -> torch.Tensor:
+    emb = F.normalize(visual(pixels).float(), dim=-1)
+    return F.cross_entropy(logit_scale * emb @ text.T, labels)
+
+
+def train_step(visual: torch.nn.Module, micro_batches: list[tuple[torch.Tensor, torch.Tensor]], text: torch.Tensor,
+               logit_scale: float, optimizer: torch.optim.Optimizer,
+               scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> float:
+    """One optimizer step over `micro_batches` (gradient accumulation); returns the mean loss."""
+    optimizer.zero_grad(set_to_none=True)
+    total = 0.0
+    for pixels, labels in micro_batches:
+        loss = crop_loss(visual, pixels, labels, text, logit_scale) / len(micro_batches)
+        loss.backward()
+        total += float(loss.detach())
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    return total
+
+
+def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    return module.module if hasattr(module, "module") else module
+
+
+ReportFn = Callable[[dict[str, Any], dict[str, Any] | None], None]
+
+
+def train_loop(plan: TrainPlan, rank: int, world: int, device: torch.device,
+               wrap: Callable[[torch.nn.Module], torch.nn.Module] = lambda m: m,
+               report: ReportFn | None = None, resume: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The training loop both executors run. `report(metrics, state)` is called every `checkpoint_every`
+    steps and after the last with `state` = the checkpoint (image tower, optimizer, scheduler, step,
+    metrics history) on every worker, so a distributed report is a collective call; `resume` is such a state.
+    Returns the final state."""
+    cfg = plan.train
+    torch.manual_seed(cfg.seed + rank)
+    clip = load_clip(plan.regions_config(), device, plan.s3_options())
+    model = clip.model
+    freeze_all_but_image_tower(model)
+    text = text_embeddings(clip, plan.vocabulary, device, plan.regions_config().templates)
+    scale = getattr(model, "logit_scale", None)
+    logit_scale = float(scale.detach().exp()) if scale is not None else 100.0
+    index = {noun: i for i, noun in enumerate(plan.vocabulary)}
+
+    visual = model.visual
+    optimizer = make_optimizer(visual, cfg)
+    scheduler = make_scheduler(optimizer, cfg.warmup_steps, plan.total_steps)
+    step, history = 0, []
+    if resume is not None:
+        visual.load_state_dict(resume["visual"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        step, history = int(resume["step"]), list(resume["metrics"])
+        log.info("resuming at step %d of %d", step, plan.total_steps)
+    resumed_from = step
+    visual = wrap(visual)
+    visual.train()
+
+    sources = [ShardSource(o, u) for o, u in plan.sources]
+    stream = ExampleStream(sources, PairFilter.from_config(cfg.filters), crop_spec(plan, clip), rank, world,
+                           cfg.seed, cfg.shuffle_buffer, plan.s3_options())
+    # a resumed run starts its data at a fresh epoch seed rather than replaying the stream
+    examples = stream.forever(start_epoch=step * 1_000_003 if step else 0)
+
+    def micro_batch() -> tuple[torch.Tensor, torch.Tensor]:
+        batch = [next(examples) for _ in range(cfg.batch_size)]
+        pixels = torch.stack([e.pixels for e in batch]).to(device)
+        labels = torch.tensor([index[e.noun] for e in batch], device=device)
+        return pixels, labels
+
+    def state() -> dict[str, Any]:
+        return {"visual": _unwrap(visual).state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "step": step, "metrics": history,
+                "counts": stream.counts.to_json(), "passes": stream.passes, "resumed_from": resumed_from}
+
+    per_step = cfg.batch_size * cfg.grad_accum * world
+    loss, tic, since = float("nan"), time.perf_counter(), 0
+    while step < plan.total_steps:
+        lr = optimizer.param_groups[0]["lr"]
+        loss = train_step(visual, [micro_batch() for _ in range(cfg.grad_accum)], text, logit_scale, optimizer,
+                          scheduler)
+        step += 1
+        since += 1
+        last = step == plan.total_steps
+        if step % cfg.log_every == 0 or last or step == 1:
+            elapsed = time.perf_counter() - tic
+            history.append({"step": step, "loss": round(loss, 6), "lr": lr,
+                            "samples_per_s": round(since * per_step / elapsed, 2) if elapsed > 0 else None})
+            tic, since = time.perf_counter(), 0
+            if rank == 0:
+                log.info("step %d/%d loss %.4f lr %.3g", step, plan.total_steps, loss, lr)
+        if report is not None and (step % cfg.checkpoint_every == 0 or last):
+            report({"step": step, "loss": loss}, state())
+    final = state()
+    final["final_loss"] = history[-1]["loss"] if history else None   # the last step is always logged
+    return final
+
+
+def model_files_config(regions: RegionsConfig, clip: LoadedClip) -> dict[str, Any]:
+    """open_clip_config.json of the model: its architecture (from wherever open_clip found it) and the
+    preprocessing mining uses."""
+    register_model_configs(regions.model_config_dir)
+    model_cfg = open_clip.get_model_config(regions.model)
+    if model_cfg is None:
+        raise ValueError(f"regions.model={regions.model!r}: open_clip has no config for it; cannot write a "
+                         f"local-dir model")
+    return {"model_cfg": model_cfg,
+            "preprocess_cfg": {"mean": list(clip.mean), "std": list(clip.std), "size": clip.input_size,
+                               "interpolation": "bicubic", "resize_mode": "shortest"}}
+
+
+def write_local_dir(plan: TrainPlan, visual_state: dict[str, torch.Tensor], out: Path, meta: dict[str, Any]) -> Path:
+    """The trained model as an open_clip local-dir folder: the starting model with the trained image tower."""
+    regions = plan.regions_config()
+    clip = load_clip(regions, torch.device("cpu"), plan.s3_options())
+    clip.model.visual.load_state_dict(visual_state)
+    dtype = torch.float16 if plan.train.save_dtype == "float16" else torch.float32
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
+               for k, v in clip.model.state_dict().items()}
+    save_file(tensors, str(out / "open_clip_model.safetensors"),
+              metadata={"ovmine": "mask-adapted CLIP (ovmine train clip)"})
+    config = model_files_config(regions, clip) | {"training": meta}
+    (out / "open_clip_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return out
+
+
+def finish(plan: TrainPlan, final: dict[str, Any], out: Path, outputs: list[str], executor: str,
+           seconds: float, workers: int) -> dict[str, Any]:
+    """Write the model folder, metrics.jsonl and training.json; return the training record."""
+    history = final["metrics"]
+    rates = [m["samples_per_s"] for m in history if m.get("samples_per_s")]
+    steps_run = final["step"]
+    record = {
+        "model": f"local-dir:{out.resolve()}",
+        "started_from": {"model": plan.regions["model"], "pretrained": plan.regions["pretrained"]},
+        "data": outputs, "executor": executor, "workers": workers,
+        "steps": steps_run, "total_steps": plan.total_steps, "resumed_from_step": final.get("resumed_from", 0),
+        "final_loss": history[-1]["loss"] if history else None,
+        "first_loss": history[0]["loss"] if history else None,
+        "samples_per_step": plan.train.batch_size * plan.train.grad_accum * workers,
+        "samples_per_s": round(sum(rates) / len(rates), 2) if rates else None,
+        "seconds": round(seconds, 2),
+        "vocabulary": plan.vocabulary, "crop": plan.crop,
+        "counts": {"scan": plan.scan, "rank0_stream": final.get("counts"), "rank0_passes": final.get("passes")},
+        "config": plan.cfg,
+    }
+    write_local_dir(plan, final["visual"], out, {k: record[k] for k in ("started_from", "data", "steps",
+                                                                          "final_loss", "executor")})
+    with open(out / "metrics.jsonl", "w") as f:
+        for m in history:
+            f.write(json.dumps(m) + "\n")
+    (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def run_local(plan: TrainPlan) -> dict[str, Any]:
+    """In-process, one worker: for debugging and tests."""
+    cfg = plan.train
+    device = torch.device("cuda" if cfg.use_gpu and torch.cuda.is_available() else "cpu")
+    return train_loop(plan, 0, 1, device)
+
+
+def train_clip(cfg: TrainConfig, outputs: list[str], out: str | Path, executor: str = "local",
+               s3: S3Options | None = None) -> dict[str, Any]:
+    """Train Model A on the pairs of `outputs` and write it to `out`; returns training.json's content."""
+    out = Path(out)
+    workers = cfg.workers if executor == "ray" else 1
+    plan = make_plan(cfg, outputs, s3, workers)
+    start = time.time()
+    if executor == "ray":
+        from mining.train.ray_train import run_ray
+
+        final = run_ray(plan, out)
+    elif executor == "local":
+        final = run_local(plan)
+    else:
+        raise ValueError(f"executor must be 'local' or 'ray', got {executor!r}")
+    return finish(plan, final, out, outputs, executor, time.time() - start, workers)

@@ -1,0 +1,98 @@
+"""Typed training configuration (`ovmine train clip --config FILE`): YAML in, validated before any work.
+
+Every section forbids unknown keys, so a typo fails at load time naming the dotted field, as the mining
+config does (the loader's helpers are shared with `mining.config`)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from mining.config import (ConfigError, RegionsConfig, _format_validation_error, _plain, _Section, _set_dotted,
+                           fill_placeholders, parse_overrides)
+
+
+class TrainFilters(_Section):
+    """Read-time filters on the mined pairs (a curated copy is not needed for these)."""
+    min_similarity: float | None = Field(None, ge=-1, le=1, description="keep pairs at or above; null: off")
+    min_margin: float | None = Field(
+        None, ge=0, le=2, description="keep pairs at or above; a pair with no rival (margin null) passes; null: off")
+    nouns_allow: list[str] | None = Field(None, description="only these nouns; null: every noun")
+    nouns_deny: list[str] = Field(default_factory=list, description="never these nouns")
+
+
+class TrainConfig(_Section):
+    """Model A: OVSeg's mask-adapted CLIP. The image tower is fine-tuned on masked crops of mined pairs, the
+    text tower and the logit scale stay frozen (OVSeg §3.3, full fine-tuning)."""
+    regions: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fields of the mined run's own `regions` config to replace (the model to start from, e.g. "
+                    "{model: ViT-B-16, pretrained: openai}); empty: adapt the very model that mined the data")
+    crop_context: float | None = Field(None, ge=1.0, le=4.0,
+                                       description="box growth of the crops; null: the run's regions.crop_context[0]")
+    crop_fit: Literal["pad", "stretch"] | None = Field(None, description="null: the run's regions.crop_fit")
+    lr: float = Field(5e-6, gt=0, description="peak learning rate (OVSeg FT: 5e-6)")
+    weight_decay: float = Field(0.2, ge=0, description="AdamW weight decay of weights, not of biases and norms")
+    batch_size: int = Field(32, ge=1, description="crops per micro-batch per worker; one optimizer step sees "
+                                                  "batch_size * grad_accum * workers crops")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    steps: int | None = Field(None, ge=1, description="optimizer steps; set this or epochs")
+    epochs: float | None = Field(None, gt=0, description="passes over the (filtered) pairs; set this or steps")
+    warmup_steps: int = Field(0, ge=0, description="linear warm-up, then cosine decay to 0")
+    seed: int = Field(0, description="shuffling and anything random in training")
+    shuffle_buffer: int = Field(256, ge=1, description="crops held for shuffling, per worker")
+    workers: int = Field(1, ge=1, description="data-parallel workers (Ray executor; local runs one)")
+    use_gpu: bool = Field(False, description="one GPU per worker (Ray executor); local: CUDA when available")
+    checkpoint_every: int = Field(100, ge=1, description="steps between checkpoints (Ray executor), and the last")
+    max_failures: int = Field(0, ge=0, description="Ray FailureConfig: restarts from the latest checkpoint")
+    storage_path: str | None = Field(None, description="Ray Train storage (local or s3://); null: OUTPUT/_ray")
+    log_every: int = Field(10, ge=1, description="steps between metrics.jsonl lines")
+    save_dtype: Literal["float32", "float16"] = "float32"
+    filters: TrainFilters = Field(default_factory=TrainFilters)
+
+    @model_validator(mode="after")
+    def _one_length(self) -> "TrainConfig":
+        if self.steps is not None and self.epochs is not None:
+            raise ValueError(f"set steps ({self.steps}) or epochs ({self.epochs}), not both")
+        if self.steps is None and self.epochs is None:
+            raise ValueError("set steps or epochs (how long to train)")
+        return self
+
+    @model_validator(mode="after")
+    def _regions_fields(self) -> "TrainConfig":
+        unknown = sorted(set(self.regions) - set(RegionsConfig.model_fields))
+        if unknown:
+            raise ValueError(f"regions: unknown field(s) {unknown} (known: {sorted(RegionsConfig.model_fields)})")
+        return self
+
+    def resolved(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def build_train_config(tree: dict[str, Any] | None = None, overrides: list[str] | None = None,
+                       origin: str = "<dict>") -> TrainConfig:
+    tree = _plain(tree or {})
+    for key, value in parse_overrides(overrides or []):
+        _set_dotted(tree, key, value)
+    tree = fill_placeholders(tree)
+    try:
+        return TrainConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, origin)) from None
+
+
+def load_train_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
+    tree: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"training config file not found: {path}")
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"training config file {path} is not valid YAML: {err}") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"training config file {path}: expected a mapping of fields")
+    return build_train_config(tree, overrides, origin=str(path) if path else "<defaults>")

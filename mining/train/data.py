@@ -1,0 +1,252 @@
+"""Mined (or curated) ovmine outputs as training examples: one masked crop per kept pair.
+
+Records come through `mining.sinks.reader` and pictures through `mining.sinks.images.load_images` (the path
+stats, report and export use: the image stored in the output, or the input shard read and decoded again as
+the run decoded it), and crops through mining's own `masked_crops`: training sees exactly what mining embeds.
+
+Shards are the unit of distribution: worker i of n reads shards i, i+n, ...; within a worker the shard order
+and a shuffle buffer are seeded, so a stream is deterministic given (seed, worker, epoch)."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from mining.regions.masked_crop import masked_crops
+from mining.sinks.images import load_images
+from mining.sinks.reader import MinedPair, read_manifest, read_shard_records, shard_files
+from mining.storage import S3Options
+from mining.train.config import TrainFilters
+
+log = logging.getLogger(__name__)
+
+
+class NoTrainingData(ValueError):
+    """An output (or all of them) yields no pair to train on."""
+
+
+@dataclass(frozen=True)
+class ShardSource:
+    """One committed output shard and the output it belongs to (its manifest decodes its images)."""
+    output: str
+    uri: str
+
+    @property
+    def stem(self) -> str:
+        return self.uri.rsplit("/", 1)[-1].removesuffix(".tar")
+
+
+@dataclass
+class DataCounts:
+    records: int = 0               # records read
+    pairs: int = 0                 # pairs in those records
+    filtered: int = 0              # pairs the filters dropped
+    missing_image: int = 0         # kept pairs whose picture could not be read again (skipped)
+    bad_mask: int = 0              # kept pairs with an empty mask or one not in the image's frame (skipped)
+    examples: int = 0              # crops produced
+
+    def add(self, other: "DataCounts") -> None:
+        for k, v in asdict(other).items():
+            setattr(self, k, getattr(self, k) + v)
+
+    def to_json(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass
+class CropSpec:
+    """How a mask becomes CLIP input: mining's masked crop, then CLIP's normalisation (as RegionStage)."""
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    context: float = 1.0
+    fit: str = "pad"
+
+    def __call__(self, image: np.ndarray, masks: np.ndarray) -> torch.Tensor:
+        """float[N, 3, S, S] normalised crops of the bool[N, H, W] masks of the uint8[H, W, 3] image."""
+        pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0
+        mean, std = torch.tensor(self.mean), torch.tensor(self.std)
+        crops = masked_crops(pixels, torch.from_numpy(masks), self.size, fill=mean, context=self.context,
+                             fit=self.fit)
+        return (crops - mean[:, None, None]) / std[:, None, None]
+
+
+@dataclass
+class Example:
+    pixels: torch.Tensor      # float[3, S, S], normalised
+    noun: str
+    stem: str
+    key: str
+    mask_index: int
+
+
+@dataclass
+class PairFilter:
+    min_similarity: float | None = None
+    min_margin: float | None = None
+    allow: frozenset[str] | None = None
+    deny: frozenset[str] = field(default_factory=frozenset)
+
+    @classmethod
+    def from_config(cls, f: TrainFilters) -> "PairFilter":
+        return cls(f.min_similarity, f.min_margin, frozenset(f.nouns_allow) if f.nouns_allow is not None else None,
+                   frozenset(f.nouns_deny))
+
+    def keep(self, pair: MinedPair) -> bool:
+        if self.min_similarity is not None and pair.similarity < self.min_similarity:
+            return False
+        if self.min_margin is not None and pair.margin is not None and pair.margin < self.min_margin:
+            return False
+        if self.allow is not None and pair.noun not in self.allow:
+            return False
+        return pair.noun not in self.deny
+
+
+def output_manifest(output: str, s3: S3Options | None = None) -> dict:
+    try:
+        return read_manifest(output, s3)
+    except (FileNotFoundError, OSError) as err:
+        raise NoTrainingData(f"{output}: not an ovmine output (no manifest.json: {err})") from None
+
+
+def shard_sources(outputs: Iterable[str], s3: S3Options | None = None) -> list[ShardSource]:
+    """Every committed shard of every output, outputs in the given order, shards sorted within each."""
+    sources = []
+    for output in outputs:
+        uris = shard_files(output, s3)
+        if not uris:
+            raise NoTrainingData(f"{output}: no committed shards (nothing under {output}/shards with a _done marker)")
+        sources += [ShardSource(output, uri) for uri in uris]
+    return sources
+
+
+def worker_shards(sources: list[ShardSource], rank: int, world: int) -> list[ShardSource]:
+    """Worker `rank` of `world` takes shards rank, rank+world, ...: disjoint, together all of them."""
+    return sources[rank::world]
+
+
+def scan_pairs(sources: list[ShardSource], filters: PairFilter,
+               s3: S3Options | None = None) -> tuple[list[str], DataCounts]:
+    """The vocabulary (sorted nouns of the kept pairs) and the counts, from the records alone (no pictures)."""
+    nouns: set[str] = set()
+    counts = DataCounts()
+    for src in sources:
+        for record in read_shard_records(src.uri, s3):
+            counts.records += 1
+            for pair in record.pairs:
+                counts.pairs += 1
+                if filters.keep(pair):
+                    nouns.add(pair.noun)
+                else:
+                    counts.filtered += 1
+    if counts.pairs - counts.filtered == 0:
+        where = ", ".join(sorted({s.output for s in sources}))
+        raise NoTrainingData(f"{where}: no pairs to train on ({counts.records} records, {counts.pairs} pairs, "
+                             f"{counts.filtered} dropped by the filters)")
+    return sorted(nouns), counts
+
+
+def shard_examples(src: ShardSource, manifest: dict, filters: PairFilter, crop: CropSpec,
+                   counts: DataCounts, s3: S3Options | None = None) -> Iterator[Example]:
+    """The crops of one shard's kept pairs, in record order; a pair whose picture cannot be read again is
+    skipped and counted (`missing_image`)."""
+    wanted = []
+    for record in read_shard_records(src.uri, s3):
+        counts.records += 1
+        counts.pairs += len(record.pairs)
+        kept = [p for p in record.pairs if filters.keep(p)]
+        counts.filtered += len(record.pairs) - len(kept)
+        if kept:
+            wanted.append((record, kept))
+    if not wanted:
+        return
+    images = load_images(src.output, manifest, [(src.stem, r.key) for r, _ in wanted], s3)
+    for record, kept in wanted:
+        image = images.get((src.stem, record.key))
+        if image is None:
+            counts.missing_image += len(kept)
+            log.warning("%s: picture of %r could not be read again; %d pair(s) skipped", src.uri, record.key,
+                        len(kept))
+            continue
+        good, masks = [], []
+        for pair in kept:
+            mask = record.masks[pair.mask_index].decode()
+            if mask.shape != image.shape[:2] or not mask.any():
+                counts.bad_mask += 1
+                continue
+            good.append(pair)
+            masks.append(mask)
+        if not good:
+            continue
+        pixels = crop(image, np.stack(masks))
+        for pair, px in zip(good, pixels):
+            counts.examples += 1
+            yield Example(px, pair.noun, src.stem, record.key, pair.mask_index)
+
+
+class ShuffleBuffer:
+    """Hold up to `size` items; each new item takes the place of a uniformly chosen one, which is emitted."""
+
+    def __init__(self, size: int, rng: np.random.Generator) -> None:
+        self.size, self.rng, self.items = size, rng, []
+
+    def __call__(self, stream: Iterable) -> Iterator:
+        for item in stream:
+            if len(self.items) < self.size:
+                self.items.append(item)
+                continue
+            i = int(self.rng.integers(len(self.items)))
+            yield self.items[i]
+            self.items[i] = item
+        self.rng.shuffle(self.items)
+        yield from self.items
+        self.items = []
+
+
+class ExampleStream:
+    """The examples of one worker's shards, shuffled; `epochs(start)` repeats them for ever, reshuffled."""
+
+    def __init__(self, sources: list[ShardSource], filters: PairFilter, crop: CropSpec, rank: int = 0,
+                 world: int = 1, seed: int = 0, shuffle_buffer: int = 256, s3: S3Options | None = None) -> None:
+        self.shards = worker_shards(sources, rank, world)
+        if not self.shards:
+            raise NoTrainingData(f"worker {rank} of {world} has no shard: {len(sources)} shard(s) for {world} "
+                                 f"workers; use at most {len(sources)} workers")
+        self.filters, self.crop, self.rank, self.seed, self.s3 = filters, crop, rank, seed, s3
+        self.shuffle_buffer = shuffle_buffer
+        self.manifests: dict[str, dict] = {}
+        self.counts = DataCounts()          # of everything read so far (all passes)
+        self.passes = 0                     # complete passes
+
+    def _manifest(self, output: str) -> dict:
+        if output not in self.manifests:
+            self.manifests[output] = output_manifest(output, self.s3)
+        return self.manifests[output]
+
+    def epoch(self, epoch: int = 0) -> Iterator[Example]:
+        """One pass over this worker's shards: shard order and buffer seeded by (seed, worker, epoch)."""
+        rng = np.random.default_rng([self.seed, self.rank, epoch])
+        order = [self.shards[i] for i in rng.permutation(len(self.shards))]
+        counts = self.counts
+
+        def examples() -> Iterator[Example]:
+            for src in order:
+                yield from shard_examples(src, self._manifest(src.output), self.filters, self.crop, counts, self.s3)
+
+        yield from ShuffleBuffer(self.shuffle_buffer, rng)(examples())
+        self.passes += 1
+
+    def forever(self, start_epoch: int = 0) -> Iterator[Example]:
+        epoch = start_epoch
+        while True:
+            produced = False
+            for example in self.epoch(epoch):
+                produced = True
+                yield example
+            if not produced:
+                raise NoTrainingData(f"worker {self.rank}: its shards ({', '.join(s.uri for s in self.shards)}) "
+                                     f"gave no example (pictures missing? see the counts)")
+            epoch += 1

@@ -1,0 +1,93 @@
+"""Ray Train execution of the CLIP trainer: `TorchTrainer` runs `clip_trainer.train_loop` on each worker (gloo
+on CPU, NCCL on GPUs), the image tower wrapped for data parallelism by `prepare_model`. Checkpoints (image
+tower, optimizer, scheduler, step, metrics so far) go to the run's storage path through `ray.train.report`;
+running the same command again resumes from the latest one (`ray.train.get_checkpoint()`), and
+`FailureConfig(max_failures)` restarts lost workers from it."""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+
+from mining.storage import filesystem_for, is_s3
+from mining.train.clip_trainer import TrainPlan, train_loop
+
+STATE_FILE = "state.pt"
+RUN_NAME = "train_clip"
+
+
+def init_local_ray(address: str | None = None) -> bool:
+    """Start (or join) Ray as mining's Ray executor does: a Ray of our own stays on loopback. True when started."""
+    from mining.executors.ray_data import LOCAL_NODE_IP
+
+    if ray.is_initialized():
+        return False
+    local = {"_node_ip_address": LOCAL_NODE_IP} if address is None and LOCAL_NODE_IP else {}
+    ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, logging_level="WARNING",
+             log_to_driver=True, **local)
+    return True
+
+
+def load_state(directory: str | Path) -> dict[str, Any]:
+    return torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
+
+
+def _worker(config: dict[str, Any]) -> None:
+    import ray.train
+    import ray.train.torch
+
+    plan = TrainPlan(**config["plan"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    resume = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            resume = load_state(d)
+
+    def report(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
+        if rank == 0 and state is not None:
+            with tempfile.TemporaryDirectory() as tmp:
+                torch.save(state, Path(tmp) / STATE_FILE)
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        else:
+            ray.train.report(metrics)
+
+    train_loop(plan, rank, world, ray.train.torch.get_device(),
+               wrap=lambda m: ray.train.torch.prepare_model(m, parallel_strategy_kwargs={"find_unused_parameters": False}),
+               report=report, resume=resume)
+
+
+def run_ray(plan: TrainPlan, out: Path, address: str | None = None) -> dict[str, Any]:
+    """Train with Ray Train; returns the state of the latest checkpoint (the last step's)."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    cfg = plan.train
+    storage = cfg.storage_path or str((Path(out) / "_ray").resolve())
+    storage_kwargs: dict[str, Any] = {"storage_path": storage}
+    if is_s3(storage):
+        fs, path = filesystem_for(storage, plan.s3_options())
+        storage_kwargs = {"storage_path": path, "storage_filesystem": fs}
+    init_local_ray(address)
+    trainer = TorchTrainer(
+        _worker,
+        train_loop_config={"plan": asdict(plan)},
+        torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.use_gpu),
+        run_config=RunConfig(name=RUN_NAME, failure_config=FailureConfig(max_failures=cfg.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2), **storage_kwargs),
+    )
+    result = trainer.fit()
+    if result.error is not None:
+        raise result.error
+    if result.checkpoint is None:
+        raise RuntimeError(f"Ray Train finished without a checkpoint under {storage}")
+    with result.checkpoint.as_directory() as d:
+        state = load_state(d)
+    state["checkpoint"] = result.checkpoint.path
+    return state

@@ -1,0 +1,251 @@
+"""Model A (mask-adapted CLIP): reader, crops, loss, the written model folder, config errors, CLI, Ray Train."""
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mining.config import ConfigError, RegionsConfig
+from mining.regions.clip_loader import load_clip
+from mining.regions.masked_crop import masked_crops
+from mining.sinks.images import load_images
+from mining.sinks.reader import iter_records, read_manifest
+from mining.train.clip_trainer import (crop_spec, finish, make_optimizer, make_plan, run_local, text_embeddings,
+                                       train_step)
+from mining.train.config import build_train_config, load_train_config
+from mining.train.data import (DataCounts, ExampleStream, NoTrainingData, PairFilter, shard_examples,
+                               shard_sources)
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {"model": "ovmine-tiny-vit", "pretrained": None, "model_config_dir": None}
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def mined(tmp_path_factory) -> str:
+    """A toy world of 2 shards x 3 images mined with the shipped toy models, no confidence filters."""
+    from mining.pipeline import run_mining
+    from mining.toyworld.demo import demo_config
+    from mining.toyworld.make import make_world
+
+    base = tmp_path_factory.mktemp("train")
+    world = make_world(str(base / "world"), 2, 3, 7_100_011, progress=False)
+    cfg = demo_config(["execution.executor=local", "match.min_similarity=null", "match.min_margin=null"])
+    run_mining(cfg, [world["shards_uri"]], str(base / "mined"))
+    return str(base / "mined")
+
+
+def all_pairs(output: str) -> set[tuple]:
+    return {(r.shard, r.key, p.mask_index, p.noun) for r in iter_records(output) for p in r.pairs}
+
+
+def ids(examples) -> list[tuple]:
+    return [(e.stem, e.key, e.mask_index, e.noun) for e in examples]
+
+
+def rewrite_records(src: str, dst: Path, edit) -> str:
+    """A copy of an output whose record JSONs went through `edit(doc) -> doc`."""
+    shutil.copytree(src, dst)
+    for tar_path in (dst / "shards").glob("*.tar"):
+        with tarfile.open(tar_path) as tar:
+            members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+        with tarfile.open(tar_path, "w") as tar:
+            for info, data in members:
+                if info.name.endswith(".json"):
+                    data = json.dumps(edit(tar_path.stem, json.loads(data))).encode()
+                    info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return str(dst)
+
+
+def tiny_cfg(**fields):
+    return build_train_config({"regions": TINY, "steps": 2, "batch_size": 4, "shuffle_buffer": 8, "lr": 1e-3,
+                               "log_every": 1} | fields)
+
+
+def test_loss_falls_on_a_fixed_batch():
+    torch.manual_seed(0)
+    clip = load_clip(RegionsConfig(**TINY), CPU)
+    from mining.train.clip_trainer import freeze_all_but_image_tower
+
+    freeze_all_but_image_tower(clip.model)
+    text = text_embeddings(clip, ["circle", "square", "star", "grass"], CPU, "vild")
+    pixels, labels = torch.randn(8, 3, 64, 64), torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+    cfg = build_train_config({"steps": 1, "lr": 1e-3, "weight_decay": 0.0})
+    opt = make_optimizer(clip.model.visual, cfg)
+    text_before = [p.clone() for p in clip.model.transformer.parameters()]
+    clip.model.visual.train()
+    losses = [train_step(clip.model.visual, [(pixels[:4], labels[:4]), (pixels[4:], labels[4:])], text, 10.0, opt)
+              for _ in range(15)]
+    assert losses[-1] < 0.5 * losses[0], losses
+    assert all(torch.equal(a, b) for a, b in zip(text_before, clip.model.transformer.parameters()))
+
+
+def test_trainer_crops_are_minings_crops(mined):
+    manifest = read_manifest(mined)
+    clip = load_clip(RegionsConfig.model_validate(manifest["config"]["regions"]), CPU)
+    plan = make_plan(build_train_config({"steps": 1}), [mined])
+    assert plan.crop == {"context": manifest["config"]["regions"]["crop_context"][0],
+                         "fit": manifest["config"]["regions"]["crop_fit"]}
+    spec = crop_spec(plan, clip)
+    src = shard_sources([mined])[0]
+    examples = list(shard_examples(src, manifest, PairFilter(), spec, DataCounts()))
+    assert examples
+    records = {r.key: r for r in iter_records(mined)}
+    images = load_images(mined, manifest, [(src.stem, e.key) for e in examples])
+    mean, std = torch.tensor(clip.mean), torch.tensor(clip.std)
+    for e in examples[:5]:
+        mask = torch.from_numpy(records[e.key].masks[e.mask_index].decode())[None]
+        image = torch.from_numpy(images[(src.stem, e.key)]).permute(2, 0, 1).float() / 255.0
+        crop = masked_crops(image, mask, clip.input_size, fill=mean, context=spec.context, fit=spec.fit)[0]
+        assert torch.equal(e.pixels, (crop - mean[:, None, None]) / std[:, None, None])
+
+
+def test_reader_splits_shards_filters_and_is_deterministic(mined):
+    sources = shard_sources([mined])
+    assert len(sources) == 2
+    w0 = ids(ExampleStream(sources, PairFilter(), _spec(mined), 0, 2, seed=3, shuffle_buffer=4).epoch(0))
+    w1 = ids(ExampleStream(sources, PairFilter(), _spec(mined), 1, 2, seed=3, shuffle_buffer=4).epoch(0))
+    assert w0 and w1 and not set(w0) & set(w1)
+    assert {(k, m, n) for _, k, m, n in w0 + w1} == {(k, m, n) for _, k, m, n in all_pairs(mined)}
+    assert len(w0) + len(w1) == len(all_pairs(mined))
+    assert {s for s, *_ in w0} == {sources[0].stem} and {s for s, *_ in w1} == {sources[1].stem}
+    # deterministic given the seed; another seed (or epoch) shuffles differently
+    one = ExampleStream(sources, PairFilter(), _spec(mined), seed=5, shuffle_buffer=4)
+    again = ExampleStream(sources, PairFilter(), _spec(mined), seed=5, shuffle_buffer=4)
+    assert ids(one.epoch(0)) == ids(again.epoch(0))
+    assert sorted(ids(one.epoch(1))) == sorted(ids(again.epoch(0)))
+    assert any(ids(ExampleStream(sources, PairFilter(), _spec(mined), seed=s, shuffle_buffer=4).epoch(0))
+               != ids(one.epoch(0)) for s in (6, 7, 8))
+    # filters: similarity, margin (None passes), allow and deny
+    pairs = [p for r in iter_records(mined) for p in r.pairs]
+    threshold = float(np.median([p.similarity for p in pairs]))
+    kept = ids(ExampleStream(sources, PairFilter(min_similarity=threshold), _spec(mined)).epoch(0))
+    assert len(kept) == sum(p.similarity >= threshold for p in pairs)
+    margin = ids(ExampleStream(sources, PairFilter(min_margin=0.05), _spec(mined)).epoch(0))
+    assert len(margin) == sum(p.margin is None or p.margin >= 0.05 for p in pairs)
+    noun = pairs[0].noun
+    allow = ids(ExampleStream(sources, PairFilter(allow=frozenset([noun])), _spec(mined)).epoch(0))
+    assert allow and {n for *_, n in allow} == {noun}
+    deny = ids(ExampleStream(sources, PairFilter(deny=frozenset([noun])), _spec(mined)).epoch(0))
+    assert len(deny) == len(pairs) - len(allow) and noun not in {n for *_, n in deny}
+    vocabulary = make_plan(build_train_config({"steps": 1, "filters": {"nouns_deny": [noun]}}), [mined]).vocabulary
+    assert noun not in vocabulary and vocabulary == sorted({p.noun for p in pairs} - {noun})
+
+
+def _spec(mined):
+    manifest = read_manifest(mined)
+    clip = load_clip(RegionsConfig.model_validate(manifest["config"]["regions"]), CPU)
+    return crop_spec(make_plan(build_train_config({"steps": 1}), [mined]), clip)
+
+
+def test_missing_input_shard_is_skipped_and_counted(mined, tmp_path):
+    def point_away(stem, doc):
+        if stem == "00000":
+            doc["shard"] = str(tmp_path / "gone" / "00000.tar")
+        return doc
+
+    broken = rewrite_records(mined, tmp_path / "broken", point_away)
+    stream = ExampleStream(shard_sources([broken]), PairFilter(), _spec(mined))
+    got = ids(stream.epoch(0))
+    lost = sum(len(r.pairs) for r in iter_records(broken) if r.shard.endswith("gone/00000.tar"))
+    assert lost > 0
+    assert stream.counts.missing_image == lost
+    assert len(got) == len(all_pairs(mined)) - lost and {s for s, *_ in got} == {"00001"}
+
+
+def test_no_pairs_is_a_clear_error_naming_the_path(mined, tmp_path):
+    empty = rewrite_records(mined, tmp_path / "empty", lambda stem, doc: doc | {"pairs": []})
+    with pytest.raises(NoTrainingData, match=str(tmp_path / "empty")):
+        make_plan(build_train_config({"steps": 1}), [empty])
+    with pytest.raises(NoTrainingData, match=mined):
+        make_plan(build_train_config({"steps": 1, "filters": {"nouns_allow": ["zebra"]}}), [mined])
+    with pytest.raises(NoTrainingData, match=str(tmp_path / "nothing")):
+        make_plan(build_train_config({"steps": 1}), [str(tmp_path / "nothing")])
+    with pytest.raises(NoTrainingData, match="workers"):
+        make_plan(build_train_config({"steps": 1}), [mined], workers=3)
+
+
+def test_bad_config_names_the_field():
+    with pytest.raises(ConfigError, match="lr"):
+        build_train_config({"steps": 1, "lr": -1})
+    with pytest.raises(ConfigError, match="lrate"):
+        build_train_config({"steps": 1, "lrate": 0.1})
+    with pytest.raises(ConfigError, match="filters.min_margin"):
+        build_train_config({"steps": 1, "filters": {"min_margin": "high"}})
+    with pytest.raises(ConfigError, match="modle"):
+        build_train_config({"steps": 1, "regions": {"modle": "ViT-B-16"}})
+    with pytest.raises(ConfigError, match="steps or epochs"):
+        build_train_config({})
+    with pytest.raises(ConfigError, match="batch_size"):
+        load_train_config(ROOT / "configs" / "train_clip_toyworld.yaml", ["batch_size=0"])
+    assert load_train_config(ROOT / "configs" / "train_clip_toyworld.yaml").steps > 0
+
+
+def test_written_folder_reloads_with_the_trained_embeddings(mined, tmp_path):
+    plan = make_plan(tiny_cfg(steps=3), [mined])
+    final = run_local(plan)
+    out = tmp_path / "model"
+    record = finish(plan, final, out, [mined], "local", 1.0, 1)
+    trained = load_clip(RegionsConfig(**TINY), CPU)
+    start = {k: v.clone() for k, v in trained.model.state_dict().items()}
+    trained.model.visual.load_state_dict(final["visual"])
+    reloaded = load_clip(RegionsConfig(model=f"local-dir:{out}", pretrained=None), CPU)
+    assert (reloaded.input_size, reloaded.mean, reloaded.std) == (trained.input_size, trained.mean, trained.std)
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(reloaded.model.encode_image(x), trained.model.encode_image(x))
+    state = reloaded.model.state_dict()
+    assert any(not torch.equal(state[k], v) for k, v in start.items() if k.startswith("visual."))
+    assert all(torch.equal(state[k], v) for k, v in start.items() if not k.startswith("visual."))
+    doc = json.loads((out / "training.json").read_text())
+    assert doc["steps"] == 3 and doc["final_loss"] == record["final_loss"] is not None
+    assert doc["counts"]["scan"]["pairs"] == len(all_pairs(mined))
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines] == [1, 2, 3] and set(lines[0]) == {"step", "loss", "lr", "samples_per_s"}
+
+
+def test_cli_trains_with_the_shipped_config(mined, tmp_path, capsys):
+    from mining.cli import main
+
+    out = tmp_path / "clip"
+    rc = main(["train", "clip", "--config", str(ROOT / "configs" / "train_clip_toyworld.yaml"), "--data", mined,
+               "--output", str(out), "--set", "steps=2", "--set", "batch_size=4", "--json"])
+    assert rc == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["steps"] == 2 and doc["model"] == f"local-dir:{out.resolve()}"
+    assert (out / "open_clip_model.safetensors").is_file() and (out / "open_clip_config.json").is_file()
+    rc = main(["train", "clip", "--config", str(ROOT / "configs" / "train_clip_toyworld.yaml"), "--data", mined,
+               "--output", str(out), "--set", "lrr=1"])
+    assert rc == 2 and "lrr" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ray_train_checkpoints_and_resumes(mined, tmp_path):
+    import ray
+
+    from mining.train.clip_trainer import train_clip
+    from mining.train.ray_train import init_local_ray
+
+    started = init_local_ray()
+    try:
+        out = tmp_path / "ray"
+        first = train_clip(tiny_cfg(steps=2, workers=2, checkpoint_every=1), [mined], out, executor="ray")
+        assert first["steps"] == 2 and first["resumed_from_step"] == 0
+        checkpoints = sorted(p for p in (out / "_ray" / "train_clip").glob("checkpoint_*") if p.is_dir())
+        assert checkpoints and all((c / "state.pt").is_file() for c in checkpoints)
+        # the same command with more steps resumes at the saved step
+        second = train_clip(tiny_cfg(steps=4, workers=2, checkpoint_every=1), [mined], out, executor="ray")
+        assert second["resumed_from_step"] == 2 and second["steps"] == 4
+        lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        assert [m["step"] for m in lines] == [1, 2, 3, 4]
+        assert load_clip(RegionsConfig(model=f"local-dir:{out}", pretrained=None), CPU).input_size == 64
+    finally:
+        if started:
+            ray.shutdown()
