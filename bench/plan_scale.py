@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from mining.schemas import MARKER_VERSION
-from mining.sinks.commits import committed_markers, reusable
+from mining.sinks.commits import committed_markers, manifest_if_current, reusable
 from mining.sources.uris import expand_inputs, shard_stem
 from mining.storage import S3Options
 
@@ -70,9 +70,18 @@ def s3_figures(n: int) -> dict:
         for i in range(n):
             stem = f"{i:06d}"
             client.put_object(Bucket="bench", Key=f"out/_done/{stem}.json", Body=json.dumps(marker(stem)).encode())
-        markers, elapsed = timed(lambda: committed_markers("s3://bench/out", S3Options(endpoint_url=endpoint)))
+        s3 = S3Options(endpoint_url=endpoint)
+        markers, elapsed = timed(lambda: committed_markers("s3://bench/out", s3))
         assert len(markers) == n
-        return {"markers": n, "read_markers_s": round(elapsed, 2), "per_1000_s": round(1000 * elapsed / n, 2)}
+        # a rerun with nothing to mine: one listing and the manifest instead of every marker
+        shards = [{k: v for k, v in m.items() if k not in ("nouns", "schema_version", "config_hash")}
+                  for m in markers.values()]
+        client.put_object(Bucket="bench", Key="out/manifest.json",
+                          Body=json.dumps({"config_hash": "0" * 16, "shards": shards}).encode())
+        current, t_manifest = timed(lambda: manifest_if_current("s3://bench/out", "0" * 16, s3))
+        assert current is not None
+        return {"markers": n, "read_markers_s": round(elapsed, 2), "per_1000_s": round(1000 * elapsed / n, 2),
+                "nothing_to_mine_s": round(t_manifest, 2)}
     finally:
         server.stop()
 
@@ -93,7 +102,8 @@ def main() -> None:
           f"{local['expand_brace_s']} s; read every commit marker {local['read_markers_s']} s; "
           f"reuse check {local['reuse_check_s']} s")
     print(f"loopback S3, {remote['markers']:,} markers: one listing + concurrent reads {remote['read_markers_s']} s "
-          f"({remote['per_1000_s']} s per 1,000)")
+          f"({remote['per_1000_s']} s per 1,000); a rerun with nothing to mine (listing + manifest) "
+          f"{remote['nothing_to_mine_s']} s")
 
 
 if __name__ == "__main__":
