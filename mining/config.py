@@ -202,8 +202,10 @@ class RunConfig(_Section):
         """Hash of what decides the outputs; execution settings (actors, address) do not change them."""
         payload = self.resolved()
         payload.pop("execution")
-        blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        for name, value in PLACEHOLDERS.items():   # the same config hashes the same wherever it is installed
+            blob = blob.replace(json.dumps(str(value))[1:-1], f"${{{name}}}")
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:

@@ -119,7 +119,8 @@ def _plan(input_uri: str, filters: CurationFilters, s3: S3Options | None) -> _Pl
 
 def curate(input_uri: str, output: str, filters: CurationFilters, s3: S3Options | None = None) -> dict[str, Any]:
     """Write the curated copy of `input_uri` to `output`; returns its manifest."""
-    if input_uri.rstrip("/") == output.rstrip("/"):
+    if (input_uri.rstrip("/") if is_s3(input_uri) else os.path.realpath(input_uri)) == \
+            (output.rstrip("/") if is_s3(output) else os.path.realpath(output)):
         raise ValueError("curate writes a new shard set: OUTPUT must differ from INPUT")
     start = time.perf_counter()
     source = read_manifest(input_uri, s3)

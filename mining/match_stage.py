@@ -19,7 +19,7 @@ class MatchStage(Stage):
         for sample in samples:
             sample.pairs = match(sample.region_embeddings, sample.entity_embeddings, self.cfg.match,
                                  [e.count for e in sample.entities], sample.logit_scale,
-                                 [e.caption_index for e in sample.entities])
+                                 [e.captions() for e in sample.entities])
             if not sample.pairs:
                 sample.drop_with(Drop.NO_CONFIDENT_PAIR)
                 continue

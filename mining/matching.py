@@ -124,41 +124,56 @@ def passes(pair: Pair, cfg: MatchConfig) -> bool:
     return True
 
 
-def grouped_hungarian(cost: np.ndarray, counts: list[int] | None,
-                      groups: list[int] | None) -> tuple[list[tuple[int, int]], list[float | None]]:
-    """Hungarian assignment and regrets solved separately for each group of entities (e.g. each caption):
-    a mask goes to one entity per group, but two groups may give it to different words. Two captions often
-    name one thing twice ("grass", "lawn"); one-to-one across them would force the second word onto a
-    wrong mask, and make both pairs look doubtful (either word could take the mask at little cost)."""
-    groups = groups or [0] * cost.shape[1]
+def _stronger(a: float | None, b: float | None) -> bool:
+    """Whether regret `a` is stronger evidence than `b` (None, no rival at all, is the strongest)."""
+    return a is None or (b is not None and a > b)
+
+
+def per_caption_hungarian(cost: np.ndarray, counts: list[int] | None,
+                          mentions: list[list[int]]) -> tuple[list[tuple[int, int]], list[float | None]]:
+    """Hungarian assignment solved once per caption over the entities that caption names: within a caption a
+    mask goes to one entity, but two captions may give it two words. Two captions often name one thing twice
+    ("grass", "lawn"); one-to-one across them would force the second word onto a wrong mask, and make both
+    pairs look doubtful (either word could take the mask at little cost).
+
+    A pair found in several captions keeps its strongest regret; an entity named in several captions keeps at
+    most `count` masks, the strongest first."""
     counts = counts or [1] * cost.shape[1]
-    assignment: list[tuple[int, int]] = []
-    margins: list[float | None] = []
-    for group in sorted(set(groups)):
-        members = [e for e, g in enumerate(groups) if g == group]
-        sub = cost[:, members]
+    regret: dict[tuple[int, int], float | None] = {}
+    for caption in sorted({c for ms in mentions for c in ms}):
+        members = [e for e, ms in enumerate(mentions) if caption in ms]
         sub_counts = [counts[e] for e in members]
-        local = hungarian(sub, sub_counts)
-        assignment += [(m, members[e]) for m, e in local]
-        margins += hungarian_regret(sub, local, sub_counts)
-    return assignment, margins
+        local = hungarian(cost[:, members], sub_counts)
+        for (m, e), r in zip(local, hungarian_regret(cost[:, members], local, sub_counts)):
+            key = (m, members[e])
+            if key not in regret or _stronger(r, regret[key]):
+                regret[key] = r
+    kept: list[tuple[int, int]] = []
+    for e in range(cost.shape[1]):
+        mine = sorted((k for k in regret if k[1] == e), key=lambda k: (regret[k] is not None, -(regret[k] or 0)))
+        kept += mine[:counts[e]]
+    kept.sort()
+    return kept, [regret[k] for k in kept]
 
 
 def match(regions: list[np.ndarray], entities: np.ndarray, cfg: MatchConfig,
           counts: list[int] | None = None, logit_scale: float = 100.0,
-          captions: list[int] | None = None) -> list[Pair]:
+          mentions: list[list[int]] | None = None) -> list[Pair]:
     """Confident pairs of one image, best first. `counts`: instances each entity's caption counts, used by
     Hungarian matching when `cfg.use_counts`; `logit_scale`: the region model's (CLIP's is 100), used unless
-    `cfg.temperature` is set; `captions`: the caption each entity comes from, for `cfg.one_to_one`
-    'per_caption'."""
+    `cfg.temperature` is set; `mentions`: the captions naming each entity, for `cfg.one_to_one`
+    'per_caption' (None: one caption names them all)."""
     if len(entities) == 0 or len(regions[0]) == 0:
         return []
     sims = similarity_per_scale(regions, entities)
     cost = fused_cost(sims)
     if cfg.method == "hungarian":
         counts = counts if cfg.use_counts else None
-        groups = captions if cfg.one_to_one == "per_caption" else None
-        assignment, margins = grouped_hungarian(cost, counts, groups)
+        if cfg.one_to_one == "per_caption" and mentions is not None:
+            assignment, margins = per_caption_hungarian(cost, counts, mentions)
+        else:
+            assignment = hungarian(cost, counts)
+            margins = hungarian_regret(cost, assignment, counts)
     else:
         assignment = per_entity_argmax(cost)
         margins = argmax_regret(cost, assignment)

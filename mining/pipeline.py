@@ -16,14 +16,14 @@ from typing import Any
 from mining.config import RunConfig
 from mining.logs import logger
 from mining.sinks.commits import committed_markers, manifest_if_current, refuse_foreign_leftovers, reusable
-from mining.sinks.layout import refuse_inputs_inside
+from mining.sinks.layout import OUTPUT_FOLDERS, manifest_uri, marker_uri, refuse_inputs_inside
 from mining.sinks.lease import OutputLease
 from mining.sinks.manifest import build_manifest, write_manifest
 from mining.sinks.writer import write_shard
 from mining.sources.shards import count_keys
 from mining.sources.uris import expand_inputs, shard_stem
 from mining.stage import Stage
-from mining.storage import S3Options, sweep_temporaries
+from mining.storage import S3Options, delete, sweep_temporaries
 
 
 def build_stages(cfg: RunConfig) -> list[Stage]:
@@ -83,7 +83,7 @@ def run_mining(cfg: RunConfig, inputs: list[str], output: str, limit: int | None
     tasks = plan_tasks(shards, limit, s3)
     config_hash = cfg.config_hash()
     with OutputLease(output, config_hash, s3):
-        if swept := sweep_temporaries(output):
+        if swept := sweep_temporaries(output, OUTPUT_FOLDERS):
             logger.info("removed %d temporary file(s) left in %s by an earlier run", swept, output)
         wanted = {shard_stem(t.uri): t.max_samples for t in tasks}
         previous = None if overwrite else manifest_if_current(output, config_hash, s3)
@@ -103,6 +103,9 @@ def run_mining(cfg: RunConfig, inputs: list[str], output: str, limit: int | None
         start = time.perf_counter()
         mined_images, failed = 0, []
         if todo:
+            # the manifest stops describing the output once a shard is written: a run killed from here on leaves
+            # none, so the next run reads every marker instead of trusting a stale summary
+            delete(manifest_uri(output), s3)
             limits = {shard_stem(t.uri): t.max_samples for t in todo}
             executor = make_executor(cfg, s3, progress)
             try:
@@ -111,6 +114,9 @@ def run_mining(cfg: RunConfig, inputs: list[str], output: str, limit: int | None
                         failed.append({"input": samples[0].shard, "name": samples[0].shard_stem,
                                        "error": samples[0].read_error})
                         continue
+                    if samples[0].shard_stem in markers:   # uncommit before replacing the shard's files
+                        delete(marker_uri(output, samples[0].shard_stem), s3)
+                        del markers[samples[0].shard_stem]
                     marker = write_shard(samples, output, cfg, config_hash, s3,
                                          limit=limits[samples[0].shard_stem])
                     markers[marker["name"]] = marker

@@ -40,6 +40,10 @@ class Entity:
     caption_index: int
     adjectives: list[str] = field(default_factory=list)
     count: int = 1                 # instances the caption counts: "two red circles" -> 2
+    mentions: list[int] = field(default_factory=list)   # every caption naming it (in memory, for matching)
+
+    def captions(self) -> list[int]:
+        return self.mentions or [self.caption_index]
 
     def to_json(self) -> dict[str, Any]:
         doc = {"noun": self.noun, "phrase": self.phrase, "span": list(self.span),

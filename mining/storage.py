@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import random
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -107,17 +108,27 @@ def write_bytes_atomic(uri: str, data: bytes, s3: S3Options | None = None) -> No
 
 
 TMP_MARK = ".tmp-"   # local temporaries are <name>.tmp-<pid>-<thread>, renamed into place when complete
+_TEMPORARY = re.compile(r"\.tmp-\d+-\d+$")
 
 
-def sweep_temporaries(folder: str) -> int:
-    """Remove temporaries that earlier writers left in a local `folder` tree (killed or failed mid-write).
-    Call only while holding the folder's lease: then no live writer owns them. Returns how many."""
+def delete(uri: str, s3: S3Options | None = None) -> None:
+    """Remove a file or object if it exists."""
+    fs, path = filesystem_for(uri, s3)
+    with contextlib.suppress(FileNotFoundError):
+        fs.delete_file(path)
+
+
+def sweep_temporaries(folder: str, subfolders: tuple[str, ...] = ()) -> int:
+    """Remove temporaries that earlier writers left in a local output (killed or failed mid-write): only
+    names `write_bytes_atomic` makes, only in `folder` and its `subfolders`. Call only while holding the output's
+    lease: then no live writer owns them. Returns how many."""
     if is_s3(folder) or not os.path.isdir(folder):
         return 0   # an S3 upload that did not complete leaves no object
     removed = 0
-    for root, _, files in os.walk(folder):
-        for name in files:
-            if TMP_MARK in name:
+    for sub in ("", *subfolders):
+        root = os.path.join(folder, sub)
+        for name in (os.listdir(root) if os.path.isdir(root) else []):
+            if _TEMPORARY.search(name):
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(os.path.join(root, name))
                     removed += 1

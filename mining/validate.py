@@ -45,6 +45,9 @@ def check_output(output: str, s3: S3Options | None = None) -> dict[str, Any]:
     if committed - listed:
         problems.append(f"{len(committed - listed)} committed shard(s) missing from the manifest, e.g. "
                         f"{sorted(committed - listed)[0]}: rerun the mine command to rewrite it")
+    if listed - committed:
+        raise ValueError(f"output is inconsistent: the manifest lists {len(listed - committed)} shard(s) that are "
+                         f"not committed, e.g. {sorted(listed - committed)[0]}: rerun the mine command")
     records = 0
     pairs_in_records = 0
     for shard in manifest["shards"]:

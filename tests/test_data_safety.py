@@ -198,11 +198,13 @@ def test_duplicate_keys_keep_the_first_sample_and_count_the_rest(tmp_path):
     assert samples[0].members == {"jpg": b"first", "txt": b"a cat"}
 
 
-def test_dotted_keys_are_grouped_by_webdatasets_rule_and_repeats_counted(tmp_path):
-    shard = write_tar(tmp_path / "d.tar", [("a.b.jpg", b"one"), ("a.b.txt", b"a cat"), ("a.x.jpg", b"two"),
-                                           ("a.x.txt", b"a dog")])
+def test_dotted_members_belong_to_their_key_and_plain_members_win(tmp_path):
+    # webdataset's rule: the key runs to the first dot. a.b.jpg is key a's image; extra dotted members
+    # (a.tags.txt, a.x.jpg) are not samples of their own, and a plain a.txt wins over a.tags.txt
+    shard = write_tar(tmp_path / "d.tar", [("a.b.jpg", b"one"), ("a.tags.txt", b"tag tag"), ("a.txt", b"a cat"),
+                                           ("a.x.jpg", b"two"), ("k.jpg", b"k"), ("k.txt", b"a dog")])
     samples = read_shard(str(shard))
-    assert [(s.key, s.drop) for s in samples] == [("a", None), ("a", Drop.DUPLICATE_KEY)]
+    assert [(s.key, s.drop) for s in samples] == [("a", None), ("k", None)]
     assert samples[0].members == {"jpg": b"one", "txt": b"a cat"}
 
 
@@ -308,3 +310,39 @@ def test_a_rerun_with_nothing_to_mine_reads_no_marker(tmp_path, tiny_cfg, monkey
     mined = []
     run_mining(tiny_cfg(), [str(tmp_path / "in")], out, on_shard=lambda m: mined.append(m["name"]))
     assert mined == ["00001"]
+
+
+def test_a_lease_not_renewed_for_long_is_stale_even_if_its_pid_lives(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = OutputLease(str(out), "0" * 16).holder | {"token": "old"}   # this very process: alive
+    (out / "_lease.json").write_text(json.dumps(holder))
+    long_ago = time.time() - 3600
+    os.utime(out / "_lease.json", (long_ago, long_ago))
+    with OutputLease(str(out), "1" * 16) as lease:
+        assert json.loads((out / "_lease.json").read_text())["token"] == lease.holder["token"]
+
+
+def test_export_names_of_keys_that_join_alike_stay_distinct():
+    from mining.sinks.safe_names import safe_file_name
+
+    assert safe_file_name("a_b", "c") != safe_file_name("a", "b_c")
+
+
+def test_curate_refuses_its_own_input_however_it_is_spelt(tmp_path, tiny_cfg, monkeypatch):
+    from mining.curate import CurationFilters, curate
+
+    make_shards(tmp_path / "in", shards=1, per_shard=2, size=64)
+    run_mining(tiny_cfg(), [str(tmp_path / "in")], str(tmp_path / "runs" / "a"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="OUTPUT must differ from INPUT"):
+        curate("runs/a", "./runs/../runs/a/", CurationFilters())
+
+
+def test_config_hash_does_not_depend_on_where_the_weights_live(monkeypatch):
+    import mining.config as config
+
+    here = config.load_config("mining/toyworld/demo.yaml").config_hash()
+    monkeypatch.setitem(config.PLACEHOLDERS, "TOYWORLD_WEIGHTS", "/elsewhere/weights")
+    moved = config.load_config("mining/toyworld/demo.yaml")
+    assert moved.regions.model == "local-dir:/elsewhere/weights/clip" and moved.config_hash() == here

@@ -214,3 +214,9 @@ def test_toy_world_vocabulary_parses(parser):
         for noun in (category.name, *category.synonyms):
             assert nouns(parser, f"A star lying in the {noun}.") == ["star", noun]
             assert nouns(parser, f"A white {noun}") == [noun]
+
+
+def test_entities_remember_every_caption_that_names_them(parser):
+    entities = {e.noun: e for e in parser.parse(["A dog on the grass.", "A dog chasing a cat."])}
+    assert entities["dog"].captions() == [0, 1] and entities["cat"].captions() == [1]
+    assert "mentions" not in entities["dog"].to_json()

@@ -213,10 +213,29 @@ def test_two_captions_may_give_one_mask_two_words_but_one_caption_may_not():
                      [0.20, 0.70, 0.21],
                      [0.30, 0.05, 0.31]])
     off = dict(min_similarity=None, min_margin=0.1)
-    per_caption = match([sims], np.eye(3), MatchConfig(**off), captions=[0, 0, 1])
+    per_caption = match([sims], np.eye(3), MatchConfig(**off), mentions=[[0], [0], [1]])
     assert sorted((p.mask_index, p.entity_index) for p in per_caption) == [(0, 0), (0, 2), (1, 1)]
     # one-to-one over the image: "lawn" is pushed onto the sky, and grass vs lawn is a coin toss (regret 0.03)
-    per_image = match([sims], np.eye(3), MatchConfig(**(off | {"one_to_one": "per_image"})), captions=[0, 0, 1])
+    per_image = match([sims], np.eye(3), MatchConfig(**(off | {"one_to_one": "per_image"})), mentions=[[0], [0], [1]])
     assert sorted((p.mask_index, p.entity_index) for p in per_image) == [(1, 1)]
     everything = match([sims], np.eye(3), MatchConfig(min_similarity=None, one_to_one="per_image"))
     assert sorted((p.mask_index, p.entity_index) for p in everything) == [(0, 0), (1, 1), (2, 2)]
+
+
+def test_a_caption_is_one_to_one_over_every_entity_it_names():
+    # captions: 0 "a dog", 1 "a dog chasing a cat". Masks: 0 the dog, 1 the cat. CLIP likes the dog's mask
+    # slightly better for "cat" too; caption 1 names both, so the cat must take its own mask
+    sims = np.array([[0.9, 0.62], [0.2, 0.6]])
+    pairs = match([sims], np.eye(2), MatchConfig(min_similarity=None), mentions=[[0, 1], [1]])
+    assert sorted((p.mask_index, p.entity_index) for p in pairs) == [(0, 0), (1, 1)]
+
+
+def test_an_entity_named_twice_keeps_its_count_of_masks_strongest_first():
+    # caption 0 names only "dog": mask 0, regret 0.9 - 0.3 = 0.6. Caption 1 names "dog" and "ball": the ball
+    # takes mask 0 there and the dog mask 1, regret 1.25 - 1.05 = 0.2. One dog: the stronger pair stays
+    sims = np.array([[0.9, 0.95], [0.3, 0.1], [0.1, 0.1]])
+    pairs = match([sims], np.eye(2), MatchConfig(min_similarity=None), mentions=[[0, 1], [1]])
+    dog = [p for p in pairs if p.entity_index == 0]
+    assert [(p.mask_index, round(p.margin, 6)) for p in dog] == [(0, 0.6)]
+    two_dogs = match([sims], np.eye(2), MatchConfig(min_similarity=None), counts=[2, 1], mentions=[[0, 1], [1]])
+    assert sorted(p.mask_index for p in two_dogs if p.entity_index == 0) == [0, 1]

@@ -208,3 +208,20 @@ def test_concurrent_s3_weight_fetches_do_not_race(s3_endpoint, bucket, tmp_path,
         paths = list(pool.map(lambda _: loader.fetch_s3(f"s3://{name}/weights/w.safetensors", s3), range(6)))
     assert len(set(paths)) == 1 and paths[0].read_bytes() == payload
     assert [p.name for p in paths[0].parent.iterdir()] == [paths[0].name], "no temporary left behind"
+
+
+def test_s3_lease_takeover_is_conditional_and_the_old_holder_cannot_renew(s3_endpoint, bucket, monkeypatch):
+    import mining.sinks.lease as lease_module
+    from mining.sinks.lease import OutputBusy, OutputLease
+    from mining.storage import S3Options
+
+    _, name = bucket
+    s3 = S3Options(endpoint_url=s3_endpoint)
+    old = OutputLease(f"s3://{name}/mined", "0" * 16, s3)
+    old.store.create(json.dumps(old.holder | {"host": "elsewhere"}).encode())
+    monkeypatch.setattr(lease_module, "STALE_SECONDS", -1.0)   # as if it had not been renewed for long
+    with OutputLease(f"s3://{name}/mined", "1" * 16, s3) as new:
+        with pytest.raises(OutputBusy, match="taken over"):
+            old.store.renew()
+        holder, _ = new.store.read()
+        assert holder["token"] == new.holder["token"]

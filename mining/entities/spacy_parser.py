@@ -132,6 +132,8 @@ class SpacyEntityParser:
                     entities[entity.noun] = entity
                 else:  # "two discs" in one caption and "a disc" in another: two of them
                     entities[entity.noun].count = max(entities[entity.noun].count, entity.count)
+                if index not in entities[entity.noun].mentions:
+                    entities[entity.noun].mentions.append(index)
         return list(entities.values())[: self.cfg.max_entities]
 
 

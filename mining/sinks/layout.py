@@ -11,6 +11,9 @@ class OutputHoldsInputs(ValueError):
     """The output folder contains input shards: writing it could overwrite them."""
 
 
+OUTPUT_FOLDERS = ("shards", "pairs", "status", "_done")
+
+
 def shard_uri(output: str, stem: str) -> str:
     return join(output, "shards", f"{stem}.tar")
 

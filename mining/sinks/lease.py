@@ -9,6 +9,7 @@ be written (read-only, a file, a missing bucket) fails here, before any model is
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import socket
@@ -22,6 +23,7 @@ from mining.logs import logger
 from mining.storage import S3Options, is_s3, join
 
 LEASE_NAME = "_lease.json"
+LOCK_NAME = "_lease.lock"      # local outputs: flock'ed while a run checks or takes the lease
 RENEW_SECONDS = 30.0
 STALE_SECONDS = 180.0
 
@@ -50,9 +52,12 @@ def _pid_alive(pid: int) -> bool:
 
 
 def is_stale(holder: dict[str, Any], age_seconds: float) -> bool:
-    if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
-        return not _pid_alive(holder["pid"])
-    return age_seconds > STALE_SECONDS
+    """Not renewed for STALE_SECONDS, or (on this host) its process is gone. Age alone also covers a reused
+    pid, and hosts that share a name but not a pid namespace."""
+    if age_seconds > STALE_SECONDS:
+        return True
+    return holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int) \
+        and not _pid_alive(holder["pid"])
 
 
 def _busy_message(output: str, holder: dict[str, Any]) -> str:
@@ -64,6 +69,25 @@ def _busy_message(output: str, holder: dict[str, Any]) -> str:
 class _LocalLease:
     def __init__(self, output: str) -> None:
         self.path = os.path.join(os.path.abspath(output), LEASE_NAME)
+
+    @contextlib.contextmanager
+    def exclusive(self):
+        """Serialises lease checks and takeovers of this output between processes on this machine: two runs
+        that both find a stale lease must not both take it over. Also the output's first write."""
+        folder = os.path.dirname(self.path)
+        try:
+            os.makedirs(folder, exist_ok=True)
+            lock = open(os.path.join(folder, LOCK_NAME), "a")
+        except FileExistsError:
+            raise OutputNotWritable(f"cannot write the output {folder}: it is a file, not a folder") from None
+        except OSError as exn:
+            raise OutputNotWritable(f"cannot write the output {folder}: {exn.strerror or exn}") from exn
+        with lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def create(self, body: bytes) -> bool:
         folder = os.path.dirname(self.path)
@@ -78,6 +102,14 @@ class _LocalLease:
             raise OutputNotWritable(f"cannot write the output {folder}: {exn.strerror or exn}") from exn
         with os.fdopen(fd, "wb") as f:
             f.write(body)
+        return True
+
+    def take_over(self, body: bytes, stale: dict[str, Any]) -> bool:
+        """Replace the stale lease (checked under `exclusive`, so it is still the one that was judged)."""
+        tmp = f"{self.path}.{os.getpid()}.new"
+        with open(tmp, "wb") as f:
+            f.write(body)
+        os.replace(tmp, self.path)
         return True
 
     def read(self) -> tuple[dict[str, Any], float] | None:
@@ -107,6 +139,7 @@ class _S3Lease:
         self.client = boto3.client("s3", endpoint_url=s3.resolved_endpoint(), region_name=s3.region,
                                    config=Config(retries={"max_attempts": s3.max_attempts, "mode": "standard"}))
         self.body = b""
+        self.etag = ""
 
     def _code(self, exn: Exception) -> str:
         return getattr(exn, "response", {}).get("Error", {}).get("Code", "")
@@ -114,8 +147,13 @@ class _S3Lease:
     def create(self, body: bytes) -> bool:
         from botocore.exceptions import ClientError
 
+        return self._put(body, IfNoneMatch="*")
+
+    def _put(self, body: bytes, **condition: str) -> bool:
+        from botocore.exceptions import ClientError
+
         try:
-            self.client.put_object(Bucket=self.bucket, Key=self.key, Body=body, IfNoneMatch="*")
+            self.etag = self.client.put_object(Bucket=self.bucket, Key=self.key, Body=body, **condition)["ETag"]
         except ClientError as exn:
             if self._code(exn) in ("PreconditionFailed", "ConditionalRequestConflict"):
                 return False
@@ -123,6 +161,13 @@ class _S3Lease:
                                     f"{self._code(exn) or exn}") from exn
         self.body = body
         return True
+
+    def exclusive(self):
+        return contextlib.nullcontext()   # S3's conditional writes do the serialising
+
+    def take_over(self, body: bytes, stale: dict[str, Any]) -> bool:
+        """Replace the stale lease only if it is still the object that was judged stale (If-Match)."""
+        return self._put(body, IfMatch=stale["_etag"])
 
     def read(self) -> tuple[dict[str, Any], float] | None:
         from botocore.exceptions import ClientError
@@ -133,12 +178,16 @@ class _S3Lease:
             return None
         age = (datetime.now(timezone.utc) - obj["LastModified"]).total_seconds()
         try:
-            return json.loads(obj["Body"].read() or b"{}"), age
+            holder = json.loads(obj["Body"].read() or b"{}")
         except json.JSONDecodeError:
-            return {}, age
+            holder = {}
+        return holder | {"_etag": obj["ETag"]}, age
 
     def renew(self) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=self.key, Body=self.body)
+        """Only while the lease is still ours (If-Match): a holder that was paused past STALE_SECONDS and taken
+        over must not overwrite the new holder's lease."""
+        if not self._put(self.body, IfMatch=self.etag):
+            raise OutputBusy(f"the lease of s3://{self.bucket}/{self.key} was taken over by another run")
 
     def remove(self) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self.key)
@@ -155,12 +204,18 @@ class OutputLease:
         self._thread: threading.Thread | None = None
 
     def acquire(self) -> "OutputLease":
+        with self.store.exclusive():
+            if not self._take():
+                raise OutputBusy(f"{self.output}: could not take its lease (another run keeps taking it)")
+        self._thread = threading.Thread(target=self._renew, name="ovmine-lease", daemon=True)
+        self._thread.start()
+        return self
+
+    def _take(self) -> bool:
         body = json.dumps(self.holder).encode()
-        for _ in range(2):   # a second try after removing a stale lease
+        for _ in range(3):
             if self.store.create(body):
-                self._thread = threading.Thread(target=self._renew, name="ovmine-lease", daemon=True)
-                self._thread.start()
-                return self
+                return True
             current = self.store.read()
             if current is None:
                 continue   # released between our create and read
@@ -169,8 +224,9 @@ class OutputLease:
                 raise OutputBusy(_busy_message(self.output, holder))
             logger.warning("taking over the stale lease of %s (pid %s on %s, last renewed %.0f s ago)",
                            self.output, holder.get("pid"), holder.get("host"), age)
-            self.store.remove()
-        raise OutputBusy(f"{self.output}: could not take its lease (another run keeps taking it)")
+            if self.store.take_over(body, holder):
+                return True
+        return False
 
     def _renew(self) -> None:
         while not self._stop.wait(RENEW_SECONDS):
@@ -181,6 +237,8 @@ class OutputLease:
 
     def release(self) -> None:
         self._stop.set()
+        if self._thread is not None:
+            self._thread.join()   # a renewal in flight must not bring the lease back after it is removed
         current = self.store.read()
         if current is not None and current[0].get("token") == self.holder["token"]:
             self.store.remove()

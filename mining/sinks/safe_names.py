@@ -17,7 +17,9 @@ def safe_file_name(*parts: str, suffix: str = "") -> str:
     original = "_".join(parts)
     name = _UNSAFE.sub("_", original).strip(".") or "_"
     name = re.sub(r"\.{2,}", "_", name)          # no '..' anywhere
-    if name != original or len(name) + len(suffix) > MAX_NAME:
-        digest = hashlib.sha1(original.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    # ('a_b', 'c') and ('a', 'b_c') join alike: a part holding the separator also gets the digest
+    ambiguous = len(parts) > 1 and any("_" in p for p in parts)
+    if name != original or ambiguous or len(name) + len(suffix) > MAX_NAME:
+        digest = hashlib.sha1("\0".join(parts).encode("utf-8", "surrogatepass")).hexdigest()[:12]
         name = f"{name[: MAX_NAME - len(suffix) - 13]}-{digest}"
     return name + suffix

@@ -52,13 +52,12 @@ def _members(uri: str, s3: S3Options | None) -> Iterator[tuple[str, str, bytes]]
                 except Exception as exn:
                     raise MemberError(key, exn) from exn
                 tar.members = []  # stream mode would otherwise keep every TarInfo
-                yield key, member_type(ext), data
+                yield key, ext.lower(), data
 
 
 def member_type(ext: str) -> str:
     """webdataset takes the key up to the first dot, so `a.b.jpg` is key `a` with extension `b.jpg`: its last
-    part still says what it is (and a second `a.x.jpg` is then a duplicate of key `a`, not a lost image)."""
-    ext = ext.lower()
+    part still says what it is. A plain member of that type (`a.jpg`) wins over dotted ones (`a.tags.txt`)."""
     last = ext.rsplit(".", 1)[-1]
     return last if "." in ext and last in IMAGE_EXTS + CAPTION_EXTS else ext
 
@@ -124,6 +123,7 @@ def _read_once(uri: str, s3: S3Options | None, max_samples: int | None) -> list[
     seen: set[str] = set()
     current: Sample | None = None      # the sample the running members belong to (None: a duplicate's)
     current_key: str | None = None
+    raw_exts: set[str] = set()         # extensions of the running key's members, as written
     shard_errors: list[str] = []
 
     def start(key: str, duplicate: bool) -> Sample | None:
@@ -137,14 +137,17 @@ def _read_once(uri: str, s3: S3Options | None, max_samples: int | None) -> list[
 
     try:
         for key, ext, data in _members(uri, s3):
-            repeated_member = current is not None and key == current_key and ext in current.members
-            if key != current_key or repeated_member:
+            if key != current_key or ext in raw_exts:   # a new key, or a member met twice: a new sample
                 if max_samples is not None and len(samples) == max_samples:
                     break
-                current_key = key
+                current_key, raw_exts = key, set()
                 current = start(key, duplicate=key in seen)
-            if current is not None:
-                current.members[ext] = data
+            raw_exts.add(ext)
+            kind = member_type(ext)
+            if current is None:
+                continue
+            if kind == ext or kind not in current.members:   # a plain member wins; else the first dotted one
+                current.members[kind] = data
     except MemberError as exn:  # cut inside a member: that key is damaged, everything before it is fine
         if _is_io_failure(exn.__cause__):
             raise ShardUnreadable(f"{type(exn.__cause__).__name__}: {exn.__cause__}") from exn
