@@ -34,3 +34,13 @@ def test_demo_text_summary_local_executor(tmp_path):
     for line in ("pairs", "unique nouns", "precision", "recall", "region top-1", "images/s"):
         assert f"\n  {line}" in proc.stdout, line
     assert "teacher felzenszwalb, local executor" in proc.stdout
+
+
+def test_a_second_demo_in_the_same_folder_starts_afresh(tmp_path):
+    from mining.toyworld.demo import run_demo
+
+    first = run_demo(str(tmp_path / "d"), shards=2, per_shard=2, executor="local")
+    second = run_demo(str(tmp_path / "d"), shards=1, per_shard=2, executor="local",
+                      overrides=["match.min_margin=0.05"])
+    assert first["totals"]["images_in"] == 4 and second["totals"]["images_in"] == 2
+    assert second["world"]["images"] == 2 and check_output(second["mined"])["shards"] == 1

@@ -2,6 +2,7 @@
 the pairs against the world's ground truth."""
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -28,11 +29,13 @@ def run_demo(out: str, shards: int = 4, per_shard: int = 32, seed: int = 0, teac
 
     start = time.time()
     cfg = demo_config([f"teacher.kind={teacher}", f"execution.executor={executor}", *(overrides or [])])
+    for folder in ("world", "mined"):   # the demo's own working folders: each demo starts afresh
+        shutil.rmtree(join(out, folder), ignore_errors=True)
     world = make_world(join(out, "world"), shards, per_shard, seed, progress=progress)
     config_path = Path(out) / "config.yaml"
     config_path.write_text(yaml.safe_dump(cfg.resolved(), sort_keys=False))
     mined = join(out, "mined")
-    manifest = run_mining(cfg, [world["shards_uri"]], mined, progress=progress, overwrite=True)
+    manifest = run_mining(cfg, [world["shards_uri"]], mined, progress=progress)
     report = evaluate(mined, world["ground_truth"], region_top1=True, progress=progress)
     return {
         "world": world, "config": str(config_path), "mined": mined, "teacher": teacher, "executor": executor,
