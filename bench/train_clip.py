@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from mining.config import build_config
-from mining.evaluation.ground_truth import image_key, load_ground_truth
+from mining.evaluation.ground_truth import load_ground_truth
 from mining.evaluation.region_top1 import RegionTop1
 from mining.pipeline import run_mining
 from mining.sources.decode import decode_image

@@ -233,7 +233,7 @@ def test_a_failed_write_leaves_no_temporary_and_says_what_to_do(tmp_path, tiny_c
 # 8. every sample's fate
 
 def test_status_table_records_every_sample_and_validate_checks_it(tmp_path, tiny_cfg):
-    paths = make_shards(tmp_path / "in", shards=1, per_shard=4, size=64)
+    make_shards(tmp_path / "in", shards=1, per_shard=4, size=64)
     write_tar(tmp_path / "in" / "00001.tar", [("ok.jpg", b"not an image"),
                                               ("ok.txt", b"a red square"), ("nocap.jpg", b"x")])
     out = tmp_path / "out"

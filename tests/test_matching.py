@@ -107,11 +107,6 @@ def test_regret_is_the_cost_of_the_best_assignment_without_the_pair(shape, count
         assert all(g is None or g >= 0 for g in got)
 
 
-def _unit(v):
-    v = np.asarray(v, float)
-    return v / np.linalg.norm(v, axis=-1, keepdims=True)
-
-
 def test_hungarian_conflict_keeps_both_pairs_where_entity_margins_would_drop_one():
     # sims: mask A-dog 0.9, B-dog 0.5, A-cat 0.8, B-cat 0.3. Hungarian: A->cat, B->dog (1.3 beats 1.2).
     sims = np.array([[0.9, 0.8], [0.5, 0.3]])

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from mining.logs import logger
-from mining.storage import S3Options, is_s3, join
+from mining.storage import S3Options, is_s3
 
 LEASE_NAME = "_lease.json"
 LOCK_NAME = "_lease.lock"      # local outputs: flock'ed while a run checks or takes the lease
@@ -90,16 +90,14 @@ class _LocalLease:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def create(self, body: bytes) -> bool:
-        folder = os.path.dirname(self.path)
+        """Called inside `exclusive`, which made the folder."""
         try:
-            os.makedirs(folder, exist_ok=True)
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            if not os.path.isdir(folder):
-                raise OutputNotWritable(f"cannot write the output {folder}: it is a file, not a folder") from None
             return False
         except OSError as exn:
-            raise OutputNotWritable(f"cannot write the output {folder}: {exn.strerror or exn}") from exn
+            raise OutputNotWritable(f"cannot write the output {os.path.dirname(self.path)}: "
+                                    f"{exn.strerror or exn}") from exn
         with os.fdopen(fd, "wb") as f:
             f.write(body)
         return True
@@ -145,8 +143,6 @@ class _S3Lease:
         return getattr(exn, "response", {}).get("Error", {}).get("Code", "")
 
     def create(self, body: bytes) -> bool:
-        from botocore.exceptions import ClientError
-
         return self._put(body, IfNoneMatch="*")
 
     def _put(self, body: bytes, **condition: str) -> bool:
@@ -249,6 +245,3 @@ class OutputLease:
     def __exit__(self, *exc: object) -> None:
         self.release()
 
-
-def lease_uri(output: str) -> str:
-    return join(output, LEASE_NAME)

@@ -29,7 +29,7 @@ from mining.regions.clip_loader import LoadedClip, load_clip, register_model_con
 from mining.regions.text import SINGLE_TEMPLATE, VILD_TEMPLATES, TextEmbedder
 from mining.storage import S3Options
 from mining.train.config import TrainConfig
-from mining.train.data import (CropSpec, DataCounts, ExampleStream, NoTrainingData, PairFilter, ShardSource,
+from mining.train.data import (CropSpec, ExampleStream, NoTrainingData, PairFilter, ShardSource,
                                output_manifest, scan_pairs, shard_sources)
 
 log = logging.getLogger(__name__)
