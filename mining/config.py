@@ -9,10 +9,13 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 class ConfigError(ValueError):
@@ -277,31 +280,42 @@ def _plain(node: Any, where: str = "") -> Any:
                       f"(quote it in the YAML if it is meant as text)")
 
 
-def build_config(tree: dict[str, Any] | None = None, overrides: list[str] | None = None,
-                 origin: str = "<dict>") -> RunConfig:
+def validated(model: type[ModelT], tree: dict[str, Any] | None = None, overrides: list[str] | None = None,
+              origin: str = "<dict>") -> ModelT:
+    """A config model from a YAML tree and `--set` overrides; every error names its dotted field."""
     tree = _plain(tree or {})  # deep copy, and rejects non-JSON values (a YAML date, say) naming the field
     for key, value in parse_overrides(overrides or []):
         _set_dotted(tree, key, value)
     tree = fill_placeholders(tree)
     try:
-        return RunConfig.model_validate(tree)
+        return model.model_validate(tree)
     except ValidationError as err:
         raise ConfigError(_format_validation_error(err, origin)) from None
 
 
+def read_config_file(path: str | Path, what: str = "config", empty: str | None = None) -> dict[str, Any]:
+    """The YAML mapping in `path`. `empty`: the error for an empty file (None: an empty file means defaults)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} file not found: {path}")
+    try:
+        tree = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{what} file {path} is not valid YAML: {err}") from None
+    if tree is None and empty is not None:
+        raise ConfigError(f"{what} file {path} is empty; {empty}")
+    if not isinstance(tree or {}, dict):
+        raise ConfigError(f"{what} file {path}: the top level must be a mapping")
+    return tree or {}
+
+
+def build_config(tree: dict[str, Any] | None = None, overrides: list[str] | None = None,
+                 origin: str = "<dict>") -> RunConfig:
+    return validated(RunConfig, tree, overrides, origin)
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
-    tree: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            tree = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
-        if tree is None:   # the defaults name hub weights: an empty file must not quietly ask for them
-            raise ConfigError(f"config file {path} is empty; start from configs/tiny.yaml (offline) or "
-                              f"configs/coco.yaml")
-        if not isinstance(tree, dict):
-            raise ConfigError(f"config file {path}: the top level must be a mapping of sections")
+    # the defaults name hub weights: an empty file must not quietly ask for them
+    tree = {} if path is None else read_config_file(
+        path, empty="start from configs/tiny.yaml (offline) or configs/coco.yaml")
     return build_config(tree, overrides, origin=str(path) if path else "defaults")

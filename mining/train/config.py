@@ -7,11 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from mining.config import (ConfigError, RegionsConfig, _format_validation_error, _plain, _Section, _set_dotted,
-                           fill_placeholders, parse_overrides)
+from mining.config import RegionsConfig, _Section, read_config_file, validated
 
 
 class TrainFilters(_Section):
@@ -73,26 +71,9 @@ class TrainConfig(_Section):
 
 def build_train_config(tree: dict[str, Any] | None = None, overrides: list[str] | None = None,
                        origin: str = "<dict>") -> TrainConfig:
-    tree = _plain(tree or {})
-    for key, value in parse_overrides(overrides or []):
-        _set_dotted(tree, key, value)
-    tree = fill_placeholders(tree)
-    try:
-        return TrainConfig.model_validate(tree)
-    except ValidationError as err:
-        raise ConfigError(_format_validation_error(err, origin)) from None
+    return validated(TrainConfig, tree, overrides, origin)
 
 
 def load_train_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
-    tree: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"training config file not found: {path}")
-        try:
-            tree = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"training config file {path} is not valid YAML: {err}") from None
-        if not isinstance(tree, dict):
-            raise ConfigError(f"training config file {path}: expected a mapping of fields")
+    tree = {} if path is None else read_config_file(path, what="training config")
     return build_train_config(tree, overrides, origin=str(path) if path else "<defaults>")
