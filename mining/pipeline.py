@@ -125,7 +125,8 @@ def run_mining(cfg: RunConfig, inputs: list[str], output: str, limit: int | None
                         on_shard(marker)
             finally:
                 executor.close()
-        manifest = build_manifest(output, sorted(markers), cfg, time.perf_counter() - start, s3, images_this_run=mined_images,
-                                  markers=markers, failed=sorted(failed, key=lambda f: f["name"]))
+        manifest = build_manifest(output, sorted(markers), cfg, time.perf_counter() - start, s3,
+                                  images_this_run=mined_images, markers=markers,
+                                  failed=sorted(failed, key=lambda f: f["name"]))
         write_manifest(output, manifest, s3)
     return manifest

@@ -108,7 +108,7 @@ def write_bytes_atomic(uri: str, data: bytes, s3: S3Options | None = None) -> No
 
 
 TMP_MARK = ".tmp-"   # local temporaries are <name>.tmp-<pid>-<thread>, renamed into place when complete
-_TEMPORARY = re.compile(r"\.tmp-\d+-\d+$")
+_TEMPORARY = re.compile(re.escape(TMP_MARK) + r"\d+-\d+$")   # exactly the names write_bytes_atomic makes
 
 
 def delete(uri: str, s3: S3Options | None = None) -> None:

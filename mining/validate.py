@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 
 from mining.schemas import validate, validate_pairs_table, validate_table
 from mining.sinks.layout import marker_uri, shard_uri, status_uri
-from mining.sinks.reader import list_files, read_manifest, read_pairs, read_shard_documents
+from mining.sinks.reader import committed_stems, read_manifest, read_pairs, read_shard_documents
 from mining.storage import S3Options, exists, filesystem_for, read_bytes
 
 
@@ -41,7 +41,7 @@ def check_output(output: str, s3: S3Options | None = None) -> dict[str, Any]:
     validate("manifest", manifest)
     problems = []
     listed = {s["name"] for s in manifest["shards"]}
-    committed = {uri.rsplit("/", 1)[-1].removesuffix(".json") for uri in list_files(output, "_done", ".json", s3)}
+    committed = set(committed_stems(output, s3))
     if committed - listed:
         problems.append(f"{len(committed - listed)} committed shard(s) missing from the manifest, e.g. "
                         f"{sorted(committed - listed)[0]}: rerun the mine command to rewrite it")

@@ -9,8 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from mining.sinks.layout import manifest_uri, marker_uri
-from mining.sinks.reader import list_files
-from mining.sources.uris import shard_stem
+from mining.sinks.reader import committed_stems
 from mining.storage import S3Options, read_bytes
 
 
@@ -21,7 +20,7 @@ class OutputConflict(ValueError):
 def committed_markers(output: str, s3: S3Options | None = None, threads: int = 32) -> dict[str, dict[str, Any]]:
     """Every committed shard's marker by stem: one listing, then the markers read concurrently (on S3 each
     read is a request; sequential reads of 100k markers would take hours)."""
-    stems = [shard_stem(uri).removesuffix(".json") for uri in list_files(output, "_done", ".json", s3)]
+    stems = committed_stems(output, s3)
     if not stems:
         return {}
     with ThreadPoolExecutor(max_workers=min(threads, len(stems))) as pool:
@@ -70,5 +69,4 @@ def manifest_if_current(output: str, config_hash: str, s3: S3Options | None = No
         return None
     if any("limit" not in s for s in manifest["shards"]):
         return None    # written before manifests recorded each shard's --limit
-    stems = {uri.rsplit("/", 1)[-1].removesuffix(".json") for uri in list_files(output, "_done", ".json", s3)}
-    return manifest if stems == {s["name"] for s in manifest["shards"]} else None
+    return manifest if set(committed_stems(output, s3)) == {s["name"] for s in manifest["shards"]} else None

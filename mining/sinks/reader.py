@@ -85,10 +85,15 @@ def _stem(uri: str, suffix: str) -> str:
     return uri.rsplit("/", 1)[-1].removesuffix(suffix)
 
 
+def committed_stems(output: str, s3: S3Options | None = None) -> list[str]:
+    """The shards committed in `output` (those with a _done marker), sorted: one listing."""
+    return [_stem(uri, ".json") for uri in list_files(output, "_done", ".json", s3)]
+
+
 def committed_files(output: str, folder: str, suffix: str, s3: S3Options | None = None) -> list[str]:
-    """The files of `folder` that belong to committed shards (those with a _done marker): what a run killed
-    mid-write left without a marker is not part of the output."""
-    committed = {_stem(uri, ".json") for uri in list_files(output, "_done", ".json", s3)}
+    """The files of `folder` that belong to committed shards: what a run killed mid-write left without a
+    marker is not part of the output."""
+    committed = set(committed_stems(output, s3))
     return [uri for uri in list_files(output, folder, suffix, s3) if _stem(uri, suffix) in committed]
 
 
