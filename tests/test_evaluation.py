@@ -60,14 +60,19 @@ def sample(key, index, masks, entities, pairs, shard):
     return s
 
 
+def write_input_shard(shard, captions_by_key: dict[str, list[str]]) -> None:
+    """The input shard a hand-built output was 'mined' from: blank images with their first caption."""
+    shard.parent.mkdir()
+    with TarWriter(str(shard)) as tar:
+        for key, captions in captions_by_key.items():
+            tar.write({"__key__": key, "jpg": jpeg_bytes(np.zeros((SIZE, SIZE, 3), np.uint8)),
+                       "txt": captions[0].encode()})
+
+
 @pytest.fixture
 def mined(tmp_path, tiny_cfg):
     shard = tmp_path / "in" / "00000.tar"
-    shard.parent.mkdir()
-    with TarWriter(str(shard)) as tar:
-        for key, captions in CAPTIONS.items():
-            tar.write({"__key__": key, "jpg": jpeg_bytes(np.zeros((SIZE, SIZE, 3), np.uint8)),
-                       "txt": captions[0].encode()})
+    write_input_shard(shard, CAPTIONS)
     off_by_two = box(0, 10, 2, 12)        # IoU with A_CIRCLE: 80/120 = 0.67 -> right
     sliver = box(0, 10, 0, 4)             # IoU with A_CIRCLE: 0.4 -> wrong
     a = sample("a", 0, [off_by_two, A_CIRCLE, A_GRASS, sliver], ["circle", "square", "grass", "disc"],
@@ -251,11 +256,7 @@ def null_margins(output):
 def overlapping(tmp_path, tiny_cfg):
     """e: one mask spanning both circles (IoU .44 with each); f: two masks on the one circle, and a dog."""
     shard = tmp_path / "in" / "00000.tar"
-    shard.parent.mkdir()
-    with TarWriter(str(shard)) as tar:
-        for key, captions in MATCH_CAPTIONS.items():
-            tar.write({"__key__": key, "jpg": jpeg_bytes(np.zeros((SIZE, SIZE, 3), np.uint8)),
-                       "txt": captions[0].encode()})
+    write_input_shard(shard, MATCH_CAPTIONS)
     span = box(0, 10, 2, 18)               # 80 px on each circle: IoU 80/180 = .44 with each
     near = box(5, 15, 6, 16)               # IoU with F_CIRCLE 90/110 = .82
     samples = []
