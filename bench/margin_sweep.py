@@ -15,7 +15,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from mining.curate import CurationFilters, curate
+from mining.postrun.curate import CurationFilters, curate
 from mining.evaluation.run import evaluate
 from mining.pipeline import run_mining
 from mining.toyworld.demo import demo_config

@@ -64,7 +64,7 @@ def make_pairs_set(root: Path, files: int, rows: int, vocabulary: int = 20_000, 
 
 
 def child(output: str) -> None:
-    from mining.stats import compute_stats
+    from mining.postrun.stats import compute_stats
 
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # after imports (torch comes in)
     start = time.perf_counter()

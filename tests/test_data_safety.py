@@ -19,7 +19,7 @@ from mining.sinks.layout import OutputHoldsInputs
 from mining.sinks.lease import OutputBusy, OutputLease, OutputNotWritable
 from mining.sources import read_shard
 from mining.synthetic import make_shards
-from mining.validate import check_output
+from mining.postrun.validate import check_output
 
 
 def ovmine(*args):
@@ -172,7 +172,7 @@ def test_subset_and_limited_reruns_keep_the_whole_output(tmp_path, tiny_cfg):
     assert limited["totals"]["images_in"] == 12
     figures = check_output(out)
     assert figures["records"] == figures["images_with_pairs"]
-    from mining.stats import compute_stats
+    from mining.postrun.stats import compute_stats
 
     assert compute_stats(out)["images_in"] == 12
 
@@ -264,7 +264,7 @@ def test_an_output_that_cannot_be_written_fails_before_models_load(tmp_path, tin
 # 9. keys never become paths
 
 def test_export_writes_hostile_and_long_keys_inside_the_images_folder(tmp_path, tiny_cfg):
-    from mining.export_coco import export_coco
+    from mining.postrun.export_coco import export_coco
     from conftest import jpeg_bytes, scene
 
     hostile, long_key = "a/../../../pwned/PWNED", "k" * 300
@@ -330,7 +330,7 @@ def test_export_names_of_keys_that_join_alike_stay_distinct():
 
 
 def test_curate_refuses_its_own_input_however_it_is_spelt(tmp_path, tiny_cfg, monkeypatch):
-    from mining.curate import CurationFilters, curate
+    from mining.postrun.curate import CurationFilters, curate
 
     make_shards(tmp_path / "in", shards=1, per_shard=2, size=64)
     run_mining(tiny_cfg(), [str(tmp_path / "in")], str(tmp_path / "runs" / "a"))

@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 from mining.config import load_config
-from mining.validate import check_output
+from mining.postrun.validate import check_output
 
 
 def test_demo_on_local_ray(tmp_path):

@@ -180,7 +180,7 @@ def world_mined(tmp_path_factory):
 
 
 def test_curated_output_is_scored_on_all_input_images(world_mined):
-    from mining.curate import CurationFilters, curate
+    from mining.postrun.curate import CurationFilters, curate
 
     root, gt = world_mined
     mined = str(root / "mined")
@@ -208,7 +208,7 @@ def test_curated_output_is_scored_on_all_input_images(world_mined):
 def test_curated_output_whose_source_is_gone_is_named(world_mined, tmp_path):
     import shutil
 
-    from mining.curate import CurationFilters, curate
+    from mining.postrun.curate import CurationFilters, curate
 
     root, gt = world_mined
     copy = tmp_path / "mined"

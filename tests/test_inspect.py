@@ -12,14 +12,14 @@ from pycocotools.coco import COCO
 from conftest import TINY
 from mining.cli import main
 from mining.config import build_config
-from mining.curate import CurationFilters, curate
-from mining.export_coco import export_coco
+from mining.postrun.curate import CurationFilters, curate
+from mining.postrun.export_coco import export_coco
 from mining.pipeline import run_mining
 from mining.sinks.reader import iter_records, read_manifest, read_pairs
-from mining.stats import compute_stats
+from mining.postrun.stats import compute_stats
 from mining.storage import S3Options
 from mining.synthetic import make_shards
-from mining.validate import check_output
+from mining.postrun.validate import check_output
 
 
 @pytest.fixture(scope="module")

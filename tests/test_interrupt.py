@@ -15,7 +15,7 @@ import pytest
 from mining.config import load_config
 from mining.pipeline import run_mining
 from mining.synthetic import make_shards
-from mining.validate import check_output
+from mining.postrun.validate import check_output
 from same_output import assert_same_output
 
 pytestmark = pytest.mark.timeout(900)

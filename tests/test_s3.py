@@ -12,7 +12,7 @@ from mining.config import build_config
 from mining.pipeline import run_mining
 from mining.sinks.reader import iter_records, read_manifest, read_pairs
 from mining.synthetic import make_shards
-from mining.validate import check_output
+from mining.postrun.validate import check_output
 
 from conftest import TINY
 

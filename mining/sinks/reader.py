@@ -138,7 +138,7 @@ def iter_pair_batches(uri: str, columns: list[str], s3: S3Options | None = None,
 
 
 def read_pairs(output: str, s3: S3Options | None = None) -> pa.Table:
-    """The whole pairs table in memory: for tests and small runs; `mining.stats` streams instead."""
+    """The whole pairs table in memory: for tests and small runs; `mining.postrun.stats` streams instead."""
     fs, _ = filesystem_for(output, s3)
     paths = [filesystem_for(f, s3)[1] for f in pairs_files(output, s3)]
     if not paths:

@@ -1,7 +1,8 @@
 """Submit and follow ovmine runs through Ray's Job Submission API (the dashboard's HTTP address).
 
-The job's driver runs `python -m jobs.mine ...` on the head node; the local working directory (configs,
-code) travels with it as the job's runtime environment unless the cluster image already holds what it needs.
+The job's driver runs `python -m jobs.mine ...` (the repository's jobs/ folder) on the head node; the local
+working directory (configs, code) travels with it as the job's runtime environment unless the cluster image
+already holds what it needs.
 """
 from __future__ import annotations
 

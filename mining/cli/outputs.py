@@ -1,0 +1,110 @@
+"""Commands over a mining output: `eval`, `validate`, `curate`, `export`."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from mining.cli.common import add_s3_endpoint, s3_options
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from mining.evaluation.run import evaluate, format_eval
+
+    report = evaluate(args.output, args.gt, synonyms=args.synonyms, iou=args.iou, unknown_nouns=args.unknown_nouns,
+                      region_top1=args.region_top1, region_overrides=args.overrides, s3=s3_options(args),
+                      progress=not args.json and sys.stderr.isatty())
+    print(json.dumps(report) if args.json else format_eval(report))
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from mining.postrun.validate import check_output
+
+    figures = check_output(args.output, s3_options(args))
+    print(json.dumps(figures) if args.json else
+          f"{args.output}: valid ({figures['shards']} shards, {figures['records']} records, {figures['pairs']} pairs; "
+          f"{figures['images_in']} images in = {figures['images_with_pairs']} with pairs + "
+          f"{sum(figures['drops'].values())} dropped)")
+    return 0
+
+
+def cmd_curate(args: argparse.Namespace) -> int:
+    from mining.postrun.curate import CurationFilters, curate, read_noun_list, read_synonyms
+
+    filters = CurationFilters(
+        min_similarity=args.min_similarity, min_margin=args.min_margin, min_noun_count=args.min_noun_count,
+        max_per_noun=args.max_per_noun,
+        nouns_allow=read_noun_list(args.nouns_allow) if args.nouns_allow else None,
+        nouns_deny=read_noun_list(args.nouns_deny) if args.nouns_deny else [],
+        synonyms=read_synonyms(args.merge_synonyms) if args.merge_synonyms else {})
+    manifest = curate(args.input, args.output, filters, s3_options(args))
+    t, before = manifest["totals"], manifest["lineage"]["input_totals"]
+    if args.json:
+        print(json.dumps({"output": args.output, "totals": t, "input_totals": before,
+                          "config_hash": manifest["config_hash"]}))
+    else:
+        print(f"curated {args.input} -> {args.output}\n"
+              f"  images  {before['images_with_pairs']} -> {t['images_with_pairs']}\n"
+              f"  pairs   {before['pairs']} -> {t['pairs']}\n"
+              f"  nouns   {before['unique_nouns']} -> {t['unique_nouns']}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from mining.postrun.export_coco import export_coco
+
+    counts = export_coco(args.output, args.dest, args.images_dir, s3_options(args))
+    print(json.dumps(counts) if args.json else
+          f"wrote {args.dest}: {counts['images']} images, {counts['annotations']} annotations, "
+          f"{counts['categories']} categories" +
+          (f"; {counts['images_written']} images in {args.images_dir}" if args.images_dir else ""))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="score a mining output against COCO-format ground truth")
+    p.add_argument("output", help="a mining (or curated) output, local or s3://")
+    p.add_argument("--gt", required=True, help="COCO instances JSON (e.g. a toy world's ground_truth.json)")
+    p.add_argument("--iou", type=float, default=0.5, help="mask IoU for a pair to be correct")
+    p.add_argument("--synonyms", metavar="FILE", help="YAML 'category: [synonym, ...]' on top of the ground truth's")
+    p.add_argument("--unknown-nouns", choices=["wrong", "skip"],
+                   help="pairs whose noun names no category: wrong, or left unjudged (default: wrong only when "
+                        "the ground truth says it is exhaustive, as the toy world's does)")
+    p.add_argument("--region-top1", action="store_true",
+                   help="also classify the ground-truth masks with the run's region encoder (top-1 accuracy)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override the run's config for --region-top1, e.g. regions.pretrained=other.safetensors")
+    p.add_argument("--json", action="store_true")
+    add_s3_endpoint(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("validate", help="check a mining output against schemas/ and its own counts")
+    p.add_argument("output")
+    p.add_argument("--json", action="store_true")
+    add_s3_endpoint(p)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("curate", help="write a filtered copy of a mining output, in the same schema")
+    p.add_argument("input")
+    p.add_argument("output")
+    p.add_argument("--min-similarity", type=float)
+    p.add_argument("--min-margin", type=float)
+    p.add_argument("--min-noun-count", type=int, metavar="N", help="drop nouns with fewer surviving pairs")
+    p.add_argument("--max-per-noun", type=int, metavar="K", help="keep each noun's K most similar pairs")
+    p.add_argument("--nouns-allow", metavar="FILE", help="only these nouns (one per line)")
+    p.add_argument("--nouns-deny", metavar="FILE", help="never these nouns (one per line)")
+    p.add_argument("--merge-synonyms", metavar="FILE", help="YAML 'canonical: [synonym, ...]'; applied first")
+    p.add_argument("--json", action="store_true")
+    add_s3_endpoint(p)
+    p.set_defaults(func=cmd_curate)
+
+    p = sub.add_parser("export", help="export a mining output to another format")
+    fmt = p.add_subparsers(dest="format", required=True)
+    c = fmt.add_parser("coco", help="COCO instances JSON (RLE masks, one category per noun)")
+    c.add_argument("output", help="a mining (or curated) output, local or s3://")
+    c.add_argument("dest", help="coco.json path or s3:// URI")
+    c.add_argument("--images-dir", help="also write the images, in the masks' frame, named like file_name")
+    c.add_argument("--json", action="store_true")
+    add_s3_endpoint(c)
+    c.set_defaults(func=cmd_export)

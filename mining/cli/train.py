@@ -1,0 +1,45 @@
+"""`ovmine train`: models trained from mined pairs."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from mining.cli.common import add_config_args, add_s3_endpoint, s3_options
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from mining.train.clip_trainer import train_clip
+    from mining.train.config import load_train_config
+
+    cfg = load_train_config(args.config, args.overrides)
+    record = train_clip(cfg, args.data, args.output, executor=args.executor, s3=s3_options(args))
+    if args.json:
+        print(json.dumps({k: v for k, v in record.items() if k != "config"}))
+    else:
+        scan = record["counts"]["scan"]
+        print("\n".join([
+            f"trained {args.output} (Model A, mask-adapted CLIP; {record['executor']} executor, "
+            f"{record['workers']} worker(s))",
+            f"  pairs              {scan['pairs'] - scan['filtered']} of {scan['pairs']} "
+            f"({len(record['vocabulary'])} nouns)",
+            f"  steps              {record['steps']} x {record['samples_per_step']} crops",
+            f"  loss               {record['first_loss']} -> {record['final_loss']}",
+            f"  samples/s          {record['samples_per_s']}",
+            f"  wall time          {record['seconds']:.1f} s",
+            f"  use it             --set regions.model={record['model']} --set regions.pretrained=null",
+        ]))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model from mined pairs")
+    what = p.add_subparsers(dest="model", required=True)
+    tc = what.add_parser("clip", help="Model A: fine-tune CLIP's image tower on masked crops (OVSeg)")
+    add_config_args(tc, required=True)
+    tc.add_argument("--data", nargs="+", required=True, help="mining (or curated) outputs, local or s3://")
+    tc.add_argument("--output", required=True, help="folder for the open_clip local-dir model and training.json")
+    tc.add_argument("--executor", choices=["local", "ray"], default="local",
+                    help="local: in-process, one worker; ray: Ray Train (workers, checkpoints, resume)")
+    add_s3_endpoint(tc)
+    tc.add_argument("--json", action="store_true")
+    tc.set_defaults(func=cmd_train)
