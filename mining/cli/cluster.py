@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from mining.cli.common import add_config_args, positive_int
+from mining.cli.common import add_command, add_config_args, add_json, positive_int
 from mining.config import load_config
 
 
@@ -56,9 +56,13 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("submit", help="submit a run to a Ray cluster through the Job Submission API")
+    p = add_command(sub, "submit", "submit a run to a Ray cluster through the Job Submission API",
+                    "ovmine submit mine --address http://HEAD:8265 --config configs/coco.yaml "
+                    "--input 's3://bucket/cc3m/{00000..00331}.tar' --output s3://bucket/mined/cc3m")
     what = p.add_subparsers(dest="job", required=True)
-    m = what.add_parser("mine", help="submit `ovmine mine` as a Ray job")
+    m = add_command(what, "mine", "submit `ovmine mine` as a Ray job",
+                    "ovmine submit mine --address http://HEAD:8265 --config configs/coco.yaml "
+                    "--input 's3://bucket/cc3m/{00000..00331}.tar' --output s3://bucket/mined/cc3m")
     m.add_argument("--address", required=True, help="the dashboard address, e.g. http://HEAD:8265")
     add_config_args(m, required=True)
     m.add_argument("--input", nargs="+", required=True)
@@ -69,12 +73,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--no-working-dir", action="store_true", help="the cluster image already holds configs and code")
     m.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="environment of the job")
     m.add_argument("--submission-id", help="a job id of your choosing (default: Ray picks one)")
-    m.add_argument("--json", action="store_true")
+    add_json(m, "the submission id and entrypoint")
     m.set_defaults(func=cmd_submit)
 
-    p = sub.add_parser("jobs", help="list, follow and stop Ray jobs")
+    p = add_command(sub, "jobs", "list, follow and stop Ray jobs",
+                    "ovmine jobs list --address http://HEAD:8265", "ovmine jobs logs JOB_ID --address http://HEAD:8265")
     p.add_argument("action", choices=["list", "status", "logs", "stop"])
     p.add_argument("job_id", nargs="?")
     p.add_argument("--address", required=True, help="the dashboard address, e.g. http://HEAD:8265")
-    p.add_argument("--json", action="store_true")
+    add_json(p, "the jobs or the status")
     p.set_defaults(func=cmd_jobs)

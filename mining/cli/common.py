@@ -33,3 +33,28 @@ def s3_options(args: argparse.Namespace):
     from mining.storage import S3Options
 
     return S3Options(endpoint_url=getattr(args, "s3_endpoint", None))
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the example's line breaks and shows a flag's default when it has a meaningful one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default   # identity, not equality: 0 is a default worth showing, False is not
+        shown = action.option_strings and not (default is None or default is False or default == []
+                                               or default is argparse.SUPPRESS)
+        if shown and "%(default)" not in text and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+def add_command(sub: argparse._SubParsersAction, name: str, summary: str, *examples: str,
+                details: str = "") -> argparse.ArgumentParser:
+    """A subcommand with a one-line description, its defaults in --help, and runnable examples."""
+    epilog = "examples:\n" + "\n".join(f"  {e}" for e in examples) if examples else None
+    return sub.add_parser(name, help=summary, description=summary + (f"\n\n{details}" if details else ""),
+                          epilog=epilog, formatter_class=HelpFormatter)
+
+
+def add_json(p: argparse.ArgumentParser, what: str = "the summary") -> None:
+    p.add_argument("--json", action="store_true", help=f"print {what} as one JSON object on stdout")

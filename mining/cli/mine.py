@@ -6,7 +6,7 @@ import json
 import sys
 from typing import Any
 
-from mining.cli.common import add_config_args, positive_int
+from mining.cli.common import add_command, add_config_args, add_json, positive_int
 from mining.config import load_config
 
 
@@ -67,7 +67,10 @@ def cmd_mine(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("mine", help="mine mask–noun pairs from image–caption shards")
+    p = add_command(sub, "mine", "mine mask–noun pairs from image–caption shards",
+                    "ovmine mine --config configs/tiny.yaml --input data/ --output mined/",
+                    "ovmine mine --config configs/coco.yaml --input 's3://bucket/cc3m/{00000..00331}.tar' "
+                    "--output s3://bucket/mined/cc3m")
     add_config_args(p, required=True)
     p.add_argument("--input", nargs="+", required=True,
                    help="shards: paths, directories, brace patterns (data/{00000..00009}.tar), s3:// URIs")
@@ -76,5 +79,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--executor", choices=["ray", "local"], help="shortcut for --set execution.executor=...")
     p.add_argument("--overwrite", action="store_true",
                    help="mine every shard again, even those already committed in OUTPUT")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_json(p)
     p.set_defaults(func=cmd_mine)

@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from mining.cli.common import add_s3_endpoint, s3_options
+from mining.cli.common import add_command, add_json, add_s3_endpoint, s3_options
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -63,7 +63,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="score a mining output against COCO-format ground truth")
+    p = add_command(sub, "eval", "score a mining output against COCO-format ground truth",
+                    "ovmine eval mined/ --gt world/ground_truth.json --region-top1")
     p.add_argument("output", help="a mining (or curated) output, local or s3://")
     p.add_argument("--gt", required=True, help="COCO instances JSON (e.g. a toy world's ground_truth.json)")
     p.add_argument("--iou", type=float, default=0.5, help="mask IoU for a pair to be correct")
@@ -75,17 +76,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also classify the ground-truth masks with the run's region encoder (top-1 accuracy)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override the run's config for --region-top1, e.g. regions.pretrained=other.safetensors")
-    p.add_argument("--json", action="store_true")
+    add_json(p)
     add_s3_endpoint(p)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("validate", help="check a mining output against schemas/ and its own counts")
+    p = add_command(sub, "validate", "check a mining output against schemas/ and its own counts",
+                    "ovmine validate mined/")
     p.add_argument("output")
-    p.add_argument("--json", action="store_true")
+    add_json(p)
     add_s3_endpoint(p)
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("curate", help="write a filtered copy of a mining output, in the same schema")
+    p = add_command(sub, "curate", "write a filtered copy of a mining output, in the same schema",
+                    "ovmine curate mined/ curated/ --min-similarity 0.25 --nouns-deny junk.txt")
     p.add_argument("input")
     p.add_argument("output")
     p.add_argument("--min-similarity", type=float)
@@ -95,16 +98,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nouns-allow", metavar="FILE", help="only these nouns (one per line)")
     p.add_argument("--nouns-deny", metavar="FILE", help="never these nouns (one per line)")
     p.add_argument("--merge-synonyms", metavar="FILE", help="YAML 'canonical: [synonym, ...]'; applied first")
-    p.add_argument("--json", action="store_true")
+    add_json(p)
     add_s3_endpoint(p)
     p.set_defaults(func=cmd_curate)
 
-    p = sub.add_parser("export", help="export a mining output to another format")
+    p = add_command(sub, "export", "export a mining output to another format",
+                    "ovmine export coco mined/ coco.json --images-dir images/")
     fmt = p.add_subparsers(dest="format", required=True)
-    c = fmt.add_parser("coco", help="COCO instances JSON (RLE masks, one category per noun)")
+    c = add_command(fmt, "coco", "COCO instances JSON (RLE masks, one category per noun)",
+                    "ovmine export coco mined/ coco.json --images-dir images/")
     c.add_argument("output", help="a mining (or curated) output, local or s3://")
     c.add_argument("dest", help="coco.json path or s3:// URI")
     c.add_argument("--images-dir", help="also write the images, in the masks' frame, named like file_name")
-    c.add_argument("--json", action="store_true")
+    add_json(c)
     add_s3_endpoint(c)
     c.set_defaults(func=cmd_export)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from mining.cli.common import add_s3_endpoint, s3_options
+from mining.cli.common import add_command, add_json, add_s3_endpoint, s3_options
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -22,9 +22,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("stats", help="statistics of a mining output; --html writes a report with a gallery")
+    p = add_command(sub, "stats", "statistics of a mining output; --html writes a report with a gallery",
+                    "ovmine stats mined/", "ovmine stats mined/ --html report.html")
     p.add_argument("output", help="a mining (or curated) output, local or s3://")
-    p.add_argument("--json", action="store_true")
+    add_json(p, "the statistics")
     p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report (local or s3://)")
     p.add_argument("--top", type=int, default=20, metavar="K", help="how many of the most frequent nouns")
     p.add_argument("--gallery", type=int, default=24, metavar="N",

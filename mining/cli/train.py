@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from mining.cli.common import add_config_args, add_s3_endpoint, s3_options
+from mining.cli.common import add_command, add_config_args, add_json, add_s3_endpoint, s3_options
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -32,14 +32,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a model from mined pairs")
+    p = add_command(sub, "train", "train a model from mined pairs",
+                    "ovmine train clip --config configs/train_clip_toyworld.yaml --data mined/ --output clip-adapted/")
     what = p.add_subparsers(dest="model", required=True)
-    tc = what.add_parser("clip", help="Model A: fine-tune CLIP's image tower on masked crops (OVSeg)")
+    tc = add_command(what, "clip", "Model A: fine-tune CLIP's image tower on masked crops (OVSeg)",
+                     "ovmine train clip --config configs/train_clip_toyworld.yaml --data mined/ --output clip-adapted/")
     add_config_args(tc, required=True)
     tc.add_argument("--data", nargs="+", required=True, help="mining (or curated) outputs, local or s3://")
     tc.add_argument("--output", required=True, help="folder for the open_clip local-dir model and training.json")
     tc.add_argument("--executor", choices=["local", "ray"], default="local",
                     help="local: in-process, one worker; ray: Ray Train (workers, checkpoints, resume)")
     add_s3_endpoint(tc)
-    tc.add_argument("--json", action="store_true")
+    add_json(tc, "the training record")
     tc.set_defaults(func=cmd_train)

@@ -6,7 +6,7 @@ import json
 import sys
 from typing import Any
 
-from mining.cli.common import add_config_args, add_s3_endpoint, s3_options
+from mining.cli.common import add_command, add_config_args, add_json, add_s3_endpoint, s3_options
 from mining.config import load_config
 
 
@@ -77,7 +77,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("parse", help="print the entities of captions, one JSON object per caption")
+    p = add_command(sub, "parse", "print the entities of captions, one JSON object per caption",
+                    "echo 'two red stars on the grass' | ovmine parse",
+                    "ovmine parse --labelled tests/data/captions_labelled.jsonl")
     add_config_args(p)
     p.add_argument("file", nargs="?", help="one caption per line; stdin when omitted or '-'")
     p.add_argument("--labelled", action="store_true",
@@ -85,7 +87,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "and noun precision/recall on stderr")
     p.set_defaults(func=cmd_parse)
 
-    p = sub.add_parser("sample-data", help="write a small generated image–caption dataset (webdataset shards)")
+    p = add_command(sub, "sample-data", "write a small generated image–caption dataset (webdataset shards)",
+                    "ovmine sample-data data/ --shards 2 --per-shard 16")
     p.add_argument("out")
     p.add_argument("--shards", type=int, default=2)
     p.add_argument("--per-shard", type=int, default=16)
@@ -93,19 +96,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=128, help="image side in pixels")
     p.set_defaults(func=cmd_sample_data)
 
-    p = sub.add_parser("toyworld", help="the synthetic scene world with ground truth")
+    p = add_command(sub, "toyworld", "the synthetic scene world with ground truth",
+                    "ovmine toyworld make world/ --shards 2 --per-shard 32 --seed 0")
     what = p.add_subparsers(dest="action", required=True)
-    t = what.add_parser("make", help="write world shards (webdataset) and COCO ground truth")
+    t = add_command(what, "make", "write world shards (webdataset) and COCO ground truth",
+                    "ovmine toyworld make world/ --shards 2 --per-shard 32 --seed 0")
     t.add_argument("out", help="directory or s3:// prefix: OUT/shards/*.tar and OUT/ground_truth.json")
     t.add_argument("--shards", type=int, default=2)
     t.add_argument("--per-shard", type=int, default=32)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--size", type=int, default=128, help="image side in pixels")
-    t.add_argument("--json", action="store_true")
+    add_json(t)
     add_s3_endpoint(t)
     t.set_defaults(func=cmd_toyworld)
 
-    p = sub.add_parser("demo", help="make a toy world, mine it on local Ray with the shipped models, and score it")
+    p = add_command(sub, "demo", "make a toy world, mine it on local Ray with the shipped models, and score it",
+                    "ovmine demo", "ovmine demo --out demo/ --shards 2 --executor local")
     p.add_argument("--out", default="toyworld-demo", help="working directory (world, mined output, config)")
     p.add_argument("--shards", type=int, default=4)
     p.add_argument("--per-shard", type=int, default=32)
@@ -115,5 +121,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--executor", choices=["ray", "local"], default="ray")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field of the demo config")
-    p.add_argument("--json", action="store_true")
+    add_json(p)
     p.set_defaults(func=cmd_demo)
