@@ -5,6 +5,7 @@ being silently ignored halfway through a run on a cluster.
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import re
@@ -233,15 +234,32 @@ def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
     return parsed
 
 
-def _format_validation_error(err: ValidationError, origin: str) -> str:
-    lines = [f"invalid config ({origin}):"]
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The field names of the section that `loc` points into (for spelling suggestions)."""
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def _format_validation_error(err: ValidationError, origin: str, model: type[BaseModel],
+                             set_keys: dict[str, str]) -> str:
+    """One line per problem, each naming its dotted field; a problem in a `--set` value is blamed on `--set`."""
+    lines = []
     for e in err.errors():
         field = ".".join(str(p) for p in e["loc"]) or "<root>"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
-            msg = "unknown field (check the spelling; see configs/ for the known fields)"
-        lines.append(f"  {field}: {msg}")
-    return "\n".join(lines)
+            close = difflib.get_close_matches(str(e["loc"][-1]), _fields_at(model, e["loc"][:-1]), n=1)
+            hint = ".".join([*map(str, e["loc"][:-1]), close[0]]) if close else None
+            msg = f"unknown field (did you mean {hint}?)" if hint else \
+                "unknown field (check the spelling; `ovmine config show` lists the known fields)"
+        given = next((k for k in set_keys if field == k or field.startswith(k + ".")), None)
+        lines.append(f"--set {given}={set_keys[given]}: {msg}" if given else f"{origin}: {field}: {msg}")
+    return lines[0] if len(lines) == 1 else f"invalid config ({len(lines)} problems):\n  " + "\n  ".join(lines)
 
 
 # Placeholders a config may use in any string value, filled in wherever a config is loaded (so that
@@ -284,20 +302,43 @@ def validated(model: type[ModelT], tree: dict[str, Any] | None = None, overrides
               origin: str = "<dict>") -> ModelT:
     """A config model from a YAML tree and `--set` overrides; every error names its dotted field."""
     tree = _plain(tree or {})  # deep copy, and rejects non-JSON values (a YAML date, say) naming the field
-    for key, value in parse_overrides(overrides or []):
+    set_keys = {}   # dotted key -> the text given, to blame a bad value on --set rather than on the file
+    for item, (key, value) in zip(overrides or [], parse_overrides(overrides or [])):
         _set_dotted(tree, key, value)
+        set_keys[key] = item.split("=", 1)[1]
     tree = fill_placeholders(tree)
     try:
         return model.model_validate(tree)
     except ValidationError as err:
-        raise ConfigError(_format_validation_error(err, origin)) from None
+        raise ConfigError(_format_validation_error(err, origin, model, set_keys)) from None
+
+
+def shipped_configs() -> dict[str, Path]:
+    """The configs that ship with the package, by name: `--config tiny` works from any directory."""
+    here = Path(__file__).resolve().parent
+    found = {"demo": here / "toyworld" / "demo.yaml"}
+    for folder in (here / "_configs", here.parent / "configs"):   # installed wheel, then a source checkout
+        if folder.is_dir():
+            found |= {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+            break
+    return found
+
+
+def config_path(path: str | Path) -> Path:
+    """A config file's path: an existing file, or the name of a shipped config (`tiny`, `coco.yaml`)."""
+    given = Path(path)
+    if given.is_file() or len(given.parts) != 1:
+        return given
+    return shipped_configs().get(given.name.removesuffix(".yaml").removesuffix(".yml"), given)
 
 
 def read_config_file(path: str | Path, what: str = "config", empty: str | None = None) -> dict[str, Any]:
-    """The YAML mapping in `path`. `empty`: the error for an empty file (None: an empty file means defaults)."""
-    path = Path(path)
+    """The YAML mapping in `path` (or a shipped config's name). `empty`: the error for an empty file (None:
+    an empty file means defaults)."""
+    path = config_path(path)
     if not path.is_file():
-        raise ConfigError(f"{what} file not found: {path}")
+        raise ConfigError(f"{what} file not found: {path} (or name a shipped config: "
+                          + ", ".join(shipped_configs()) + ")")
     try:
         tree = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
@@ -318,4 +359,4 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     # the defaults name hub weights: an empty file must not quietly ask for them
     tree = {} if path is None else read_config_file(
         path, empty="start from configs/tiny.yaml (offline) or configs/coco.yaml")
-    return build_config(tree, overrides, origin=str(path) if path else "defaults")
+    return build_config(tree, overrides, origin=str(config_path(path)) if path else "defaults")

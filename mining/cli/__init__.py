@@ -9,25 +9,30 @@ import logging
 import os
 import sys
 
-from mining.cli import cluster, mine, outputs, stats, train, world
+from mining import __version__
+from mining.cli import cluster, configs, mine, outputs, stats, train, world
+from mining.cli.common import Parser, add_verbosity
 from mining.config import ConfigError
 from mining.sinks.lease import OutputBusy
 
-COMMAND_GROUPS = (mine, world, outputs, stats, train, cluster)
+COMMAND_GROUPS = (mine, world, outputs, stats, train, cluster, configs)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ovmine", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="ovmine", description=__doc__.splitlines()[0],
+                    epilog="`ovmine COMMAND --help` shows a command's options, defaults and examples")
+    parser.add_argument("--version", action="version", version=f"ovmine {__version__}")
+    add_verbosity(parser, top_level=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in COMMAND_GROUPS:
         group.register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    Parser.argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(Parser.argv)
+    level = logging.ERROR if args.quiet else [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.verbose:  # Ray Data narrates every operator at INFO; the summary says what matters
         os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import difflib
+import re
 
 
 def positive_int(text: str) -> int:
@@ -48,12 +50,67 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return text
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line, and which names the flag a misspelt one probably meant."""
+
+    argv: list[str] = []   # the command line being parsed, set by `mining.cli.main`
+
+    def error(self, message: str) -> None:   # type: ignore[override]
+        parser = _chosen_subcommand(self, self.argv)
+        message = parser._unknown_flag() or _suggest_choice(message)
+        self.exit(2, f"{parser.prog}: error: {message} (see {parser.prog} --help)\n")
+
+    def _unknown_flag(self) -> str | None:
+        known = [s for s in self._option_string_actions if s.startswith("--")]
+        for token in self.argv:
+            flag = token.split("=", 1)[0]
+            if token == "--":
+                break
+            if not flag.startswith("--") or flag in known or sum(k.startswith(flag) for k in known) == 1:
+                continue   # a value, a known flag, or an abbreviation argparse accepts
+            close = difflib.get_close_matches(flag, known, n=1)
+            return f"unknown option {flag}" + (f"; did you mean {close[0]}?" if close else "")
+        return None
+
+
+def _suggest_choice(message: str) -> str:
+    """argparse's "invalid choice: 'minee' (choose from ...)" with the closest choice named first."""
+    found = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if not found:
+        return message
+    choices = re.findall(r"'([^']*)'", found.group(2)) or [c.strip() for c in found.group(2).split(",")]
+    close = difflib.get_close_matches(found.group(1), choices, n=1)
+    return message + (f"; did you mean {close[0]}?" if close else "")
+
+
+def _chosen_subcommand(parser: argparse.ArgumentParser, argv: list[str]) -> Parser:
+    """The deepest subcommand parser the command line names: the one whose flags a stray flag is checked against."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for i, token in enumerate(argv):
+                if token in action.choices:
+                    return _chosen_subcommand(action.choices[token], argv[i + 1:])
+    return parser  # type: ignore[return-value]
+
+
+def add_verbosity(p: argparse.ArgumentParser, top_level: bool = False) -> None:
+    """-v/-vv and -q, accepted before and after the subcommand (a subcommand's copy never resets the other's)."""
+    p.add_argument("-v", "--verbose", action="count", default=0 if top_level else argparse.SUPPRESS,
+                   help="more logging (-vv for debug)")
+    p.add_argument("-q", "--quiet", action="store_true", default=False if top_level else argparse.SUPPRESS,
+                   help="no progress output; the summary and errors are still printed")
+
+
+_COMMON = Parser(add_help=False)
+add_verbosity(_COMMON)
+
+
 def add_command(sub: argparse._SubParsersAction, name: str, summary: str, *examples: str,
                 details: str = "") -> argparse.ArgumentParser:
     """A subcommand with a one-line description, its defaults in --help, and runnable examples."""
     epilog = "examples:\n" + "\n".join(f"  {e}" for e in examples) if examples else None
     return sub.add_parser(name, help=summary, description=summary + (f"\n\n{details}" if details else ""),
-                          epilog=epilog, formatter_class=HelpFormatter)
+                          epilog=epilog, formatter_class=HelpFormatter, parents=[_COMMON])
 
 
 def add_json(p: argparse.ArgumentParser, what: str = "the summary") -> None:

@@ -1,0 +1,140 @@
+"""The command line as a new user meets it: --version, help, misspelt flags, --set typos, shipped configs."""
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from mining import __version__
+from mining.cli import build_parser, main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def leaf_commands(parser: argparse.ArgumentParser, path=()):
+    """(words, parser) of every runnable subcommand, e.g. (('export', 'coco'), <parser>)."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield path, parser
+        return
+    for name, child in subs[0].choices.items():
+        yield from leaf_commands(child, (*path, name))
+
+
+def run_main(capsys, *argv):
+    try:
+        code = main(list(argv))
+    except SystemExit as stop:
+        code = stop.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_version(capsys):
+    code, out, _ = run_main(capsys, "--version")
+    assert (code, out) == (0, f"ovmine {__version__}\n")
+
+
+def test_every_command_describes_itself_with_an_example_and_its_defaults():
+    commands = dict(leaf_commands(build_parser()))
+    assert {("mine",), ("stats",), ("export", "coco"), ("train", "clip"), ("config",)} <= set(commands)
+    for words, parser in commands.items():
+        text = parser.format_help()
+        assert parser.description, words
+        examples = text.split("examples:\n")[1].splitlines()
+        assert examples and all(("ovmine " + " ".join(words)) in line for line in examples), words
+        for action in parser._actions:
+            if "--json" in action.option_strings:
+                assert "JSON" in action.help, words
+    mine_help = commands[("mine",)].format_help()
+    assert "(default:" not in mine_help.split("--overwrite")[1].split("--json")[0]   # no "default: False"
+    assert "(default: 20)" in commands[("stats",)].format_help()
+
+
+def test_a_misspelt_flag_is_named_with_a_suggestion(capsys):
+    code, out, err = run_main(capsys, "mine", "--config", "tiny", "--input", "x", "--ouput", "y")
+    assert code == 2 and out == ""
+    assert err == "ovmine mine: error: unknown option --ouput; did you mean --output? (see ovmine mine --help)\n"
+
+
+def test_an_abbreviated_flag_is_not_called_unknown(capsys):
+    code, _, err = run_main(capsys, "mine", "--config", "tiny", "--input", "x", "--out", "y", "--limit", "0")
+    assert code == 2
+    assert err == "ovmine mine: error: argument --limit: must be at least 1, got 0 (see ovmine mine --help)\n"
+
+
+def test_a_misspelt_command_gets_a_suggestion(capsys):
+    code, _, err = run_main(capsys, "minee")
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("ovmine: error: argument COMMAND: invalid choice: 'minee'")
+    assert err.endswith("; did you mean mine? (see ovmine --help)\n")
+
+
+def test_a_set_typo_is_blamed_on_set_not_on_the_config_file(capsys):
+    code, _, err = run_main(capsys, "config", "show", "--config", "tiny", "--set", "match.min_similarty=0.3")
+    assert (code, err) == (2, "ovmine: --set match.min_similarty=0.3: unknown field "
+                              "(did you mean match.min_similarity?)\n")
+    code, _, err = run_main(capsys, "config", "show", "--config", "tiny", "--set", "match.min_margin=high")
+    assert code == 2 and err.startswith("ovmine: --set match.min_margin=high: Input should be a valid number")
+
+
+def test_a_typo_in_the_file_is_blamed_on_the_file(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("match:\n  min_margn: 0.1\n")
+    code, _, err = run_main(capsys, "config", "show", "--config", str(bad))
+    assert (code, err) == (2, f"ovmine: {bad}: match.min_margn: unknown field (did you mean match.min_margin?)\n")
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_verbosity_flags_are_accepted_before_and_after_the_subcommand(where):
+    tail = ["mine", "--config", "tiny", "--input", "x", "--output", "y"]
+    args = build_parser().parse_args(["-vv", *tail] if where == "before" else [*tail, "-vv"])
+    assert args.verbose == 2 and args.quiet is False
+    args = build_parser().parse_args(["-q", *tail] if where == "before" else [*tail, "-q"])
+    assert args.quiet is True and args.verbose == 0
+
+
+def test_shipped_configs_load_by_name_from_any_directory(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "mining.cli", "config", "show", "--config", "tiny", "--json",
+                           "--set", "match.min_margin=0.125"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    resolved = json.loads(proc.stdout)
+    assert resolved["match"]["min_margin"] == 0.125
+    assert resolved["source"]["working_size"] == 128   # tiny.yaml's value, not the default 1024
+    listed = subprocess.run([sys.executable, "-m", "mining.cli", "config", "list", "--json"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert {"tiny", "coco", "demo", "train_clip_toyworld"} <= set(json.loads(listed.stdout))
+
+
+def test_config_show_prints_yaml_that_loads_back_to_the_same_config(tmp_path, capsys):
+    from mining.config import load_config
+
+    code, out, _ = run_main(capsys, "config", "show", "--config", "demo", "--set", "match.min_margin=0.2")
+    assert code == 0 and out.startswith("# mine config resolved from ")
+    copy = tmp_path / "resolved.yaml"
+    copy.write_text(out)
+    assert load_config(copy).resolved() == load_config("demo", ["match.min_margin=0.2"]).resolved()
+
+
+def test_an_unknown_config_name_lists_the_shipped_ones(capsys):
+    code, _, err = run_main(capsys, "config", "show", "--config", "tinny")
+    assert code == 2 and err.startswith("ovmine: config file not found: tinny (or name a shipped config: ")
+    assert "tiny" in err
+
+
+@pytest.mark.skipif(shutil.which("uv") is None and not (Path(sys.executable).parent / "uv").exists(),
+                    reason="uv builds the wheel")
+def test_the_wheel_holds_only_the_mining_package_and_ships_the_configs(tmp_path):
+    uv = shutil.which("uv") or str(Path(sys.executable).parent / "uv")
+    subprocess.run([uv, "build", "--wheel", "-q", "-o", str(tmp_path), str(ROOT)], check=True, timeout=300)
+    (wheel,) = tmp_path.glob("ovmine-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {n.split("/")[0] for n in names} == {"mining", f"ovmine-{__version__}.dist-info"}
+    shipped = {Path(n).name for n in names if n.startswith("mining/_configs/")}
+    assert shipped == {p.name for p in (ROOT / "configs").glob("*.yaml")}
+    assert "mining/toyworld/demo.yaml" in names
