@@ -8,8 +8,11 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow.fs as pafs
 from PIL import Image, ImageDraw
 from webdataset import TarWriter
+
+from mining.storage import S3Options, delete, filesystem_for
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 70, 220), "yellow": (235, 210, 40),
            "white": (245, 245, 245), "black": (20, 20, 20)}
@@ -44,8 +47,32 @@ def make_scene(rng: np.random.Generator, size: int) -> tuple[Image.Image, list[s
     return image, [caption[0].upper() + caption[1:] + ".", f"Shapes lying on {ground}."]
 
 
-def make_shards(out_dir: str | Path, shards: int = 2, per_shard: int = 8, seed: int = 0, size: int = 128) -> list[Path]:
+def prepare_dataset_folder(out: str, earlier: list[str], overwrite: bool, s3: S3Options | None = None) -> None:
+    """A generated dataset goes into a new or empty folder (local or an S3 prefix): new shards written over part
+    of an older set would leave a mixed dataset. With `overwrite`, the `earlier` dataset's files are removed
+    first; nothing else in `out` is touched."""
+    fs, path = filesystem_for(out, s3)
+    kind = fs.get_file_info(path).type
+    if kind == pafs.FileType.File:
+        raise ValueError(f"{out} is a file: a dataset needs a folder")
+    if kind == pafs.FileType.NotFound:
+        return
+    entries = sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)))
+    if not entries:
+        return
+    if not overwrite:
+        raise ValueError(f"{out} is not empty ({len(entries)} entr{'ies' if len(entries) > 1 else 'y'}, e.g. "
+                         f"{entries[0]}): choose a new folder, or pass --overwrite to replace the dataset there")
+    for uri in earlier:
+        delete(uri, s3)
+
+
+def make_shards(out_dir: str | Path, shards: int = 2, per_shard: int = 8, seed: int = 0, size: int = 128,
+                overwrite: bool = False) -> list[Path]:
+    """Write `out_dir/{shard:05d}.tar`. `out_dir` must be new or empty, unless `overwrite`: then the .tar shards
+    already there are replaced."""
     out = Path(out_dir)
+    prepare_dataset_folder(str(out), [str(p) for p in out.glob("*.tar")] if out.is_dir() else [], overwrite)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     paths = []

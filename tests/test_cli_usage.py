@@ -138,3 +138,23 @@ def test_the_wheel_holds_only_the_mining_package_and_ships_the_configs(tmp_path)
     shipped = {Path(n).name for n in names if n.startswith("mining/_configs/")}
     assert shipped == {p.name for p in (ROOT / "configs").glob("*.yaml")}
     assert "mining/toyworld/demo.yaml" in names
+
+
+def test_submit_train_checks_the_config_before_it_contacts_the_cluster(capsys):
+    code, _, err = run_main(capsys, "submit", "train", "clip", "--address", "http://127.0.0.1:9", "--config",
+                            "train_clip_toyworld", "--data", "s3://b/mined", "--output", "s3://b/clip",
+                            "--set", "stepz=3")
+    assert (code, err) == (2, "ovmine: --set stepz=3: unknown field (did you mean steps?)\n")
+
+
+def test_the_train_job_runs_ray_train_with_the_given_arguments():
+    from mining.cluster.submit import train_entrypoint
+
+    line = train_entrypoint("clip", "configs/train_clip_toyworld.yaml", ["s3://b/a", "s3://b/b"], "s3://b/clip",
+                            ["workers=4"])
+    assert line == ("python -m jobs.train clip --config configs/train_clip_toyworld.yaml --data s3://b/a s3://b/b "
+                    "--output s3://b/clip --set workers=4")
+    args = build_parser().parse_args(["train", *line.split()[3:], "--executor", "ray"])   # what jobs/train.py runs
+    assert (args.model, args.executor, args.data, args.overrides) == ("clip", "ray", ["s3://b/a", "s3://b/b"],
+                                                                      ["workers=4"])
+    assert '"--executor", "ray"' in (ROOT / "jobs" / "train.py").read_text()

@@ -18,11 +18,28 @@ def _env_pairs(items: list[str]) -> dict[str, str]:
     return env
 
 
-def cmd_submit(args: argparse.Namespace) -> int:
-    from mining.cluster.submit import mine_entrypoint, submit
+def _entrypoint(args: argparse.Namespace) -> str:
+    """The job's command line; its config is loaded here, so a bad one fails now, not minutes later on the cluster."""
+    from mining.cluster.submit import mine_entrypoint, train_entrypoint
 
-    load_config(args.config, args.overrides)   # a bad config fails here, not minutes later on the cluster
-    entrypoint = mine_entrypoint(args.config, args.input, args.output, args.overrides, args.limit, args.overwrite)
+    if args.job == "mine":
+        load_config(args.config, args.overrides)
+        return mine_entrypoint(args.config, args.input, args.output, args.overrides, args.limit, args.overwrite)
+    if args.model == "clip":
+        from mining.train.config import load_train_config
+
+        load_train_config(args.config, args.overrides)
+    else:
+        from mining.train.segmenter_config import load_segmenter_config
+
+        load_segmenter_config(args.config, args.overrides)
+    return train_entrypoint(args.model, args.config, args.data, args.output, args.overrides)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from mining.cluster.submit import submit
+
+    entrypoint = _entrypoint(args)
     job_id = submit(args.address, entrypoint, None if args.no_working_dir else args.working_dir,
                     _env_pairs(args.env), args.submission_id)
     print(json.dumps({"submission_id": job_id, "entrypoint": entrypoint}) if args.json else
@@ -65,16 +82,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "--input 's3://bucket/cc3m/{00000..00331}.tar' --output s3://bucket/mined/cc3m")
     m.add_argument("--address", required=True, help="the dashboard address, e.g. http://HEAD:8265")
     add_config_args(m, required=True)
-    m.add_argument("--input", nargs="+", required=True)
-    m.add_argument("--output", required=True)
-    m.add_argument("--limit", type=positive_int)
-    m.add_argument("--overwrite", action="store_true")
-    m.add_argument("--working-dir", default=".", help="uploaded as the job's working directory (default: .)")
-    m.add_argument("--no-working-dir", action="store_true", help="the cluster image already holds configs and code")
-    m.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="environment of the job")
-    m.add_argument("--submission-id", help="a job id of your choosing (default: Ray picks one)")
-    add_json(m, "the submission id and entrypoint")
-    m.set_defaults(func=cmd_submit)
+    m.add_argument("--input", nargs="+", required=True, help="shards: paths, brace patterns, s3:// URIs")
+    m.add_argument("--output", required=True, help="output s3:// prefix (or a folder the cluster shares)")
+    m.add_argument("--limit", type=positive_int, help="mine only the first N images (in input order)")
+    m.add_argument("--overwrite", action="store_true", help="mine every shard again, even committed ones")
+    _add_job_options(m)
+
+    t = add_command(what, "train", "submit `ovmine train clip|segmenter` as a Ray job (Ray Train on the cluster)",
+                    "ovmine submit train clip --address http://HEAD:8265 --config configs/train_clip_toyworld.yaml "
+                    "--data s3://bucket/mined/cc3m --output s3://bucket/models/clip-adapted --set workers=4")
+    t.add_argument("model", choices=["clip", "segmenter"], help="Model A (mask-adapted CLIP) or Model B (segmenter)")
+    t.add_argument("--address", required=True, help="the dashboard address, e.g. http://HEAD:8265")
+    add_config_args(t, required=True)
+    t.add_argument("--data", nargs="+", required=True, help="mining (or curated) outputs, s3:// or shared folders")
+    t.add_argument("--output", required=True, help="where the trained model goes (s3:// or a shared folder)")
+    _add_job_options(t)
 
     p = add_command(sub, "jobs", "list, follow and stop Ray jobs",
                     "ovmine jobs list --address http://HEAD:8265", "ovmine jobs logs JOB_ID --address http://HEAD:8265")
@@ -83,3 +105,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--address", required=True, help="the dashboard address, e.g. http://HEAD:8265")
     add_json(p, "the jobs or the status")
     p.set_defaults(func=cmd_jobs)
+
+
+def _add_job_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--working-dir", default=".", help="uploaded as the job's working directory")
+    p.add_argument("--no-working-dir", action="store_true", help="the cluster image already holds configs and code")
+    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="environment of the job")
+    p.add_argument("--submission-id", help="a job id of your choosing (default: Ray picks one)")
+    add_json(p, "the submission id and entrypoint")
+    p.set_defaults(func=cmd_submit)

@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from mining.cli.common import add_command, add_json, add_s3_endpoint, s3_options
+from mining.cli.common import add_command, add_json, add_s3_endpoint, positive_int, s3_options
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -65,7 +65,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "eval", "score a mining output against COCO-format ground truth",
                     "ovmine eval mined/ --gt world/ground_truth.json --region-top1")
-    p.add_argument("output", help="a mining (or curated) output, local or s3://")
+    p.add_argument("output", metavar="RUN", help="a mining (or curated) output, local or s3://")
     p.add_argument("--gt", required=True, help="COCO instances JSON (e.g. a toy world's ground_truth.json)")
     p.add_argument("--iou", type=float, default=0.5, help="mask IoU for a pair to be correct")
     p.add_argument("--synonyms", metavar="FILE", help="YAML 'category: [synonym, ...]' on top of the ground truth's")
@@ -82,19 +82,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = add_command(sub, "validate", "check a mining output against schemas/ and its own counts",
                     "ovmine validate mined/")
-    p.add_argument("output")
+    p.add_argument("output", metavar="RUN", help="a mining (or curated) output, local or s3://")
     add_json(p)
     add_s3_endpoint(p)
     p.set_defaults(func=cmd_validate)
 
     p = add_command(sub, "curate", "write a filtered copy of a mining output, in the same schema",
                     "ovmine curate mined/ curated/ --min-similarity 0.25 --nouns-deny junk.txt")
-    p.add_argument("input")
-    p.add_argument("output")
+    p.add_argument("input", metavar="RUN", help="the mining (or curated) output to filter, local or s3://")
+    p.add_argument("output", metavar="NEW_RUN", help="where the filtered copy goes (a new folder or s3:// prefix)")
     p.add_argument("--min-similarity", type=float)
     p.add_argument("--min-margin", type=float)
-    p.add_argument("--min-noun-count", type=int, metavar="N", help="drop nouns with fewer surviving pairs")
-    p.add_argument("--max-per-noun", type=int, metavar="K", help="keep each noun's K most similar pairs")
+    p.add_argument("--min-noun-count", type=positive_int, metavar="N", help="drop nouns with fewer surviving pairs")
+    p.add_argument("--max-per-noun", type=positive_int, metavar="K", help="keep each noun's K most similar pairs")
     p.add_argument("--nouns-allow", metavar="FILE", help="only these nouns (one per line)")
     p.add_argument("--nouns-deny", metavar="FILE", help="never these nouns (one per line)")
     p.add_argument("--merge-synonyms", metavar="FILE", help="YAML 'canonical: [synonym, ...]'; applied first")
@@ -107,8 +107,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     fmt = p.add_subparsers(dest="format", required=True)
     c = add_command(fmt, "coco", "COCO instances JSON (RLE masks, one category per noun)",
                     "ovmine export coco mined/ coco.json --images-dir images/")
-    c.add_argument("output", help="a mining (or curated) output, local or s3://")
-    c.add_argument("dest", help="coco.json path or s3:// URI")
+    c.add_argument("output", metavar="RUN", help="a mining (or curated) output, local or s3://")
+    c.add_argument("dest", metavar="COCO_JSON", help="coco.json path or s3:// URI")
     c.add_argument("--images-dir", help="also write the images, in the masks' frame, named like file_name")
     add_json(c)
     add_s3_endpoint(c)

@@ -6,18 +6,79 @@ already holds what it needs.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
+import socket
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlparse
 
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 WORKING_DIR_EXCLUDES = [".venv", ".git", "**/__pycache__", "runs", "demo-data", "demo-output", "*.tar",
                         "*.parquet"]
+CONNECT_SECONDS = 3.0    # a live head accepts a TCP connection at once, however busy: a dead address must not hang
+ANSWER_SECONDS = 30.0    # a busy dashboard may be slow to answer; the client's own requests have no timeout at all
+
+
+def check_address(address: str) -> None:
+    """Refuse what is not a dashboard's HTTP address, naming the fix. Ray reads an address without a scheme as
+    a cluster (GCS) address and waits 40 s for a GCS that a dashboard port never answers as."""
+    if "://" not in address:
+        raise ValueError(f"--address {address} has no scheme: use http://{address} (the Ray dashboard's address, "
+                         f"port 8265 by default)")
+    parsed = urlparse(address)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError(f"--address {address}: the Job Submission API needs the Ray dashboard's http:// or "
+                         f"https:// address, e.g. http://{parsed.hostname or 'HEAD'}:8265")
+
+
+def probe(address: str) -> None:
+    """Fail within seconds, naming the address, when nothing accepts connections there, and within
+    ANSWER_SECONDS when something does but does not answer HTTP: the client's own check has no timeout, so an
+    unreachable host would hang it for minutes."""
+    parsed = urlparse(address)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    fix = "check the address and that the cluster is up (`ray status` on the head node)"
+    try:
+        socket.create_connection((parsed.hostname, port), timeout=CONNECT_SECONDS).close()
+    except OSError as err:   # refused, unreachable, unknown host, timed out
+        raise ConnectionError(f"no Ray dashboard answers at {address} ({_reason(err)}): {fix}") from None
+    try:
+        with urllib.request.urlopen(address.rstrip("/") + "/api/version", timeout=ANSWER_SECONDS):
+            pass
+    except urllib.error.HTTPError:
+        return   # something answers: the client's version check says whether it is a Ray dashboard
+    except OSError as err:   # URLError is an OSError
+        raise ConnectionError(f"{address} accepts connections but gave no HTTP answer ({_reason(err)}): is it the "
+                              f"dashboard's port (8265 by default)? {fix}") from None
+
+
+def _reason(err: OSError) -> str:
+    reason = getattr(err, "reason", None) or err   # URLError wraps the socket's error
+    return str(reason) or type(reason).__name__
+
+
+class JobsApiError(ValueError):
+    """The dashboard refused a request (unknown job id, not a Ray dashboard, ...): its own words, on one line."""
+
+
+@contextlib.contextmanager
+def _api_errors(address: str) -> Iterator[None]:
+    try:
+        yield
+    except RuntimeError as err:   # Ray's client raises RuntimeError with the server's reply
+        raise JobsApiError(f"{address}: {' '.join(str(err).split()).rstrip('.')}") from None
 
 
 def client(address: str) -> JobSubmissionClient:
-    return JobSubmissionClient(address)
+    check_address(address)
+    probe(address)
+    with _api_errors(address):
+        return JobSubmissionClient(address)
 
 
 def mine_entrypoint(config: str | None, inputs: list[str], output: str, overrides: list[str],
@@ -34,6 +95,14 @@ def mine_entrypoint(config: str | None, inputs: list[str], output: str, override
     return shlex.join(parts)
 
 
+def train_entrypoint(model: str, config: str, data: list[str], output: str, overrides: list[str]) -> str:
+    """`ovmine train MODEL` on Ray Train inside the job (it joins the job's cluster through RAY_ADDRESS)."""
+    parts = ["python", "-m", "jobs.train", model, "--config", config, "--data", *data, "--output", output]
+    for item in overrides:
+        parts += ["--set", item]
+    return shlex.join(parts)
+
+
 def runtime_env(working_dir: str | None, env: dict[str, str]) -> dict[str, Any]:
     renv: dict[str, Any] = {}
     if working_dir:
@@ -46,27 +115,36 @@ def runtime_env(working_dir: str | None, env: dict[str, str]) -> dict[str, Any]:
 
 def submit(address: str, entrypoint: str, working_dir: str | None, env: dict[str, str],
            submission_id: str | None = None) -> str:
-    return client(address).submit_job(entrypoint=entrypoint, runtime_env=runtime_env(working_dir, env),
-                                      submission_id=submission_id,
-                                      metadata={"tool": "ovmine"})
+    api = client(address)
+    with _api_errors(address):
+        return api.submit_job(entrypoint=entrypoint, runtime_env=runtime_env(working_dir, env),
+                              submission_id=submission_id, metadata={"tool": "ovmine"})
 
 
 def list_jobs(address: str) -> list[dict[str, Any]]:
-    jobs = client(address).list_jobs()
+    api = client(address)
+    with _api_errors(address):
+        jobs = api.list_jobs()
     return [{"submission_id": j.submission_id, "status": str(j.status.value), "entrypoint": j.entrypoint,
              "start_time": j.start_time, "end_time": j.end_time} for j in jobs]
 
 
 def status(address: str, job_id: str) -> str:
-    return str(client(address).get_job_status(job_id).value)
+    api = client(address)
+    with _api_errors(address):
+        return str(api.get_job_status(job_id).value)
 
 
 def logs(address: str, job_id: str) -> str:
-    return client(address).get_job_logs(job_id)
+    api = client(address)
+    with _api_errors(address):
+        return api.get_job_logs(job_id)
 
 
 def stop(address: str, job_id: str) -> bool:
-    return client(address).stop_job(job_id)
+    api = client(address)
+    with _api_errors(address):
+        return api.stop_job(job_id)
 
 
 def is_terminal(state: str) -> bool:

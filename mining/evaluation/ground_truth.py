@@ -37,18 +37,67 @@ def image_key(image: dict) -> str:
     return str(image.get("key") or PurePosixPath(image["file_name"]).stem)
 
 
+# What the evaluator reads of each entry of a COCO instances file, so that a file that passes cannot fail later
+# on a missing key. Checked in plain Python: jsonschema takes about a minute on 100k annotations.
+_REQUIRED = {"images": (("id", int, "a whole number"), ("width", int, "a whole number"),
+                        ("height", int, "a whole number")),
+             "annotations": (("image_id", int, "a whole number"), ("category_id", int, "a whole number"),
+                             ("segmentation", (list, dict), "polygons or an RLE")),
+             "categories": (("id", int, "a whole number"), ("name", str, "a string"))}
+_FIX = "expected COCO instances JSON (images, annotations, categories), e.g. a toy world's ground_truth.json"
+
+
+def _entry_problem(section: str, index: int, entry: object) -> str | None:
+    if not isinstance(entry, dict):
+        return f"{section}[{index}] is not an object"
+    for name, kind, expected in _REQUIRED[section]:
+        if name not in entry:
+            return f"{section}[{index}] has no {name!r}"
+        if not isinstance(entry[name], kind) or isinstance(entry[name], bool):
+            return f"{section}[{index}].{name} is {entry[name]!r}, expected {expected}"
+    if section == "images" and not isinstance(entry.get("key") or entry.get("file_name"), (str, int)):
+        return f"images[{index}] has neither a 'key' nor a 'file_name'"
+    if section == "annotations" and isinstance(entry["segmentation"], dict) and \
+            not {"size", "counts"} <= entry["segmentation"].keys():
+        return f"annotations[{index}].segmentation is an RLE without 'size' and 'counts'"
+    return None
+
+
+def _format_problem(doc: object) -> str | None:
+    """The first way `doc` is not COCO instances ground truth, in words, or None."""
+    if not isinstance(doc, dict):
+        return f"the top level is a JSON {type(doc).__name__}, not an object"
+    missing = [k for k in _REQUIRED if k not in doc]
+    if missing:
+        return f"no {', '.join(missing)}"
+    for section in _REQUIRED:
+        if not isinstance(doc[section], list):
+            return f"{section} is not a list"
+        for index, entry in enumerate(doc[section]):
+            problem = _entry_problem(section, index, entry)
+            if problem:
+                return problem
+    return None
+
+
 def load_ground_truth(uri: str, s3: S3Options | None = None) -> GroundTruth:
     try:
-        doc = json.loads(read_bytes(uri, s3))
+        raw = read_bytes(uri, s3)
     except FileNotFoundError:
         raise FileNotFoundError(f"ground truth not found: {uri}") from None
-    missing = [k for k in ("images", "annotations", "categories") if k not in doc]
-    if missing:
-        raise ValueError(f"{uri} is not COCO instances ground truth: no {', '.join(missing)}")
+    except OSError as err:   # a directory, a permission: pyarrow's own words name the cause
+        raise OSError(f"cannot read ground truth {uri}: {err}") from None
+    try:
+        doc = json.loads(raw)
+    except ValueError as err:   # not JSON, or not UTF-8
+        raise ValueError(f"{uri} is not JSON ({err}): {_FIX}") from None
+    problem = _format_problem(doc)
+    if problem:
+        raise ValueError(f"{uri} is not COCO instances ground truth: {problem}; {_FIX}")
     instances: dict[int, list[dict]] = {}
     for ann in doc["annotations"]:
         if not ann.get("iscrowd", 0):
             instances.setdefault(ann["image_id"], []).append(ann)
+    info = doc.get("info")
     return GroundTruth(categories=doc["categories"], images={image_key(im): im for im in doc["images"]},
-                       instances=instances, exhaustive=bool(doc.get("info", {}).get("exhaustive", False)))
-
+                       instances=instances, exhaustive=isinstance(info, dict) and bool(info.get("exhaustive")))

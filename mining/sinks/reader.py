@@ -17,7 +17,7 @@ from webdataset.tariterators import base_plus_ext, tar_file_iterator
 from mining.records import Entity
 from mining.schemas import RECORD_VERSION, SchemaError, pairs_arrow_schema
 from mining.sinks.layout import manifest_uri
-from mining.storage import S3Options, filesystem_for, is_s3, join, read_bytes
+from mining.storage import S3Options, exists, filesystem_for, is_s3, join, read_bytes
 
 
 @dataclass
@@ -146,5 +146,45 @@ def read_pairs(output: str, s3: S3Options | None = None) -> pa.Table:
     return pads.dataset(paths, format="parquet", filesystem=fs, schema=pairs_arrow_schema()).to_table()
 
 
+class NotAnOutput(FileNotFoundError):
+    """`output` holds no finished ovmine output: the message says which case and what to do."""
+
+
+class UnfinishedOutput(NotAnOutput):
+    """A run committed shards into `output` but did not write its manifest: it was interrupted (or is still
+    running). `committed` names those shards, so that a tool may still report on them."""
+
+    def __init__(self, message: str, committed: list[str]):
+        super().__init__(message)
+        self.committed = committed
+
+
+def missing_output(output: str, s3: S3Options | None = None) -> NotAnOutput:
+    """Why `output` has no manifest, as the error to raise: no such path, not an output, or interrupted."""
+    fs, path = filesystem_for(output, s3)
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:   # an S3 prefix "exists" when objects lie under it
+        return NotAnOutput(f"no such output: {output}")
+    committed = committed_stems(output, s3)
+    if not committed:
+        return NotAnOutput(f"{output} is not an ovmine output (no manifest.json and no committed shards)")
+    return UnfinishedOutput(f"{output} was interrupted ({len(committed)} shard{'s' if len(committed) > 1 else ''} "
+                            f"committed, no manifest): rerun the mine command to finish it", committed)
+
+
 def read_manifest(output: str, s3: S3Options | None = None) -> dict:
-    return json.loads(read_bytes(manifest_uri(output), s3))
+    """The manifest of a finished output. Raises NotAnOutput (a FileNotFoundError) naming the case when there
+    is none, and ValueError naming the file when it is not JSON."""
+    uri = manifest_uri(output)
+    try:
+        data = read_bytes(uri, s3)
+    except FileNotFoundError:
+        raise missing_output(output, s3) from None
+    except OSError:   # pyarrow says "is a directory" or "not a directory" as a plain OSError
+        if exists(uri, s3):
+            raise
+        raise missing_output(output, s3) from None
+    try:
+        return json.loads(data)
+    except ValueError as err:   # JSON and UTF-8 errors alike
+        raise ValueError(f"{uri} is not valid JSON ({err}): the output is damaged; rerun the mine command "
+                         f"with --overwrite to rewrite it") from None

@@ -17,7 +17,9 @@ from pycocotools import mask as mask_utils
 from tqdm import tqdm
 from webdataset import TarWriter
 
+from mining.sinks.reader import list_files
 from mining.storage import S3Options, join, write_bytes_atomic
+from mining.synthetic import prepare_dataset_folder
 from mining.teachers.base import rle_json
 from mining.toyworld.captions import caption_scene
 from mining.toyworld.scene import Scene, render_scene
@@ -68,10 +70,12 @@ def jpeg(image: np.ndarray, quality: int) -> bytes:
 
 
 def make_world(out: str, shards: int = 2, per_shard: int = 32, seed: int = 0, size: int = 128,
-               s3: S3Options | None = None, progress: bool = True) -> dict:
-    """Write `out/shards/{shard:05d}.tar` and `out/ground_truth.json`; return a summary."""
+               s3: S3Options | None = None, progress: bool = True, overwrite: bool = False) -> dict:
+    """Write `out/shards/{shard:05d}.tar` and `out/ground_truth.json`; return a summary. `out` (a folder or an
+    S3 prefix) must be new or empty, unless `overwrite`: then the world already there is replaced."""
     if shards < 1 or per_shard < 1:
         raise ValueError(f"a world needs at least one shard and one image per shard (got {shards}, {per_shard})")
+    prepare_dataset_folder(out, [*list_files(out, "shards", ".tar", s3), join(out, GT_NAME)], overwrite, s3)
     images, annotations = [], []
     buffers: dict[int, io.BytesIO] = {}
     writers: dict[int, TarWriter] = {}
