@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from mining.config import RunConfig
+from mining.executors import StartupTimes
 from mining.logs import logger
+from mining.schemas import validate
 from mining.sinks.commits import committed_markers, manifest_if_current, refuse_foreign_leftovers, reusable
 from mining.sinks.layout import OUTPUT_FOLDERS, manifest_uri, marker_uri, refuse_inputs_inside
 from mining.sinks.lease import OutputLease
@@ -27,6 +29,7 @@ from mining.storage import S3Options, delete, sweep_temporaries
 
 
 def build_stages(cfg: RunConfig) -> list[Stage]:
+    """The stages in the order data flows through them (`mining.stage.FLOW` names them)."""
     # imported here: torch, open_clip and spaCy take seconds to import, and a bad input should fail at once
     from mining.entities import EntityStage
     from mining.match_stage import MatchStage
@@ -41,6 +44,7 @@ def build_stages(cfg: RunConfig) -> list[Stage]:
 class ShardTask:
     uri: str
     max_samples: int | None = None   # set by --limit on the shard where the limit is reached
+    images: int | None = None        # images this task will read, when planning counted them (--limit)
 
 
 def plan_tasks(shards: list[str], limit: int | None, s3: S3Options | None) -> list[ShardTask]:
@@ -52,31 +56,65 @@ def plan_tasks(shards: list[str], limit: int | None, s3: S3Options | None) -> li
         if left <= 0:
             break
         n = count_keys(uri, s3, stop_after=left)
-        tasks.append(ShardTask(uri, left if n >= left else None))
+        tasks.append(ShardTask(uri, left if n >= left else None, min(n, left)))
         left -= n
     return tasks
 
 
-def make_executor(cfg: RunConfig, s3: S3Options, progress: bool = False):
+class MiningProgress:
+    """What a mining run tells its caller as it goes (the CLI draws a bar or prints a line per shard; the
+    library itself only logs). This base class ignores everything; a listener implements all four methods."""
+
+    def planned(self, shards: int, committed: int, images: int | None) -> None:
+        """`shards` planned, of which `committed` are already in the output and are skipped; `images`: how
+        many the others hold, when known (--limit counts them), else None."""
+
+    def phase(self, name: str) -> None:
+        """"starting ray", "loading models", "mining": where the run's time goes before the first shard."""
+
+    def committed(self, marker: dict[str, Any]) -> None:
+        """A shard was written and committed (its marker)."""
+
+    def failed(self, failure: dict[str, str]) -> None:
+        """A shard could not be read and was not committed (input, name, error); a rerun retries it."""
+
+
+def make_executor(cfg: RunConfig, s3: S3Options):
     if cfg.execution.executor == "local":
         from mining.executors.local import LocalExecutor
 
         return LocalExecutor(cfg, s3)
     from mining.executors.ray_data import RayExecutor
 
-    return RayExecutor(cfg, s3, progress=progress)
+    return RayExecutor(cfg, s3)
+
+
+def startup_timings(times: StartupTimes, wall_seconds: float, imports: float = 0.0) -> dict[str, float]:
+    """The run-level figures that join the manifest's `timings`: wall seconds of Ray start-up, model loading
+    (`imports`: the driver importing the model libraries, plus the executor's loading) and the mining after them
+    (the three add up to the run's wall time), and summed worker seconds of each stage's model loading. The bare
+    stage names there stay summed worker seconds of stage work."""
+    ray_startup, loading = round(times.ray_startup, 3), round(imports + times.model_loading, 3)
+    figures = {"wall_ray_startup": ray_startup, "wall_model_loading": loading,
+               "wall_mining": round(max(0.0, wall_seconds - ray_startup - loading), 3)}
+    figures |= {f"setup_{stage}": round(s, 3) for stage, s in sorted(times.setup.items())}
+    return figures
 
 
 def run_mining(cfg: RunConfig, inputs: list[str], output: str, limit: int | None = None,
-               on_shard: Callable[[dict[str, Any]], None] | None = None, progress: bool = False,
-               overwrite: bool = False) -> dict[str, Any]:
+               on_shard: Callable[[dict[str, Any]], None] | None = None,
+               progress: MiningProgress | bool | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Mine `inputs` into `output`; returns the manifest. Bad inputs and an output that cannot be written (or
     that another run holds, or that holds the inputs) raise before any model is loaded.
 
     The output is every shard committed in it with this config: shards already committed are skipped (a
     rerun finishes an interrupted run, a whole shard stands for any --limit cut of it), `overwrite` mines the
     planned shards again. An output holding another config's shards is refused. Shards that could not be
-    read are not committed; they are listed in the manifest's `failed_shards` and a rerun retries them."""
+    read are not committed; they are listed in the manifest's `failed_shards` and a rerun retries them.
+
+    `progress` hears about the plan, the phases and each shard (a bool, from older callers, shows nothing:
+    Ray Data's own bars are never drawn); `on_shard` is called with each committed shard's marker."""
+    listener = MiningProgress() if progress is None or isinstance(progress, bool) else progress
     s3 = S3Options.from_source(cfg.source)
     shards = expand_inputs(inputs, s3)
     refuse_inputs_inside(output, shards)
@@ -92,6 +130,7 @@ def run_mining(cfg: RunConfig, inputs: list[str], output: str, limit: int | None
             if reusable(described, wanted, config_hash, output) == set(wanted):
                 # the listing matches the manifest and every planned shard is committed: nothing to read or write
                 logger.info("all %d planned shard(s) are committed in %s; nothing to mine", len(wanted), output)
+                listener.planned(len(wanted), len(wanted), 0)
                 return previous
         markers = committed_markers(output, s3)
         if overwrite:
@@ -100,33 +139,50 @@ def run_mining(cfg: RunConfig, inputs: list[str], output: str, limit: int | None
         todo = [t for t in tasks if shard_stem(t.uri) not in done]
         logger.info("mining %d shard(s) into %s with config %s (%d already committed)", len(todo), output,
                     config_hash, len(done))
+        counted = [t.images for t in todo]
+        listener.planned(len(tasks), len(done), None if None in counted else sum(counted))
         start = time.perf_counter()
         mined_images, failed = 0, []
+        times, imports = None, 0.0
         if todo:
             # the manifest stops describing the output once a shard is written: a run killed from here on leaves
             # none, so the next run reads every marker instead of trusting a stale summary
             delete(manifest_uri(output), s3)
             limits = {shard_stem(t.uri): t.max_samples for t in todo}
-            executor = make_executor(cfg, s3, progress)
+            executor = make_executor(cfg, s3)
+            times = executor.times
             try:
-                for samples in executor.run(todo, build_stages(cfg)):
-                    if samples[0].read_error is not None:
-                        failed.append({"input": samples[0].shard, "name": samples[0].shard_stem,
-                                       "error": samples[0].read_error})
+                executor.start(listener.phase)
+                listener.phase("loading models")
+                before = time.perf_counter()
+                stages = build_stages(cfg)   # imports torch, open_clip, spaCy: part of loading the models
+                imports = time.perf_counter() - before
+                for shard in executor.run(todo, stages, on_phase=listener.phase):
+                    first = shard.samples[0]
+                    if first.read_error is not None:
+                        failure = {"input": first.shard, "name": first.shard_stem, "error": first.read_error}
+                        failed.append(failure)
+                        listener.failed(failure)
                         continue
-                    if samples[0].shard_stem in markers:   # uncommit before replacing the shard's files
-                        delete(marker_uri(output, samples[0].shard_stem), s3)
-                        del markers[samples[0].shard_stem]
-                    marker = write_shard(samples, output, cfg, config_hash, s3,
-                                         limit=limits[samples[0].shard_stem])
+                    if first.shard_stem in markers:   # uncommit before replacing the shard's files
+                        delete(marker_uri(output, first.shard_stem), s3)
+                        del markers[first.shard_stem]
+                    marker = write_shard(shard.samples, output, cfg, config_hash, s3,
+                                         limit=limits[first.shard_stem], started=shard.started)
                     markers[marker["name"]] = marker
                     mined_images += marker["images_in"]
+                    listener.committed(marker)
                     if on_shard:
                         on_shard(marker)
             finally:
                 executor.close()
-        manifest = build_manifest(output, sorted(markers), cfg, time.perf_counter() - start, s3,
+        wall = time.perf_counter() - start
+        manifest = build_manifest(output, sorted(markers), cfg, wall, s3,
                                   images_this_run=mined_images, markers=markers,
-                                  failed=sorted(failed, key=lambda f: f["name"]))
+                                  failed=sorted(failed, key=lambda f: f["name"]),
+                                  previous=previous)   # deleted above once writing began; its throughput lives on
+        if times is not None and mined_images:   # a run that mined nothing measured no throughput to explain
+            manifest["timings"] |= startup_timings(times, manifest["wall_seconds"], imports)
+            validate("manifest", manifest)
         write_manifest(output, manifest, s3)
     return manifest

@@ -9,15 +9,34 @@ from mining.logs import logger, warn_limited
 from mining.records import Drop, Sample
 
 
+FLOW = ("decode", "entities", "teacher", "regions", "match")   # stage names, in the order data flows through them
+
+
 class Stage:
     name: str = "stage"
 
     def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg
         self._ready = False
+        self.setup_seconds = 0.0   # wall seconds prepare() spent in setup() in this process
 
     def setup(self) -> None:
         """Load models; runs once per worker, after the stage has been shipped there."""
+
+    @property
+    def loads_models(self) -> bool:
+        """Whether setup() does anything: such a stage wants a long-lived worker (an actor) that loads once."""
+        return type(self).setup is not Stage.setup
+
+    def prepare(self) -> None:
+        """Run setup() once in this process and time it: executors call it up front, so that model loading
+        is reported apart from the work (and a first batch does not carry its cost)."""
+        if self._ready:
+            return
+        start = perf_counter()
+        self.setup()
+        self.setup_seconds = perf_counter() - start
+        self._ready = True
 
     def process(self, samples: list[Sample]) -> None:
         """Work on live samples in place; drop a sample with `sample.drop_with(reason)`."""
@@ -29,9 +48,7 @@ class Stage:
         If the batch raises, each sample is retried alone so that one poisoned sample is dropped as
         `stage_error` without taking the others with it.
         """
-        if not self._ready:
-            self.setup()
-            self._ready = True
+        self.prepare()
         live = [s for s in samples if s.alive]
         if not live:
             return samples

@@ -17,6 +17,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def seed_number(text: str) -> int:
+    """argparse type: a random seed, 0 or more (numpy's generators refuse negative seeds)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def add_config_args(p: argparse.ArgumentParser, required: bool = False) -> None:
     if required:   # the defaults name hub weights (ViT-B-16 'openai'): never fetch them without being asked
         p.add_argument("--config", required=True,

@@ -1,24 +1,170 @@
-"""`ovmine mine`: the mining run, its progress and its summary."""
+"""`ovmine mine`: the mining run, its progress and its summary.
+
+Progress goes to stderr: one bar on a terminal; elsewhere (CI, Ray job logs, nohup, `2>file`) one line per
+committed shard, so a log shows the run moving. `--quiet` silences both; the summary (stdout) and errors stay."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from typing import Any
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, TextIO
 
 from mining.cli.common import add_command, add_config_args, add_json, positive_int
 from mining.config import load_config
 
 
-def _summary(manifest: dict[str, Any], output: str) -> str:
+def _ordered(seconds: dict[str, float]) -> list[tuple[str, float]]:
+    """Stage figures in the order data flows through the stages (read -> ... -> match), others after."""
+    from mining.stage import FLOW
+
+    rank = {name: i for i, name in enumerate(FLOW)}
+    return sorted(seconds.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0]))
+
+
+@dataclass
+class Tally:
+    """Running totals of a run, from its committed shards: what the bar and the per-shard lines show."""
+    shards: int = 0                # planned, committed ones included
+    committed_before: int = 0      # already committed in the output: skipped
+    images_planned: int | None = None   # what the shards to mine hold, when known (--limit)
+    done: int = 0                  # shards committed so far, committed_before included
+    failed: int = 0
+    images: int = 0
+    pairs: int = 0
+    dropped: int = 0
+    stage_seconds: Counter = field(default_factory=Counter)
+    start: float = field(default_factory=time.perf_counter)
+
+    def add(self, marker: dict[str, Any]) -> None:
+        self.done += 1
+        self.images += marker["images_in"]
+        self.pairs += marker["pairs"]
+        self.dropped += sum(marker["drops"].values())
+        self.stage_seconds.update(marker["timings"])
+
+    def rate(self) -> str:
+        """Images per second of this run so far, its start-up included (as the summary's images/s); two
+        decimals below 1, so that a slow start does not read as zero."""
+        elapsed = time.perf_counter() - self.start
+        rate = self.images / elapsed if elapsed > 0 else 0.0
+        return f"{rate:.1f}" if rate >= 1 else f"{rate:.2f}"
+
+    def plan_line(self, output: str) -> str:
+        mining = self.shards - self.committed_before
+        if not self.committed_before:
+            return f"mining {self.shards} shard(s) into {output}"
+        if not mining:
+            return f"all {self.shards} shard(s) already committed in {output}; nothing to mine"
+        return f"{self.committed_before} of {self.shards} shards already committed in {output}; mining {mining}"
+
+    def shard_line(self, marker: dict[str, Any]) -> str:
+        return (f"shard {marker['name']} committed: {marker['images_in']} images, {marker['pairs']} pairs, "
+                f"{sum(marker['drops'].values())} dropped ({self.done}/{self.shards} shards, "
+                f"{self.rate()} images/s)")
+
+    def failed_line(self, failure: dict[str, str]) -> str:
+        return (f"shard {failure['name']} not committed: {failure['error']} ({self.done}/{self.shards} shards; "
+                f"a rerun retries it)")
+
+    def bar_text(self) -> str:
+        """The bar's running totals, and each stage's share of the summed stage work so far."""
+        images = f"{self.images}/{self.images_planned}" if self.images_planned is not None else f"{self.images}"
+        text = f"images {images}, pairs {self.pairs}, dropped {self.dropped}, {self.rate()} images/s"
+        total = sum(self.stage_seconds.values())
+        if total > 0:
+            text += " | " + " ".join(f"{name} {100 * s / total:.0f}%" for name, s in _ordered(self.stage_seconds))
+        return text
+
+
+class ConsoleProgress:
+    """Tells the user how the run goes (a `mining.pipeline.MiningProgress`; not a subclass, so that the CLI
+    does not import the pipeline before it runs): `mode` is "bar" (a terminal), "lines" (a log) or "quiet"."""
+
+    def __init__(self, output: str, mode: str, stream: TextIO = sys.stderr) -> None:
+        self.output, self.mode, self.stream = output, mode, stream
+        self.tally = Tally()
+        self.bar = None
+
+    def _say(self, line: str) -> None:
+        if self.mode == "quiet":
+            return
+        if self.bar is not None:
+            self.bar.write(line, file=self.stream)
+        else:
+            print(line, file=self.stream, flush=True)
+
+    def planned(self, shards: int, committed: int, images: int | None) -> None:
+        self.tally = Tally(shards=shards, committed_before=committed, images_planned=images, done=committed)
+        self._say(self.tally.plan_line(self.output))
+        if self.mode == "bar" and shards > committed:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=shards, initial=committed, unit="shard", desc="starting", file=self.stream,
+                            dynamic_ncols=True)
+
+    def phase(self, name: str) -> None:
+        if self.bar is not None:
+            self.bar.set_description_str(name)
+        elif self.mode == "lines" and name != "mining":
+            self._say(f"{name} ...")
+
+    def committed(self, marker: dict[str, Any]) -> None:
+        self.tally.add(marker)
+        if self.bar is not None:
+            self.bar.set_description_str("mining", refresh=False)
+            self.bar.set_postfix_str(self.tally.bar_text(), refresh=False)
+            self.bar.update(1)
+        elif self.mode == "lines":
+            self._say(self.tally.shard_line(marker))
+
+    def failed(self, failure: dict[str, str]) -> None:
+        self.tally.done += 1
+        self.tally.failed += 1
+        if self.bar is not None:
+            self.bar.update(1)
+        self._say(self.tally.failed_line(failure))
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def progress_mode(args: argparse.Namespace, stream: TextIO = sys.stderr) -> str:
+    if getattr(args, "quiet", False):
+        return "quiet"
+    return "bar" if stream.isatty() and not args.json else "lines"
+
+
+def wall_breakdown(manifest: dict[str, Any]) -> str:
+    """'80.1 s = ray start-up 9.2 + model loading 31.0 + mining 39.9', or the bare wall time when the run
+    recorded no breakdown (a rerun that mined nothing)."""
+    t, wall = manifest["timings"], manifest["wall_seconds"]
+    if "wall_mining" not in t:
+        return f"{wall:.1f} s"
+    parts = []
+    if manifest["config"]["execution"]["executor"] == "ray":
+        parts.append(f"ray start-up {t['wall_ray_startup']:.1f}")
+    parts += [f"model loading {t['wall_model_loading']:.1f}", f"mining {t['wall_mining']:.1f}"]
+    return f"{wall:.1f} s = " + " + ".join(parts)
+
+
+def _summary(manifest: dict[str, Any], output: str, tally: Tally | None = None) -> str:
     t = manifest["totals"]
-    lines = [
-        f"mined {output}",
+    lines = [f"mined {output}"]
+    if tally is not None and tally.shards:
+        mined = tally.done - tally.committed_before - tally.failed
+        lines.append(f"  shards             {tally.shards} ({tally.committed_before} already committed, "
+                     f"{mined} mined now" + (f", {tally.failed} failed" if tally.failed else "") + ")")
+    lines += [
         f"  images in          {t['images_in']}",
         f"  images with pairs  {t['images_with_pairs']}",
         f"  pairs              {t['pairs']}",
         f"  unique nouns       {t['unique_nouns']}",
-        f"  wall time          {manifest['wall_seconds']:.1f} s",
+        f"  wall time          {wall_breakdown(manifest)}",
         f"  images/s           {manifest['images_per_second']:.2f}",
     ]
     drops = t["drops"]
@@ -27,36 +173,40 @@ def _summary(manifest: dict[str, Any], output: str) -> str:
     errors = [e for s in manifest["shards"] for e in s["errors"]]
     if errors:
         lines.append(f"  shard errors       {len(errors)} (first: {errors[0]})")
-    if manifest["timings"]:
-        lines.append("  stage time (s)     " + ", ".join(f"{k} {v:.2f}" for k, v in manifest["timings"].items()))
+    work = {k: v for k, v in manifest["timings"].items() if not k.startswith(("wall_", "setup_"))}
+    if work:
+        lines.append("  stage work (s)     " + ", ".join(f"{k} {v:.2f}" for k, v in _ordered(work))
+                     + "  (summed worker seconds)")
+    loading = {k[len("setup_"):]: v for k, v in manifest["timings"].items() if k.startswith("setup_")}
+    if loading:
+        lines.append("  model loading (s)  " + ", ".join(f"{k} {v:.1f}" for k, v in _ordered(loading))
+                     + "  (summed worker seconds)")
     return "\n".join(lines)
 
 
 def cmd_mine(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from mining.pipeline import run_mining
 
     overrides = list(args.overrides)
     if args.executor:
         overrides.append(f"execution.executor={args.executor}")
     cfg = load_config(args.config, overrides)
-    show = not args.json and sys.stderr.isatty()
-    bar = tqdm(desc="shards", unit="shard", disable=not show)
-
-    def on_shard(marker: dict[str, Any]) -> None:
-        bar.update(1)
-        bar.set_postfix(images=marker["images_in"], pairs=marker["pairs"])
-
-    manifest = run_mining(cfg, args.input, args.output, limit=args.limit, on_shard=on_shard, progress=show,
-                          overwrite=args.overwrite)
-    bar.close()
+    progress = ConsoleProgress(args.output, progress_mode(args))
+    try:
+        manifest = run_mining(cfg, args.input, args.output, limit=args.limit, progress=progress,
+                              overwrite=args.overwrite)
+    finally:
+        progress.close()
     failed = manifest.get("failed_shards", [])
+    tally = progress.tally
     if args.json:
         print(json.dumps({k: manifest[k] for k in ("totals", "timings", "wall_seconds", "images_per_second",
-                                                    "config_hash")} | {"output": args.output, "failed_shards": failed}))
+                                                    "config_hash")}
+                         | {"output": args.output, "failed_shards": failed,
+                            "shards": {"planned": tally.shards, "already_committed": tally.committed_before,
+                                       "mined": tally.done - tally.committed_before - tally.failed}}))
     else:
-        print(_summary(manifest, args.output))
+        print(_summary(manifest, args.output, tally))
     if failed:
         print(f"ovmine: {len(failed)} shard(s) could not be read and were not committed: "
               + ", ".join(f"{f['input']} ({f['error']})" for f in failed[:5])

@@ -6,8 +6,26 @@ import json
 import sys
 from typing import Any
 
-from mining.cli.common import add_command, add_config_args, add_json, add_s3_endpoint, s3_options
+from mining.cli.common import (add_command, add_config_args, add_json, add_s3_endpoint, positive_int, s3_options,
+                               seed_number)
 from mining.config import load_config
+
+MIN_SIDE = 16   # pixels: the generators draw shapes of a sixth of the side, and a mask needs a few pixels
+
+
+def image_side(text: str) -> int:
+    """argparse type: an image side in pixels, at least MIN_SIDE."""
+    value = positive_int(text)
+    if value < MIN_SIDE:
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_SIDE} pixels, got {value}")
+    return value
+
+
+def add_generator_args(p: argparse.ArgumentParser, shards: int, per_shard: int) -> None:
+    """The sizes and seed of a generated dataset: counts are refused below 1 before anything is written."""
+    p.add_argument("--shards", type=positive_int, default=shards)
+    p.add_argument("--per-shard", type=positive_int, default=per_shard, help="images per shard")
+    p.add_argument("--seed", type=seed_number, default=0)
 
 
 def _labelled(line: str, number: int) -> tuple[str, list[str]]:
@@ -50,7 +68,8 @@ def cmd_parse(args: argparse.Namespace) -> int:
 def cmd_sample_data(args: argparse.Namespace) -> int:
     from mining.synthetic import make_shards
 
-    paths = make_shards(args.out, shards=args.shards, per_shard=args.per_shard, seed=args.seed, size=args.size)
+    paths = make_shards(args.out, shards=args.shards, per_shard=args.per_shard, seed=args.seed, size=args.size,
+                        overwrite=args.overwrite)
     print(f"wrote {len(paths)} shard(s) of {args.per_shard} images to {args.out}")
     return 0
 
@@ -59,7 +78,7 @@ def cmd_toyworld(args: argparse.Namespace) -> int:
     from mining.toyworld.make import make_world
 
     summary = make_world(args.out, args.shards, args.per_shard, args.seed, args.size, s3_options(args),
-                         progress=not args.json and sys.stderr.isatty())
+                         progress=not args.json and sys.stderr.isatty(), overwrite=args.overwrite)
     print(json.dumps(summary) if args.json else
           f"wrote a toy world of {summary['images']} images ({summary['instances']} ground-truth instances)\n"
           f"  shards        {summary['shards_uri']}/  ({summary['shards']} tars)\n"
@@ -68,10 +87,16 @@ def cmd_toyworld(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from mining.cli.mine import ConsoleProgress, progress_mode
     from mining.toyworld.demo import format_demo, run_demo
 
-    result = run_demo(args.out, shards=args.shards, per_shard=args.per_shard, seed=args.seed, teacher=args.teacher,
-                      executor=args.executor, overrides=args.overrides, progress=not args.json and sys.stderr.isatty())
+    mining = ConsoleProgress(f"{args.out}/mined", progress_mode(args))
+    try:
+        result = run_demo(args.out, shards=args.shards, per_shard=args.per_shard, seed=args.seed,
+                          teacher=args.teacher, executor=args.executor, overrides=args.overrides,
+                          progress=not args.json and not args.quiet and sys.stderr.isatty(), mining_progress=mining)
+    finally:
+        mining.close()
     print(json.dumps(result) if args.json else format_demo(result))
     return 0
 
@@ -89,11 +114,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = add_command(sub, "sample-data", "write a small generated image–caption dataset (webdataset shards)",
                     "ovmine sample-data data/ --shards 2 --per-shard 16")
-    p.add_argument("out")
-    p.add_argument("--shards", type=int, default=2)
-    p.add_argument("--per-shard", type=int, default=16)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", type=int, default=128, help="image side in pixels")
+    p.add_argument("out", metavar="FOLDER", help="a new or empty folder: FOLDER/00000.tar, ...")
+    add_generator_args(p, shards=2, per_shard=16)
+    p.add_argument("--size", type=image_side, default=128, help="image side in pixels")
+    p.add_argument("--overwrite", action="store_true",
+                   help="OUT may hold files: its .tar shards are replaced, anything else is left alone")
     p.set_defaults(func=cmd_sample_data)
 
     p = add_command(sub, "toyworld", "the synthetic scene world with ground truth",
@@ -101,21 +126,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     what = p.add_subparsers(dest="action", required=True)
     t = add_command(what, "make", "write world shards (webdataset) and COCO ground truth",
                     "ovmine toyworld make world/ --shards 2 --per-shard 32 --seed 0")
-    t.add_argument("out", help="directory or s3:// prefix: OUT/shards/*.tar and OUT/ground_truth.json")
-    t.add_argument("--shards", type=int, default=2)
-    t.add_argument("--per-shard", type=int, default=32)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--size", type=int, default=128, help="image side in pixels")
+    t.add_argument("out", metavar="FOLDER",
+                   help="a new or empty folder or s3:// prefix: FOLDER/shards/*.tar and FOLDER/ground_truth.json")
+    add_generator_args(t, shards=2, per_shard=32)
+    t.add_argument("--size", type=image_side, default=128, help="image side in pixels")
+    t.add_argument("--overwrite", action="store_true",
+                   help="OUT may hold files: its world (shards/*.tar, ground_truth.json) is replaced, anything "
+                        "else is left alone")
     add_json(t)
     add_s3_endpoint(t)
     t.set_defaults(func=cmd_toyworld)
 
     p = add_command(sub, "demo", "make a toy world, mine it on local Ray with the shipped models, and score it",
                     "ovmine demo", "ovmine demo --out demo/ --shards 2 --executor local")
-    p.add_argument("--out", default="toyworld-demo", help="working directory (world, mined output, config)")
-    p.add_argument("--shards", type=int, default=4)
-    p.add_argument("--per-shard", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", dest="out", default="toyworld-demo", help="working folder (world, mined output, config)")
+    add_generator_args(p, shards=4, per_shard=32)
     p.add_argument("--teacher", choices=["mask2former", "felzenszwalb"], default="mask2former",
                    help="the shipped tiny Mask2Former, or the weights-free baseline")
     p.add_argument("--executor", choices=["ray", "local"], default="ray")

@@ -1,9 +1,11 @@
 """Sequential in-process execution: the same stages, no Ray. For tests, debugging and profiling."""
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 from mining.config import ExecutionConfig, RunConfig
+from mining.executors import MinedShard, PhaseCallback, StartupTimes
 from mining.records import Sample
 from mining.sources.shards import read_shard
 from mining.stage import Stage
@@ -22,10 +24,24 @@ def run_stages(samples: list[Sample], stages: list[Stage], execution: ExecutionC
 class LocalExecutor:
     def __init__(self, cfg: RunConfig, s3: S3Options) -> None:
         self.cfg, self.s3 = cfg, s3
+        self.times = StartupTimes()
 
-    def run(self, tasks, stages: list[Stage]) -> Iterator[list[Sample]]:
+    def start(self, on_phase: PhaseCallback | None = None) -> None:
+        """Nothing to start: stages run in this process."""
+
+    def run(self, tasks, stages: list[Stage], on_phase: PhaseCallback | None = None) -> Iterator[MinedShard]:
+        """Load every stage's models, then mine shard after shard; tells `on_phase` "mining" in between."""
+        start = time.perf_counter()
+        for stage in stages:
+            stage.prepare()
+        self.times.model_loading = time.perf_counter() - start
+        self.times.setup = {s.name: s.setup_seconds for s in stages if s.loads_models}
+        if on_phase:
+            on_phase("mining")
         for task in tasks:
-            yield run_stages(read_shard(task.uri, self.s3, task.max_samples), stages, self.cfg.execution)
+            started = time.time()
+            samples = read_shard(task.uri, self.s3, task.max_samples)
+            yield MinedShard(run_stages(samples, stages, self.cfg.execution), started)
 
     def close(self) -> None:
         """Nothing to release: stages ran in this process."""

@@ -9,28 +9,37 @@ being mined and memory stays bounded by the shards in flight.
 Samples travel pickled in a single binary column: they are our own dataclasses going between our own
 workers, exactly what Ray would pickle anyway, but an opaque binary column spares Ray Data a failed attempt
 to convert every batch to Arrow first. Nothing read from a dataset or bucket is ever unpickled.
+
+The console is the caller's: Ray Data's progress bars are off (the CLI draws one bar of its own), and the
+two lines Ray prints for every healthy plan are handled at their source (see `_plan_without_deprecation`
+and `_spend_restart_notice`).
 """
 from __future__ import annotations
 
+import os
 import pickle
 import signal
 import sys
 import threading
+import time
+import warnings
 from collections import defaultdict
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import ray
 
 from mining.config import RunConfig, StageResources
+from mining.executors import (READ_AT, READY_AT, SETUP_S, MinedShard, PhaseCallback, StartupTimes,
+                              pop_stamps)
 from mining.logs import logger
 from mining.records import Sample
 from mining.sources.shards import read_shard
 from mining.stage import Stage
 from mining.storage import S3Options
 
-ACTOR_STAGES = {"entities", "teacher", "regions"}   # stages that load a model once per worker
 # A Ray instance that ovmine starts for itself serves this machine only: keep it on loopback. Ray rewrites
 # 127.0.0.1 to the machine's network address, but leaves the rest of 127.0.0.0/8 (routed to lo on Linux) alone.
 LOCAL_NODE_IP = "127.0.0.2" if sys.platform.startswith("linux") else None
@@ -47,7 +56,11 @@ def _from_column(batch: dict[str, np.ndarray]) -> list[Sample]:
 
 
 def _read_rows(row: dict[str, Any], s3: S3Options) -> list[dict[str, bytes]]:
-    return [{"sample": pickle.dumps(s, protocol=5)} for s in read_shard(row["uri"], s3, row["max_samples"])]
+    started = time.time()
+    samples = read_shard(row["uri"], s3, row["max_samples"])
+    if samples:
+        samples[0].timings[READ_AT] = started
+    return [{"sample": pickle.dumps(s, protocol=5)} for s in samples]
 
 
 def _run_task_stage(batch: dict[str, np.ndarray], stage: Stage) -> dict[str, np.ndarray]:
@@ -55,15 +68,21 @@ def _run_task_stage(batch: dict[str, np.ndarray], stage: Stage) -> dict[str, np.
 
 
 class _StageActor:
-    """Holds one stage on a Ray actor; setup() (model loading) runs once, in the actor."""
+    """Holds one stage on a Ray actor; setup() (model loading) runs once, in the actor. Its first batch out
+    carries how long that took and when it was done, for the driver's start-up figures."""
 
     def __init__(self, stage: Stage) -> None:
         self.stage = stage
-        self.stage.setup()
-        self.stage._ready = True
+        self.stage.prepare()
+        self.stamps: dict[str, float] | None = {SETUP_S + stage.name: stage.setup_seconds,
+                                                READY_AT + stage.name: time.time()}
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return _as_column(self.stage.run(_from_column(batch)))
+        samples = self.stage.run(_from_column(batch))
+        if self.stamps and samples:
+            samples[0].timings.update(self.stamps)
+            self.stamps = None
+        return _as_column(samples)
 
 
 def resolve_gpus(res: StageResources) -> float:
@@ -73,6 +92,67 @@ def resolve_gpus(res: StageResources) -> float:
     return float(res.num_gpus)
 
 
+@contextmanager
+def _plan_without_deprecation() -> Iterator[None]:
+    """Ray 2.60 deprecates passing remote options as `**ray_remote_args` but gives task retries and actor
+    restarts no named parameter (its named ones: label_selector, fallback_strategy, max_calls, resources,
+    accelerator_type, runtime_env). Until it does, `execution.max_retries` and `max_actor_restarts` still
+    travel that way, without a warning per plan; any other deprecation still shows."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`ray_remote_args` is deprecated")
+        yield
+
+
+@ray.remote(num_cpus=0)
+class _NoticeSpender:
+    def __init__(self, _ref: Any) -> None:
+        pass
+
+    def ready(self) -> bool:
+        return True
+
+
+_notice_spent = False       # Ray logs the notice once per process, across ray.init()s
+_notice_spender: Any = None  # the no-op actor, while it lives on a cluster we joined
+
+
+def _spend_restart_notice() -> None:
+    """Ray Data hands its UDF and DataContext to every pool actor by ObjectRef and enables restarts, so the
+    first pool actor of a process makes Ray core log an ERROR ("has constructor arguments in the object store
+    and max_restarts > 0", ray-project/ray#53727), whatever the UDF's size: ray-project/ray#57733, open. The
+    risk it names does not apply here, since the operator holds those refs for the whole plan (node-loss tests
+    restart actors). Ray logs it once per process: a no-op actor created the same way, with stderr pointed at
+    /dev/null for that one call, spends it, so a healthy run prints no error. Any other error still shows."""
+    global _notice_spent, _notice_spender
+    if _notice_spent:
+        return
+    ref = ray.put(None)
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        _notice_spender = _NoticeSpender.options(max_restarts=1).remote(ref)
+        _notice_spent = True
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+def _release_notice_spender() -> None:
+    """On a cluster we joined, remove the no-op actor once it is up (killing one still being placed makes the
+    GCS log an error of its own); a Ray we started goes with its shutdown."""
+    global _notice_spender
+    if _notice_spender is None:
+        return
+    try:
+        ray.get(_notice_spender.ready.remote(), timeout=10)
+        ray.kill(_notice_spender)
+    except Exception as exn:   # noqa: BLE001 - cleanup must not mask the run's outcome
+        logger.debug("could not remove the no-op actor: %s", exn)
+    _notice_spender = None
+
+
 def _terminate(signum: int, frame: object) -> None:
     """SIGTERM (a scheduler stopping the job) unwinds like Ctrl-C: committed shards stay, Ray is shut down
     in order. Ray's own handler would abort the process with a C++ stack dump instead."""
@@ -80,11 +160,13 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 class RayExecutor:
-    def __init__(self, cfg: RunConfig, s3: S3Options, progress: bool = False) -> None:
-        self.cfg, self.s3, self.progress = cfg, s3, progress
+    def __init__(self, cfg: RunConfig, s3: S3Options) -> None:
+        self.cfg, self.s3 = cfg, s3
         self.started_ray = False
+        self.times = StartupTimes()
 
     def _init_ray(self) -> None:
+        start = time.perf_counter()
         if not ray.is_initialized():
             address = self.cfg.execution.ray_address
             local = {"_node_ip_address": LOCAL_NODE_IP} if address is None and LOCAL_NODE_IP else {}
@@ -93,16 +175,24 @@ class RayExecutor:
             self.started_ray = True
             if threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGTERM, _terminate)
+        _spend_restart_notice()
+        self.times.ray_startup = time.perf_counter() - start
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = False
-        ctx.enable_progress_bars = self.progress
+        # one bar, drawn by the caller from committed shards: Ray Data's per-operator bars would name our stages
+        # MapBatches(_StageActor), and off a terminal they become log lines
+        ctx.enable_progress_bars = False
+        ctx.enable_operator_progress_bars = False
+        from ray.util.debug import log_once
+
+        log_once("ray_data_progress_manager_disabled")   # spends Ray's warning that we turned them off
 
     def _apply(self, ds: ray.data.Dataset, stage: Stage) -> ray.data.Dataset:
         res = self.cfg.execution.resources(stage.name)
         common = dict(batch_size=res.batch_size, num_cpus=res.num_cpus, num_gpus=resolve_gpus(res),
                       batch_format="numpy", zero_copy_batch=False)
         ex = self.cfg.execution
-        if stage.name in ACTOR_STAGES:
+        if stage.loads_models:
             # a dead actor (its worker or node lost) is restarted and its in-flight batches retried
             return ds.map_batches(_StageActor, fn_constructor_args=(stage,),
                                   compute=ray.data.ActorPoolStrategy(size=res.concurrency),
@@ -111,22 +201,50 @@ class RayExecutor:
                               compute=ray.data.TaskPoolStrategy(size=res.concurrency),
                               max_retries=ex.max_retries, **common)
 
-    def run(self, tasks, stages: list[Stage]) -> Iterator[list[Sample]]:
+    def start(self, on_phase: PhaseCallback | None = None) -> None:
+        """Start (or join) Ray; timed as the run's Ray start-up."""
+        if on_phase and not ray.is_initialized():
+            on_phase("starting ray")
         self._init_ray()
+
+    def run(self, tasks, stages: list[Stage], on_phase: PhaseCallback | None = None) -> Iterator[MinedShard]:
+        """Build and stream the plan; tells `on_phase` "mining" once every model stage has an actor ready."""
+        phase = on_phase or (lambda name: None)
+        if not ray.is_initialized():
+            self.start(on_phase)
         items = [{"uri": t.uri, "max_samples": t.max_samples} for t in tasks]
-        ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
-        # reading is I/O-bound: a full CPU per read task would starve the actor pools on small machines
-        ds = ds.flat_map(_read_rows, fn_kwargs={"s3": self.s3}, num_cpus=self.cfg.execution.decode.num_cpus,
-                         max_retries=self.cfg.execution.max_retries)
-        for stage in stages:
-            ds = self._apply(ds, stage)
+        with _plan_without_deprecation():
+            ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
+            # reading is I/O-bound: a full CPU per read task would starve the actor pools on small machines
+            ds = ds.flat_map(_read_rows, fn_kwargs={"s3": self.s3}, num_cpus=self.cfg.execution.decode.num_cpus,
+                             max_retries=self.cfg.execution.max_retries)
+            for stage in stages:
+                ds = self._apply(ds, stage)
+        waiting = {s.name for s in stages if s.loads_models}   # model stages with no actor ready yet
+        ready_at: dict[str, float] = {}
+        plan_start = time.time()
         pending: dict[str, list[Sample]] = defaultdict(list)
+        started: dict[str, float] = {}
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             for sample in _from_column(batch):
+                for key, value in pop_stamps(sample).items():
+                    if key == READ_AT:
+                        started[sample.shard_stem] = min(value, started.get(sample.shard_stem, value))
+                    elif key.startswith(SETUP_S):
+                        name = key[len(SETUP_S):]
+                        self.times.setup[name] = self.times.setup.get(name, 0.0) + value
+                    elif key.startswith(READY_AT):
+                        name = key[len(READY_AT):]
+                        ready_at[name] = min(value, ready_at.get(name, value))
+                if waiting and waiting <= set(ready_at):
+                    # wall clocks of different nodes: close enough for seconds, never negative
+                    self.times.model_loading = max(0.0, max(ready_at.values()) - plan_start)
+                    waiting = set()
+                    phase("mining")
                 bucket = pending[sample.shard_stem]
                 bucket.append(sample)
                 if len(bucket) == sample.shard_size:
-                    yield pending.pop(sample.shard_stem)
+                    yield MinedShard(pending.pop(sample.shard_stem), started.pop(sample.shard_stem, None))
         if pending:  # cannot happen unless rows were lost; say so loudly rather than write partial shards
             raise RuntimeError(f"Ray run ended with incomplete shards: "
                                f"{ {k: len(v) for k, v in pending.items()} }")
@@ -135,8 +253,13 @@ class RayExecutor:
     def close(self) -> None:
         """Shut down the Ray this executor started (a cluster it joined is left alone). A second SIGTERM
         during shutdown is ignored: interrupting it would leave Ray's agent processes behind."""
-        if not (self.started_ray and ray.is_initialized()):
+        if not ray.is_initialized():
             return
+        if not self.started_ray:
+            _release_notice_spender()
+            return
+        global _notice_spender
+        _notice_spender = None
         main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, signal.SIG_IGN) if main else None
         try:

@@ -1,6 +1,7 @@
 """Check a finished output against schemas/ and against itself: every record validates, the pairs tables have
-the pairs schema and agree with the records, every sample's fate is in the status tables, and the manifest's
-counts add up. An output is its committed shards (those with a _done marker); the manifest must list them all."""
+the pairs schema and agree with the records, every sample's fate is in the status tables, each shard's stats
+file agrees with its marker, and the manifest's counts add up. An output is its committed shards (those with a
+_done marker); the manifest must list them all."""
 from __future__ import annotations
 
 import json
@@ -9,8 +10,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from mining.schemas import validate, validate_pairs_table, validate_table
-from mining.sinks.layout import marker_uri, shard_uri, status_uri
+from mining.schemas import SchemaError, validate, validate_pairs_table, validate_table
+from mining.sinks.layout import marker_uri, shard_uri, stats_uri, status_uri
 from mining.sinks.reader import committed_stems, read_manifest, read_pairs, read_shard_documents
 from mining.storage import S3Options, exists, filesystem_for, read_bytes
 
@@ -33,6 +34,29 @@ def _status_problems(output: str, shard: dict[str, Any], s3: S3Options | None) -
         problems.append(f"shard {shard['name']}: status says {kept} kept and drops {dict(sorted(fates.items()))}, "
                         f"marker says {shard['images_with_pairs']} and {shard['drops']}")
     return problems
+
+
+# what a shard's stats file repeats from its marker (stage_seconds is the marker's timings)
+_STATS_FROM_MARKER = ("name", "input", "config_hash", "limit", "images_in", "images_with_pairs", "pairs", "drops",
+                      "errors")
+
+
+def _stats_problems(output: str, marker: dict[str, Any], s3: S3Options | None) -> list[str]:
+    """A mined shard's stats file exists, has its schema, and says what its marker says."""
+    name, uri = marker["name"], stats_uri(output, marker["name"])
+    if not exists(uri, s3):
+        return [f"shard {name} has no stats file ({uri})"]
+    try:
+        stats = json.loads(read_bytes(uri, s3))
+    except json.JSONDecodeError as err:
+        return [f"shard {name}: stats file {uri} is not JSON ({err})"]
+    try:
+        validate("shard_stats", stats)
+    except SchemaError as err:
+        return [f"shard {name}: {err}"]
+    expected = {k: marker.get(k) for k in _STATS_FROM_MARKER} | {"stage_seconds": marker["timings"]}
+    differ = sorted(k for k, v in expected.items() if stats[k] != v)
+    return [f"shard {name}: stats file says {k} {stats[k]!r}, marker says {expected[k]!r}" for k in differ]
 
 
 def check_output(output: str, s3: S3Options | None = None) -> dict[str, Any]:
@@ -58,8 +82,9 @@ def check_output(output: str, s3: S3Options | None = None) -> dict[str, Any]:
             validate("record", doc)
             records += 1
             pairs_in_records += len(doc["pairs"])
-        if "lineage" not in manifest:   # a curated output keeps its images' fate in its input's status
+        if "lineage" not in manifest:   # a curated output keeps its images' fate and stats in its input's
             problems += _status_problems(output, shard, s3)
+            problems += _stats_problems(output, marker, s3)
     table = read_pairs(output, s3)
     if table.num_rows:
         validate_pairs_table(table)

@@ -1,5 +1,6 @@
 """Where each output lives, in one place: shards/<stem>.tar, pairs/<stem>.parquet, status/<stem>.parquet
-(every sample's fate), _done/<stem>.json (the per-shard commit marker, written last) and manifest.json."""
+(every sample's fate), stats/<stem>.json (a shard's counts and times), _done/<stem>.json (the per-shard commit
+marker, written last) and manifest.json."""
 from __future__ import annotations
 
 import os
@@ -11,7 +12,7 @@ class OutputHoldsInputs(ValueError):
     """The output folder contains input shards: writing it could overwrite them."""
 
 
-OUTPUT_FOLDERS = ("shards", "pairs", "status", "_done")
+OUTPUT_FOLDERS = ("shards", "pairs", "status", "stats", "_done")
 
 
 def shard_uri(output: str, stem: str) -> str:
@@ -24,6 +25,10 @@ def pairs_uri(output: str, stem: str) -> str:
 
 def status_uri(output: str, stem: str) -> str:
     return join(output, "status", f"{stem}.parquet")
+
+
+def stats_uri(output: str, stem: str) -> str:
+    return join(output, "stats", f"{stem}.json")
 
 
 def marker_uri(output: str, stem: str) -> str:

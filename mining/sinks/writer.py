@@ -1,5 +1,6 @@
 """Write one input shard's results: shards/<stem>.tar (a JSON record per kept image, and the image if
-configured), pairs/<stem>.parquet, and last the _done/<stem>.json marker that commits the shard.
+configured), pairs/<stem>.parquet, status/<stem>.parquet, stats/<stem>.json (its counts and times, to inspect
+a run in progress), and last the _done/<stem>.json marker that commits the shard.
 
 Each file is written atomically; the marker is the commit point, so a shard without a marker is not done,
 whatever else exists."""
@@ -7,7 +8,9 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from collections import Counter
+from datetime import datetime, timezone
 from typing import Any
 
 import pyarrow as pa
@@ -19,8 +22,10 @@ from mining.config import RunConfig
 from mining.records import Drop, Sample
 from mining.schemas import (MARKER_VERSION, PAIRS_VERSION, RECORD_VERSION, STATUS_VERSION, arrow_schema, validate,
                             validate_table)
-from mining.sinks.layout import marker_uri, pairs_uri, shard_uri, status_uri
+from mining.sinks.layout import marker_uri, pairs_uri, shard_uri, stats_uri, status_uri
 from mining.storage import S3Options, write_bytes_atomic
+
+SHARD_STATS_VERSION = "ovmine.shard_stats/1"
 
 
 def build_record(sample: Sample, image_ext: str | None) -> dict[str, Any]:
@@ -82,6 +87,24 @@ def status_rows(samples: list[Sample]) -> list[dict[str, Any]]:
             for s in sorted(samples, key=lambda s: s.index) if not s.sentinel]
 
 
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds")
+
+
+def shard_stats(marker: dict[str, Any], started: float | None, finished: float) -> dict[str, Any]:
+    """A committed shard's stats file (img2dataset's `{shard}_stats.json`): its marker's counts and stage
+    seconds, and when its reading began (`started`, epoch seconds, None if not known) and its commit."""
+    return {
+        "schema_version": SHARD_STATS_VERSION, "name": marker["name"], "input": marker["input"],
+        "config_hash": marker["config_hash"], "limit": marker["limit"],
+        "images_in": marker["images_in"], "images_with_pairs": marker["images_with_pairs"],
+        "pairs": marker["pairs"], "drops": marker["drops"], "errors": marker["errors"],
+        "stage_seconds": marker["timings"],
+        "started": None if started is None else _iso(started), "finished": _iso(finished),
+        "wall_seconds": None if started is None else round(max(0.0, finished - started), 3),
+    }
+
+
 def parquet_bytes(name: str, rows: list[dict[str, Any]]) -> bytes:
     table = pa.Table.from_pylist(rows, schema=arrow_schema(name))
     validate_table(name, table)
@@ -92,9 +115,9 @@ def parquet_bytes(name: str, rows: list[dict[str, Any]]) -> bytes:
 
 def write_shard_files(output: str, stem: str, records: list[tuple[dict[str, Any], bytes | None]],
                       marker: dict[str, Any], s3: S3Options | None = None,
-                      status: list[dict[str, Any]] | None = None) -> None:
+                      status: list[dict[str, Any]] | None = None, stats: dict[str, Any] | None = None) -> None:
     """Write validated records (each with its image bytes, or None), their pairs table, the status of every
-    sample (when given: curated outputs have none), then the marker."""
+    sample and the shard's stats (when given: curated outputs have neither), then the marker."""
     tar_buf = io.BytesIO()
     rows: list[dict[str, Any]] = []
     with TarWriter(tar_buf, mtime=0) as tar:   # fixed mtime: reruns write identical bytes
@@ -109,17 +132,23 @@ def write_shard_files(output: str, stem: str, records: list[tuple[dict[str, Any]
     write_bytes_atomic(pairs_uri(output, stem), parquet_bytes("pairs", rows), s3)
     if status is not None:
         write_bytes_atomic(status_uri(output, stem), parquet_bytes("status", status), s3)
+    if stats is not None:
+        validate("shard_stats", stats)
+        write_bytes_atomic(stats_uri(output, stem), json.dumps(stats, indent=1).encode(), s3)
     write_bytes_atomic(marker_uri(output, stem), json.dumps({"schema_version": MARKER_VERSION, **marker},
                                                             indent=1).encode(), s3)
 
 
 def write_shard(samples: list[Sample], output: str, cfg: RunConfig, config_hash: str,
-                s3: S3Options | None = None, limit: int | None = None) -> dict[str, Any]:
-    """Write one mined input shard and commit it; returns the marker (`limit`: the --limit cut, if any)."""
+                s3: S3Options | None = None, limit: int | None = None,
+                started: float | None = None) -> dict[str, Any]:
+    """Write one mined input shard and commit it; returns the marker (`limit`: the --limit cut, if any;
+    `started`: epoch seconds its reading began, for the stats file)."""
     samples = sorted(samples, key=lambda s: s.index)   # executors may deliver out of order
     stem, source = samples[0].shard_stem, samples[0].shard
     image_ext = cfg.output.image_format if cfg.output.write_images else None
     records = [(build_record(s, image_ext), s.image_bytes) for s in samples if s.alive and s.pairs]
     marker = {"input": source, "name": stem, "config_hash": config_hash, "limit": limit, **shard_counts(samples)}
-    write_shard_files(output, stem, records, marker, s3, status=status_rows(samples))
+    write_shard_files(output, stem, records, marker, s3, status=status_rows(samples),
+                      stats=shard_stats(marker, started, time.time()))
     return marker

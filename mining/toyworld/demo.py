@@ -22,7 +22,10 @@ def demo_config(overrides: list[str] | None = None) -> RunConfig:
 
 
 def run_demo(out: str, shards: int = 4, per_shard: int = 32, seed: int = 0, teacher: str = "mask2former",
-             executor: str = "ray", overrides: list[str] | None = None, progress: bool = False) -> dict[str, Any]:
+             executor: str = "ray", overrides: list[str] | None = None, progress: bool = False,
+             mining_progress: Any = None) -> dict[str, Any]:
+    """`progress`: bars for making the world and scoring it; `mining_progress`: the mining run's listener
+    (a `mining.pipeline.MiningProgress`; default: the same bool)."""
     from mining.evaluation.run import evaluate
     from mining.pipeline import run_mining
     from mining.toyworld.make import make_world
@@ -35,7 +38,8 @@ def run_demo(out: str, shards: int = 4, per_shard: int = 32, seed: int = 0, teac
     config_path = Path(out) / "config.yaml"
     config_path.write_text(yaml.safe_dump(cfg.resolved(), sort_keys=False))
     mined = join(out, "mined")
-    manifest = run_mining(cfg, [world["shards_uri"]], mined, progress=progress)
+    manifest = run_mining(cfg, [world["shards_uri"]], mined,
+                          progress=progress if mining_progress is None else mining_progress)
     report = evaluate(mined, world["ground_truth"], region_top1=True, progress=progress)
     return {
         "world": world, "config": str(config_path), "mined": mined, "teacher": teacher, "executor": executor,

@@ -1,0 +1,236 @@
+"""What `ovmine mine` says while it runs and what it leaves to inspect: one line per committed shard off a
+terminal, the shards it skips, a bar built from our stage names, start-up and model loading apart in the
+summary, a stats file per committed shard that `validate` checks, and a Ray run without Ray's noise."""
+import io
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from mining.cli.mine import ConsoleProgress, Tally, progress_mode, wall_breakdown
+from mining.postrun.validate import check_output
+from mining.records import Drop, Sample
+from mining.schemas import validate
+from mining.synthetic import make_shards
+
+TINY = ["--config", "configs/tiny.yaml", "--set", "source.working_size=64"]
+
+
+def ovmine(*args):
+    """The CLI as a user runs it off a terminal: stderr is a pipe."""
+    result = subprocess.run([sys.executable, "-m", "mining.cli", *args], capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def markers(out):
+    return {p.stem: json.loads(p.read_text()) for p in sorted((out / "_done").glob("*.json"))}
+
+
+@pytest.fixture(scope="module")
+def local_runs(tmp_path_factory):
+    """Two shards mined, a rerun over three (the first two are skipped), then a quiet rerun with nothing to do."""
+    root = tmp_path_factory.mktemp("progress")
+    make_shards(root / "in", shards=3, per_shard=2, size=64)
+    out = root / "out"
+    first = ovmine("mine", *TINY, "--executor", "local", "--input", str(root / "in" / "00000.tar"),
+                   str(root / "in" / "00001.tar"), "--output", str(out))
+    first_markers = markers(out)
+    rerun = ovmine("mine", *TINY, "--executor", "local", "--input", str(root / "in"), "--output", str(out), "--json")
+    quiet = ovmine("mine", *TINY, "--executor", "local", "--input", str(root / "in"), "--output", str(out), "-q")
+    return SimpleNamespace(root=root, out=out, first=first, first_markers=first_markers, rerun=rerun, quiet=quiet)
+
+
+def shard_line(marker, done, total):
+    dropped = sum(marker["drops"].values())
+    return re.escape(f"shard {marker['name']} committed: {marker['images_in']} images, {marker['pairs']} pairs, "
+                     f"{dropped} dropped ({done}/{total} shards, ") + r"(\d+\.\d|0\.\d\d) images/s\)"
+
+
+def test_off_a_terminal_each_committed_shard_is_one_line(local_runs):
+    out, first = local_runs.out, local_runs.first
+    lines = first.stderr.splitlines()
+    assert lines[0] == f"mining 2 shard(s) into {out}"
+    assert "loading models ..." in lines
+    committed = [line for line in lines if line.startswith("shard ")]
+    assert len(committed) == 2
+    for done, (line, marker) in enumerate(zip(committed, local_runs.first_markers.values()), start=1):
+        assert re.fullmatch(shard_line(marker, done, 2), line), line
+    assert "\r" not in first.stderr, "no progress bar off a terminal"
+
+
+def test_a_rerun_says_what_it_skips(local_runs):
+    out, rerun = local_runs.out, local_runs.rerun
+    lines = rerun.stderr.splitlines()
+    assert lines[0] == f"2 of 3 shards already committed in {out}; mining 1"
+    committed = [line for line in lines if line.startswith("shard ")]
+    assert len(committed) == 1 and re.fullmatch(shard_line(markers(out)["00002"], 3, 3), committed[0])
+    summary = json.loads(rerun.stdout.strip().splitlines()[-1])
+    assert summary["shards"] == {"planned": 3, "already_committed": 2, "mined": 1}
+
+
+def test_quiet_silences_progress_but_not_the_summary(local_runs):
+    quiet = local_runs.quiet
+    assert quiet.stderr == ""
+    assert "shards             3 (3 already committed, 0 mined now)" in quiet.stdout and "images in" in quiet.stdout
+
+
+def test_summary_and_json_report_start_up_and_model_loading_apart(local_runs):
+    out, first, rerun = local_runs.out, local_runs.first, local_runs.rerun
+    wall = re.search(r"wall time +([\d.]+) s = model loading ([\d.]+) \+ mining ([\d.]+)", first.stdout)
+    assert wall, first.stdout
+    total, loading, mining = map(float, wall.groups())
+    assert loading > 0 and abs(total - loading - mining) <= 0.15, "the parts add up to the wall time"
+    assert "ray start-up" not in first.stdout, "the local executor starts no Ray"
+    assert re.search(r"stage work \(s\) +decode [\d.]+, entities [\d.]+, teacher [\d.]+, regions [\d.]+, match "
+                     r"[\d.]+  \(summed worker seconds\)", first.stdout), first.stdout
+    assert re.search(r"model loading \(s\) +entities [\d.]+, teacher [\d.]+, regions [\d.]+", first.stdout)
+    t = json.loads(rerun.stdout.strip().splitlines()[-1])["timings"]
+    assert t["wall_ray_startup"] == 0 and t["wall_model_loading"] > 0 and t["setup_regions"] >= 0
+    assert {"setup_entities", "setup_teacher", "setup_regions"} <= set(t) and "setup_decode" not in t
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["timings"] == t
+    parts = t["wall_ray_startup"] + t["wall_model_loading"] + t["wall_mining"]
+    assert parts == pytest.approx(manifest["wall_seconds"], abs=0.01)
+
+
+def test_each_commit_writes_a_stats_file_that_agrees_with_its_marker(local_runs):
+    root, out = local_runs.root, local_runs.out
+    for stem, marker in markers(out).items():
+        stats = json.loads((out / "stats" / f"{stem}.json").read_text())
+        validate("shard_stats", stats)
+        assert stats["input"] == str(root / "in" / f"{stem}.tar") and stats["name"] == stem
+        assert (stats["images_in"], stats["images_with_pairs"], stats["pairs"], stats["drops"]) == \
+            (marker["images_in"], marker["images_with_pairs"], marker["pairs"], marker["drops"])
+        assert stats["stage_seconds"] == marker["timings"] and set(stats["stage_seconds"]) >= {"decode", "match"}
+        assert stats["started"] < stats["finished"] and stats["wall_seconds"] > 0
+    check_output(str(out))
+
+
+def test_validate_rejects_a_tampered_stats_file(local_runs, tmp_path):
+    out = local_runs.out
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    path = copy / "stats" / "00001.json"
+    good = json.loads(path.read_text())
+    path.write_text(json.dumps(good | {"images_in": good["images_in"] + 1}))
+    with pytest.raises(ValueError, match=r"shard 00001: stats file says images_in 3, marker says 2"):
+        check_output(str(copy))
+    path.write_text(json.dumps({k: v for k, v in good.items() if k != "drops"}))
+    with pytest.raises(ValueError, match=r"shard 00001: shard_stats does not match .*'drops' is a required"):
+        check_output(str(copy))
+    path.unlink()
+    with pytest.raises(ValueError, match=r"shard 00001 has no stats file"):
+        check_output(str(copy))
+
+
+def test_the_stats_file_is_written_before_the_marker(tmp_path, tiny_cfg, monkeypatch):
+    import mining.sinks.writer as writer
+
+    written = []
+    real = writer.write_bytes_atomic
+    monkeypatch.setattr(writer, "write_bytes_atomic", lambda uri, data, s3=None: (written.append(uri),
+                                                                                  real(uri, data, s3)))
+    gone = Sample(shard="in/abc.tar", shard_stem="abc", key="k", index=0, shard_size=1).drop_with(Drop.NO_MASKS)
+    marker = writer.write_shard([gone], str(tmp_path), tiny_cfg(), "0123456789abcdef", started=1.0e9)
+    assert [uri.split(str(tmp_path))[1] for uri in written[-2:]] == ["/stats/abc.json", "/_done/abc.json"]
+    stats = json.loads((tmp_path / "stats" / "abc.json").read_text())
+    assert stats["drops"] == {"no_masks": 1} == marker["drops"] and stats["started"].startswith("2001-09-09T01:46:40")
+
+
+# the terminal bar and the lines, from their formatting
+
+def marker(name, images, pairs, drops, timings):
+    return {"name": name, "images_in": images, "pairs": pairs, "drops": drops, "timings": timings}
+
+
+def test_the_bar_shows_totals_and_our_stage_names_in_flow_order():
+    tally = Tally(shards=4, committed_before=1, images_planned=10, done=1)
+    assert tally.bar_text().startswith("images 0/10, pairs 0, dropped 0, ")
+    tally.add(marker("00001", 6, 9, {"no_entities": 2}, {"match": 1.0, "teacher": 6.0, "decode": 1.0,
+                                                        "regions": 2.0}))
+    text = tally.bar_text()
+    assert re.fullmatch(r"images 6/10, pairs 9, dropped 2, \d+\.\d+ images/s \| decode 10% teacher 60% regions 20% "
+                        r"match 10%", text), text
+    assert "MapBatches" not in text
+    steady = Tally(shards=40, committed_before=12, done=12, start=time.perf_counter() - 10)
+    steady.add(marker("00003", 32, 11, {"no_entities": 3, "no_masks": 1}, {}))
+    assert steady.shard_line(marker("00003", 32, 11, {"no_entities": 3, "no_masks": 1}, {})) == \
+        "shard 00003 committed: 32 images, 11 pairs, 4 dropped (13/40 shards, 3.2 images/s)"
+    assert Tally(shards=3).plan_line("OUT") == "mining 3 shard(s) into OUT"
+    assert Tally(shards=40, committed_before=12).plan_line("OUT") == \
+        "12 of 40 shards already committed in OUT; mining 28"
+    assert Tally(shards=2, committed_before=2).plan_line("OUT") == \
+        "all 2 shard(s) already committed in OUT; nothing to mine"
+
+
+def test_bar_mode_draws_one_bar_and_quiet_mode_says_nothing():
+    stream = io.StringIO()
+    bar = ConsoleProgress("OUT", "bar", stream)
+    bar.planned(3, 1, None)
+    bar.phase("loading models")
+    bar.committed(marker("00001", 4, 5, {}, {"decode": 1.0, "regions": 3.0}))
+    bar.close()
+    drawn = stream.getvalue()
+    assert drawn.startswith("1 of 3 shards already committed in OUT; mining 2\n")
+    assert "mining: " in drawn and "2/3" in drawn and "decode 25% regions 75%" in drawn
+    assert "shard 00001 committed" not in drawn, "a terminal gets the bar, not the lines"
+    quiet = io.StringIO()
+    silent = ConsoleProgress("OUT", "quiet", quiet)
+    silent.planned(3, 1, None)
+    silent.phase("loading models")
+    silent.committed(marker("00001", 4, 5, {}, {"decode": 1.0}))
+    silent.failed({"input": "x.tar", "name": "00002", "error": "gone"})
+    silent.close()
+    assert quiet.getvalue() == "" and silent.tally.done == 3 and silent.tally.failed == 1
+
+
+def test_progress_mode_follows_the_terminal_quiet_and_json():
+    class Stream(io.StringIO):
+        def __init__(self, tty):
+            super().__init__()
+            self.tty = tty
+
+        def isatty(self):
+            return self.tty
+
+    from argparse import Namespace
+
+    assert progress_mode(Namespace(quiet=False, json=False), Stream(True)) == "bar"
+    assert progress_mode(Namespace(quiet=False, json=False), Stream(False)) == "lines"
+    assert progress_mode(Namespace(quiet=False, json=True), Stream(True)) == "lines"
+    assert progress_mode(Namespace(quiet=True, json=False), Stream(True)) == "quiet"
+    assert progress_mode(Namespace(json=False), Stream(False)) == "lines", "before --quiet exists"
+
+
+def test_wall_breakdown_names_ray_start_up_for_ray_runs_only():
+    timings = {"decode": 1.0, "wall_ray_startup": 9.2, "wall_model_loading": 31.0, "wall_mining": 39.9}
+    ray = {"timings": timings, "wall_seconds": 80.1, "config": {"execution": {"executor": "ray"}}}
+    assert wall_breakdown(ray) == "80.1 s = ray start-up 9.2 + model loading 31.0 + mining 39.9"
+    local = ray | {"config": {"execution": {"executor": "local"}}}
+    assert wall_breakdown(local) == "80.1 s = model loading 31.0 + mining 39.9"
+    assert wall_breakdown(ray | {"timings": {"decode": 1.0}}) == "80.1 s"
+
+
+# one Ray run, as a user runs it
+
+def test_a_healthy_ray_run_prints_no_deprecation_and_no_error_line(tmp_path):
+    make_shards(tmp_path / "in", shards=2, per_shard=2, size=64)
+    result = ovmine("mine", *TINY, "--executor", "ray", "--input", str(tmp_path / "in"),
+                    "--output", str(tmp_path / "out"), "--json")
+    err = result.stderr
+    assert not re.search(r"mining/[\w/]+\.py:\d+: \w*Warning", err), "no warning from our own calls: " + err
+    assert not re.search(r"\[\d{4}-\d\d-\d\d [\d:,]+ [EFC] \d+ \d+\]", err) and "core_worker.cc" not in err, err
+    assert "Running Dataset" not in err and "row/s" not in err and "Progress bars" not in err, \
+        "Ray Data draws no bars of its own, and does not say so"
+    assert len([line for line in err.splitlines() if line.startswith("shard ")]) == 2
+    t = json.loads(result.stdout.strip().splitlines()[-1])["timings"]
+    assert t["wall_ray_startup"] > 0 and t["wall_model_loading"] > 0
+    assert {"setup_entities", "setup_teacher", "setup_regions"} <= set(t)
+    check_output(str(tmp_path / "out"))
