@@ -53,6 +53,9 @@ def make_pairs_set(root: Path, files: int, rows: int, vocabulary: int = 20_000, 
             "image_masks": pa.array(np.full(n, 40, np.int32)), "image_entities": pa.array(np.full(n, 4, np.int32)),
         }
         pq.write_table(pa.table(columns, schema=pairs_arrow_schema()), root / "pairs" / f"{stem}.parquet")
+        # readers take committed shards only: a file without its _done marker is not part of the output
+        (root / "_done").mkdir(exist_ok=True)
+        (root / "_done" / f"{stem}.json").write_text(json.dumps({"shard": stem, "pairs": n}))
     cfg = build_config({})
     totals = {"images_in": files * n // per_image, "images_with_pairs": files * n // per_image, "pairs": files * n,
               "unique_nouns": 0, "drops": {}}

@@ -1,35 +1,55 @@
-"""`ovmine stats`: statistics of a mining output, and its HTML report."""
+"""`ovmine stats`: statistics of a mining output (finished, curated, or a run in progress), its HTML report,
+and the comparison of two outputs."""
 from __future__ import annotations
 
 import argparse
 import json
 
-from mining.cli.common import add_command, add_json, add_s3_endpoint, s3_options
+from mining.cli.common import add_command, add_json, add_s3_endpoint, positive_int, s3_options
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
+    from mining.postrun.compare import compare_stats, format_compare
     from mining.postrun.stats import compute_stats, format_stats
 
-    stats = compute_stats(args.output, s3_options(args), top_k=args.top)
+    s3 = s3_options(args)
+    stats = compute_stats(args.output, s3, top_k=args.top, keep_pair_stats=bool(args.compare))
+    comparison = None
+    if args.compare:
+        other = compute_stats(args.compare, s3, top_k=args.top, keep_pair_stats=True)
+        comparison = compare_stats(stats, other, top_k=args.top)
+        other.pop("_pair_stats")
+    stats.pop("_pair_stats", None)
     if args.html:
         from mining.postrun.report import render_report
         from mining.storage import write_bytes_atomic
 
-        page = render_report(args.output, stats, s3_options(args), gallery=args.gallery, seed=args.seed)
-        write_bytes_atomic(args.html, page.encode(), s3_options(args))
-    print(json.dumps(stats) if args.json else format_stats(stats) + (f"\nreport: {args.html}" if args.html else ""))
+        page = render_report(args.output, stats, s3, gallery=args.gallery, seed=args.seed, comparison=comparison)
+        write_bytes_atomic(args.html, page.encode(), s3)
+    if args.json:
+        print(json.dumps(stats if comparison is None else {"compare": comparison, "a": stats, "b": other}))
+    else:
+        text = format_stats(stats) if comparison is None else format_compare(comparison)
+        print(text + (f"\nreport: {args.html}" if args.html else ""))
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = add_command(sub, "stats", "statistics of a mining output; --html writes a report with a gallery",
-                    "ovmine stats mined/", "ovmine stats mined/ --html report.html")
-    p.add_argument("output", help="a mining (or curated) output, local or s3://")
-    add_json(p, "the statistics")
+    p = add_command(sub, "stats", "statistics of a mining output; --html writes a report a curator can read",
+                    "ovmine stats mined/", "ovmine stats mined/ --html report.html",
+                    "ovmine stats curated/ --compare mined/ --html compare.html",
+                    details="A curated output is reported against the images its mining run read; a run in "
+                            "progress (or interrupted) reports the shards committed so far.")
+    p.add_argument("output", metavar="RUN", help="a mining (or curated) output, local or s3://")
+    p.add_argument("--compare", metavar="OTHER",
+                   help="another output to set beside RUN (before/after curate, two configs): totals, drops and "
+                        "pairs per noun, RUN as A and OTHER as B")
+    add_json(p, "the statistics (with --compare: {compare, a, b})")
     p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report (local or s3://)")
-    p.add_argument("--top", type=int, default=20, metavar="K", help="how many of the most frequent nouns")
-    p.add_argument("--gallery", type=int, default=24, metavar="N",
+    p.add_argument("--top", type=positive_int, default=20, metavar="K",
+                   help="how many of the most frequent nouns (listed, and in the report's noun section)")
+    p.add_argument("--gallery", type=positive_int, default=24, metavar="N",
                    help="pairs in each gallery (random sample, lowest similarity)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random gallery sample")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random gallery samples")
     add_s3_endpoint(p)
     p.set_defaults(func=cmd_stats)

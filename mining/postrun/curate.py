@@ -16,14 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 import yaml
 
-from mining.sinks.layout import shard_uri
-from mining.sinks.manifest import assemble_manifest, write_manifest
+from mining.schemas import STATUS_VERSION
+from mining.sinks.layout import shard_uri, status_uri
+from mining.sinks.manifest import assemble_manifest, measured_throughput, write_manifest
 from mining.sinks.reader import iter_pair_batches, pairs_files, read_manifest, read_shard_documents, shard_files
 from mining.sinks.writer import write_shard_files
 from mining.sources.uris import shard_stem
-from mining.storage import S3Options, is_s3
+from mining.storage import S3Options, exists, filesystem_for, is_s3
 
 CURATED_OUT = "curated_out"   # the drop reason of an image whose pairs were all filtered away
 
@@ -41,15 +43,22 @@ class CurationFilters:
     def canonical(self, noun: str) -> str:
         return self.synonyms.get(noun, noun)
 
-    def pair_passes(self, noun: str, similarity: float, margin: float | None) -> bool:
-        """The filters that look at one pair alone (noun already canonical)."""
+    def rejection(self, noun: str, similarity: float, margin: float | None) -> str | None:
+        """The first filter that rejects one pair alone (noun already canonical), or None when it passes."""
         if self.min_similarity is not None and similarity < self.min_similarity:
-            return False
+            return "min_similarity"
         if self.min_margin is not None and margin is not None and margin < self.min_margin:   # None: no rival
-            return False
+            return "min_margin"
         if self.nouns_allow is not None and noun not in self.nouns_allow:
-            return False
-        return noun not in self.nouns_deny
+            return "nouns_allow"
+        return "nouns_deny" if noun in self.nouns_deny else None
+
+    def pair_passes(self, noun: str, similarity: float, margin: float | None) -> bool:
+        return self.rejection(noun, similarity, margin) is None
+
+    def active(self) -> dict[str, Any]:
+        """The filters that were set, for summaries."""
+        return {k: v for k, v in asdict(self).items() if v not in (None, [], {})}
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
@@ -96,13 +105,14 @@ class _Plan:
             elif pair > heap[0]:
                 heapq.heapreplace(heap, pair)
 
-    def keeps(self, noun: str, pair: PairId) -> bool:
+    def rejection(self, noun: str, pair: PairId) -> str | None:
+        """The filter over the whole output (counts, caps) that rejects a pair passing the pair filters."""
         f = self.filters
         if f.min_noun_count is not None and self.counts[noun] < f.min_noun_count:
-            return False
+            return "min_noun_count"
         if f.max_per_noun is not None and len(self.best[noun]) == f.max_per_noun and pair < self.best[noun][0]:
-            return False
-        return True
+            return "max_per_noun"
+        return None
 
 
 def _plan(input_uri: str, filters: CurationFilters, s3: S3Options | None) -> _Plan:
@@ -117,29 +127,69 @@ def _plan(input_uri: str, filters: CurationFilters, s3: S3Options | None) -> _Pl
     return plan
 
 
+def mining_origin(input_uri: str, source: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(the mining output, its totals) that `input_uri` (with manifest `source`) descends from: itself, or
+    what its own curation lineage recorded (curated outputs may be curated again)."""
+    lineage = source.get("lineage")
+    if lineage is None:
+        return input_uri, source["totals"]
+    if "mining_output" in lineage:
+        return lineage["mining_output"], lineage["mining_totals"]
+    return lineage["input"], lineage.get("input_totals", source["totals"])   # curated before lineage said it
+
+
+def _input_indices(input_uri: str, stem: str, s3: S3Options | None) -> dict[str, int]:
+    """key -> position in the input shard, from the input's status table (absent: record order is used)."""
+    uri = status_uri(input_uri, stem)
+    if not exists(uri, s3):
+        return {}
+    fs, path = filesystem_for(uri, s3)
+    with fs.open_input_file(path) as f:
+        table = pq.read_table(f, columns=["key", "index"])
+    return dict(zip(table.column("key").to_pylist(), table.column("index").to_pylist()))
+
+
+def _status_row(key: str, index: int, kept: int, rejected: Counter[str]) -> dict[str, Any]:
+    detail = None if kept else "pairs filtered by " + ", ".join(f"{name} ({n})" for name, n in rejected.most_common())
+    return {"schema_version": STATUS_VERSION, "key": key, "index": index,
+            "status": "kept" if kept else CURATED_OUT, "detail": detail, "pairs": kept}
+
+
 def curate(input_uri: str, output: str, filters: CurationFilters, s3: S3Options | None = None) -> dict[str, Any]:
-    """Write the curated copy of `input_uri` to `output`; returns its manifest."""
+    """Write the curated copy of `input_uri` to `output`; returns its manifest.
+
+    Each curated shard gets a status table: every record curate read, kept or `curated_out` with the filters
+    that removed its pairs. The manifest keeps the mining run's throughput and stage timings (curate's own
+    time is `lineage.curate_seconds`) and names the mining run and its totals, so that numbers over the
+    curated output can still speak of the images that were mined."""
     if (input_uri.rstrip("/") if is_s3(input_uri) else os.path.realpath(input_uri)) == \
             (output.rstrip("/") if is_s3(output) else os.path.realpath(output)):
         raise ValueError("curate writes a new shard set: OUTPUT must differ from INPUT")
     start = time.perf_counter()
     source = read_manifest(input_uri, s3)
+    # an absolute input, so that the lineage can be followed from any working directory (ovmine eval does)
+    absolute_input = input_uri if is_s3(input_uri) else os.path.abspath(input_uri)
     plan = _plan(input_uri, filters, s3)
     config_hash = hashlib.sha256(f"{source['config_hash']}:{filters.digest()}".encode()).hexdigest()[:16]
     stems = []
     for uri in shard_files(input_uri, s3):
         stem = shard_stem(uri)
-        kept_records, nouns, dropped = [], Counter(), 0
-        for record, image in read_shard_documents(uri, s3):
-            pairs = []
+        indices = _input_indices(input_uri, stem, s3)
+        kept_records, nouns, dropped, status = [], Counter(), 0, []
+        for order, (record, image) in enumerate(read_shard_documents(uri, s3)):
+            pairs, rejected = [], Counter()
             for pair in record["pairs"]:
                 noun = filters.canonical(pair["noun"])
                 # compare at the pairs table's float32 precision, as pass 1 did
                 similarity = float(np.float32(pair["similarity"]))
                 margin = None if pair["margin"] is None else float(np.float32(pair["margin"]))
                 pid = (similarity, stem, record["key"], pair["mask_index"])
-                if filters.pair_passes(noun, similarity, margin) and plan.keeps(noun, pid):
+                why = filters.rejection(noun, similarity, margin) or plan.rejection(noun, pid)
+                if why is None:
                     pairs.append({**pair, "noun": noun})
+                else:
+                    rejected[why] += 1
+            status.append(_status_row(record["key"], indices.get(record["key"], order), len(pairs), rejected))
             if pairs:
                 kept_records.append(({**record, "pairs": pairs}, image))
                 nouns.update(p["noun"] for p in pairs)
@@ -150,13 +200,17 @@ def curate(input_uri: str, output: str, filters: CurationFilters, s3: S3Options 
                   "pairs": sum(nouns.values()), "unique_nouns": len(nouns),
                   "drops": {CURATED_OUT: dropped} if dropped else {}, "errors": [], "timings": {},
                   "nouns": dict(nouns.most_common())}
-        write_shard_files(output, stem, kept_records, marker, s3)
+        write_shard_files(output, stem, kept_records, marker, s3,
+                          status=sorted(status, key=lambda row: row["index"]))
         stems.append(stem)
-    # an absolute input, so that the lineage can be followed from any working directory (ovmine eval does)
-    lineage = {"input": input_uri if is_s3(input_uri) else os.path.abspath(input_uri),
-               "input_config_hash": source["config_hash"], "filters": asdict(filters),
-               "input_totals": source["totals"]}
+    mining_output, mining_totals = mining_origin(absolute_input, source)
+    lineage = {"input": absolute_input, "input_config_hash": source["config_hash"], "filters": asdict(filters),
+               "input_totals": source["totals"], "mining_output": mining_output, "mining_totals": mining_totals,
+               "curate_seconds": round(time.perf_counter() - start, 3)}
+    measured = measured_throughput(source) or {"wall_seconds": 0.0, "images_per_second": 0.0, "mined_images": 0,
+                                               "throughput_of": None}
     manifest = assemble_manifest(output, stems, source["config"], config_hash, source["models"],
-                                 time.perf_counter() - start, s3, lineage=lineage)
+                                 time.perf_counter() - start, s3, lineage=lineage, measured=measured,
+                                 timings=source["timings"])
     write_manifest(output, manifest, s3)
     return manifest

@@ -1,71 +1,30 @@
-"""A self-contained HTML report of a mining output: the statistics as plots, and a gallery of pairs (a random
-sample, and the lowest-similarity pairs, where a person looks for mistakes), each the image with its mask.
+"""A self-contained HTML report of a mining output, for a curator deciding what to keep: the statistics as
+plots; galleries of pairs (a random sample, and the lowest-similarity pairs, where a person looks for
+mistakes), each the image with its mask and its captions; every frequent noun with its similarity
+distribution, its phrases and examples (synonyms and junk nouns show here); examples of dropped images by
+reason; the run's config and stage timings; optionally a comparison with another output.
 
-Everything (plots, thumbnails) is inlined as base64, so the file can be mailed or opened from a bucket.
+Everything (plots, thumbnails, the few lines of script that switch masks on and off) is inlined, so the file
+can be mailed or opened from a bucket.
 """
 from __future__ import annotations
 
 import base64
-import heapq
 import html
 import io
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure   # the object API: no pyplot state, no GUI backend needed
-from PIL import Image
-from pycocotools import mask as mask_utils
-from skimage.segmentation import find_boundaries
 
-from mining.sinks.images import load_images
-from mining.sinks.reader import iter_pair_batches, pairs_files, read_manifest
+from mining.postrun.report_drops import fetch_dropped, select_drops
+from mining.postrun.report_gallery import THUMB, fetch_pictures, pair_card, select_pairs
+from mining.postrun.report_sections import compare_section, drops_section, nouns_section, run_section
+from mining.postrun.stats import load_run, throughput_text
 from mining.storage import S3Options
-from mining.teachers.base import resize_mask
 
-GALLERY_COLUMNS = ["shard", "key", "mask_index", "noun", "phrase", "similarity", "margin", "rle_counts",
-                   "height", "width"]
-THUMB = 256
-
-
-@dataclass
-class GalleryPair:
-    shard: str
-    key: str
-    mask_index: int
-    noun: str
-    phrase: str
-    similarity: float
-    margin: float | None
-    rle_counts: str
-    height: int
-    width: int
-
-
-def sample_pairs(output: str, s3: S3Options | None, k: int, seed: int) -> tuple[list[GalleryPair], list[GalleryPair]]:
-    """(a uniform random sample of k pairs, the k lowest-similarity pairs), in one streaming pass with
-    O(k) memory: reservoir sampling and a bounded heap."""
-    rng = np.random.default_rng(seed)
-    reservoir: list[GalleryPair] = []
-    lowest: list[tuple[float, int, GalleryPair]] = []   # max-heap on similarity via negation
-    seen = 0
-    for uri in pairs_files(output, s3):
-        for batch in iter_pair_batches(uri, GALLERY_COLUMNS, s3):
-            for row in batch.to_pylist():
-                pair = GalleryPair(**row)
-                if len(reservoir) < k:
-                    reservoir.append(pair)
-                else:
-                    j = int(rng.integers(0, seen + 1))
-                    if j < k:
-                        reservoir[j] = pair
-                item = (-pair.similarity, seen, pair)
-                if len(lowest) < k:
-                    heapq.heappush(lowest, item)
-                elif item > lowest[0]:
-                    heapq.heapreplace(lowest, item)
-                seen += 1
-    return reservoir, [p for _, _, p in sorted(lowest, key=lambda t: (-t[0], t[1]))]
+EXAMPLES_PER_NOUN = 3
+DROPS_PER_REASON = 4
 
 
 def _png(fig) -> str:
@@ -100,33 +59,7 @@ def _bar_plot(title: str, labels: list[str], values: list[int], horizontal: bool
     return _png(fig)
 
 
-def overlay(image: np.ndarray, pair: GalleryPair) -> str:
-    """JPEG thumbnail (base64) of the image with the mask tinted and outlined."""
-    mask = mask_utils.decode({"size": [pair.height, pair.width], "counts": pair.rle_counts.encode()}).astype(bool)
-    mask = resize_mask(mask, *image.shape[:2])
-    tinted = image.astype(np.float32)
-    tinted[mask] = 0.5 * tinted[mask] + 0.5 * np.array([255, 40, 40])
-    tinted[find_boundaries(mask, mode="inner")] = (255, 255, 0)
-    thumb = Image.fromarray(tinted.astype(np.uint8))
-    thumb.thumbnail((THUMB, THUMB))
-    buf = io.BytesIO()
-    thumb.save(buf, format="JPEG", quality=85)
-    return base64.b64encode(buf.getvalue()).decode()
-
-
-def _card(pair: GalleryPair, images: dict) -> str:
-    image = images.get((pair.shard, pair.key))
-    text = (f"<b>{html.escape(pair.noun)}</b> <span class=phrase>{html.escape(pair.phrase)}</span><br>"
-            f"sim {pair.similarity:.3f} · margin {'no rival' if pair.margin is None else f'{pair.margin:.3f}'}<br><small>{html.escape(pair.shard)}/"
-            f"{html.escape(pair.key)} mask {pair.mask_index}</small>")
-    if image is None:
-        return f'<figure class="pair missing"><div class=noimg>image unavailable</div><figcaption>{text}</figcaption></figure>'
-    return (f'<figure class=pair><img alt="{html.escape(pair.noun)}" src="data:image/jpeg;base64,'
-            f'{overlay(image, pair)}"><figcaption>{text}</figcaption></figure>')
-
-
-def render_report(output: str, stats: dict[str, Any], s3: S3Options | None = None, gallery: int = 24,
-                  seed: int = 0) -> str:
+def _plots(stats: dict[str, Any]) -> list[str]:
     d = stats["distributions"]
     plots = [
         _hist_plot("similarity", d["similarity"], "fused cosine similarity"),
@@ -146,29 +79,92 @@ def render_report(output: str, stats: dict[str, Any], s3: S3Options | None = Non
     if stats["drops"]:
         plots.append(_bar_plot("drops by reason", list(stats["drops"]), list(stats["drops"].values()),
                                horizontal=True))
-    random_pairs, low_pairs = sample_pairs(output, s3, gallery, seed)
-    wanted = {(p.shard, p.key) for p in random_pairs + low_pairs}
-    images = load_images(output, read_manifest(output, s3), wanted, s3) if wanted else {}
-    rows = [("images in", stats["images_in"]), ("images with pairs", stats["images_with_pairs"]),
-            ("pairs", stats["pairs"]), ("pairs per image", f"{stats['pairs_per_image']:.2f}"),
-            ("unique nouns", stats["unique_nouns"]), ("dropped", sum(stats["drops"].values())),
-            ("images/s", f"{stats['images_per_second']:.2f}"), ("config", stats["config_hash"])]
-    table = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
-    figures = "".join(f'<img class=plot alt="plot" src="data:image/png;base64,{p}">' for p in plots)
-    return f"""<!doctype html>
-<html lang=en><head><meta charset=utf-8><title>ovmine report: {html.escape(output)}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 24px; color: #222; }}
-table {{ border-collapse: collapse; }} th, td {{ text-align: left; padding: 2px 12px 2px 0; }}
+    return plots
+
+
+STYLE = f"""
+body {{ font-family: system-ui, sans-serif; margin: 24px; color: #222; }} h2 {{ scroll-margin-top: 48px; }}
+nav {{ position: sticky; top: 0; background: #fff; padding: 6px 0; border-bottom: 1px solid #ddd; z-index: 2; }}
+nav a {{ margin-right: 14px; }} nav label {{ float: right; font-weight: bold; }}
+table {{ border-collapse: collapse; margin: 6px 24px 12px 0; }} th, td {{ text-align: left; padding: 2px 12px 2px 0; }}
+caption {{ text-align: left; font-weight: bold; padding-bottom: 4px; }}
+.cols {{ display: flex; flex-wrap: wrap; align-items: flex-start; }}
 .plots {{ display: flex; flex-wrap: wrap; gap: 12px; }} .plot {{ border: 1px solid #ddd; }}
 .gallery {{ display: grid; grid-template-columns: repeat(auto-fill, minmax({THUMB}px, 1fr)); gap: 12px; }}
-figure.pair {{ margin: 0; border: 1px solid #ddd; padding: 6px; }} figure.pair img {{ width: 100%; }}
-.phrase {{ color: #666; }} .noimg {{ height: 120px; background: #eee; display: grid; place-items: center; }}
-</style></head><body>
-<h1>ovmine report</h1><p>{html.escape(output)}</p>
+.gallery.small {{ grid-template-columns: repeat(auto-fill, minmax(170px, 1fr)); gap: 8px; }}
+figure.card {{ margin: 0; border: 1px solid #ddd; padding: 6px; font-size: 90%; }}
+.thumb {{ position: relative; cursor: pointer; }} .thumb img {{ display: block; width: 100%; }}
+.thumb img.mask {{ position: absolute; left: 0; top: 0; height: 100%; }}
+body.raw .thumb img.mask, .card.raw .thumb img.mask {{ visibility: hidden; }}
+ol.captions {{ margin: 4px 0 0 0; padding-left: 18px; color: #333; }} mark {{ background: #ffe45c; }}
+.phrase, .detail {{ color: #666; }} .noimg {{ height: 96px; background: #eee; display: grid; place-items: center;
+  color: #777; text-align: center; padding: 4px; }}
+section.noun {{ border-top: 1px solid #eee; padding: 8px 0; }}
+.nounhead {{ display: flex; flex-wrap: wrap; gap: 16px; align-items: center; }} .nounhead h3 {{ margin: 0; min-width: 120px; }}
+svg.hist rect {{ fill: #4c72b0; }} svg.hist text {{ font-size: 10px; fill: #666; }}
+.bar {{ display: inline-block; height: 9px; background: #4c72b0; }} .bar.b {{ background: #dd8452; }}
+.warning {{ background: #fff3cd; padding: 8px; border: 1px solid #e0c36c; }}
+pre#config {{ background: #f6f6f6; padding: 8px; max-height: 420px; overflow: auto; }}
+"""
+
+# The mask layer of every card is shown or hidden by one class on <body> (the checkbox) or on a card (a
+# click on its picture): a plain switch, no library.
+SCRIPT = """
+document.getElementById('show-masks').addEventListener('change', function (e) {
+  document.body.classList.toggle('raw', !e.target.checked);
+});
+document.querySelectorAll('.thumb').forEach(function (t) {
+  t.addEventListener('click', function () { t.closest('.card').classList.toggle('raw'); });
+});
+"""
+
+
+def _summary_rows(stats: dict[str, Any]) -> list[tuple[str, Any]]:
+    rows = [("state", "run in progress or interrupted" if stats["in_progress"] else "finished"),
+            ("images in", stats["images_in"]), ("images with pairs", stats["images_with_pairs"]),
+            ("pairs", stats["pairs"]), ("pairs per image", f"{stats['pairs_per_image']:.2f}"),
+            ("unique nouns", stats["unique_nouns"]), ("dropped", sum(stats["drops"].values())),
+            ("images/s", throughput_text(stats)), ("config", stats["config_hash"])]
+    if stats["curated_from"]:
+        rows.insert(1, ("curated from", stats["curated_from"]["input"]))
+    return rows
+
+
+def render_report(output: str, stats: dict[str, Any], s3: S3Options | None = None, gallery: int = 24,
+                  seed: int = 0, comparison: dict[str, Any] | None = None) -> str:
+    """The page for `output`, whose `stats` come from compute_stats; `comparison` from compare_stats."""
+    manifest, _ = load_run(output, s3)
+    chosen = select_pairs(output, s3, gallery, seed, [row["noun"] for row in stats["nouns"]], EXAMPLES_PER_NOUN)
+    pictures = fetch_pictures(output, manifest, {(p.shard, p.key) for p in chosen.pairs()}, s3)
+    drops = select_drops(output, manifest, s3, DROPS_PER_REASON)
+    dropped = fetch_dropped(output, manifest, drops, s3)
+    table = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+                    for k, v in _summary_rows(stats))
+    figures = "".join(f'<img class=plot alt="plot" src="data:image/png;base64,{p}">' for p in _plots(stats))
+    sections = [
+        ("distributions", "Distributions", f"<div class=plots>{figures}</div>"),
+        ("nouns", f"Nouns ({len(stats['nouns'])} most frequent of {stats['unique_nouns']})",
+         nouns_section(stats, chosen, pictures)),
+        ("random-pairs", "Random pairs",
+         f'<div class=gallery id=random>{"".join(pair_card(p, pictures) for p in chosen.random)}</div>'),
+        ("lowest-pairs", "Lowest-similarity pairs",
+         f'<div class=gallery id=lowest>{"".join(pair_card(p, pictures) for p in chosen.lowest)}</div>'),
+        ("dropped", "Dropped images, by reason", drops_section(drops, dropped, stats["drops"])),
+        ("run", "Run: config and stage timings", run_section(stats)),
+    ]
+    if comparison is not None:
+        sections.insert(0, ("compare", "Compared with another output", compare_section(comparison)))
+    nav = "".join(f'<a href="#{key}">{html.escape(title.split(" (")[0])}</a>' for key, title, _ in sections)
+    body = "".join(f'<h2 id="{key}">{html.escape(title)}</h2><div id="{key}-body">{content}</div>'
+                   for key, title, content in sections)
+    warning = f"<p class=warning>{html.escape(stats['in_progress'])}</p>" if stats["in_progress"] else ""
+    return f"""<!doctype html>
+<html lang=en><head><meta charset=utf-8><title>ovmine report: {html.escape(output)}</title>
+<style>{STYLE}</style></head><body>
+<h1>ovmine report</h1><p>{html.escape(output)}</p>{warning}
+<nav>{nav}<label><input type=checkbox id=show-masks checked> show masks</label></nav>
 <table id=summary>{table}</table>
-<h2>Distributions</h2><div class=plots>{figures}</div>
-<h2>Random pairs</h2><div class=gallery id=random>{"".join(_card(p, images) for p in random_pairs)}</div>
-<h2>Lowest-similarity pairs</h2><div class=gallery id=lowest>{"".join(_card(p, images) for p in low_pairs)}</div>
+{body}
+<script>{SCRIPT}</script>
 </body></html>
 """

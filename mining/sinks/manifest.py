@@ -52,15 +52,54 @@ def aggregate(markers: list[dict[str, Any]]) -> dict[str, Any]:
     return {"totals": totals, "timings": {k: round(v, 4) for k, v in sorted(timings.items())}}
 
 
+# manifest `timings` keys that describe one run (its wall-time split, its model loading), not summed shard work
+RUN_TIMING_PREFIXES = ("wall_", "setup_")
+
+
+def measured_throughput(manifest: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The throughput figures of the run that measured them (`wall_seconds`, `images_per_second`,
+    `mined_images`, `throughput_of`), or None when the manifest's run mined nothing and carried none."""
+    if not manifest:
+        return None
+    images = manifest.get("mined_images")
+    if images is None:   # written before manifests said what the figure is over: images/s x wall
+        images = round(manifest.get("images_per_second", 0) * manifest.get("wall_seconds", 0))
+    if not images:
+        return None
+    return {"wall_seconds": manifest["wall_seconds"], "images_per_second": manifest["images_per_second"],
+            "mined_images": images, "throughput_of": manifest.get("throughput_of", manifest.get("created", ""))}
+
+
+def _manifest_on_disk(output: str, s3: S3Options | None) -> dict[str, Any] | None:
+    try:
+        return json.loads(read_bytes(manifest_uri(output), s3))
+    except (OSError, ValueError):   # none, or damaged: nothing to carry over
+        return None
+
+
 def build_manifest(output: str, stems: list[str], cfg: RunConfig, wall_seconds: float,
                    s3: S3Options | None = None, images_this_run: int | None = None,
                    markers: dict[str, dict[str, Any]] | None = None,
-                   failed: list[dict[str, str]] | None = None) -> dict[str, Any]:
+                   failed: list[dict[str, str]] | None = None,
+                   previous: dict[str, Any] | None = None) -> dict[str, Any]:
     """The manifest of a mining run (`images_this_run`: what this invocation mined, for images/s after a
     resumed run, whose totals include shards committed earlier; `markers`: already read, by stem; `failed`:
-    shards this run could not read, which a rerun retries)."""
+    shards this run could not read, which a rerun retries).
+
+    A rerun that mines nothing measured no throughput: it keeps the figures of the run that did the mining,
+    from `previous` (the manifest the output had when this run started) or else the manifest still in the
+    output, when that describes the same config."""
+    measured, earlier = None, None
+    if images_this_run == 0:
+        earlier = previous if previous is not None else _manifest_on_disk(output, s3)
+        if earlier is not None and earlier.get("config_hash") == cfg.config_hash():
+            measured = measured_throughput(earlier)
     manifest = assemble_manifest(output, stems, cfg.resolved(), cfg.config_hash(), model_ids(cfg), wall_seconds,
-                                 s3, images_this_run=images_this_run, markers=markers)
+                                 s3, images_this_run=images_this_run, markers=markers, measured=measured)
+    if measured is not None:   # and the wall-time split that explains the carried figures
+        manifest["timings"] |= {k: v for k, v in earlier.get("timings", {}).items()
+                                if k.startswith(RUN_TIMING_PREFIXES)}
+        validate("manifest", manifest)
     if failed:
         manifest["failed_shards"] = failed
         validate("manifest", manifest)
@@ -70,21 +109,28 @@ def build_manifest(output: str, stems: list[str], cfg: RunConfig, wall_seconds: 
 def assemble_manifest(output: str, stems: list[str], config: dict[str, Any], config_hash: str,
                       models: dict[str, str], wall_seconds: float, s3: S3Options | None = None,
                       lineage: dict[str, Any] | None = None, images_this_run: int | None = None,
-                      markers: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+                      markers: dict[str, dict[str, Any]] | None = None, measured: dict[str, Any] | None = None,
+                      timings: dict[str, float] | None = None) -> dict[str, Any]:
     """Aggregate the markers of `stems` (read unless given) into a validated manifest (mining and curation
-    share it)."""
+    share it). `measured`: throughput figures carried from the run that measured them (see
+    `measured_throughput`) instead of this invocation's; `timings`: stage seconds to record instead of the
+    markers' sum (a curated output records those of the mining run its pairs came from)."""
     markers = [markers[stem] if markers and stem in markers else json.loads(read_bytes(marker_uri(output, stem), s3))
                for stem in stems]
     summary = aggregate(markers)
     shards = [{k: v for k, v in m.items() if k not in ("nouns", "schema_version", "config_hash")} for m in markers]
+    if timings is not None:
+        summary["timings"] = timings
     images = summary["totals"]["images_in"] if images_this_run is None else images_this_run
-    manifest = {
-        "schema_version": MANIFEST_VERSION,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "config": config, "config_hash": config_hash, "models": models,
-        "versions": package_versions(), "shards": shards, **summary,
+    created = datetime.now(timezone.utc).isoformat(timespec="milliseconds")   # tells a carried throughput_of apart
+    throughput = measured or {
         "wall_seconds": round(wall_seconds, 3),
         "images_per_second": round(images / wall_seconds, 3) if wall_seconds > 0 else 0.0,
+        "mined_images": images, "throughput_of": created}
+    manifest = {
+        "schema_version": MANIFEST_VERSION, "created": created,
+        "config": config, "config_hash": config_hash, "models": models,
+        "versions": package_versions(), "shards": shards, **summary, **throughput,
     }
     if lineage is not None:
         manifest["lineage"] = lineage

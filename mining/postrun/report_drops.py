@@ -1,0 +1,126 @@
+"""Examples of dropped images for the report, by reason: the output's status tables name every sample's fate;
+the pictures come back from where they live.
+
+A mined output holds no record of a dropped sample, so its image and captions are read again from the input
+shard (the marker names it) and decoded as the run decoded them. A curated output's `curated_out` images were
+records of the output it was curated from, so they come back through that output's records.
+"""
+from __future__ import annotations
+
+import html
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+from PIL import Image
+
+from mining.postrun.report_gallery import SMALL_THUMB, captions_html, fetch_pictures, source_settings, thumb_html
+from mining.sinks.layout import status_uri
+from mining.sinks.reader import read_manifest
+from mining.sources.decode import decode_image, extract_captions
+from mining.sources.shards import IMAGE_EXTS, read_shard
+from mining.storage import S3Options, exists, filesystem_for
+
+
+@dataclass
+class DroppedSample:
+    stem: str
+    key: str
+    index: int
+    reason: str
+    detail: str | None
+    input: str           # the shard the output's marker names
+
+
+def select_drops(output: str, manifest: dict[str, Any], s3: S3Options | None,
+                 per_reason: int = 4) -> dict[str, list[DroppedSample]]:
+    """The first `per_reason` dropped samples of each reason, in shard order; reads status tables only until
+    every reason the totals count has its examples."""
+    wanted = {reason for reason, n in manifest["totals"]["drops"].items() if n}
+    found: dict[str, list[DroppedSample]] = defaultdict(list)
+    for shard in sorted(manifest["shards"], key=lambda s: s["name"]):
+        if all(len(found[r]) >= per_reason for r in wanted):
+            break
+        if not any(shard["drops"].get(r) and len(found[r]) < per_reason for r in wanted):
+            continue
+        uri = status_uri(output, shard["name"])
+        if not exists(uri, s3):
+            continue
+        fs, path = filesystem_for(uri, s3)
+        with fs.open_input_file(path) as f:
+            rows = pq.read_table(f, columns=["key", "index", "status", "detail"]).to_pylist()
+        for row in rows:
+            if row["status"] != "kept" and len(found[row["status"]]) < per_reason:
+                found[row["status"]].append(DroppedSample(shard["name"], row["key"], row["index"], row["status"],
+                                                          row["detail"], shard["input"]))
+    return {reason: found[reason] for reason in sorted(found, key=lambda r: -manifest["totals"]["drops"].get(r, 0))}
+
+
+@dataclass
+class DroppedPicture:
+    image: np.ndarray | None
+    captions: list[str]
+    why_no_image: str = "image unavailable"
+
+
+def _from_input_shards(manifest: dict[str, Any], samples: list[DroppedSample],
+                       s3: S3Options | None) -> dict[tuple[str, int], DroppedPicture]:
+    source = source_settings(manifest)["config"]["source"]
+    by_input: dict[str, set[int]] = defaultdict(set)
+    for sample in samples:
+        by_input[sample.input].add(sample.index)
+    pictures = {}
+    for uri, indices in by_input.items():
+        if not exists(uri, s3):
+            continue
+        for sample in read_shard(uri, s3, max_samples=max(indices) + 1, attempts=1):
+            if sample.sentinel or sample.index not in indices:
+                continue
+            captions, _ = extract_captions(sample.members, source["caption_json_fields"],
+                                           source["captions_per_image"])
+            ext = next((e for e in IMAGE_EXTS if e in sample.members), None)
+            picture = DroppedPicture(None, captions, "no image member" if ext is None else "image unavailable")
+            if ext is not None:
+                try:
+                    picture.image, _ = decode_image(sample.members[ext], source["max_image_pixels"],
+                                                    source["working_size"])
+                except (OSError, ValueError, OverflowError, Image.DecompressionBombError) as err:
+                    picture.why_no_image = f"image not decodable ({type(err).__name__})"
+            pictures[(sample.shard_stem, sample.index)] = picture
+    return pictures
+
+
+def _from_curation_input(manifest: dict[str, Any], samples: list[DroppedSample],
+                         s3: S3Options | None) -> dict[tuple[str, int], DroppedPicture]:
+    parent = manifest["lineage"]["input"]
+    try:
+        parent_manifest = read_manifest(parent, s3)
+    except (OSError, ValueError):   # the output it was curated from is gone: the cards say so
+        return {}
+    keys = {(s.stem, s.key): s for s in samples}
+    got = fetch_pictures(parent, parent_manifest, set(keys), s3)
+    return {(stem, keys[(stem, key)].index): DroppedPicture(got.images.get((stem, key)), record["captions"])
+            for (stem, key), record in got.records.items()}
+
+
+def fetch_dropped(output: str, manifest: dict[str, Any], drops: dict[str, list[DroppedSample]],
+                  s3: S3Options | None) -> dict[tuple[str, int], DroppedPicture]:
+    samples = [s for examples in drops.values() for s in examples]
+    if not samples:
+        return {}
+    if manifest.get("lineage"):
+        return _from_curation_input(manifest, samples, s3)
+    return _from_input_shards(manifest, samples, s3)
+
+
+def dropped_card(sample: DroppedSample, pictures: dict[tuple[str, int], DroppedPicture]) -> str:
+    picture = pictures.get((sample.stem, sample.index))
+    image = picture.image if picture else None
+    thumb = thumb_html(image, None, sample.key, SMALL_THUMB, picture.why_no_image if picture else "image unavailable")
+    detail = f"<br><span class=detail>{html.escape(sample.detail)}</span>" if sample.detail else ""
+    captions = captions_html(picture.captions) if picture else ""
+    return (f'<figure class="card dropped">{thumb}<figcaption><b>{html.escape(sample.reason)}</b>{detail}<br>'
+            f'<small>{html.escape(sample.stem)}/{html.escape(sample.key)} #{sample.index}</small>{captions}'
+            f'</figcaption></figure>')
