@@ -7,11 +7,20 @@ a held-out world, seed 0, classified against all category names) for the shipped
 
     .venv/bin/python bench/train_clip.py                         # 4 x 32 training images, 120 steps
     .venv/bin/python bench/train_clip.py --per-shard 64 --steps 300 --json
+    .venv/bin/python bench/train_clip.py --scaling 10 --steps 60    # + samples/s and peak RSS at 1x and 10x data
+
+With --scaling K the mined output is also grown K times (its shards copied under new names, records still
+pointing at the same input shards) and the trainer is run on 1x and Kx in fresh processes for the same number
+of steps, each reporting its training samples/s and its own peak RSS: the reader streams shard by shard, so
+both should stay flat as the data grows.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -46,6 +55,41 @@ def region_top1(cfg, world: dict) -> dict:
     return scorer.to_json()
 
 
+def grown_output(mined: str, factor: int, dst: Path) -> str:
+    """A copy of a local mined output with every committed shard present `factor` times (new stems)."""
+    if dst.exists():
+        return str(dst)
+    shutil.copytree(mined, dst)
+    for tar in sorted((dst / "shards").glob("*.tar")):
+        for k in range(1, factor):
+            shutil.copy(tar, tar.with_name(f"{tar.stem}-copy{k}.tar"))
+            shutil.copy(dst / "_done" / f"{tar.stem}.json", dst / "_done" / f"{tar.stem}-copy{k}.json")
+    return str(dst)
+
+
+TRAIN_CHILD = """
+import json, resource, sys
+from mining.train.clip_trainer import train_clip
+from mining.train.config import load_train_config
+cfg = load_train_config(sys.argv[1], sys.argv[4:])
+record = train_clip(cfg, [sys.argv[2]], sys.argv[3])
+print(json.dumps({"samples_per_s": record["samples_per_s"], "seconds": record["seconds"],
+                  "pairs": record["counts"]["scan"]["pairs"],
+                  "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
+"""
+
+
+def scaling(mined: str, work: Path, factor: int, overrides: list[str]) -> list[dict]:
+    """Train on 1x and `factor`x the data in fresh processes: samples/s and peak RSS of each."""
+    rows = []
+    for k in (1, factor):
+        data = mined if k == 1 else grown_output(mined, k, work / f"train-mined-x{k}")
+        out = subprocess.run([sys.executable, "-c", TRAIN_CHILD, str(ROOT / "configs" / "train_clip_toyworld.yaml"),
+                              data, str(work / f"clip-x{k}"), *overrides], capture_output=True, text=True, check=True)
+        rows.append({"data": f"{k}x", **json.loads(out.stdout.strip().splitlines()[-1])})
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shards", type=int, default=4)
@@ -57,6 +101,8 @@ def main() -> None:
                     help="override a field of configs/train_clip_toyworld.yaml")
     ap.add_argument("--mining-set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a field of the demo mining config (e.g. match.min_margin=null)")
+    ap.add_argument("--scaling", type=int, default=0, metavar="K",
+                    help="also train on 1x and Kx the mined data: samples/s and peak RSS of each (0: skip)")
     ap.add_argument("--work", help="working directory (default: a temporary one)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -65,12 +111,13 @@ def main() -> None:
     mining_cfg = demo_config(["execution.executor=local", *args.mining_set])
     t0 = time.time()
     train_world = make_world(join(str(work), "train-world"), args.shards, args.per_shard, args.train_seed,
-                             progress=False)
+                             progress=False, overwrite=True)
     mined = join(str(work), "train-mined")
     if not shard_files(mined):
         run_mining(mining_cfg, [train_world["shards_uri"]], mined)
     mining_seconds = time.time() - t0
-    eval_world = make_world(join(str(work), "eval-world"), 4, args.eval_images // 4, 0, progress=False)
+    eval_world = make_world(join(str(work), "eval-world"), 4, args.eval_images // 4, 0, progress=False,
+                            overwrite=True)   # a --work rerun makes the same world again
 
     cfg = load_train_config(ROOT / "configs" / "train_clip_toyworld.yaml", [f"steps={args.steps}", *args.overrides])
     record = train_clip(cfg, [mined], work / "adapted-clip")
@@ -91,6 +138,8 @@ def main() -> None:
                          for name in shipped["per_category"]},
         "model": record["model"],
     }
+    if args.scaling:
+        result["scaling"] = scaling(mined, work, args.scaling, [f"steps={args.steps}", *args.overrides])
     if args.json:
         print(json.dumps(result))
         return
@@ -103,6 +152,9 @@ def main() -> None:
     print(f"  {'category':<12}{'shipped':>9}{'adapted':>9}")
     for name, (a, b) in result["per_category"].items():
         print(f"  {name:<12}{a:>9.1%}{(b or 0):>9.1%}")
+    for row in result.get("scaling", []):
+        print(f"data {row['data']:>4} ({row['pairs']} pairs): {row['samples_per_s']} samples/s, "
+              f"peak RSS {row['peak_rss_mb']} MB, {row['seconds']} s")
 
 
 if __name__ == "__main__":

@@ -183,6 +183,12 @@ def test_bad_config_names_the_field():
         build_train_config({"steps": 1, "regions": {"modle": "ViT-B-16"}})
     with pytest.raises(ConfigError, match="steps or epochs"):
         build_train_config({})
+    with pytest.raises(ConfigError, match="method"):
+        build_train_config({"steps": 1, "method": "lora"})
+    with pytest.raises(ConfigError, match="mpt.depth"):
+        build_train_config({"steps": 1, "mpt": {"depth": 0}})
+    with pytest.raises(ConfigError, match="nothing to learn"):
+        build_train_config({"steps": 1, "pair_weight": 0})
     with pytest.raises(ConfigError, match="batch_size"):
         load_train_config(ROOT / "configs" / "train_clip_toyworld.yaml", ["batch_size=0"])
     assert load_train_config(ROOT / "configs" / "train_clip_toyworld.yaml").steps > 0
@@ -208,7 +214,74 @@ def test_written_folder_reloads_with_the_trained_embeddings(mined, tmp_path):
     assert doc["steps"] == 3 and doc["final_loss"] == record["final_loss"] is not None
     assert doc["counts"]["scan"]["pairs"] == len(all_pairs(mined))
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [m["step"] for m in lines] == [1, 2, 3] and set(lines[0]) == {"step", "loss", "lr", "samples_per_s"}
+    assert [m["step"] for m in lines] == [1, 2, 3]
+    assert set(lines[0]) == {"step", "loss", "lr", "phase", "samples_per_s"} and lines[0]["phase"] == "ft"
+
+
+def test_ft_then_mpt_writes_a_plain_clip_and_its_prompts(mined, tmp_path):
+    from mining.regions.mask_prompts import MaskPromptedViT, PROMPTS_FILE, apply_mask_prompts
+
+    plan = make_plan(tiny_cfg(steps=2, method="ft+mpt", mpt={"depth": 2, "steps": 2}), [mined])
+    assert plan.total_steps == 4
+    final = run_local(plan)
+    out = tmp_path / "model"
+    record = finish(plan, final, out, [mined], "local", 1.0, 1)
+    assert record["method"] == "ft+mpt" and record["mask_prompts"] and (out / PROMPTS_FILE).is_file()
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(m["step"], m["phase"]) for m in lines] == [(1, "ft"), (2, "ft"), (3, "mpt"), (4, "mpt")]
+    # the folder is a plain CLIP (the FT tower) that open_clip loads by itself ...
+    import open_clip
+
+    plain, _, _ = open_clip.create_model_and_transforms(f"local-dir:{out}")
+    tower = load_clip(RegionsConfig(**TINY), CPU).model.visual
+    tower.load_state_dict(final["visual"])
+    x = torch.randn(2, 3, 64, 64)
+    x[:, :, :, :32] = 0          # blank patches, which the prompts replace
+    # ... and mining's loader (regions.model) puts the prompts back on it
+    mined = load_clip(RegionsConfig(model=f"local-dir:{out}", pretrained=None), CPU)
+    assert isinstance(mined.model.visual, MaskPromptedViT)
+    with torch.no_grad():
+        assert torch.equal(plain.eval().encode_image(x), tower(x))
+        expected = MaskPromptedViT(tower, prompts=final["prompts"])(x)
+        assert torch.allclose(mined.model.encode_image(x), expected, atol=1e-6)
+        assert not torch.allclose(expected, tower(x), atol=1e-4)
+        assert apply_mask_prompts(plain, out)   # the same, by hand, for a model loaded elsewhere
+        assert torch.allclose(plain.encode_image(x), expected, atol=1e-6)
+
+
+def test_mpt_only_keeps_every_clip_weight(mined, tmp_path):
+    plan = make_plan(tiny_cfg(steps=2, method="mpt", mpt={"depth": 2}), [mined])
+    final = run_local(plan)
+    start = load_clip(RegionsConfig(**TINY), CPU).model.visual.state_dict()
+    assert all(torch.equal(final["visual"][k], v) for k, v in start.items())
+    assert final["prompts"].shape == (2, 16, 32)
+
+
+def test_grounding_learns_from_an_output_without_pairs(mined, tmp_path):
+    empty = rewrite_records(mined, tmp_path / "empty", lambda stem, doc: doc | {"pairs": []})
+    cfg = tiny_cfg(steps=2, pair_weight=0, grounding={"weight": 1.0, "images": 2, "max_masks": 3})
+    plan = make_plan(cfg, [empty])
+    nouns = {e.noun for r in iter_records(mined) for e in r.entities}
+    assert set(plan.vocabulary) == nouns
+    final = run_local(plan)
+    assert final["step"] == 2 and np.isfinite(final["final_loss"])
+    assert final["counts"]["examples"] >= 2
+
+
+def test_grounding_loss_known_answers():
+    from mining.train.grounding import alignment_scores, grounding_loss
+
+    text = torch.eye(3)                                   # three words, orthogonal
+    regions = [torch.eye(3)[[0, 1]], torch.eye(3)[[2]]]   # image 0 shows words 0 and 1, image 1 word 2
+    a = alignment_scores(regions, text, scale=10.0)
+    s = torch.softmax(torch.tensor([10.0, 0.0]), 0)[0]    # a word aligned to one of two masks
+    assert torch.allclose(a, torch.tensor([[s, s, 0.0], [0.0, 0.0, 1.0]]))
+    right = torch.tensor([[0.5, 0.5, 0.0], [0.0, 0.0, 1.0]])
+    assert grounding_loss(regions, right, text, 10.0) < grounding_loss(regions, right.flip(0), text, 10.0)
+    # two captions with the same nouns are both right: the loss does not ask to tell them apart
+    same = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+    twins = [torch.eye(3)[[2]], torch.eye(3)[[2]]]
+    assert torch.isclose(grounding_loss(twins, same, text, 10.0), torch.log(torch.tensor(2.0)), atol=1e-5)
 
 
 def test_cli_trains_with_the_shipped_config(mined, tmp_path, capsys):

@@ -69,6 +69,11 @@ def load_clip(cfg: RegionsConfig, device: torch.device, s3: S3Options | None = N
         # without weights, a fixed seed makes every worker (and every rerun) build the same random model
         torch.manual_seed(0)
         model, _, _ = open_clip.create_model_and_transforms(cfg.model, pretrained=pretrained, device=device)
+    if cfg.model.startswith("local-dir:"):   # a folder `ovmine train clip` wrote with mask prompt tuning
+        from mining.regions.mask_prompts import apply_mask_prompts
+
+        if apply_mask_prompts(model, cfg.model):
+            model.to(device)
     model.eval()
     visual = model.visual
     size = visual.image_size if hasattr(visual, "image_size") else 224

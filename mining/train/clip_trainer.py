@@ -1,7 +1,9 @@
 """Model A: the mask-adapted CLIP (OVSeg §3.3). CLIP's image tower is fine-tuned on masked crops of mined
 mask–noun pairs; the loss is the cross-entropy of each crop's L2-normalised embedding against the frozen,
 ViLD-template-ensembled text embeddings of the vocabulary (every noun of the training data), scaled by the
-model's own (frozen) logit scale.
+model's own (frozen) logit scale. `method` picks what is trained: the image tower (FT), mask prompts with CLIP
+frozen (MPT, `mining.regions.mask_prompts`), or FT then MPT; `grounding.weight` adds OpenSeg's grounding loss over every
+mask and noun of every image (`mining.train.grounding`).
 
 `train_loop` is the whole training loop, shared by both executors: the in-process one here (`run_local`) and
 Ray Train's workers (`mining.train.ray_train`); they differ only in how the image tower is wrapped (DDP), how
@@ -31,6 +33,8 @@ from mining.storage import S3Options
 from mining.train.config import TrainConfig
 from mining.train.data import (CropSpec, ExampleStream, NoTrainingData, PairFilter, ShardSource,
                                output_manifest, scan_pairs, shard_sources)
+from mining.train.grounding import ImageStream, grounding_loss, noun_rows, scan_entity_nouns
+from mining.regions.mask_prompts import MaskPromptedViT, save_mask_prompts
 
 log = logging.getLogger(__name__)
 
@@ -72,16 +76,26 @@ def make_plan(cfg: TrainConfig, outputs: list[str], s3: S3Options | None = None,
         # of its own (its crop_context is the default [1.0]): crops are tight, as OVSeg's
         regions = regions.model_copy(update={"mode": "masked_crop", "scales": None})
     sources = shard_sources(outputs, s3)
-    vocabulary, counts = scan_pairs(sources, PairFilter.from_config(cfg.filters), s3)
+    filters = PairFilter.from_config(cfg.filters)
+    vocabulary, counts = scan_pairs(sources, filters, s3, require=cfg.pair_weight > 0)
+    if cfg.grounding.weight > 0:
+        # the caption nouns no pair kept are negatives (and, for the grounding loss, words to ground)
+        vocabulary = sorted(set(vocabulary) | scan_entity_nouns(sources, filters, s3))
+        if not vocabulary:
+            raise NoTrainingData(f"{', '.join(outputs)}: no caption noun to ground ({counts.records} records)")
     world = workers or 1
     if world > len(sources):
         raise NoTrainingData(f"{world} workers but only {len(sources)} shard(s) in {', '.join(outputs)}: "
                              f"shards are split between workers; use --set workers={len(sources)} or fewer")
     if cfg.steps is not None:
         steps = cfg.steps
-    else:
+    elif cfg.pair_weight > 0:
         kept = counts.pairs - counts.filtered
         steps = max(1, math.ceil(cfg.epochs * kept / (cfg.batch_size * cfg.grad_accum * world)))
+    else:   # grounding only: epochs over images
+        steps = max(1, math.ceil(cfg.epochs * counts.records / (cfg.grounding.images * cfg.grad_accum * world)))
+    if cfg.method == "ft+mpt":
+        steps += cfg.mpt.steps or steps
     crop = {"context": cfg.crop_context if cfg.crop_context is not None else regions.crop_context[0],
             "fit": cfg.crop_fit or regions.crop_fit}
     return TrainPlan(cfg=cfg.resolved(), regions=regions.model_dump(mode="json"),
@@ -107,12 +121,51 @@ def text_embeddings(clip: LoadedClip, vocabulary: list[str], device: torch.devic
     return torch.from_numpy(embed(vocabulary)).to(device).clone()
 
 
-def make_optimizer(visual: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW; weights decay, biases, norms and other 1-d parameters do not (as CLIP and OVSeg train)."""
+def make_optimizer(visual: torch.nn.Module, cfg: TrainConfig, lr: float | None = None,
+                   weight_decay: float | None = None) -> torch.optim.Optimizer:
+    """AdamW over the parameters that require grad; weights decay, biases, norms and other 1-d parameters do
+    not (as CLIP and OVSeg train). `lr`/`weight_decay` default to the FT ones of `cfg`."""
     decay = [p for p in visual.parameters() if p.requires_grad and p.ndim >= 2]
     rest = [p for p in visual.parameters() if p.requires_grad and p.ndim < 2]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                              {"params": rest, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+    wd = cfg.weight_decay if weight_decay is None else weight_decay
+    return torch.optim.AdamW([{"params": decay, "weight_decay": wd}, {"params": rest, "weight_decay": 0.0}],
+                             lr=cfg.lr if lr is None else lr, betas=(0.9, 0.98), eps=1e-6)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A stretch of steps with one thing trained: 'ft' (the image tower) or 'mpt' (the prompts only)."""
+    method: str
+    start: int
+    end: int
+    lr: float
+    weight_decay: float
+
+
+def training_phases(cfg: TrainConfig, total_steps: int) -> list[Phase]:
+    """ft: one FT phase; mpt: one MPT phase; ft+mpt: FT, then MPT on the fine-tuned tower (OVSeg A.4)."""
+    ft = ("ft", cfg.lr, cfg.weight_decay)
+    mpt = ("mpt", cfg.mpt.lr, cfg.mpt.weight_decay)
+    if cfg.method != "ft+mpt":
+        method, lr, wd = ft if cfg.method == "ft" else mpt
+        return [Phase(method, 0, total_steps, lr, wd)]
+    mpt_steps = cfg.mpt.steps or total_steps // 2
+    return [Phase(*ft[:1], 0, total_steps - mpt_steps, *ft[1:]), Phase(*mpt[:1], total_steps - mpt_steps,
+                                                                      total_steps, *mpt[1:])]
+
+
+def trainable_module(model: torch.nn.Module, phase: Phase, prompted: MaskPromptedViT | None) -> torch.nn.Module:
+    """The module a phase calls on crops, with only that phase's parameters requiring grad."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if phase.method == "ft":
+        for p in model.visual.parameters():
+            p.requires_grad_(True)
+        return model.visual
+    for p in prompted.visual.parameters():
+        p.requires_grad_(False)
+    prompted.prompts.requires_grad_(True)
+    return prompted
 
 
 def lr_factor(step: int, warmup: int, total: int) -> float:
@@ -133,14 +186,37 @@ def crop_loss(visual: torch.nn.Module, pixels: torch.Tensor, labels: torch.Tenso
     return F.cross_entropy(logit_scale * emb @ text.T, labels)
 
 
-def train_step(visual: torch.nn.Module, micro_batches: list[tuple[torch.Tensor, torch.Tensor]], text: torch.Tensor,
+def mixed_loss(visual: torch.nn.Module, pixels: torch.Tensor | None, labels: torch.Tensor | None,
+               images: list | None, words: torch.Tensor | None, text: torch.Tensor, logit_scale: float,
+               pair_weight: float = 1.0, grounding_weight: float = 0.0) -> torch.Tensor:
+    """pair_weight * the pairs' cross-entropy + grounding_weight * OpenSeg's grounding loss over `images`
+    (ImageExamples: all masks, all nouns; `words` their `noun_rows`), in one forward pass over every crop."""
+    parts = ([pixels] if pixels is not None else []) + [im.pixels for im in images or []]
+    emb = F.normalize(visual(torch.cat(parts).to(text.device)).float(), dim=-1)
+    loss = emb.new_zeros(())
+    n = 0
+    if pixels is not None:
+        loss = loss + pair_weight * F.cross_entropy(logit_scale * emb[:len(pixels)] @ text.T, labels)
+        n = len(pixels)
+    if images:
+        regions = []
+        for im in images:
+            regions.append(emb[n:n + len(im.pixels)])
+            n += len(im.pixels)
+        loss = loss + grounding_weight * grounding_loss(regions, words, text, logit_scale)
+    return loss
+
+
+def train_step(visual: torch.nn.Module, micro_batches: list[tuple], text: torch.Tensor,
                logit_scale: float, optimizer: torch.optim.Optimizer,
-               scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> float:
-    """One optimizer step over `micro_batches` (gradient accumulation); returns the mean loss."""
+               scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+               loss_fn: Callable[..., torch.Tensor] = crop_loss) -> float:
+    """One optimizer step over `micro_batches` (gradient accumulation); each is `loss_fn(visual, *batch, text,
+    logit_scale)`, by default (pixels, labels) of the pairs' cross-entropy. Returns the mean loss."""
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
-    for pixels, labels in micro_batches:
-        loss = crop_loss(visual, pixels, labels, text, logit_scale) / len(micro_batches)
+    for batch in micro_batches:
+        loss = loss_fn(visual, *batch, text, logit_scale) / len(micro_batches)
         loss.backward()
         total += float(loss.detach())
     optimizer.step()
@@ -160,9 +236,10 @@ def train_loop(plan: TrainPlan, rank: int, world: int, device: torch.device,
                wrap: Callable[[torch.nn.Module], torch.nn.Module] = lambda m: m,
                report: ReportFn | None = None, resume: dict[str, Any] | None = None) -> dict[str, Any]:
     """The training loop both executors run. `report(metrics, state)` is called every `checkpoint_every`
-    steps and after the last with `state` = the checkpoint (image tower, optimizer, scheduler, step,
-    metrics history) on every worker, so a distributed report is a collective call; `resume` is such a state.
-    Returns the final state."""
+    steps and after the last with `state` = the checkpoint (image tower, mask prompts, optimizer, scheduler,
+    step, metrics history) on every worker, so a distributed report is a collective call; `resume` is such a
+    state. Each phase (`training_phases`) wraps its own trainable module and builds its own optimizer and
+    schedule. Returns the final state."""
     cfg = plan.train
     torch.manual_seed(cfg.seed + rank)
     clip = load_clip(plan.regions_config(), device, plan.s3_options())
@@ -172,56 +249,91 @@ def train_loop(plan: TrainPlan, rank: int, world: int, device: torch.device,
     scale = getattr(model, "logit_scale", None)
     logit_scale = float(scale.detach().exp()) if scale is not None else 100.0
     index = {noun: i for i, noun in enumerate(plan.vocabulary)}
+    phases = training_phases(cfg, plan.total_steps)
+    # built (and refused for a non-ViT tower) before any data is read; seeded alike on every worker
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        prompted = (MaskPromptedViT(model.visual, cfg.mpt.depth, cfg.mpt.init_std)
+                    if any(ph.method == "mpt" for ph in phases) else None)
 
-    visual = model.visual
-    optimizer = make_optimizer(visual, cfg)
-    scheduler = make_scheduler(optimizer, cfg.warmup_steps, plan.total_steps)
     step, history = 0, []
     if resume is not None:
-        visual.load_state_dict(resume["visual"])
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
+        model.visual.load_state_dict(resume["visual"])
+        if prompted is not None and resume.get("prompts") is not None:
+            prompted.prompts.data.copy_(resume["prompts"])
         step, history = int(resume["step"]), list(resume["metrics"])
         log.info("resuming at step %d of %d", step, plan.total_steps)
     resumed_from = step
-    visual = wrap(visual)
-    visual.train()
 
     sources = [ShardSource(o, u) for o, u in plan.sources]
-    stream = ExampleStream(sources, PairFilter.from_config(cfg.filters), crop_spec(plan, clip), rank, world,
-                           cfg.seed, cfg.shuffle_buffer, plan.s3_options())
+    filters, crop = PairFilter.from_config(cfg.filters), crop_spec(plan, clip)
     # a resumed run starts its data at a fresh epoch seed rather than replaying the stream
-    examples = stream.forever(start_epoch=step * 1_000_003 if step else 0)
+    start_epoch = step * 1_000_003 if step else 0
+    stream = examples = images = None
+    if cfg.pair_weight > 0:
+        stream = ExampleStream(sources, filters, crop, rank, world, cfg.seed, cfg.shuffle_buffer, plan.s3_options())
+        examples = stream.forever(start_epoch)
+    if cfg.grounding.weight > 0:
+        image_stream = ImageStream(sources, filters, crop, cfg.grounding.max_masks, rank, world, cfg.seed + 1,
+                                   cfg.grounding.shuffle_buffer, plan.s3_options())
+        images = image_stream.forever(start_epoch)
+        stream = stream or image_stream
 
-    def micro_batch() -> tuple[torch.Tensor, torch.Tensor]:
-        batch = [next(examples) for _ in range(cfg.batch_size)]
-        pixels = torch.stack([e.pixels for e in batch]).to(device)
-        labels = torch.tensor([index[e.noun] for e in batch], device=device)
-        return pixels, labels
+    def micro_batch() -> tuple:
+        pixels = labels = batch_images = words = None
+        if examples is not None:
+            batch = [next(examples) for _ in range(cfg.batch_size)]
+            pixels = torch.stack([e.pixels for e in batch]).to(device)
+            labels = torch.tensor([index[e.noun] for e in batch], device=device)
+        if images is not None:
+            batch_images = [next(images) for _ in range(cfg.grounding.images)]
+            words = noun_rows(batch_images, index, device)
+        return pixels, labels, batch_images, words
 
-    def state() -> dict[str, Any]:
-        return {"visual": _unwrap(visual).state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "step": step, "metrics": history,
-                "counts": stream.counts.to_json(), "passes": stream.passes, "resumed_from": resumed_from}
+    def loss_fn(module, pixels, labels, batch_images, words, text_emb, scale_value):
+        return mixed_loss(module, pixels, labels, batch_images, words, text_emb, scale_value, cfg.pair_weight,
+                          cfg.grounding.weight)
 
-    per_step = cfg.batch_size * cfg.grad_accum * world
-    loss, tic, since = float("nan"), time.perf_counter(), 0
-    while step < plan.total_steps:
-        lr = optimizer.param_groups[0]["lr"]
-        loss = train_step(visual, [micro_batch() for _ in range(cfg.grad_accum)], text, logit_scale, optimizer,
-                          scheduler)
-        step += 1
-        since += 1
-        last = step == plan.total_steps
-        if step % cfg.log_every == 0 or last or step == 1:
-            elapsed = time.perf_counter() - tic
-            history.append({"step": step, "loss": round(loss, 6), "lr": lr,
-                            "samples_per_s": round(since * per_step / elapsed, 2) if elapsed > 0 else None})
-            tic, since = time.perf_counter(), 0
-            if rank == 0:
-                log.info("step %d/%d loss %.4f lr %.3g", step, plan.total_steps, loss, lr)
-        if report is not None and (step % cfg.checkpoint_every == 0 or last):
-            report({"step": step, "loss": loss}, state())
+    per_step = cfg.grad_accum * world * (cfg.batch_size * (examples is not None) +
+                                         cfg.grounding.images * (images is not None))
+    loss = float("nan")
+    for number, phase in enumerate(phases):
+        if step >= phase.end:
+            continue
+        module = trainable_module(model, phase, prompted)
+        optimizer = make_optimizer(module, cfg, phase.lr, phase.weight_decay)
+        scheduler = make_scheduler(optimizer, min(cfg.warmup_steps, phase.end - phase.start - 1),
+                                   phase.end - phase.start)
+        if resume is not None and resume.get("phase", 0) == number and step > phase.start:
+            optimizer.load_state_dict(resume["optimizer"])
+            scheduler.load_state_dict(resume["scheduler"])
+        trained = wrap(module)
+        trained.train()
+
+        def state() -> dict[str, Any]:
+            return {"visual": model.visual.state_dict(),
+                    "prompts": prompted.prompts.detach().clone() if prompted is not None else None,
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "phase": number,
+                    "step": step, "metrics": history, "counts": stream.counts.to_json(), "passes": stream.passes,
+                    "resumed_from": resumed_from}
+
+        tic, since = time.perf_counter(), 0
+        while step < phase.end:
+            lr = optimizer.param_groups[0]["lr"]
+            loss = train_step(trained, [micro_batch() for _ in range(cfg.grad_accum)], text, logit_scale,
+                              optimizer, scheduler, loss_fn)
+            step += 1
+            since += 1
+            last = step == plan.total_steps
+            if step % cfg.log_every == 0 or step == phase.end or step == 1:
+                elapsed = time.perf_counter() - tic
+                history.append({"step": step, "loss": round(loss, 6), "lr": lr, "phase": phase.method,
+                                "samples_per_s": round(since * per_step / elapsed, 2) if elapsed > 0 else None})
+                tic, since = time.perf_counter(), 0
+                if rank == 0:
+                    log.info("step %d/%d (%s) loss %.4f lr %.3g", step, plan.total_steps, phase.method, loss, lr)
+            if report is not None and (step % cfg.checkpoint_every == 0 or last):
+                report({"step": step, "loss": loss}, state())
     final = state()
     final["final_loss"] = history[-1]["loss"] if history else None   # the last step is always logged
     return final
@@ -240,8 +352,10 @@ def model_files_config(regions: RegionsConfig, clip: LoadedClip) -> dict[str, An
                                "interpolation": "bicubic", "resize_mode": "shortest"}}
 
 
-def write_local_dir(plan: TrainPlan, visual_state: dict[str, torch.Tensor], out: Path, meta: dict[str, Any]) -> Path:
-    """The trained model as an open_clip local-dir folder: the starting model with the trained image tower."""
+def write_local_dir(plan: TrainPlan, visual_state: dict[str, torch.Tensor], out: Path, meta: dict[str, Any],
+                    prompts: torch.Tensor | None = None) -> Path:
+    """The trained model as an open_clip local-dir folder: the starting model with the trained image tower,
+    a plain CLIP whatever the method; mask prompts, if any, beside it (`mining.regions.mask_prompts`)."""
     regions = plan.regions_config()
     clip = load_clip(regions, torch.device("cpu"), plan.s3_options())
     clip.model.visual.load_state_dict(visual_state)
@@ -253,6 +367,8 @@ def write_local_dir(plan: TrainPlan, visual_state: dict[str, torch.Tensor], out:
               metadata={"ovmine": "mask-adapted CLIP (ovmine train clip)"})
     config = model_files_config(regions, clip) | {"training": meta}
     (out / "open_clip_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    if prompts is not None:
+        save_mask_prompts(prompts, out)
     return out
 
 
@@ -265,11 +381,14 @@ def finish(plan: TrainPlan, final: dict[str, Any], out: Path, outputs: list[str]
     record = {
         "model": f"local-dir:{out.resolve()}",
         "started_from": {"model": plan.regions["model"], "pretrained": plan.regions["pretrained"]},
-        "data": outputs, "executor": executor, "workers": workers,
+        "data": outputs, "executor": executor, "workers": workers, "method": plan.train.method,
+        "mask_prompts": final.get("prompts") is not None,
         "steps": steps_run, "total_steps": plan.total_steps, "resumed_from_step": final.get("resumed_from", 0),
         "final_loss": history[-1]["loss"] if history else None,
         "first_loss": history[0]["loss"] if history else None,
-        "samples_per_step": plan.train.batch_size * plan.train.grad_accum * workers,
+        "samples_per_step": plan.train.grad_accum * workers * (
+            plan.train.batch_size * (plan.train.pair_weight > 0) +
+            plan.train.grounding.images * (plan.train.grounding.weight > 0)),
         "samples_per_s": round(sum(rates) / len(rates), 2) if rates else None,
         "seconds": round(seconds, 2),
         "vocabulary": plan.vocabulary, "crop": plan.crop,
@@ -277,7 +396,8 @@ def finish(plan: TrainPlan, final: dict[str, Any], out: Path, outputs: list[str]
         "config": plan.cfg,
     }
     write_local_dir(plan, final["visual"], out, {k: record[k] for k in ("started_from", "data", "steps",
-                                                                          "final_loss", "executor")})
+                                                                          "final_loss", "executor", "method")},
+                    final.get("prompts"))
     with open(out / "metrics.jsonl", "w") as f:
         for m in history:
             f.write(json.dumps(m) + "\n")

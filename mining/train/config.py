@@ -21,9 +21,37 @@ class TrainFilters(_Section):
     nouns_deny: list[str] = Field(default_factory=list, description="never these nouns")
 
 
+class MaskPromptConfig(_Section):
+    """Mask prompt tuning (OVSeg §3.3): learnable tokens replace the tokens of fully masked-out patches of a ViT
+    tower, in its first `depth` layers; every CLIP weight stays frozen."""
+    depth: int = Field(3, ge=1, description="layers whose masked-out tokens are replaced (OVSeg: 3, deep prompts)")
+    lr: float = Field(2e-2, gt=0, description="peak learning rate of the prompts (OVSeg: 2e-2)")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay of the prompts (OVSeg: 0)")
+    steps: int | None = Field(None, ge=1, description="method ft+mpt: steps of the MPT phase; null: as many as "
+                                                      "the FT phase (method mpt: `steps`/`epochs` say how long)")
+    init_std: float = Field(0.02, ge=0, description="prompts start as N(0, init_std) (OVSeg: random)")
+
+
+class GroundingConfig(_Section):
+    """OpenSeg's region-word grounding loss over every mask and every caption noun of an image: weak
+    supervision that needs no pair, so images whose pairs are missing or wrong still teach."""
+    weight: float = Field(0.0, ge=0, description="weight of the grounding loss; 0: off (pairs only)")
+    images: int = Field(16, ge=2, description="images per micro-batch per worker (the other images' captions are "
+                                               "the negatives)")
+    max_masks: int = Field(16, ge=1, description="masks of an image used, the teacher's best first")
+    shuffle_buffer: int = Field(64, ge=1, description="images held for shuffling, per worker")
+
+
 class TrainConfig(_Section):
-    """Model A: OVSeg's mask-adapted CLIP. The image tower is fine-tuned on masked crops of mined pairs, the
-    text tower and the logit scale stay frozen (OVSeg §3.3, full fine-tuning)."""
+    """Model A: OVSeg's mask-adapted CLIP. The image tower is fine-tuned on masked crops of mined pairs (FT),
+    or mask prompts are tuned with CLIP frozen (MPT), or FT then MPT; the text tower and the logit scale stay
+    frozen (OVSeg §3.3). Optionally OpenSeg's grounding loss adds every mask and noun of every image."""
+    method: Literal["ft", "mpt", "ft+mpt"] = Field(
+        "ft", description="ft: fine-tune the image tower; mpt: mask prompts only (ViT towers); ft+mpt: FT, then "
+                          "MPT on the fine-tuned tower (OVSeg's best)")
+    mpt: MaskPromptConfig = Field(default_factory=MaskPromptConfig)
+    grounding: GroundingConfig = Field(default_factory=GroundingConfig)
+    pair_weight: float = Field(1.0, ge=0, description="weight of the pairs' cross-entropy; 0: grounding only")
     regions: dict[str, Any] = Field(
         default_factory=dict,
         description="fields of the mined run's own `regions` config to replace (the model to start from, e.g. "
@@ -56,6 +84,12 @@ class TrainConfig(_Section):
             raise ValueError(f"set steps ({self.steps}) or epochs ({self.epochs}), not both")
         if self.steps is None and self.epochs is None:
             raise ValueError("set steps or epochs (how long to train)")
+        return self
+
+    @model_validator(mode="after")
+    def _some_loss(self) -> "TrainConfig":
+        if self.pair_weight == 0 and self.grounding.weight == 0:
+            raise ValueError("pair_weight and grounding.weight are both 0: nothing to learn from")
         return self
 
     @model_validator(mode="after")

@@ -129,8 +129,9 @@ def worker_shards(sources: list[ShardSource], rank: int, world: int) -> list[Sha
 
 
 def scan_pairs(sources: list[ShardSource], filters: PairFilter,
-               s3: S3Options | None = None) -> tuple[list[str], DataCounts]:
-    """The vocabulary (sorted nouns of the kept pairs) and the counts, from the records alone (no pictures)."""
+               s3: S3Options | None = None, require: bool = True) -> tuple[list[str], DataCounts]:
+    """The vocabulary (sorted nouns of the kept pairs) and the counts, from the records alone (no pictures).
+    With `require`, no kept pair at all is an error naming the outputs."""
     nouns: set[str] = set()
     counts = DataCounts()
     for src in sources:
@@ -142,7 +143,7 @@ def scan_pairs(sources: list[ShardSource], filters: PairFilter,
                     nouns.add(pair.noun)
                 else:
                     counts.filtered += 1
-    if counts.pairs - counts.filtered == 0:
+    if require and counts.pairs - counts.filtered == 0:
         where = ", ".join(sorted({s.output for s in sources}))
         raise NoTrainingData(f"{where}: no pairs to train on ({counts.records} records, {counts.pairs} pairs, "
                              f"{counts.filtered} dropped by the filters)")
@@ -226,15 +227,19 @@ class ExampleStream:
             self.manifests[output] = output_manifest(output, self.s3)
         return self.manifests[output]
 
+    def shard_items(self, src: ShardSource, counts: DataCounts) -> Iterator[Example]:
+        """What one shard contributes to the stream (subclasses stream other units: whole images)."""
+        return shard_examples(src, self._manifest(src.output), self.filters, self.crop, counts, self.s3)
+
     def epoch(self, epoch: int = 0) -> Iterator[Example]:
         """One pass over this worker's shards: shard order and buffer seeded by (seed, worker, epoch)."""
         rng = np.random.default_rng([self.seed, self.rank, epoch])
         order = [self.shards[i] for i in rng.permutation(len(self.shards))]
         counts = self.counts
 
-        def examples() -> Iterator[Example]:
+        def examples() -> Iterator:
             for src in order:
-                yield from shard_examples(src, self._manifest(src.output), self.filters, self.crop, counts, self.s3)
+                yield from self.shard_items(src, counts)
 
         yield from ShuffleBuffer(self.shuffle_buffer, rng)(examples())
         self.passes += 1
