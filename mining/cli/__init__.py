@@ -5,17 +5,18 @@ Each module here registers one group of subcommands; `main` turns the errors a u
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
 
 from mining import __version__
-from mining.cli import cluster, configs, mine, outputs, stats, train, world
+from mining.cli import cluster, configs, mine, outputs, segment, stats, train, world
 from mining.cli.common import Parser, add_verbosity
 from mining.config import ConfigError
 from mining.sinks.lease import OutputBusy
 
-COMMAND_GROUPS = (mine, world, outputs, stats, train, cluster, configs)
+COMMAND_GROUPS = (mine, world, outputs, stats, train, segment, cluster, configs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,16 +30,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_broken_pipe() -> int:
+    """Python's docs (signal, "Note on SIGPIPE"): point stdout at devnull so the exit flush is silent."""
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 141   # 128 + SIGPIPE, what a shell reports for `yes | head`
+
+
 def main(argv: list[str] | None = None) -> int:
     Parser.argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(Parser.argv)
+    try:
+        args = build_parser().parse_args(Parser.argv)
+    except BrokenPipeError:   # `ovmine --help | head -1`
+        return _quiet_broken_pipe()
     level = logging.ERROR if args.quiet else [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.verbose:  # Ray Data narrates every operator at INFO; the summary says what matters
         os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()   # a reader that went away shows here, not in the interpreter's exit flush
+        return code
+    except BrokenPipeError:   # `ovmine ... | head`: not an error
+        return _quiet_broken_pipe()
     except ConfigError as err:
         print(f"ovmine: {err}", file=sys.stderr)
         return 2

@@ -31,6 +31,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_segmenter(args: argparse.Namespace) -> int:
+    from mining.train.segmenter_config import load_segmenter_config
+    from mining.train.segmenter_trainer import train_segmenter
+
+    cfg = load_segmenter_config(args.config, args.overrides)
+    record = train_segmenter(cfg, args.data, args.output, executor=args.executor, s3=s3_options(args))
+    if args.json:
+        print(json.dumps({k: v for k, v in record.items() if k != "config"}))
+    else:
+        scan = record["counts"]["scan"]
+        print("\n".join([
+            f"trained {args.output} (Model B, open-vocabulary segmenter; {record['executor']} executor, "
+            f"{record['workers']} worker(s))",
+            f"  started from       {record['started_from']['teacher']} (text: {record['started_from']['clip']})",
+            f"  pairs              {scan['pairs'] - scan['filtered']} of {scan['pairs']} "
+            f"({len(record['vocabulary'])} nouns)",
+            f"  steps              {record['steps']} x {record['samples_per_step']} images",
+            f"  loss               {record['first_loss']} -> {record['final_loss']}",
+            f"  samples/s          {record['samples_per_s']}",
+            f"  wall time          {record['seconds']:.1f} s",
+            f"  use it             ovmine segment --model {args.output} --classes \"a,b,c\" IMAGES... --out DIR",
+        ]))
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "train", "train a model from mined pairs",
                     "ovmine train clip --config configs/train_clip_toyworld.yaml --data mined/ --output clip-adapted/")
@@ -45,3 +70,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_s3_endpoint(tc)
     add_json(tc, "the training record")
     tc.set_defaults(func=cmd_train)
+
+    ts = add_command(what, "segmenter", "Model B: an open-vocabulary Mask2Former classifying in CLIP's text space",
+                     "ovmine train segmenter --config configs/train_segmenter_toyworld.yaml --data mined/ "
+                     "--output seg/")
+    add_config_args(ts, required=True)
+    ts.add_argument("--data", nargs="+", required=True, help="mining (or curated) outputs, local or s3://")
+    ts.add_argument("--output", required=True, help="folder for the segmenter (what `ovmine segment` loads)")
+    ts.add_argument("--executor", choices=["local", "ray"], default="local",
+                    help="local: in-process, one worker; ray: Ray Train (workers, checkpoints, resume)")
+    add_s3_endpoint(ts)
+    add_json(ts, "the training record")
+    ts.set_defaults(func=cmd_train_segmenter)

@@ -1,10 +1,12 @@
-"""Ray Train execution of the CLIP trainer: `TorchTrainer` runs `clip_trainer.train_loop` on each worker (gloo
-on CPU, NCCL on GPUs), the image tower wrapped for data parallelism by `prepare_model`. Checkpoints (image
-tower, optimizer, scheduler, step, metrics so far) go to the run's storage path through `ray.train.report`;
+"""Ray Train execution of the trainers: `TorchTrainer` runs a trainer's `train_loop` on each worker (gloo on
+CPU, NCCL on GPUs), the trained module wrapped for data parallelism by `prepare_model`: Model A's image tower
+(`clip_trainer`) or Model B, the segmenter (`segmenter_trainer`). Checkpoints (trained weights, optimizer,
+scheduler, step, metrics so far) go to the run's storage path through `ray.train.report`;
 running the same command again resumes from the latest one (`ray.train.get_checkpoint()`), and
 `FailureConfig(max_failures)` restarts lost workers from it."""
 from __future__ import annotations
 
+import importlib
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -14,10 +16,13 @@ import ray
 import torch
 
 from mining.storage import filesystem_for, is_s3
-from mining.train.clip_trainer import TrainPlan, train_loop
 
 STATE_FILE = "state.pt"
 RUN_NAME = "train_clip"
+# kind -> (module, plan class, Ray Train run name): each module has a `train_loop(plan, rank, world, device,
+# wrap, report, resume)`
+TRAINERS = {"clip": ("mining.train.clip_trainer", "TrainPlan", RUN_NAME),
+            "segmenter": ("mining.train.segmenter_trainer", "SegmenterPlan", "train_segmenter")}
 
 
 def init_local_ray(address: str | None = None) -> bool:
@@ -40,7 +45,9 @@ def _worker(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
-    plan = TrainPlan(**config["plan"])
+    module_name, plan_class, _ = TRAINERS[config.get("kind", "clip")]
+    module = importlib.import_module(module_name)
+    plan = getattr(module, plan_class)(**config["plan"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     resume = None
@@ -57,13 +64,15 @@ def _worker(config: dict[str, Any]) -> None:
         else:
             ray.train.report(metrics)
 
-    train_loop(plan, rank, world, ray.train.torch.get_device(),
-               wrap=lambda m: ray.train.torch.prepare_model(m, parallel_strategy_kwargs={"find_unused_parameters": False}),
-               report=report, resume=resume)
+    module.train_loop(plan, rank, world, ray.train.torch.get_device(),
+                      wrap=lambda m: ray.train.torch.prepare_model(
+                          m, parallel_strategy_kwargs={"find_unused_parameters": False}),
+                      report=report, resume=resume)
 
 
-def run_ray(plan: TrainPlan, out: Path, address: str | None = None) -> dict[str, Any]:
-    """Train with Ray Train; returns the state of the latest checkpoint (the last step's)."""
+def run_ray(plan: Any, out: Path, address: str | None = None, kind: str = "clip") -> dict[str, Any]:
+    """Train with Ray Train (`kind`: a key of TRAINERS, the plan being that trainer's); returns the state of
+    the latest checkpoint (the last step's)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -74,12 +83,14 @@ def run_ray(plan: TrainPlan, out: Path, address: str | None = None) -> dict[str,
         fs, path = filesystem_for(storage, plan.s3_options())
         storage_kwargs = {"storage_path": path, "storage_filesystem": fs}
     init_local_ray(address)
+    if kind not in TRAINERS:
+        raise ValueError(f"unknown trainer kind {kind!r}; known: {', '.join(TRAINERS)}")
     trainer = TorchTrainer(
         _worker,
-        train_loop_config={"plan": asdict(plan)},
+        train_loop_config={"plan": asdict(plan), "kind": kind},
         torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.use_gpu),
-        run_config=RunConfig(name=RUN_NAME, failure_config=FailureConfig(max_failures=cfg.max_failures),
+        run_config=RunConfig(name=TRAINERS[kind][2], failure_config=FailureConfig(max_failures=cfg.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2), **storage_kwargs),
     )
     result = trainer.fit()

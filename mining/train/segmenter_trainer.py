@@ -1,0 +1,269 @@
+"""Training Model B, the open-vocabulary segmenter (`mining.train.segmenter`), on mined masks and nouns.
+
+Each image's targets are the masks of its kept pairs, labelled with their nouns; the vocabulary is every kept
+noun, embedded once by the (frozen) CLIP text tower with the run's templates, as Model A embeds it. The loss
+is transformers' Mask2Former loss over that vocabulary. `train_loop` is shared by the in-process executor
+(`run_local`) and Ray Train's workers (`mining.train.ray_train`), exactly as Model A's is.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mining.config import RegionsConfig
+from mining.regions.clip_loader import load_clip
+from mining.storage import S3Options
+from mining.train.clip_trainer import ReportFn, _unwrap, make_scheduler, text_embeddings
+from mining.train.data import NoTrainingData, PairFilter, ShardSource, output_manifest, scan_pairs, shard_sources
+from mining.train.segmenter import (OpenVocabSegmenter, build_segmenter, freeze_unused_parameters, make_criterion,
+                                    save_segmenter, segmentation_loss)
+from mining.train.segmenter_config import SegmenterConfig
+from mining.train.segmenter_data import ImageTargets, TargetStream, count_images_with_pairs
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SegmenterPlan:
+    """Everything a worker needs, resolved on the driver (picklable: plain values only)."""
+    cfg: dict[str, Any]                 # SegmenterConfig, resolved
+    teacher: str                        # Mask2Former folder or hub id to start from
+    clip: dict[str, Any]                # RegionsConfig of the CLIP whose text tower names classes
+    sources: list[tuple[str, str]]      # (output, shard URI)
+    vocabulary: list[str]
+    total_steps: int
+    s3: dict[str, Any] | None = None
+    scan: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def train(self) -> SegmenterConfig:
+        return SegmenterConfig.model_validate(self.cfg)
+
+    def clip_config(self) -> RegionsConfig:
+        return RegionsConfig.model_validate(self.clip)
+
+    def s3_options(self) -> S3Options | None:
+        return S3Options(**self.s3) if self.s3 else None
+
+
+def make_plan(cfg: SegmenterConfig, outputs: list[str], s3: S3Options | None = None,
+              workers: int | None = None) -> SegmenterPlan:
+    """Read the outputs' manifests and records (no pictures): the teacher and CLIP to start from (the first
+    output's, unless the config names them), the vocabulary and the number of steps."""
+    if not outputs:
+        raise NoTrainingData("no training data given (--data OUTPUT ...)")
+    manifests = [output_manifest(o, s3) for o in outputs]
+    run = manifests[0]["config"]
+    teacher = cfg.teacher
+    if teacher is None:
+        if run["teacher"]["kind"] != "mask2former":
+            raise ValueError(f"{outputs[0]} was mined with teacher.kind={run['teacher']['kind']!r}, not a "
+                             f"Mask2Former: name the Mask2Former to start from with --set teacher=PATH")
+        teacher = run["teacher"]["mask2former"]["model"]
+    clip = RegionsConfig.model_validate(run["regions"] | cfg.clip)
+    sources = shard_sources(outputs, s3)
+    filters = PairFilter.from_config(cfg.filters)
+    vocabulary, counts = scan_pairs(sources, filters, s3)
+    world = workers or 1
+    if world > len(sources):
+        raise NoTrainingData(f"{world} workers but only {len(sources)} shard(s) in {', '.join(outputs)}: "
+                             f"shards are split between workers; use --set workers={len(sources)} or fewer")
+    if cfg.steps is not None:
+        steps = cfg.steps
+    else:
+        images = count_images_with_pairs(sources, filters, s3)
+        steps = max(1, math.ceil(cfg.epochs * images / (cfg.batch_size * cfg.grad_accum * world)))
+    return SegmenterPlan(cfg=cfg.resolved(), teacher=teacher, clip=clip.model_dump(mode="json"),
+                         sources=[(s.output, s.uri) for s in sources], vocabulary=vocabulary, total_steps=steps,
+                         s3=asdict(s3) if s3 else None, scan=counts.to_json())
+
+
+def valid_size(pixel_mask: torch.Tensor | None, b: int, padded: tuple[int, int]) -> tuple[int, int]:
+    """(h, w) of image b's unpadded area in the processor's padded batch."""
+    if pixel_mask is None:
+        return padded
+    return int(pixel_mask[b].any(1).sum()), int(pixel_mask[b].any(0).sum())
+
+
+def prepare_batch(processor: Any, items: list[ImageTargets], vocabulary: dict[str, int], device: torch.device,
+                  flips: list[bool] | None = None):
+    """pixel_values, pixel_mask, mask_labels (float[N, Hp, Wp] per image, in the padded input's frame, as the
+    loss samples points over it) and class_labels (long[N])."""
+    flips = flips or [False] * len(items)
+    images = [np.ascontiguousarray(it.image[:, ::-1]) if f else it.image for it, f in zip(items, flips)]
+    inputs = processor(images=images, return_tensors="pt")
+    pixels, pixel_mask = inputs["pixel_values"], inputs.get("pixel_mask")
+    padded = tuple(pixels.shape[-2:])
+    mask_labels, class_labels = [], []
+    for b, (it, f) in enumerate(zip(items, flips)):
+        masks = torch.from_numpy(np.ascontiguousarray(it.masks[:, :, ::-1] if f else it.masks)).float()
+        h, w = valid_size(pixel_mask, b, padded)
+        masks = F.interpolate(masks[None], size=(h, w), mode="nearest")[0]
+        mask_labels.append(F.pad(masks, (0, padded[1] - w, 0, padded[0] - h)).to(device))
+        class_labels.append(torch.tensor([vocabulary[n] for n in it.nouns], dtype=torch.long, device=device))
+    return pixels.to(device), None if pixel_mask is None else pixel_mask.to(device), mask_labels, class_labels
+
+
+def make_optimizer(model: OpenVocabSegmenter, cfg: SegmenterConfig) -> torch.optim.Optimizer:
+    """AdamW; the backbone at lr x backbone_lr_mult (Mask2Former's recipe); biases and norms never decay."""
+    backbone = {id(p) for p in model.mask2former.model.pixel_level_module.encoder.parameters()}
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    for p in model.parameters():
+        if p.requires_grad:
+            groups.setdefault((id(p) in backbone, p.ndim >= 2), []).append(p)
+    return torch.optim.AdamW([{"params": ps, "lr": cfg.lr * (cfg.backbone_lr_mult if in_backbone else 1.0),
+                               "weight_decay": cfg.weight_decay if decays else 0.0}
+                              for (in_backbone, decays), ps in sorted(groups.items())], lr=cfg.lr)
+
+
+def train_step(model: torch.nn.Module, criterion: torch.nn.Module, micro_batches: list[tuple], text: torch.Tensor,
+               optimizer: torch.optim.Optimizer, scheduler=None, grad_clip: float | None = None,
+               autocast: bool = False) -> float:
+    """One optimizer step over `micro_batches` of prepare_batch's output; returns the mean loss."""
+    optimizer.zero_grad(set_to_none=True)
+    total = 0.0
+    for pixels, pixel_mask, mask_labels, class_labels in micro_batches:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+            classes, masks = model(pixels, pixel_mask, text)
+        loss = segmentation_loss(criterion, classes, masks, mask_labels, class_labels) / len(micro_batches)
+        loss.backward()
+        total += float(loss.detach())
+    if grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], grad_clip)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    return total
+
+
+def train_loop(plan: SegmenterPlan, rank: int, world: int, device: torch.device,
+               wrap: Callable[[torch.nn.Module], torch.nn.Module] = lambda m: m,
+               report: ReportFn | None = None, resume: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The loop both executors run; `report` and `resume` as in `mining.train.clip_trainer.train_loop`."""
+    cfg = plan.train
+    torch.manual_seed(cfg.seed + rank)
+    clip = load_clip(plan.clip_config(), device, plan.s3_options())
+    text = text_embeddings(clip, plan.vocabulary, device, plan.clip_config().templates)
+    del clip
+    model, processor = build_segmenter(plan.teacher, text.shape[1], cfg.logit_scale, cfg.seed)
+    model.to(device)
+    frozen = freeze_unused_parameters(model)
+    if frozen and rank == 0:
+        log.info("not trained (no output depends on them): %s", ", ".join(frozen))
+    criterion = make_criterion(model.mask2former, len(plan.vocabulary), cfg.no_object_weight, cfg.class_weight,
+                               cfg.mask_weight, cfg.dice_weight, cfg.train_num_points).to(device)
+    index = {noun: i for i, noun in enumerate(plan.vocabulary)}
+    optimizer = make_optimizer(model, cfg)
+    scheduler = make_scheduler(optimizer, cfg.warmup_steps, plan.total_steps)
+    step, history = 0, []
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        step, history = int(resume["step"]), list(resume["metrics"])
+        log.info("resuming at step %d of %d", step, plan.total_steps)
+    resumed_from = step
+    net = wrap(model)
+    net.train()
+
+    sources = [ShardSource(o, u) for o, u in plan.sources]
+    stream = TargetStream(sources, PairFilter.from_config(cfg.filters), rank, world, cfg.seed, cfg.shuffle_buffer,
+                          plan.s3_options())
+    # a resumed run starts its data at a fresh epoch seed rather than replaying the stream
+    items = stream.forever(start_epoch=step * 1_000_003 if step else 0)
+    flip_rng = np.random.default_rng([cfg.seed, rank, step])
+    autocast = cfg.bf16 and device.type == "cuda"
+
+    def micro_batch() -> tuple:
+        batch = [next(items) for _ in range(cfg.batch_size)]
+        flips = list(flip_rng.random(len(batch)) < 0.5) if cfg.hflip else None
+        return prepare_batch(processor, batch, index, device, flips)
+
+    def state() -> dict[str, Any]:
+        return {"model": _unwrap(net).state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "step": step, "metrics": history,
+                "counts": stream.counts.to_json(), "passes": stream.passes, "resumed_from": resumed_from}
+
+    per_step = cfg.batch_size * cfg.grad_accum * world
+    tic, since = time.perf_counter(), 0
+    while step < plan.total_steps:
+        lr = max(g["lr"] for g in optimizer.param_groups)
+        loss = train_step(net, criterion, [micro_batch() for _ in range(cfg.grad_accum)], text, optimizer,
+                          scheduler, cfg.grad_clip, autocast)
+        step += 1
+        since += 1
+        last = step == plan.total_steps
+        if step % cfg.log_every == 0 or last or step == 1:
+            elapsed = time.perf_counter() - tic
+            history.append({"step": step, "loss": round(loss, 6), "lr": lr,
+                            "samples_per_s": round(since * per_step / elapsed, 2) if elapsed > 0 else None})
+            tic, since = time.perf_counter(), 0
+            if rank == 0:
+                log.info("step %d/%d loss %.4f lr %.3g", step, plan.total_steps, loss, lr)
+        if report is not None and (step % cfg.checkpoint_every == 0 or last):
+            report({"step": step, "loss": loss}, state())
+    return state()
+
+
+def run_local(plan: SegmenterPlan) -> dict[str, Any]:
+    """In-process, one worker: for debugging and tests."""
+    device = torch.device("cuda" if plan.train.use_gpu and torch.cuda.is_available() else "cpu")
+    return train_loop(plan, 0, 1, device)
+
+
+def finish(plan: SegmenterPlan, final: dict[str, Any], out: Path, outputs: list[str], executor: str,
+           seconds: float, workers: int) -> dict[str, Any]:
+    """Write the segmenter folder, metrics.jsonl and training.json; return the training record."""
+    history = final["metrics"]
+    rates = [m["samples_per_s"] for m in history if m.get("samples_per_s")]
+    cfg = plan.train
+    record = {
+        "model": str(out.resolve()), "started_from": {"teacher": plan.teacher, "clip": plan.clip["model"]},
+        "data": outputs, "executor": executor, "workers": workers,
+        "steps": final["step"], "total_steps": plan.total_steps, "resumed_from_step": final.get("resumed_from", 0),
+        "first_loss": history[0]["loss"] if history else None,
+        "final_loss": history[-1]["loss"] if history else None,
+        "samples_per_step": cfg.batch_size * cfg.grad_accum * workers,
+        "samples_per_s": round(sum(rates) / len(rates), 2) if rates else None,
+        "seconds": round(seconds, 2), "vocabulary": plan.vocabulary,
+        "counts": {"scan": plan.scan, "rank0_stream": final.get("counts"), "rank0_passes": final.get("passes")},
+        "config": plan.cfg,
+    }
+    dim = final["model"]["head.no_object"].shape[0]
+    model, processor = build_segmenter(plan.teacher, dim, cfg.logit_scale)
+    model.load_state_dict(final["model"])
+    save_segmenter(model, processor, out, plan.clip, plan.vocabulary,
+                   {k: record[k] for k in ("started_from", "data", "steps", "final_loss", "executor")})
+    with open(out / "metrics.jsonl", "w") as f:
+        for m in history:
+            f.write(json.dumps(m) + "\n")
+    (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def train_segmenter(cfg: SegmenterConfig, outputs: list[str], out: str | Path, executor: str = "local",
+                    s3: S3Options | None = None) -> dict[str, Any]:
+    """Train Model B on the pairs of `outputs` and write it to `out`; returns training.json's content."""
+    out = Path(out)
+    workers = cfg.workers if executor == "ray" else 1
+    plan = make_plan(cfg, outputs, s3, workers)
+    start = time.time()
+    if executor == "ray":
+        from mining.train.ray_train import run_ray
+
+        final = run_ray(plan, out, kind="segmenter")
+    elif executor == "local":
+        final = run_local(plan)
+    else:
+        raise ValueError(f"executor must be 'local' or 'ray', got {executor!r}")
+    return finish(plan, final, out, outputs, executor, time.time() - start, workers)
