@@ -158,3 +158,19 @@ def test_the_train_job_runs_ray_train_with_the_given_arguments():
     assert (args.model, args.executor, args.data, args.overrides) == ("clip", "ray", ["s3://b/a", "s3://b/b"],
                                                                       ["workers=4"])
     assert '"--executor", "ray"' in (ROOT / "jobs" / "train.py").read_text()
+
+
+def test_every_command_that_prints_results_has_json():
+    commands = dict(leaf_commands(build_parser()))
+    for words, parser in commands.items():
+        has_json = any("--json" in a.option_strings for a in parser._actions)
+        if words == ("parse",):   # its output is JSON already, one object per caption
+            assert not has_json and "JSON" in parser.description
+        else:
+            assert has_json, words
+
+
+def test_sample_data_json_names_what_it_wrote(tmp_path, capsys):
+    code, out, _ = run_main(capsys, "sample-data", str(tmp_path / "d"), "--shards", "2", "--per-shard", "3", "--json")
+    doc = json.loads(out)
+    assert code == 0 and doc["images"] == 6 and [Path(p).name for p in doc["shards"]] == ["00000.tar", "00001.tar"]

@@ -64,7 +64,8 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         state = jobs_api.status(args.address, args.job_id)
         print(json.dumps({"submission_id": args.job_id, "status": state}) if args.json else state)
     elif args.action == "logs":
-        print(jobs_api.logs(args.address, args.job_id), end="")
+        text = jobs_api.logs(args.address, args.job_id)
+        print(json.dumps({"submission_id": args.job_id, "logs": text}) if args.json else text, end="\n" if args.json else "")
     elif args.action == "stop":
         stopped = jobs_api.stop(args.address, args.job_id)
         print(json.dumps({"submission_id": args.job_id, "stopped": stopped}) if args.json else
@@ -103,7 +104,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("action", choices=["list", "status", "logs", "stop"])
     p.add_argument("job_id", nargs="?")
     p.add_argument("--address", required=True, help="the dashboard address, e.g. http://HEAD:8265")
-    add_json(p, "the jobs or the status")
+    add_json(p, "the jobs, the status, the logs or the stop result")
     p.set_defaults(func=cmd_jobs)
 
 

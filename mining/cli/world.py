@@ -70,7 +70,8 @@ def cmd_sample_data(args: argparse.Namespace) -> int:
 
     paths = make_shards(args.out, shards=args.shards, per_shard=args.per_shard, seed=args.seed, size=args.size,
                         overwrite=args.overwrite)
-    print(f"wrote {len(paths)} shard(s) of {args.per_shard} images to {args.out}")
+    print(json.dumps({"out": args.out, "shards": [str(p) for p in paths], "images": len(paths) * args.per_shard})
+          if args.json else f"wrote {len(paths)} shard(s) of {args.per_shard} images to {args.out}")
     return 0
 
 
@@ -119,6 +120,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=image_side, default=128, help="image side in pixels")
     p.add_argument("--overwrite", action="store_true",
                    help="OUT may hold files: its .tar shards are replaced, anything else is left alone")
+    add_json(p, "the shards written")
     p.set_defaults(func=cmd_sample_data)
 
     p = add_command(sub, "toyworld", "the synthetic scene world with ground truth",
