@@ -109,6 +109,41 @@ def tiny_sam(tmp_path_factory) -> str:
     return str(out)
 
 
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One Ray head on loopback for the whole session (2 CPUs, no GPU), started when a test first asks for it.
+    Tests join it with `cluster.driver_env` (RAY_ADDRESS) or `execution.ray_address`; one that loses a node adds
+    its own worker nodes and removes them again, so the next test finds the head as it was."""
+    from ray_cluster import LocalCluster
+
+    cluster = LocalCluster()
+    try:
+        cluster.start_head(num_cpus=2)
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+# What the fault tests mine (interrupted, with a node lost): enough shards that a run can be cut between
+# commits, few images per shard so that each costs seconds
+FAULT_SHARDS, FAULT_PER_SHARD = 8, 4
+
+
+@pytest.fixture(scope="session")
+def fault_reference(tmp_path_factory) -> Path:
+    """`in/`: FAULT_SHARDS shards; `reference/`: their output mined in-process with configs/tiny.yaml, which a Ray
+    run of the same config must reproduce however it was interrupted."""
+    from mining.config import load_config
+    from mining.pipeline import run_mining
+    from mining.synthetic import make_shards
+
+    root = tmp_path_factory.mktemp("fault")
+    make_shards(root / "in", shards=FAULT_SHARDS, per_shard=FAULT_PER_SHARD, size=96)
+    run_mining(load_config("configs/tiny.yaml", ["execution.executor=local"]), [str(root / "in")],
+               str(root / "reference"))
+    return root
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

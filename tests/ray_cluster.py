@@ -1,10 +1,15 @@
 """A real multi-node Ray cluster on loopback for tests: `ray start --head` plus worker nodes, each a separate
-raylet with its own (fake, when asked) GPUs, started and stopped by the test."""
+raylet with its own (fake, when asked) GPUs.
+
+One head serves the whole session (the `ray_cluster` fixture in conftest.py): starting one costs ~10 s, more
+on a loaded machine. Tests that lose a node add their own worker nodes to it and take them away again.
+Everything here is scoped to this cluster's processes: `ray stop` would stop every Ray on the machine."""
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -12,9 +17,15 @@ import time
 import urllib.request
 from pathlib import Path
 
+import psutil
+
 from conftest import free_port
 
 RAY = str(Path(sys.executable).with_name("ray"))
+# The GCS declares a node dead after `threshold` failed health checks `period` apart: 5 x 3 s by default. A
+# killed raylet refuses the check at once, so 1 s apart finds it in ~5 s; a busy but live raylet still has the
+# default 10 s per answer, five times over, before it is taken for dead.
+FAST_NODE_DEATH = {"RAY_health_check_initial_delay_ms": "1000", "RAY_health_check_period_ms": "1000"}
 
 
 class LocalCluster:
@@ -29,18 +40,27 @@ class LocalCluster:
         self.dashboard = f"http://{self.head_ip}:{self.dashboard_port}"
         # job entrypoints run `python ...` from PATH: the cluster's environment is this venv, as in the image
         path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-        self.env = dict(os.environ, PATH=path, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
+        self.env = dict(os.environ, PATH=path, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled",
+                        **FAST_NODE_DEATH)
+        self.env.pop("RAY_ADDRESS", None)
         self.workers: list[dict] = []
 
-    def _ray(self, *args: str, timeout: int = 120) -> str:
-        return subprocess.run([RAY, *args], capture_output=True, text=True, env=self.env, timeout=timeout,
-                              check=True).stdout
+    @property
+    def driver_env(self) -> dict[str, str]:
+        """The environment in which `ovmine mine` (whose ray.init() reads RAY_ADDRESS) joins this cluster."""
+        return dict(self.env, RAY_ADDRESS=self.address)
+
+    def _ray(self, *args: str, timeout: int = 180) -> str:
+        done = subprocess.run([RAY, *args], capture_output=True, text=True, env=self.env, timeout=timeout)
+        if done.returncode:
+            raise RuntimeError(f"ray {' '.join(args)} failed ({done.returncode}): {done.stderr[-3000:]}")
+        return done.stdout
 
     def start_head(self, num_cpus: int = 2, num_gpus: int = 0) -> None:
         self._ray("start", "--head", f"--port={self.port}", f"--node-ip-address={self.head_ip}",
-                  f"--dashboard-host={self.head_ip}", f"--dashboard-port={self.dashboard_port}", "--include-dashboard=true",
-                  f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}", f"--temp-dir={self.temp_dir}",
-                  "--disable-usage-stats", timeout=180)
+                  f"--dashboard-host={self.head_ip}", f"--dashboard-port={self.dashboard_port}",
+                  "--include-dashboard=true", f"--ray-client-server-port={free_port()}", f"--num-cpus={num_cpus}",
+                  f"--num-gpus={num_gpus}", f"--temp-dir={self.temp_dir}", "--disable-usage-stats")
         deadline = time.time() + 120
         while time.time() < deadline:   # the job API answers a little after `ray start` returns
             try:
@@ -48,38 +68,97 @@ class LocalCluster:
                     if json.loads(r.read()).get("ray_version"):
                         return
             except OSError:
-                time.sleep(1)
+                time.sleep(0.5)
         raise TimeoutError("Ray dashboard did not come up")
 
     def add_worker(self, name: str, num_cpus: int = 2, num_gpus: int = 0) -> None:
-        """Another raylet on this machine, joined to the head: a node that can be killed on its own."""
-        before = {p.pid for p in _raylets()}
+        """Another raylet on this machine, joined to the head: a node that can be killed on its own. Its
+        custom resource `name` lets a test tell when the cluster counts it."""
         node_ip = f"127.0.0.{3 + len(self.workers)}"
         self._ray("start", f"--address={self.address}", f"--node-ip-address={node_ip}", f"--num-cpus={num_cpus}",
-                  f"--num-gpus={num_gpus}", f"--resources={json.dumps({name: 1})}", "--disable-usage-stats",
-                  timeout=180)
-        (raylet,) = [p for p in _raylets() if p.pid not in before]
-        self.workers.append({"name": name, "ip": node_ip, "raylet": raylet.pid})
+                  f"--num-gpus={num_gpus}", f"--resources={json.dumps({name: 1})}", "--disable-usage-stats")
+        (raylet,) = [p for p in self._processes()
+                     if _is_raylet(p) and f"--node_ip_address={node_ip}" in _cmdline(p)]
+        self.workers.append({"name": name, "ip": node_ip, "raylet": raylet})   # psutil guards against pid reuse
 
     def kill_worker(self, name: str) -> None:
         """SIGKILL a worker node's raylet and every process under it, as a lost machine would."""
-        import psutil
+        raylet = self._raylet(name)
+        try:
+            _kill([*raylet.children(recursive=True), raylet])
+        except psutil.NoSuchProcess:
+            pass
 
+    def remove_worker(self, name: str, timeout: float = 120) -> None:
+        """Stop a worker node and wait until the head no longer counts it, so that the next test finds the
+        shared cluster as it was. SIGTERM makes a raylet leave the cluster at once; a killed one is found dead
+        by the health checks within seconds."""
+        raylet = self._raylet(name)
+        try:
+            procs = [*raylet.children(recursive=True), raylet]
+            raylet.terminate()
+            _, alive = psutil.wait_procs(procs, timeout=10)
+            _kill(alive)
+        except psutil.NoSuchProcess:
+            pass
+        deadline = time.time() + timeout
+        while any(name in node["resources_total"] for node in self.alive_nodes()):
+            if time.time() > deadline:
+                raise TimeoutError(f"the head still counts worker node {name}")
+            time.sleep(0.2)
+
+    def _raylet(self, name: str) -> psutil.Process:
         (node,) = [w for w in self.workers if w["name"] == name]
-        raylet = psutil.Process(node["raylet"])
-        for proc in [*raylet.children(recursive=True), raylet]:
+        return node["raylet"]
+
+    def alive_nodes(self) -> list[dict]:
+        """The nodes the head counts as alive, from its state API (what `ray list nodes` shows)."""
+        with urllib.request.urlopen(f"{self.dashboard}/api/v0/nodes?limit=1000&detail=false", timeout=30) as r:
+            nodes = json.loads(r.read())["data"]["result"]["result"]
+        return [node for node in nodes if node["state"] == "ALIVE"]
+
+    def _processes(self) -> list[psutil.Process]:
+        """This cluster's processes: those naming its temp dir or its GCS address, and everything under them
+        (agents, workers, job drivers)."""
+        marks = (str(self.temp_dir), self.address)
+        roots = [p for p in psutil.process_iter(["cmdline"]) if any(m in _cmdline(p) for m in marks)]
+        found: dict[int, psutil.Process] = {}
+        for root in roots:
             try:
-                proc.kill()
+                for proc in [root, *root.children(recursive=True)]:
+                    found[proc.pid] = proc
             except psutil.NoSuchProcess:
                 pass
+        return list(found.values())
 
     def stop(self) -> None:
-        subprocess.run([RAY, "stop", "--force"], capture_output=True, env=self.env, timeout=120)
+        """SIGTERM this cluster's processes, SIGKILL what is left after a few seconds."""
+        procs = self._processes()
+        for proc in procs:
+            try:
+                proc.send_signal(signal.SIGTERM)
+            except psutil.NoSuchProcess:
+                pass
+        _, alive = psutil.wait_procs(procs, timeout=3)
+        _kill(alive + self._processes())
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
-def _raylets():
-    import psutil
+def _cmdline(proc: psutil.Process) -> str:
+    try:
+        return " ".join(proc.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return ""
 
-    return [p for p in psutil.process_iter(["name", "cmdline"])
-            if p.info["cmdline"] and p.info["cmdline"][0].endswith("raylet")]
+
+def _is_raylet(proc: psutil.Process) -> bool:
+    cmd = _cmdline(proc)
+    return cmd.split(" ", 1)[0].endswith("raylet")
+
+
+def _kill(procs: list[psutil.Process]) -> None:
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass

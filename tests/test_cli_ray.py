@@ -1,5 +1,7 @@
-"""`ovmine mine` end to end on a local Ray instance, as a user runs it, and agreement with the
-in-process executor (the same stages must give the same records wherever they run)."""
+"""`ovmine mine` end to end on Ray, as a user runs it, and agreement with the in-process executor (the same
+stages must give the same records wherever they run). The run joins the session's cluster through RAY_ADDRESS;
+a Ray that `ovmine mine` starts for itself is covered by test_s3 (a whole run) and test_interrupt (its
+shutdown)."""
 import json
 import subprocess
 import sys
@@ -13,18 +15,18 @@ from mining.postrun.validate import check_output
 from same_output import assert_same_output
 
 
-def ovmine(*args, check=True):
+def ovmine(*args, check=True, env=None):
     return subprocess.run([sys.executable, "-m", "mining.cli", *args], capture_output=True, text=True,
-                          check=check, timeout=600)
+                          check=check, timeout=600, env=env)
 
 
 @pytest.fixture(scope="module")
-def ray_run(tmp_path_factory):
+def ray_run(tmp_path_factory, ray_cluster):
     root = tmp_path_factory.mktemp("cli")
     make_shards(root / "in", shards=3, per_shard=4, size=96)
     out = root / "out"
     result = ovmine("mine", "--config", "configs/tiny.yaml", "--input", str(root / "in" / "{00000..00002}.tar"),
-                    "--output", str(out), "--set", "source.working_size=96", "--json")
+                    "--output", str(out), "--set", "source.working_size=96", "--json", env=ray_cluster.driver_env)
     return root, out, result
 
 

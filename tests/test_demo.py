@@ -1,4 +1,5 @@
-"""`ovmine demo`, the README's main job: a toy world mined on local Ray with the shipped models, and scored."""
+"""`ovmine demo`, the README's main job: a toy world mined on Ray with the shipped models, and scored. The Ray
+run joins the session's cluster (a Ray the CLI starts itself is covered by test_cli_ray and test_interrupt)."""
 import json
 import subprocess
 import sys
@@ -7,10 +8,11 @@ from mining.config import load_config
 from mining.postrun.validate import check_output
 
 
-def test_demo_on_local_ray(tmp_path):
+def test_demo_on_ray(ray_cluster, tmp_path):
     out = tmp_path / "demo"
     proc = subprocess.run([sys.executable, "-m", "mining.cli", "demo", "--out", str(out), "--shards", "2",
-                           "--per-shard", "8", "--json"], capture_output=True, text=True, timeout=600)
+                           "--per-shard", "8", "--json"], capture_output=True, text=True, timeout=600,
+                          env=ray_cluster.driver_env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["executor"] == "ray" and result["teacher"] == "mask2former"

@@ -106,7 +106,8 @@ def test_throttled_s3_is_retried(s3_endpoint, bucket, tmp_path):
 
     _, name = bucket
     reference = run_mining(s3_config(s3_endpoint), [f"s3://{name}/data/"], f"s3://{name}/steady")
-    proxy = FlakyS3Proxy(s3_endpoint, fail_every=3, methods=("GET", "HEAD", "PUT", "POST"))
+    # each injected 503 costs the SDK's backoff (~0.6 s, most of this test's time): every 5th request gives ~30
+    proxy = FlakyS3Proxy(s3_endpoint, fail_every=5, methods=("GET", "HEAD", "PUT", "POST"))
     try:
         manifest = run_mining(s3_config(proxy.endpoint), [f"s3://{name}/data/"], f"s3://{name}/throttled")
     finally:
