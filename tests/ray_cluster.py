@@ -28,6 +28,13 @@ RAY = str(Path(sys.executable).with_name("ray"))
 FAST_NODE_DEATH = {"RAY_health_check_initial_delay_ms": "1000", "RAY_health_check_period_ms": "1000"}
 
 
+def _agent_ports() -> list[str]:
+    """Free ports for a node's agents: Ray's fixed defaults (52365 and others) clash with any other Ray on the
+    machine, and the job API then answers "No available agent to submit job"."""
+    return [f"--{name}={free_port()}" for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                                    "metrics-export-port", "runtime-env-agent-port")]
+
+
 class LocalCluster:
     def __init__(self) -> None:
         # short: Ray's unix sockets live under it and their paths may not exceed 107 bytes
@@ -59,7 +66,8 @@ class LocalCluster:
     def start_head(self, num_cpus: int = 2, num_gpus: int = 0) -> None:
         self._ray("start", "--head", f"--port={self.port}", f"--node-ip-address={self.head_ip}",
                   f"--dashboard-host={self.head_ip}", f"--dashboard-port={self.dashboard_port}",
-                  "--include-dashboard=true", f"--ray-client-server-port={free_port()}", f"--num-cpus={num_cpus}",
+                  "--include-dashboard=true", f"--ray-client-server-port={free_port()}", *_agent_ports(),
+                  f"--num-cpus={num_cpus}",
                   f"--num-gpus={num_gpus}", f"--temp-dir={self.temp_dir}", "--disable-usage-stats")
         deadline = time.time() + 120
         while time.time() < deadline:   # the job API answers a little after `ray start` returns
@@ -75,7 +83,8 @@ class LocalCluster:
         """Another raylet on this machine, joined to the head: a node that can be killed on its own. Its
         custom resource `name` lets a test tell when the cluster counts it."""
         node_ip = f"127.0.0.{3 + len(self.workers)}"
-        self._ray("start", f"--address={self.address}", f"--node-ip-address={node_ip}", f"--num-cpus={num_cpus}",
+        self._ray("start", f"--address={self.address}", f"--node-ip-address={node_ip}", *_agent_ports(),
+                  f"--num-cpus={num_cpus}",
                   f"--num-gpus={num_gpus}", f"--resources={json.dumps({name: 1})}", "--disable-usage-stats")
         (raylet,) = [p for p in self._processes()
                      if _is_raylet(p) and f"--node_ip_address={node_ip}" in _cmdline(p)]
