@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from mining.config import build_config
-from mining.regions import RegionStage
+from mining.stages.regions import RegionStage
 from mining.toyworld.make import iter_world
 
 TOY_CLIP = Path(__file__).resolve().parents[1] / "mining" / "toyworld" / "weights" / "clip"
@@ -47,14 +47,15 @@ def ellipse_masks(rng: np.random.Generator, count: int, size: int) -> np.ndarray
     return masks
 
 
-def region_stage(mode: str, model: str, working_size: int, scales: list[int] | None, device: str,
-                 batch_size: int) -> RegionStage:
-    regions = {"mode": mode, "model": model, "pretrained": None, "device": device, "batch_size": batch_size}
+def region_stage(mode: str, model: str, working_size: int, scales: list[int] | None, device: str) -> RegionStage:
+    regions = {"mode": mode, "model": model, "pretrained": None}
+    gpus = {"cpu": 0, "cuda": 1, "auto": "auto"}[device]   # a stage's device follows execution.regions.num_gpus
     if mode == "mask_pooling" and scales:
         regions["scales"] = scales
     if mode == "masked_crop":
         regions["crop_fit"] = "stretch"
-    stage = RegionStage(build_config({"source": {"working_size": working_size}, "regions": regions}))
+    stage = RegionStage.from_config(build_config({"source": {"working_size": working_size}, "regions": regions,
+                                                  "execution": {"regions": {"num_gpus": gpus}}}))
     stage.setup()
     return stage
 
@@ -80,7 +81,6 @@ def main() -> None:
     ap.add_argument("--working-size", type=int, default=None, help="image side (default 1024; --toy: 128)")
     ap.add_argument("--scales", type=int, nargs="+", default=None,
                     help="pooling sizes (regions.scales; default: the working size)")
-    ap.add_argument("--batch-size", type=int, default=32, help="crops per forward pass (regions.batch_size)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     ap.add_argument("--modes", nargs="+", default=["mask_pooling", "masked_crop"],
                     choices=["mask_pooling", "masked_crop"])
@@ -96,7 +96,7 @@ def main() -> None:
 
     rows = {}
     for mode in args.modes:
-        stage = region_stage(mode, model, size, args.scales, args.device, args.batch_size)
+        stage = region_stage(mode, model, size, args.scales, args.device)
         seconds = time_mode(stage, images, masks)
         rows[mode] = {"seconds": round(seconds, 3), "images_per_second": round(len(images) / seconds, 4),
                       "masks_per_second": round(len(images) * args.masks / seconds, 2),

@@ -13,7 +13,7 @@ from mining.evaluation.ground_truth import load_ground_truth
 from mining.evaluation.teacher_recall import teacher_instance_recall
 from mining.sources.decode import decode_image
 from mining.sources.shards import read_shard
-from mining.teachers.stage import build_teacher
+from mining.stages.teacher import build_teacher
 from mining.toyworld.demo import demo_config
 from mining.toyworld.make import make_world
 
@@ -29,7 +29,7 @@ def main() -> None:
         images = [(s.key, decode_image(s.members["jpg"], 10**8, 128)[0])
                   for s in read_shard(f"{world['shards_uri']}/00000.tar")]
         for kind in ("mask2former", "felzenszwalb"):
-            cfg = demo_config([f"teacher.kind={kind}", "teacher.device=cpu"])
+            cfg = demo_config([f"teacher.kind={kind}", "execution.teacher.num_gpus=0"])
             recall, per_image = teacher_instance_recall(build_teacher(cfg.teacher), gt, images)
             print(f"{kind:<13} instance recall @ IoU 0.5 = {100 * recall:.1f}% with {per_image:.1f} masks per image "
                   f"({args.images} images, world seed {args.seed})")

@@ -75,8 +75,6 @@ class SamConfig(_Section):
 
 class TeacherConfig(_Section):
     kind: Literal["felzenszwalb", "mask2former", "sam"] = "felzenszwalb"
-    batch_size: int = Field(4, ge=1)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
     min_area: int = Field(64, ge=1, description="pixels, in the working frame")
     dedupe_iou: float = Field(0.9, gt=0, le=1, description="drop a mask whose IoU with a better one exceeds this")
     max_masks: int = Field(64, ge=1)
@@ -117,9 +115,7 @@ class RegionsConfig(_Section):
         "pad", description="masked_crop only (mask_pooling ignores it): how the (grown) box becomes CLIP's "
                            "square input: 'pad' pads it square with the mean colour (aspect kept); 'stretch' "
                            "resizes it to the square ignoring aspect, as OVSeg's released code does")
-    batch_size: int = Field(32, ge=1, description="crops per CLIP forward pass")
     templates: Literal["vild", "single"] = "vild"
-    device: Literal["auto", "cpu", "cuda"] = "auto"
 
     @model_validator(mode="after")
     def _pooling_needs_convnet(self) -> "RegionsConfig":
@@ -169,22 +165,32 @@ class OutputConfig(_Section):
 
 
 class StageResources(_Section):
+    """What a stage asks of the cluster, and the one batch size it works in."""
     concurrency: int = Field(1, ge=1, description="actors (or parallel tasks) for this stage")
     num_cpus: float = Field(0.5, ge=0)
-    num_gpus: float | Literal["auto"] = Field(0.0, description="'auto': 1 when the cluster has GPUs")
-    batch_size: int = Field(8, ge=1)
+    num_gpus: float | Literal["auto"] = Field(
+        0.0, description="GPUs per actor; also the stage's device: 0 the CPU, 'auto' a GPU when the cluster "
+                         "(or, locally, this machine) has one")
+    batch_size: int = Field(8, ge=1, description="images per call of the stage's model (teacher: images per "
+                                                 "forward pass; regions: the masked crops of that many images)")
 
 
 class ExecutionConfig(_Section):
     executor: Literal["ray", "local"] = "ray"
     ray_address: str | None = Field(None, description="None starts a local Ray; 'auto' joins a cluster")
-    max_retries: int = Field(3, ge=0, description="retries of a failed task, and of an actor's call after it died")
+    max_retries: int = Field(3, ge=0, description="retries of a failed task (read, decode, match, write); a model "
+                                                  "stage's calls are retried for as long as its actor is restarted")
     max_actor_restarts: int = Field(-1, ge=-1, description="restarts of a dead stage actor (-1: as many as it takes)")
     decode: StageResources = Field(default_factory=lambda: StageResources(concurrency=2))
     entities: StageResources = Field(default_factory=StageResources)
     teacher: StageResources = Field(default_factory=lambda: StageResources(num_gpus="auto", batch_size=4))
     regions: StageResources = Field(default_factory=lambda: StageResources(num_gpus="auto", batch_size=4))
     match: StageResources = Field(default_factory=StageResources)
+    write: StageResources = Field(default_factory=lambda: StageResources(concurrency=2, num_cpus=0.25))
+    chunk_size: int | None = Field(
+        256, ge=1, description="samples per unit of work through the stages and the write: a larger input shard "
+                               "is mined in chunks whose parts the write joins back into one output shard (bounds "
+                               "the memory a shard in flight takes); null: whole shards")
 
     def resources(self, stage: str) -> StageResources:
         return getattr(self, stage)
@@ -245,6 +251,15 @@ def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
     return list(model.model_fields)
 
 
+# Fields that were removed, and where their setting lives now (one batch size and one device setting per stage).
+RETIRED_FIELDS = {
+    "teacher.batch_size": "execution.teacher.batch_size",
+    "teacher.device": "execution.teacher.num_gpus (0: the CPU, 'auto': a GPU when there is one)",
+    "regions.batch_size": "execution.regions.batch_size (images whose masked crops share a CLIP forward pass)",
+    "regions.device": "execution.regions.num_gpus (0: the CPU, 'auto': a GPU when there is one)",
+}
+
+
 def _format_validation_error(err: ValidationError, origin: str, model: type[BaseModel],
                              set_keys: dict[str, str]) -> str:
     """One line per problem, each naming its dotted field; a problem in a `--set` value is blamed on `--set`."""
@@ -252,7 +267,9 @@ def _format_validation_error(err: ValidationError, origin: str, model: type[Base
     for e in err.errors():
         field = ".".join(str(p) for p in e["loc"]) or "<root>"
         msg = e["msg"]
-        if e["type"] == "extra_forbidden":
+        if e["type"] == "extra_forbidden" and field in RETIRED_FIELDS:
+            msg = f"no longer a setting: use {RETIRED_FIELDS[field]}"
+        elif e["type"] == "extra_forbidden":
             close = difflib.get_close_matches(str(e["loc"][-1]), _fields_at(model, e["loc"][:-1]), n=1)
             hint = ".".join([*map(str, e["loc"][:-1]), close[0]]) if close else None
             msg = f"unknown field (did you mean {hint}?)" if hint else \

@@ -1,11 +1,6 @@
-"""The mining run: expand inputs, run the stages through an executor, write each shard as it completes,
-aggregate the manifest. Data flows one way:
-
-    read -> decode -> entities -> teacher -> regions -> match -> write
-
-Entities run before the teacher (the papers' figure draws them side by side): a caption with no visual noun
-then costs no GPU time, and the CLIP actor can embed both masks and entity texts in one place.
-"""
+"""The mining run, as the driver sees it: expand the inputs, plan the shards still to mine, hand them to an
+executor that reads, mines, writes and commits them on its workers (the flow is in `mining.stages`), hear
+back each committed shard's marker, and write the manifest."""
 from __future__ import annotations
 
 import time
@@ -21,23 +16,12 @@ from mining.sinks.commits import committed_markers, manifest_if_current, refuse_
 from mining.sinks.layout import OUTPUT_FOLDERS, manifest_uri, marker_uri, refuse_inputs_inside
 from mining.sinks.lease import OutputLease
 from mining.sinks.manifest import build_manifest, write_manifest
-from mining.sinks.writer import write_shard
+from mining.sinks.parts import PARTS
 from mining.sources.shards import count_keys
 from mining.sources.uris import expand_inputs, shard_stem
-from mining.stage import Stage
-from mining.storage import S3Options, delete, sweep_temporaries
-
-
-def build_stages(cfg: RunConfig) -> list[Stage]:
-    """The stages in the order data flows through them (`mining.stage.FLOW` names them)."""
-    # imported here: torch, open_clip and spaCy take seconds to import, and a bad input should fail at once
-    from mining.entities import EntityStage
-    from mining.match_stage import MatchStage
-    from mining.regions import RegionStage
-    from mining.sources.decode import DecodeStage
-    from mining.teachers import TeacherStage
-
-    return [DecodeStage(cfg), EntityStage(cfg), TeacherStage(cfg), RegionStage(cfg), MatchStage(cfg)]
+from mining.stages import build_stages
+from mining.stages.write import ShardWriter
+from mining.storage import S3Options, delete, delete_tree, join, sweep_temporaries
 
 
 @dataclass(frozen=True)
@@ -123,6 +107,7 @@ def run_mining(cfg: RunConfig, inputs: list[str], output: str, limit: int | None
     with OutputLease(output, config_hash, s3):
         if swept := sweep_temporaries(output, OUTPUT_FOLDERS):
             logger.info("removed %d temporary file(s) left in %s by an earlier run", swept, output)
+        delete_tree(join(output, PARTS), s3)   # parts an earlier run left behind were never committed
         wanted = {shard_stem(t.uri): t.max_samples for t in tasks}
         previous = None if overwrite else manifest_if_current(output, config_hash, s3)
         if previous is not None:
@@ -143,12 +128,14 @@ def run_mining(cfg: RunConfig, inputs: list[str], output: str, limit: int | None
         listener.planned(len(tasks), len(done), None if None in counted else sum(counted))
         start = time.perf_counter()
         mined_images, failed = 0, []
-        times, imports = None, 0.0
+        times, imports, driver = None, 0.0, {}
         if todo:
             # the manifest stops describing the output once a shard is written: a run killed from here on leaves
             # none, so the next run reads every marker instead of trusting a stale summary
             delete(manifest_uri(output), s3)
-            limits = {shard_stem(t.uri): t.max_samples for t in todo}
+            for task in todo:   # --overwrite: uncommit before the workers replace a shard's files
+                if markers.pop(shard_stem(task.uri), None) is not None:
+                    delete(marker_uri(output, shard_stem(task.uri)), s3)
             executor = make_executor(cfg, s3)
             times = executor.times
             try:
@@ -157,25 +144,25 @@ def run_mining(cfg: RunConfig, inputs: list[str], output: str, limit: int | None
                 before = time.perf_counter()
                 stages = build_stages(cfg)   # imports torch, open_clip, spaCy: part of loading the models
                 imports = time.perf_counter() - before
-                for shard in executor.run(todo, stages, on_phase=listener.phase):
-                    first = shard.samples[0]
-                    if first.read_error is not None:
-                        failure = {"input": first.shard, "name": first.shard_stem, "error": first.read_error}
-                        failed.append(failure)
-                        listener.failed(failure)
-                        continue
-                    if first.shard_stem in markers:   # uncommit before replacing the shard's files
-                        delete(marker_uri(output, first.shard_stem), s3)
-                        del markers[first.shard_stem]
-                    marker = write_shard(shard.samples, output, cfg, config_hash, s3,
-                                         limit=limits[first.shard_stem], started=shard.started)
-                    markers[marker["name"]] = marker
-                    mined_images += marker["images_in"]
-                    listener.committed(marker)
-                    if on_shard:
-                        on_shard(marker)
+                writer = ShardWriter.from_config(cfg, output, config_hash)
+                cpu_start = time.process_time()   # the driver's own work while it streams (Ray Data's threads too)
+                for result in executor.run(todo, stages, writer, on_phase=listener.phase):
+                    if "failed" in result:
+                        failed.append(result["failed"])
+                        listener.failed(result["failed"])
+                    elif "committed" in result and result["committed"]["name"] not in markers:
+                        # (two writes that complete a chunked shard together both report it: counted once)
+                        marker = result["committed"]
+                        markers[marker["name"]] = marker
+                        mined_images += marker["images_in"]
+                        listener.committed(marker)
+                        if on_shard:
+                            on_shard(marker)
             finally:
                 executor.close()
+                delete_tree(join(output, PARTS), s3)   # parts of shards the run did not finish: never committed
+            driver = {"received_bytes": executor.received_bytes,
+                      "cpu_seconds": round(time.process_time() - cpu_start, 3)}
         wall = time.perf_counter() - start
         manifest = build_manifest(output, sorted(markers), cfg, wall, s3,
                                   images_this_run=mined_images, markers=markers,
@@ -183,6 +170,9 @@ def run_mining(cfg: RunConfig, inputs: list[str], output: str, limit: int | None
                                   previous=previous)   # deleted above once writing began; its throughput lives on
         if times is not None and mined_images:   # a run that mined nothing measured no throughput to explain
             manifest["timings"] |= startup_timings(times, manifest["wall_seconds"], imports)
+            manifest["driver"] = driver | {"bytes_per_image": round(driver["received_bytes"] / mined_images, 1),
+                                           "cpu_seconds_per_1000_images":
+                                               round(1000 * driver["cpu_seconds"] / mined_images, 3)}
             validate("manifest", manifest)
         write_manifest(output, manifest, s3)
     return manifest

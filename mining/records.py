@@ -105,3 +105,18 @@ class Sample:
         self.masks = None
         self.region_embeddings = None
         self.entity_embeddings = None
+
+
+@dataclass
+class ShardChunk:
+    """Consecutive samples of one input shard: the unit that flows through the stages and is written. A shard
+    larger than `execution.chunk_size` travels as several chunks (`part` of `parts`), which the write step
+    joins back into one output shard."""
+    uri: str                        # the input shard
+    stem: str                       # its output name
+    limit: int | None               # the --limit cut of this shard, if any (recorded in its marker)
+    part: int
+    parts: int
+    samples: list[Sample]
+    started: float                  # epoch seconds the shard's read began
+    stamps: dict[str, float] = field(default_factory=dict)   # executor-private: model stages' setup figures

@@ -118,6 +118,14 @@ def delete(uri: str, s3: S3Options | None = None) -> None:
         fs.delete_file(path)
 
 
+def delete_tree(uri: str, s3: S3Options | None = None) -> None:
+    """Remove a folder (an S3 prefix) and everything in it, if it exists."""
+    fs, path = filesystem_for(uri, s3)
+    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+        with contextlib.suppress(FileNotFoundError):
+            fs.delete_dir(path)
+
+
 def sweep_temporaries(folder: str, subfolders: tuple[str, ...] = ()) -> int:
     """Remove temporaries that earlier writers left in a local output (killed or failed mid-write): only
     names `write_bytes_atomic` makes, only in `folder` and its `subfolders`. Call only while holding the output's

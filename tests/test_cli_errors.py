@@ -71,7 +71,7 @@ def mined(tmp_path, tiny_cfg):
                        mask_scores=np.ones(1, np.float32), pairs=[Pair(0, 0, 0.5, 0.1, 0.9, [0.5])])
             s.rles = rle_json(square(index, 4)[None])
             samples.append(s)
-        write_shard(samples, str(out), cfg, cfg.config_hash())
+        write_shard(samples, str(out), cfg.config_hash())
         stems.append(stem)
     write_manifest(str(out), build_manifest(str(out), stems, cfg, 1.0))
     return out

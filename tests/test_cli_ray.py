@@ -26,7 +26,8 @@ def ray_run(tmp_path_factory, ray_cluster):
     make_shards(root / "in", shards=3, per_shard=4, size=96)
     out = root / "out"
     result = ovmine("mine", "--config", "configs/tiny.yaml", "--input", str(root / "in" / "{00000..00002}.tar"),
-                    "--output", str(out), "--set", "source.working_size=96", "--json", env=ray_cluster.driver_env)
+                    "--output", str(out), "--set", "source.working_size=96", "--set", "execution.chunk_size=3", "--json",
+                    env=ray_cluster.driver_env)   # shards of 4 in chunks of 3: each written as two parts and joined
     return root, out, result
 
 
@@ -44,6 +45,9 @@ def test_cli_mines_on_ray_and_output_validates(ray_run):
     walls = [timings[k] for k in ("wall_ray_startup", "wall_model_loading", "wall_mining")]
     assert sum(walls) == pytest.approx(manifest["wall_seconds"], abs=0.05)   # the summary's split adds up
     assert manifest["versions"]["ray"] != "not installed"
+    # the workers wrote the shards: the driver got each write's small result, and no part is left over
+    assert 0 < manifest["driver"]["bytes_per_image"] <= 2048 and manifest["driver"]["cpu_seconds"] > 0
+    assert not (out / "_parts").exists()
     figures = check_output(str(out))
     assert figures["images_in"] == figures["images_with_pairs"] + sum(figures["drops"].values())
     text = ovmine("validate", str(out)).stdout
@@ -51,10 +55,12 @@ def test_cli_mines_on_ray_and_output_validates(ray_run):
 
 
 def test_ray_and_local_executors_agree(ray_run, tiny_cfg):
+    """Also: shards mined on Ray in chunks and joined from parts equal shards mined whole in-process."""
     root, out, _ = ray_run
     from mining.config import load_config
 
-    cfg = load_config("configs/tiny.yaml", ["source.working_size=96", "execution.executor=local"])
+    cfg = load_config("configs/tiny.yaml", ["source.working_size=96", "execution.executor=local",
+                                              "execution.chunk_size=null"])
     run_mining(cfg, [str(root / "in")], str(root / "local"))
     assert_same_output(str(out), str(root / "local"))
 

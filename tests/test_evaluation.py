@@ -84,7 +84,7 @@ def mined(tmp_path, tiny_cfg):
     dropped.drop_with(Drop.NO_MASKS)
     no_pairs = Sample(shard=str(shard), shard_stem="00000", key="d", index=3, shard_size=4)
     no_pairs.drop_with(Drop.NO_ENTITIES)
-    write_shard([a, b, dropped, no_pairs], str(out), cfg, cfg.config_hash())
+    write_shard([a, b, dropped, no_pairs], str(out), cfg.config_hash())
     write_manifest(str(out), build_manifest(str(out), ["00000"], cfg, 1.0))
     return str(out)
 
@@ -271,7 +271,7 @@ def overlapping(tmp_path, tiny_cfg):
         samples.append(s)
     cfg = tiny_cfg()
     out = tmp_path / "overlap"
-    write_shard(samples, str(out), cfg, cfg.config_hash())
+    write_shard(samples, str(out), cfg.config_hash())
     write_manifest(str(out), build_manifest(str(out), ["00000"], cfg, 1.0))
     null_margins(str(out))
     return str(out)

@@ -7,7 +7,8 @@ from conftest import jpeg_bytes, scene, write_tar
 from mining.pipeline import run_mining
 from mining.records import Drop, Sample
 from mining.sinks.reader import iter_records, read_pairs
-from mining.stage import Stage
+from mining.config import StageResources
+from mining.stages.base import Stage
 from mining.synthetic import make_shards
 from mining.postrun.validate import check_output
 
@@ -80,7 +81,7 @@ class ExplodingStage(Stage):
 
 def test_one_poisoned_sample_does_not_take_the_batch(tiny_cfg):
     samples = [Sample(shard="x", shard_stem="x", key=k, index=i) for i, k in enumerate(["a", "bad", "c"])]
-    ExplodingStage(tiny_cfg()).run(samples)
+    ExplodingStage(StageResources(batch_size=3)).run(samples)
     assert [s.drop for s in samples] == [None, Drop.STAGE_ERROR, None]
     assert samples[0].captions == ["touched"] and "boom" in samples[1].drop_detail
 
@@ -90,11 +91,12 @@ def test_one_poisoned_sample_does_not_take_the_batch(tiny_cfg):
 def test_every_teacher_and_region_mode_mines(tmp_path, tiny_cfg, tiny_mask2former, tiny_sam, teacher, mode, model):
     shards = make_shards(tmp_path / "in", shards=1, per_shard=2, size=96)
     cfg = tiny_cfg(
-        teacher={"kind": teacher, "min_area": 4, "device": "cpu",
+        teacher={"kind": teacher, "min_area": 4,
                  "mask2former": {"model": tiny_mask2former, "top_n": 6},
                  "sam": {"model": tiny_sam, "points_per_side": 4, "pred_iou_thresh": 0.0,
                          "stability_score_thresh": 0.0}},
-        regions={"mode": mode, "model": model, "device": "cpu"},
+        regions={"mode": mode, "model": model},
+        execution={"executor": "local", "teacher": {"num_gpus": 0}, "regions": {"num_gpus": 0}},
     )
     manifest = run_mining(cfg, [str(shards[0])], str(tmp_path / "out"))
     assert manifest["totals"]["images_in"] == 2

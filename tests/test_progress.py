@@ -138,7 +138,7 @@ def test_the_stats_file_is_written_before_the_marker(tmp_path, tiny_cfg, monkeyp
     monkeypatch.setattr(writer, "write_bytes_atomic", lambda uri, data, s3=None: (written.append(uri),
                                                                                   real(uri, data, s3)))
     gone = Sample(shard="in/abc.tar", shard_stem="abc", key="k", index=0, shard_size=1).drop_with(Drop.NO_MASKS)
-    marker = writer.write_shard([gone], str(tmp_path), tiny_cfg(), "0123456789abcdef", started=1.0e9)
+    marker = writer.write_shard([gone], str(tmp_path), "0123456789abcdef", started=1.0e9)
     assert [uri.split(str(tmp_path))[1] for uri in written[-2:]] == ["/stats/abc.json", "/_done/abc.json"]
     stats = json.loads((tmp_path / "stats" / "abc.json").read_text())
     assert stats["drops"] == {"no_masks": 1} == marker["drops"] and stats["started"].startswith("2001-09-09T01:46:40")

@@ -4,7 +4,7 @@ import torch
 
 from conftest import scene
 from mining.config import ConfigError, build_config
-from mining.regions import RegionStage
+from mining.stages.regions import RegionStage
 from mining.regions.mask_pooling import mask_weights, pool_features
 from mining.regions.masked_crop import mask_boxes, masked_crops
 
@@ -45,8 +45,8 @@ def test_masked_crop_fills_background_and_keeps_box():
 def stage_for(mode, model, scales=(64, 96)):
     """Two scales: image sizes in pooling mode, context ratios of the box in crop mode."""
     multi = {"scales": list(scales)} if mode == "mask_pooling" else {"crop_context": [1.0, 1.5][:len(scales)]}
-    cfg = build_config({"regions": {"mode": mode, "model": model, "pretrained": None, "device": "cpu", **multi}})
-    stage = RegionStage(cfg)
+    cfg = build_config({"regions": {"mode": mode, "model": model, "pretrained": None, **multi}})
+    stage = RegionStage.from_config(cfg)
     stage.setup()
     return stage
 
@@ -123,7 +123,7 @@ def test_clip_loads_a_local_safetensors_checkpoint(tmp_path):
 
 def crop_config(**regions):
     return build_config({"regions": {"mode": "masked_crop", "model": "ovmine-tiny-vit", "pretrained": None,
-                                     "device": "cpu", **regions}})
+                                     **regions}, "execution": {"regions": {"num_gpus": 0}}})
 
 
 def capture_encoded(stage):
@@ -137,7 +137,7 @@ def capture_encoded(stage):
 def test_crops_take_the_working_frame_pixels_with_one_resize():
     # a 64x64 box (the tiny CLIP's input) in a 256-px working frame: the crop must be those very pixels,
     # not a copy shrunk to some "scale" and blown up again
-    stage = RegionStage(crop_config())
+    stage = RegionStage.from_config(crop_config())
     stage.setup()
     image = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
     masks = np.zeros((1, 256, 256), bool)
@@ -182,7 +182,7 @@ def test_crop_fit_stretch_ignores_the_aspect_ratio():
 
 
 def test_each_crop_context_is_one_scale():
-    stage = RegionStage(crop_config(crop_context=[1.0, 2.0], crop_fit="stretch"))
+    stage = RegionStage.from_config(crop_config(crop_context=[1.0, 2.0], crop_fit="stretch"))
     stage.setup()
     image = scene(size=96)
     masks = np.zeros((2, 96, 96), bool)
@@ -218,9 +218,8 @@ def test_crop_mode_rejects_scales_and_pooling_rejects_crop_settings():
 
 def test_pooling_scales_default_to_the_working_size():
     cfg = build_config({"source": {"working_size": 64},
-                        "regions": {"mode": "mask_pooling", "model": "ovmine-tiny-convnext", "pretrained": None,
-                                    "device": "cpu"}})
-    stage = RegionStage(cfg)
+                        "regions": {"mode": "mask_pooling", "model": "ovmine-tiny-convnext", "pretrained": None}})
+    stage = RegionStage.from_config(cfg)
     stage.setup()
     sizes = []
     feature_map = stage.pooler.feature_map
@@ -249,9 +248,9 @@ def local_dir_clip(tmp_path, vision_cfg) -> str:
 ], ids=["timm-vit", "open_clip-vit"])
 def test_mask_pooling_refuses_a_vit_at_setup(tmp_path, vision_cfg):
     model = local_dir_clip(tmp_path, vision_cfg)
-    cfg = build_config({"regions": {"mode": "mask_pooling", "model": model, "pretrained": None, "device": "cpu"}})
+    cfg = build_config({"regions": {"mode": "mask_pooling", "model": model, "pretrained": None}})
     with pytest.raises(ValueError) as err:
-        RegionStage(cfg).setup()
+        RegionStage.from_config(cfg).setup()
     assert "regions.mode=mask_pooling" in str(err.value) and "regions.model" in str(err.value)
 
 
@@ -290,13 +289,32 @@ def test_pooled_size_is_a_multiple_of_the_stride_so_masks_align():
 def test_region_stage_hands_the_models_logit_scale_to_matching(tiny_cfg):
     import math
 
-    from mining.regions import RegionStage
+    from mining.stages.regions import RegionStage
     from mining.records import Entity, Sample
 
-    stage = RegionStage(tiny_cfg())
+    stage = RegionStage.from_config(tiny_cfg())
     stage.setup()
     sample = Sample(shard="s", shard_stem="s", key="k", index=0, image=np.zeros((32, 32, 3), np.uint8),
                     masks=np.ones((1, 32, 32), bool), entities=[Entity("dog", "dog", (0, 3), 0)])
     stage.process([sample])
     assert sample.logit_scale == pytest.approx(math.exp(stage.clip.model.logit_scale.item()))
     assert sample.logit_scale != 100.0   # a random tiny model starts at CLIP's init, 1/0.07
+
+
+def test_masked_crops_of_a_batch_of_images_embed_as_each_alone():
+    # execution.regions.batch_size images share one CLIP forward pass: the result must not depend on it
+    stage = RegionStage.from_config(crop_config(crop_context=[1.0, 1.5]))
+    stage.setup()
+    images = [scene(seed, size=96) for seed in range(3)]
+    masks = []
+    for n in (1, 3, 2):   # a different number of masks per image
+        m = np.zeros((n, 96, 96), bool)
+        for i in range(n):
+            m[i, 10 * i:10 * i + 30, 5 + 20 * i:40 + 20 * i] = True
+        masks.append(m)
+    batched = stage.batch_region_embeddings(images, masks)
+    for image, m, together in zip(images, masks, batched):
+        alone = stage.region_embeddings(image, m)
+        assert [e.shape for e in together] == [(len(m), alone[0].shape[1])] * 2
+        for a, b in zip(together, alone):
+            np.testing.assert_allclose(a, b, atol=1e-5)

@@ -35,12 +35,11 @@ def kept_sample(key, index, size, tiny_cfg_unused=None):
     return s, masks
 
 
-def test_writer_and_reader_round_trip(tmp_path, tiny_cfg):
-    cfg = tiny_cfg()
+def test_writer_and_reader_round_trip(tmp_path):
     a, masks = kept_sample("a", 1, 3)
     b, _ = kept_sample("b", 0, 3)
     dropped = Sample(shard="in/abc.tar", shard_stem="abc", key="c", index=2, shard_size=3).drop_with(Drop.NO_MASKS)
-    marker = write_shard([a, dropped, b], str(tmp_path), cfg, "0123456789abcdef")
+    marker = write_shard([a, dropped, b], str(tmp_path), "0123456789abcdef")
     assert marker["images_in"] == 3 and marker["images_with_pairs"] == 2 and marker["pairs"] == 4
     assert marker["drops"] == {"no_masks": 1} and marker["nouns"] == {"box": 2, "dog": 2}
     records = list(iter_records(str(tmp_path)))
@@ -60,9 +59,9 @@ def test_writer_and_reader_round_trip(tmp_path, tiny_cfg):
 
 def test_rewrite_is_byte_identical(tmp_path, tiny_cfg):
     a, _ = kept_sample("a", 0, 1)
-    write_shard([a], str(tmp_path), tiny_cfg(), "0123456789abcdef")
+    write_shard([a], str(tmp_path), "0123456789abcdef")
     first = (tmp_path / "shards" / "abc.tar").read_bytes()
-    write_shard([a], str(tmp_path), tiny_cfg(), "0123456789abcdef")
+    write_shard([a], str(tmp_path), "0123456789abcdef")
     assert (tmp_path / "shards" / "abc.tar").read_bytes() == first
 
 

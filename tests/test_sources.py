@@ -7,7 +7,8 @@ from PIL import Image
 from conftest import jpeg_bytes, scene, write_tar
 from mining.records import Drop
 from mining.sources import expand_inputs, read_shard
-from mining.sources.decode import DecodeStage, decode_image, extract_captions
+from mining.sources.decode import decode_image, extract_captions
+from mining.stages.decode import DecodeStage
 from mining.sources.uris import InputError
 from mining.synthetic import make_shards
 
@@ -107,7 +108,7 @@ def test_decode_stage_names_every_bad_case(tmp_path, tiny_cfg):
         ("huge.jpg", jpeg_bytes(np.zeros((200, 200, 3), np.uint8))), ("huge.txt", b"a dog"),
     ])
     samples = read_shard(str(shard))
-    DecodeStage(tiny_cfg(source={"max_image_pixels": 20000})).run(samples)
+    DecodeStage.from_config(tiny_cfg(source={"max_image_pixels": 20000})).run(samples)
     reasons = {s.key: s.drop for s in samples}
     assert reasons == {"ok": None, "noimg": Drop.MISSING_IMAGE, "zero": Drop.EMPTY_IMAGE,
                        "corrupt": Drop.DECODE_ERROR, "garbage": Drop.DECODE_ERROR, "nocap": Drop.NO_CAPTION,

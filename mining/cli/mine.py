@@ -18,7 +18,7 @@ from mining.config import load_config
 
 def _ordered(seconds: dict[str, float]) -> list[tuple[str, float]]:
     """Stage figures in the order data flows through the stages (read -> ... -> match), others after."""
-    from mining.stage import FLOW
+    from mining.stages import FLOW
 
     rank = {name: i for i, name in enumerate(FLOW)}
     return sorted(seconds.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0]))

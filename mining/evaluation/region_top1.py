@@ -16,9 +16,9 @@ from mining.teachers.base import resize_mask
 
 class RegionTop1:
     def __init__(self, cfg: RunConfig, gt: GroundTruth) -> None:
-        from mining.regions.stage import RegionStage   # torch and open_clip load only when asked for
+        from mining.stages.regions import RegionStage   # torch and open_clip load only when asked for
 
-        self.stage = RegionStage(cfg)
+        self.stage = RegionStage.from_config(cfg)
         self.stage.setup()
         self.gt = gt
         self.category_ids = [c["id"] for c in gt.categories]

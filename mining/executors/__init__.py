@@ -1,30 +1,22 @@
-"""How stages run: sequentially in-process (local) or as a Ray Data plan (ray). Only this package imports Ray.
+"""How the flow runs: sequentially in-process (local) or as a Ray Data plan (ray). Only this package imports Ray.
 
-Both executors have `start(on_phase)` (Ray's start-up, or nothing), `run(tasks, stages, on_phase)`, which
-yields each input shard's samples as a `MinedShard` once all of them have passed every stage, and `close()`;
-they fill in `times` (a `StartupTimes`) as they go, so that a run can report where its wall time went
-(start-up and model loading apart from the mining itself)."""
+Both executors have `start(on_phase)` (Ray's start-up, or nothing), `run(tasks, stages, writer, on_phase)`,
+which reads each task's shard in chunks, passes every chunk through the stages and the writer where the work
+happens, and yields what each write returns (a committed shard's marker, a written part, or a shard that could
+not be read: see `mining.stages.write`), and `close()`. They fill in `times` (a `StartupTimes`) as they go, so
+that a run can report where its wall time went (start-up and model loading apart from the mining itself), and
+count in `received_bytes` what the driver was sent."""
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from mining.records import Sample
-
 PhaseCallback = Callable[[str], None]   # told "starting ray", "loading models", "mining" as a run gets there
 
-# Executor-private stamps that ride on a sample's `timings` between workers and the driver (the only channel a
-# sample has): popped by the executor before the samples are handed on, so they never reach a marker.
-STAMP = "@"
-READ_AT = STAMP + "read_at"          # epoch seconds a worker began reading the sample's shard
-SETUP_S = STAMP + "setup_s:"         # + stage name: seconds one actor spent in setup()
-READY_AT = STAMP + "ready_at:"       # + stage name: epoch seconds that actor finished setup()
-
-
-@dataclass
-class MinedShard:
-    samples: list[Sample]
-    started: float | None = None   # epoch seconds the shard's read began (None: not known)
+# The keys of a chunk's executor stamps (ShardChunk.stamps), set by a model stage's actor on the first chunk it
+# works on and sent back with the write's result: how long its setup() took, and when it was ready.
+SETUP_S = "setup_s:"         # + stage name: seconds one actor spent in setup()
+READY_AT = "ready_at:"       # + stage name: epoch seconds that actor finished setup()
 
 
 @dataclass
@@ -33,8 +25,14 @@ class StartupTimes:
     ray_startup: float = 0.0      # starting (or joining) Ray
     model_loading: float = 0.0    # from the plan's start until every stage could work
     setup: dict[str, float] = field(default_factory=dict)
+    ready_at: dict[str, float] = field(default_factory=dict)   # per model stage: when its first actor was ready
 
-
-def pop_stamps(sample: Sample) -> dict[str, float]:
-    """Remove the executor stamps from a sample's timings and return them."""
-    return {key: sample.timings.pop(key) for key in [k for k in sample.timings if k.startswith(STAMP)]}
+    def absorb(self, stamps: dict[str, float]) -> None:
+        """Take in the stamps a write result carried back."""
+        for key, value in stamps.items():
+            if key.startswith(SETUP_S):
+                name = key[len(SETUP_S):]
+                self.setup[name] = self.setup.get(name, 0.0) + value
+            elif key.startswith(READY_AT):
+                name = key[len(READY_AT):]
+                self.ready_at[name] = min(value, self.ready_at.get(name, value))

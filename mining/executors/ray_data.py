@@ -1,14 +1,15 @@
-"""Ray Data execution: a streaming plan with one row per sample.
+"""Ray Data execution: a streaming plan with one row per chunk of an input shard.
 
-    shard URIs -> flat_map(read) -> decode (tasks) -> entities, teacher, regions (actor pools) -> match (tasks)
+    shard tasks -> flat_map(read chunks) -> decode (tasks) -> entities, teacher, regions (actor pools)
+                -> match (tasks) -> write (tasks: write and commit on the worker) -> small results to the driver
 
-The driver collects rows by input shard and hands a shard on as soon as all of its samples have arrived
-(the reader stamps each sample with its shard's size), so output shards are written while others are still
-being mined and memory stays bounded by the shards in flight.
+The workers write and commit the output shards; the driver only plans, receives each write's result (a
+committed shard's marker, a written part, a shard that could not be read: a few hundred bytes per chunk) and
+writes the manifest, so neither its memory nor its CPU grows with the images.
 
-Samples travel pickled in a single binary column: they are our own dataclasses going between our own
-workers, exactly what Ray would pickle anyway, but an opaque binary column spares Ray Data a failed attempt
-to convert every batch to Arrow first. Nothing read from a dataset or bucket is ever unpickled.
+Chunks travel pickled in a single binary column: they are our own dataclasses going between our own workers,
+exactly what Ray would pickle anyway, but an opaque binary column spares Ray Data a failed attempt to convert
+every batch to Arrow first. Nothing read from a dataset or bucket is ever unpickled; results come back as JSON.
 
 The console is the caller's: Ray Data's progress bars are off (the CLI draws one bar of its own), and the
 two lines Ray prints for every healthy plan are handled at their source (see `_plan_without_deprecation`
@@ -16,6 +17,7 @@ and `_spend_restart_notice`).
 """
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import signal
@@ -23,7 +25,6 @@ import sys
 import threading
 import time
 import warnings
-from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -32,12 +33,12 @@ import numpy as np
 import ray
 
 from mining.config import RunConfig, StageResources
-from mining.executors import (READ_AT, READY_AT, SETUP_S, MinedShard, PhaseCallback, StartupTimes,
-                              pop_stamps)
+from mining.executors import READY_AT, SETUP_S, PhaseCallback, StartupTimes
 from mining.logs import logger
-from mining.records import Sample
-from mining.sources.shards import read_shard
-from mining.stage import Stage
+from mining.records import ShardChunk
+from mining.stages.base import Stage
+from mining.stages.read import read_chunks
+from mining.stages.write import ShardWriter
 from mining.storage import S3Options
 
 # A Ray instance that ovmine starts for itself serves this machine only: keep it on loopback. Ray rewrites
@@ -45,31 +46,37 @@ from mining.storage import S3Options
 LOCAL_NODE_IP = "127.0.0.2" if sys.platform.startswith("linux") else None
 
 
-def _as_column(samples: list[Sample]) -> dict[str, np.ndarray]:
-    column = np.empty(len(samples), dtype=object)
-    column[:] = [pickle.dumps(s, protocol=5) for s in samples]
-    return {"sample": column}
+def _as_column(chunks: list[ShardChunk]) -> dict[str, np.ndarray]:
+    column = np.empty(len(chunks), dtype=object)
+    column[:] = [pickle.dumps(c, protocol=5) for c in chunks]
+    return {"chunk": column}
 
 
-def _from_column(batch: dict[str, np.ndarray]) -> list[Sample]:
-    return [pickle.loads(b) for b in batch["sample"]]
+def _from_column(batch: dict[str, np.ndarray]) -> list[ShardChunk]:
+    return [pickle.loads(b) for b in batch["chunk"]]
 
 
-def _read_rows(row: dict[str, Any], s3: S3Options) -> list[dict[str, bytes]]:
-    started = time.time()
-    samples = read_shard(row["uri"], s3, row["max_samples"])
-    if samples:
-        samples[0].timings[READ_AT] = started
-    return [{"sample": pickle.dumps(s, protocol=5)} for s in samples]
+def _read_rows(row: dict[str, Any], s3: S3Options, chunk_size: int | None) -> list[dict[str, bytes]]:
+    return [{"chunk": pickle.dumps(c, protocol=5)}
+            for c in read_chunks(row["uri"], row["max_samples"], chunk_size, s3)]
 
 
 def _run_task_stage(batch: dict[str, np.ndarray], stage: Stage) -> dict[str, np.ndarray]:
-    return _as_column(stage.run(_from_column(batch)))
+    chunks = _from_column(batch)
+    for chunk in chunks:
+        stage.run(chunk.samples)
+    return _as_column(chunks)
+
+
+def _write_rows(batch: dict[str, np.ndarray], writer: ShardWriter) -> dict[str, np.ndarray]:
+    column = np.empty(len(batch["chunk"]), dtype=object)
+    column[:] = [json.dumps(writer.write(chunk), separators=(",", ":")).encode() for chunk in _from_column(batch)]
+    return {"result": column}
 
 
 class _StageActor:
-    """Holds one stage on a Ray actor; setup() (model loading) runs once, in the actor. Its first batch out
-    carries how long that took and when it was done, for the driver's start-up figures."""
+    """Holds one stage on a Ray actor; setup() (model loading) runs once, in the actor. The first chunk it
+    passes on carries how long that took and when it was done, for the driver's start-up figures."""
 
     def __init__(self, stage: Stage) -> None:
         self.stage = stage
@@ -78,11 +85,13 @@ class _StageActor:
                                                 READY_AT + stage.name: time.time()}
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        samples = self.stage.run(_from_column(batch))
-        if self.stamps and samples:
-            samples[0].timings.update(self.stamps)
+        chunks = _from_column(batch)
+        for chunk in chunks:
+            self.stage.run(chunk.samples)
+        if self.stamps and chunks:
+            chunks[0].stamps.update(self.stamps)
             self.stamps = None
-        return _as_column(samples)
+        return _as_column(chunks)
 
 
 def resolve_gpus(res: StageResources) -> float:
@@ -164,6 +173,7 @@ class RayExecutor:
         self.cfg, self.s3 = cfg, s3
         self.started_ray = False
         self.times = StartupTimes()
+        self.received_bytes = 0   # the results the driver was sent: the whole of what it receives per chunk
 
     def _init_ray(self) -> None:
         start = time.perf_counter()
@@ -188,18 +198,28 @@ class RayExecutor:
         log_once("ray_data_progress_manager_disabled")   # spends Ray's warning that we turned them off
 
     def _apply(self, ds: ray.data.Dataset, stage: Stage) -> ray.data.Dataset:
-        res = self.cfg.execution.resources(stage.name)
-        common = dict(batch_size=res.batch_size, num_cpus=res.num_cpus, num_gpus=resolve_gpus(res),
-                      batch_format="numpy", zero_copy_batch=False)
+        """One row is one chunk: a stage's call gets one chunk and works through it in its own batch size."""
+        res = stage.resources
+        common = dict(batch_size=1, num_cpus=res.num_cpus, num_gpus=resolve_gpus(res), batch_format="numpy",
+                      zero_copy_batch=False)
         ex = self.cfg.execution
         if stage.loads_models:
-            # a dead actor (its worker or node lost) is restarted and its in-flight batches retried
+            # a dead actor (its worker or node lost) is restarted and its in-flight calls are retried until it is
+            # back (max_actor_restarts bounds that): while a lost node is not yet declared dead, each call to its
+            # actors fails at once as "unavailable", so a count of retries would run out in milliseconds
             return ds.map_batches(_StageActor, fn_constructor_args=(stage,),
                                   compute=ray.data.ActorPoolStrategy(size=res.concurrency),
-                                  max_restarts=ex.max_actor_restarts, max_task_retries=ex.max_retries, **common)
+                                  max_restarts=ex.max_actor_restarts, max_task_retries=-1, **common)
         return ds.map_batches(_run_task_stage, fn_kwargs={"stage": stage},
                               compute=ray.data.TaskPoolStrategy(size=res.concurrency),
                               max_retries=ex.max_retries, **common)
+
+    def _write(self, ds: ray.data.Dataset, writer: ShardWriter) -> ray.data.Dataset:
+        """Writing is I/O: a retried write rewrites the same files, and only its marker commits a shard."""
+        res = writer.resources
+        return ds.map_batches(_write_rows, fn_kwargs={"writer": writer}, batch_size=1, batch_format="numpy",
+                              num_cpus=res.num_cpus, compute=ray.data.TaskPoolStrategy(size=res.concurrency),
+                              max_retries=self.cfg.execution.max_retries, zero_copy_batch=False)
 
     def start(self, on_phase: PhaseCallback | None = None) -> None:
         """Start (or join) Ray; timed as the run's Ray start-up."""
@@ -207,47 +227,35 @@ class RayExecutor:
             on_phase("starting ray")
         self._init_ray()
 
-    def run(self, tasks, stages: list[Stage], on_phase: PhaseCallback | None = None) -> Iterator[MinedShard]:
+    def run(self, tasks, stages: list[Stage], writer: ShardWriter,
+            on_phase: PhaseCallback | None = None) -> Iterator[dict[str, Any]]:
         """Build and stream the plan; tells `on_phase` "mining" once every model stage has an actor ready."""
         phase = on_phase or (lambda name: None)
         if not ray.is_initialized():
             self.start(on_phase)
         items = [{"uri": t.uri, "max_samples": t.max_samples} for t in tasks]
+        ex = self.cfg.execution
         with _plan_without_deprecation():
             ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
             # reading is I/O-bound: a full CPU per read task would starve the actor pools on small machines
-            ds = ds.flat_map(_read_rows, fn_kwargs={"s3": self.s3}, num_cpus=self.cfg.execution.decode.num_cpus,
-                             max_retries=self.cfg.execution.max_retries)
+            ds = ds.flat_map(_read_rows, fn_kwargs={"s3": self.s3, "chunk_size": ex.chunk_size},
+                             num_cpus=ex.decode.num_cpus, max_retries=ex.max_retries)
             for stage in stages:
                 ds = self._apply(ds, stage)
+            ds = self._write(ds, writer)
         waiting = {s.name for s in stages if s.loads_models}   # model stages with no actor ready yet
-        ready_at: dict[str, float] = {}
         plan_start = time.time()
-        pending: dict[str, list[Sample]] = defaultdict(list)
-        started: dict[str, float] = {}
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            for sample in _from_column(batch):
-                for key, value in pop_stamps(sample).items():
-                    if key == READ_AT:
-                        started[sample.shard_stem] = min(value, started.get(sample.shard_stem, value))
-                    elif key.startswith(SETUP_S):
-                        name = key[len(SETUP_S):]
-                        self.times.setup[name] = self.times.setup.get(name, 0.0) + value
-                    elif key.startswith(READY_AT):
-                        name = key[len(READY_AT):]
-                        ready_at[name] = min(value, ready_at.get(name, value))
-                if waiting and waiting <= set(ready_at):
+            for raw in batch["result"]:
+                self.received_bytes += len(raw)
+                result = json.loads(raw)
+                self.times.absorb(result.pop("stamps"))
+                if waiting and waiting <= set(self.times.ready_at):
                     # wall clocks of different nodes: close enough for seconds, never negative
-                    self.times.model_loading = max(0.0, max(ready_at.values()) - plan_start)
+                    self.times.model_loading = max(0.0, max(self.times.ready_at.values()) - plan_start)
                     waiting = set()
                     phase("mining")
-                bucket = pending[sample.shard_stem]
-                bucket.append(sample)
-                if len(bucket) == sample.shard_size:
-                    yield MinedShard(pending.pop(sample.shard_stem), started.pop(sample.shard_stem, None))
-        if pending:  # cannot happen unless rows were lost; say so loudly rather than write partial shards
-            raise RuntimeError(f"Ray run ended with incomplete shards: "
-                               f"{ {k: len(v) for k, v in pending.items()} }")
+                yield result
         logger.info("ray executor finished %d shard(s)", len(tasks))
 
     def close(self) -> None:

@@ -18,7 +18,6 @@ import pyarrow.parquet as pq
 from pycocotools import mask as mask_utils
 from webdataset import TarWriter
 
-from mining.config import RunConfig
 from mining.records import Drop, Sample
 from mining.schemas import (MARKER_VERSION, PAIRS_VERSION, RECORD_VERSION, STATUS_VERSION, arrow_schema, validate,
                             validate_table)
@@ -79,6 +78,21 @@ def shard_counts(samples: list[Sample]) -> dict[str, Any]:
             "timings": {k: round(v, 6) for k, v in sorted(timings.items())}, "nouns": dict(nouns.most_common())}
 
 
+def merge_counts(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The counts of a shard from those of its chunks (each from `shard_counts`), as if counted at once."""
+    drops: Counter[str] = Counter()
+    timings: Counter[str] = Counter()
+    nouns: Counter[str] = Counter()
+    for part in parts:
+        drops.update(part["drops"])
+        timings.update(part["timings"])
+        nouns.update(part["nouns"])
+    totals = {key: sum(p[key] for p in parts) for key in ("images_in", "images_with_pairs", "pairs")}
+    return {**totals, "unique_nouns": len(nouns), "drops": dict(sorted(drops.items())),
+            "errors": [e for p in parts for e in p["errors"]],
+            "timings": {k: round(v, 6) for k, v in sorted(timings.items())}, "nouns": dict(nouns.most_common())}
+
+
 def status_rows(samples: list[Sample]) -> list[dict[str, Any]]:
     """Every real sample's fate, in input order: kept, or its drop reason with the detail."""
     return [{"schema_version": STATUS_VERSION, "key": s.key, "index": s.index,
@@ -113,22 +127,26 @@ def parquet_bytes(name: str, rows: list[dict[str, Any]]) -> bytes:
     return buf.getvalue()
 
 
+def records_tar(records: list[tuple[dict[str, Any], bytes | None]]) -> bytes:
+    """A webdataset tar of validated records, each with its image bytes (or None)."""
+    tar_buf = io.BytesIO()
+    with TarWriter(tar_buf, mtime=0) as tar:   # fixed mtime: reruns write identical bytes
+        for record, image in records:
+            validate("record", record)
+            member = {"__key__": record["key"], "json": json.dumps(record, separators=(",", ":")).encode()}
+            if record["image"]:
+                member[record["image"]] = image
+            tar.write(member)
+    return tar_buf.getvalue()
+
+
 def write_shard_files(output: str, stem: str, records: list[tuple[dict[str, Any], bytes | None]],
                       marker: dict[str, Any], s3: S3Options | None = None,
                       status: list[dict[str, Any]] | None = None, stats: dict[str, Any] | None = None) -> None:
     """Write validated records (each with its image bytes, or None), their pairs table, the status of every
     sample and the shard's stats (when given: curated outputs have neither), then the marker."""
-    tar_buf = io.BytesIO()
-    rows: list[dict[str, Any]] = []
-    with TarWriter(tar_buf, mtime=0) as tar:   # fixed mtime: reruns write identical bytes
-        for record, image in records:
-            validate("record", record)
-            rows.extend(pair_rows(stem, record))
-            member = {"__key__": record["key"], "json": json.dumps(record, separators=(",", ":")).encode()}
-            if record["image"]:
-                member[record["image"]] = image
-            tar.write(member)
-    write_bytes_atomic(shard_uri(output, stem), tar_buf.getvalue(), s3)
+    rows = [row for record, _ in records for row in pair_rows(stem, record)]
+    write_bytes_atomic(shard_uri(output, stem), records_tar(records), s3)
     write_bytes_atomic(pairs_uri(output, stem), parquet_bytes("pairs", rows), s3)
     if status is not None:
         write_bytes_atomic(status_uri(output, stem), parquet_bytes("status", status), s3)
@@ -139,16 +157,20 @@ def write_shard_files(output: str, stem: str, records: list[tuple[dict[str, Any]
                                                             indent=1).encode(), s3)
 
 
-def write_shard(samples: list[Sample], output: str, cfg: RunConfig, config_hash: str,
-                s3: S3Options | None = None, limit: int | None = None,
-                started: float | None = None) -> dict[str, Any]:
+def shard_records(samples: list[Sample], image_ext: str | None) -> list[tuple[dict[str, Any], bytes | None]]:
+    """The records of the kept samples (those with pairs), in input order, with their image bytes."""
+    return [(build_record(s, image_ext), s.image_bytes) for s in sorted(samples, key=lambda s: s.index)
+            if s.alive and s.pairs]
+
+
+def write_shard(samples: list[Sample], output: str, config_hash: str, s3: S3Options | None = None,
+                limit: int | None = None, started: float | None = None,
+                image_ext: str | None = None) -> dict[str, Any]:
     """Write one mined input shard and commit it; returns the marker (`limit`: the --limit cut, if any;
-    `started`: epoch seconds its reading began, for the stats file)."""
-    samples = sorted(samples, key=lambda s: s.index)   # executors may deliver out of order
+    `started`: epoch seconds its reading began, for the stats file; `image_ext`: 'jpg' or 'png' when the
+    records keep their image)."""
     stem, source = samples[0].shard_stem, samples[0].shard
-    image_ext = cfg.output.image_format if cfg.output.write_images else None
-    records = [(build_record(s, image_ext), s.image_bytes) for s in samples if s.alive and s.pairs]
     marker = {"input": source, "name": stem, "config_hash": config_hash, "limit": limit, **shard_counts(samples)}
-    write_shard_files(output, stem, records, marker, s3, status=status_rows(samples),
+    write_shard_files(output, stem, shard_records(samples, image_ext), marker, s3, status=status_rows(samples),
                       stats=shard_stats(marker, started, time.time()))
     return marker

@@ -1,4 +1,5 @@
-"""Decode stage: raw tar members -> RGB image in the working frame + the captions to use."""
+"""Decoding raw tar members: the RGB image in the working frame, and the captions to use (the decode stage,
+`mining.stages.decode`, applies them)."""
 from __future__ import annotations
 
 import io
@@ -7,9 +8,6 @@ import json
 import numpy as np
 from PIL import Image, ImageOps
 
-from mining.records import Drop, Sample
-from mining.sources.shards import IMAGE_EXTS
-from mining.stage import Stage
 
 # We apply our own pixel limit before decoding; Pillow's own guard would raise on the same images
 # with a less useful message, and warn on ones our limit allows.
@@ -83,35 +81,3 @@ def decode_image(raw: bytes, max_pixels: int, working_size: int) -> tuple[np.nda
         if scale < 1:
             im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.BICUBIC)
         return np.asarray(im, dtype=np.uint8).copy(), orig
-
-
-class DecodeStage(Stage):
-    name = "decode"
-
-    def process(self, samples: list[Sample]) -> None:
-        src = self.cfg.source
-        for sample in samples:
-            members = sample.members
-            image_ext = next((e for e in IMAGE_EXTS if e in members), None)
-            if image_ext is None:
-                sample.drop_with(Drop.MISSING_IMAGE, f"members: {sorted(members)}")
-                continue
-            captions, bad_utf8 = extract_captions(members, src.caption_json_fields, src.captions_per_image)
-            if not captions:
-                sample.drop_with(Drop.CAPTION_NOT_UTF8 if bad_utf8 else Drop.NO_CAPTION)
-                continue
-            raw = members[image_ext]
-            if not raw:
-                sample.drop_with(Drop.EMPTY_IMAGE)
-                continue
-            try:
-                sample.image, sample.orig_size = decode_image(raw, src.max_image_pixels, src.working_size)
-            except OverflowError as exn:
-                sample.drop_with(Drop.IMAGE_TOO_LARGE, str(exn))
-                continue
-            except Exception as exn:  # PIL raises many types for corrupt data
-                sample.drop_with(Drop.DECODE_ERROR, f"{type(exn).__name__}: {exn}")
-                continue
-            sample.frame_size = (sample.image.shape[1], sample.image.shape[0])
-            sample.captions = captions
-            sample.members = {}  # raw bytes are not needed downstream

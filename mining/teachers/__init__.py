@@ -1,5 +1,4 @@
-"""Class-agnostic mask teachers behind one protocol, and the stage that runs the configured one."""
+"""Class-agnostic mask teachers behind one protocol (the stage that runs them is `mining.stages.teacher`)."""
 from mining.teachers.base import Teacher, postfilter_masks
-from mining.teachers.stage import TeacherStage, build_teacher
 
-__all__ = ["Teacher", "TeacherStage", "build_teacher", "postfilter_masks"]
+__all__ = ["Teacher", "postfilter_masks"]

@@ -1,24 +1,29 @@
-"""The stage contract: picklable config in `__init__`, models loaded in `setup()` on the worker,
-`process(samples)` fills in live samples. Stages never import Ray; executors decide where they run."""
+"""The stage contract. A stage describes itself: `from_config` takes its own section of the run's config and
+its resources (`execution.<name>`: CPUs, GPUs, concurrency, and the batch size it works in); `setup()`, if a
+stage has one, loads models once on the worker, and such a stage wants a long-lived actor; `process(samples)`
+fills in live samples. Stages never import Ray; executors decide where they run from what stages declare."""
 from __future__ import annotations
 
 from time import perf_counter
+from typing import ClassVar
 
-from mining.config import RunConfig
+from mining.config import RunConfig, StageResources
 from mining.logs import logger, warn_limited
 from mining.records import Drop, Sample
 
 
-FLOW = ("decode", "entities", "teacher", "regions", "match")   # stage names, in the order data flows through them
-
-
 class Stage:
-    name: str = "stage"
+    name: ClassVar[str] = "stage"
 
-    def __init__(self, cfg: RunConfig) -> None:
-        self.cfg = cfg
+    def __init__(self, resources: StageResources) -> None:
+        self.resources = resources
         self._ready = False
         self.setup_seconds = 0.0   # wall seconds prepare() spent in setup() in this process
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig) -> "Stage":
+        """The stage built from its own section of `cfg` and its `execution.<name>` resources."""
+        raise NotImplementedError
 
     def setup(self) -> None:
         """Load models; runs once per worker, after the stage has been shipped there."""
@@ -39,19 +44,21 @@ class Stage:
         self._ready = True
 
     def process(self, samples: list[Sample]) -> None:
-        """Work on live samples in place; drop a sample with `sample.drop_with(reason)`."""
+        """Work on a batch of live samples in place; drop a sample with `sample.drop_with(reason)`."""
         raise NotImplementedError
 
     def run(self, samples: list[Sample]) -> list[Sample]:
-        """Process the live samples of a batch; dropped ones pass through untouched.
-
-        If the batch raises, each sample is retried alone so that one poisoned sample is dropped as
-        `stage_error` without taking the others with it.
-        """
+        """Process the live samples, `resources.batch_size` at a time; dropped ones pass through untouched."""
         self.prepare()
         live = [s for s in samples if s.alive]
-        if not live:
-            return samples
+        size = self.resources.batch_size
+        for start in range(0, len(live), size):
+            self._run_batch(live[start:start + size])
+        return samples
+
+    def _run_batch(self, live: list[Sample]) -> None:
+        """If the batch raises, each sample is retried alone so that one poisoned sample is dropped as
+        `stage_error` without taking the others with it."""
         start = perf_counter()
         try:
             self.process(live)
@@ -66,4 +73,3 @@ class Stage:
         per_sample = (perf_counter() - start) / len(live)
         for sample in live:
             sample.timings[self.name] = sample.timings.get(self.name, 0.0) + per_sample
-        return samples

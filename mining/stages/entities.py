@@ -1,0 +1,30 @@
+"""Entities: the visual nouns of each image's captions (spaCy), the things a mask can be matched to."""
+from __future__ import annotations
+
+from mining.config import EntitiesConfig, RunConfig, StageResources
+from mining.entities.spacy_parser import SpacyEntityParser
+from mining.records import Drop, Sample
+from mining.stages.base import Stage
+
+
+class EntityStage(Stage):
+    name = "entities"
+
+    def __init__(self, entities: EntitiesConfig, resources: StageResources) -> None:
+        super().__init__(resources)
+        self.settings = entities
+        self.parser: SpacyEntityParser | None = None
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig) -> "EntityStage":
+        return cls(cfg.entities, cfg.execution.entities)
+
+    def setup(self) -> None:
+        self.parser = SpacyEntityParser(self.settings)
+
+    def process(self, samples: list[Sample]) -> None:
+        assert self.parser is not None
+        for sample in samples:
+            sample.entities = self.parser.parse(sample.captions)
+            if not sample.entities:
+                sample.drop_with(Drop.NO_ENTITIES)

@@ -1,0 +1,42 @@
+"""Match: pairs from embeddings, then the sample is made light for the writer (masks become COCO RLE, the
+image is encoded if the output keeps images, embeddings and pixels are released)."""
+from __future__ import annotations
+
+import io
+
+from PIL import Image
+
+from mining.config import MatchConfig, RunConfig, StageResources
+from mining.matching import match
+from mining.records import Drop, Sample
+from mining.stages.base import Stage
+from mining.teachers.base import rle_json
+
+
+class MatchStage(Stage):
+    name = "match"
+
+    def __init__(self, match: MatchConfig, resources: StageResources, image_format: str | None = None) -> None:
+        """`image_format`: 'jpg' or 'png' when the output stores images (output.write_images), else None."""
+        super().__init__(resources)
+        self.settings, self.image_format = match, image_format
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig) -> "MatchStage":
+        return cls(cfg.match, cfg.execution.match, cfg.output.image_format if cfg.output.write_images else None)
+
+    def process(self, samples: list[Sample]) -> None:
+        for sample in samples:
+            sample.pairs = match(sample.region_embeddings, sample.entity_embeddings, self.settings,
+                                 [e.count for e in sample.entities], sample.logit_scale,
+                                 [e.captions() for e in sample.entities])
+            if not sample.pairs:
+                sample.drop_with(Drop.NO_CONFIDENT_PAIR)
+                continue
+            sample.rles = rle_json(sample.masks)
+            if self.image_format is not None:
+                buf = io.BytesIO()
+                fmt = "JPEG" if self.image_format == "jpg" else "PNG"
+                Image.fromarray(sample.image).save(buf, format=fmt, quality=90)
+                sample.image_bytes = buf.getvalue()
+            sample.release_heavy()

@@ -1,0 +1,22 @@
+"""Read: an input shard -> its samples, cut into chunks of `execution.chunk_size` (the unit of work of every
+later stage and of the write). Reading never raises: an unreadable shard is one chunk holding one sentinel
+sample with its `read_error`, which the write step reports instead of committing."""
+from __future__ import annotations
+
+import time
+
+from mining.records import ShardChunk
+from mining.sources.shards import read_shard
+from mining.sources.uris import shard_stem
+from mining.storage import S3Options
+
+
+def read_chunks(uri: str, max_samples: int | None, chunk_size: int | None,
+                s3: S3Options | None = None) -> list[ShardChunk]:
+    """The shard's samples (its first `max_samples`, if given) in chunks of `chunk_size` (None: one chunk)."""
+    started = time.time()
+    samples = read_shard(uri, s3, max_samples)
+    size = chunk_size or len(samples)
+    runs = [samples[i:i + size] for i in range(0, len(samples), size)]
+    return [ShardChunk(uri=uri, stem=shard_stem(uri), limit=max_samples, part=i, parts=len(runs), samples=run,
+                       started=started) for i, run in enumerate(runs)]

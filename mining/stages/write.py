@@ -1,0 +1,44 @@
+"""Write: the last step, run on the workers. A chunk that holds its whole shard is written and committed at
+once (shards/, pairs/, status/, stats/, then the _done marker); a shard mined in chunks is written as parts
+and committed by the write that completes it (`mining.sinks.parts`). What goes back to the driver is small:
+the marker of a committed shard, a note of a written part, or why a shard could not be read."""
+from __future__ import annotations
+
+from typing import Any
+
+from mining.config import RunConfig, StageResources
+from mining.records import ShardChunk
+from mining.sinks.parts import write_part
+from mining.sinks.writer import write_shard
+from mining.storage import S3Options
+
+
+class ShardWriter:
+    name = "write"
+
+    def __init__(self, output: str, config_hash: str, resources: StageResources, image_ext: str | None = None,
+                 s3: S3Options | None = None) -> None:
+        self.output, self.config_hash, self.resources = output, config_hash, resources
+        self.image_ext, self.s3 = image_ext, s3
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig, output: str, config_hash: str) -> "ShardWriter":
+        image_ext = cfg.output.image_format if cfg.output.write_images else None
+        return cls(output, config_hash, cfg.execution.write, image_ext, S3Options.from_source(cfg.source))
+
+    def write(self, chunk: ShardChunk) -> dict[str, Any]:
+        """Write the chunk; returns {"committed": marker}, {"part": ...} or {"failed": ...}, and the chunk's
+        executor stamps under "stamps"."""
+        first = chunk.samples[0]
+        if first.read_error is not None:
+            return {"failed": {"input": chunk.uri, "name": chunk.stem, "error": first.read_error},
+                    "stamps": chunk.stamps}
+        if chunk.parts == 1:
+            marker = write_shard(chunk.samples, self.output, self.config_hash, self.s3, limit=chunk.limit,
+                                 started=chunk.started, image_ext=self.image_ext)
+        else:
+            marker = write_part(chunk, self.output, self.config_hash, self.s3, self.image_ext)
+        if marker is None:
+            return {"part": {"name": chunk.stem, "part": chunk.part, "parts": chunk.parts,
+                             "images": sum(not s.sentinel for s in chunk.samples)}, "stamps": chunk.stamps}
+        return {"committed": marker, "stamps": chunk.stamps}
