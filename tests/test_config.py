@@ -23,6 +23,22 @@ def test_unknown_field_is_named():
     assert "unknown field" in str(err.value)
 
 
+def test_retired_settings_name_their_new_place():
+    # one batch size and one device setting per stage: the stage sections' own copies are gone
+    with pytest.raises(ConfigError, match=r"teacher.device: no longer a setting: use execution.teacher.num_gpus"):
+        build_config({"teacher": {"device": "cpu"}})
+    with pytest.raises(ConfigError, match=r"--set regions.batch_size=32: no longer a setting: use "
+                                          r"execution.regions.batch_size"):
+        build_config({}, ["regions.batch_size=32"])
+
+
+def test_chunking_is_execution_not_output():
+    base = build_config({})
+    assert build_config({"execution": {"chunk_size": 8}}).config_hash() == base.config_hash()
+    with pytest.raises(ConfigError, match="execution.chunk_size"):
+        build_config({"execution": {"chunk_size": 0}})
+
+
 def test_bad_value_is_named():
     with pytest.raises(ConfigError) as err:
         build_config({"teacher": {"kind": "yolo"}})
