@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psutil
 
-from mining.synthetic import make_shards
+from mining.toyworld.make import make_shards
 
 
 def measure(cmd: list[str]) -> tuple[float, float, float]:

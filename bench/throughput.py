@@ -15,7 +15,7 @@ from pathlib import Path
 
 from mining.config import load_config
 from mining.pipeline import run_mining
-from mining.synthetic import make_shards
+from mining.toyworld.make import make_shards
 
 
 def main() -> None:

@@ -135,7 +135,7 @@ def fault_reference(tmp_path_factory) -> Path:
     run of the same config must reproduce however it was interrupted."""
     from mining.config import load_config
     from mining.pipeline import run_mining
-    from mining.synthetic import make_shards
+    from mining.toyworld.make import make_shards
 
     root = tmp_path_factory.mktemp("fault")
     make_shards(root / "in", shards=FAULT_SHARDS, per_shard=FAULT_PER_SHARD, size=96)

@@ -10,7 +10,7 @@ import pytest
 
 from mining.pipeline import run_mining
 from mining.sinks.reader import read_manifest
-from mining.synthetic import make_shards
+from mining.toyworld.make import make_shards
 from mining.postrun.validate import check_output
 from same_output import assert_same_output
 

@@ -18,7 +18,7 @@ from mining.records import Drop
 from mining.sinks.layout import OutputHoldsInputs
 from mining.sinks.lease import OutputBusy, OutputLease, OutputNotWritable
 from mining.sources import read_shard
-from mining.synthetic import make_shards
+from mining.toyworld.make import make_shards
 from mining.postrun.validate import check_output
 
 

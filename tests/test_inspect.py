@@ -18,7 +18,7 @@ from mining.pipeline import run_mining
 from mining.sinks.reader import iter_records, read_manifest, read_pairs
 from mining.postrun.stats import compute_stats
 from mining.storage import S3Options
-from mining.synthetic import make_shards
+from mining.toyworld.make import make_shards
 from mining.postrun.validate import check_output
 
 

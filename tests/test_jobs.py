@@ -8,7 +8,7 @@ import time
 import pytest
 
 from mining.sinks.reader import read_manifest
-from mining.synthetic import make_shards
+from mining.toyworld.make import make_shards
 
 pytestmark = pytest.mark.timeout(900)
 

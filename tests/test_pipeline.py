@@ -9,7 +9,7 @@ from mining.records import Drop, Sample
 from mining.sinks.reader import iter_records, read_pairs
 from mining.config import StageResources
 from mining.stages.base import Stage
-from mining.synthetic import make_shards
+from mining.toyworld.make import make_shards
 from mining.postrun.validate import check_output
 
 GOOD = [f"good{i}" for i in range(3)]

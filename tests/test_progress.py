@@ -16,7 +16,7 @@ from mining.cli.mine import ConsoleProgress, Tally, progress_mode, wall_breakdow
 from mining.postrun.validate import check_output
 from mining.records import Drop, Sample
 from mining.schemas import validate
-from mining.synthetic import make_shards
+from mining.toyworld.make import make_shards
 
 TINY = ["--config", "configs/tiny.yaml", "--set", "source.working_size=64"]
 

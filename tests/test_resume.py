@@ -6,7 +6,7 @@ import pytest
 
 from mining.pipeline import run_mining
 from mining.sinks.commits import OutputConflict
-from mining.synthetic import make_shards
+from mining.toyworld.make import make_shards
 from mining.postrun.validate import check_output
 from same_output import assert_same_output, differences
 

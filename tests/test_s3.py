@@ -11,7 +11,7 @@ import torch
 from mining.config import build_config
 from mining.pipeline import run_mining
 from mining.sinks.reader import iter_records, read_manifest, read_pairs
-from mining.synthetic import make_shards
+from mining.toyworld.make import make_shards
 from mining.postrun.validate import check_output
 
 from conftest import TINY

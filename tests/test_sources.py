@@ -10,7 +10,7 @@ from mining.sources import expand_inputs, read_shard
 from mining.sources.decode import decode_image, extract_captions
 from mining.stages.decode import DecodeStage
 from mining.sources.uris import InputError
-from mining.synthetic import make_shards
+from mining.toyworld.make import make_shards
 
 
 def test_expand_dir_brace_glob_and_file(tmp_path):

@@ -18,7 +18,7 @@ from mining.postrun.stats import compute_stats
 from mining.sinks.commits import committed_markers
 from mining.sinks.manifest import build_manifest
 from mining.sinks.reader import iter_records, read_manifest, read_pairs
-from mining.synthetic import make_shards
+from mining.toyworld.make import make_shards
 
 DROPPED = {"decode_error": 1, "no_caption": 1, "no_entities": 1}
 

@@ -15,7 +15,7 @@ from mining.sinks.reader import list_files
 from mining.stages import build_stages
 from mining.stages.read import read_chunks
 from mining.stages.write import ShardWriter
-from mining.synthetic import make_shards
+from mining.toyworld.make import make_shards
 from same_output import assert_same_output
 
 

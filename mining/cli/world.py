@@ -66,7 +66,7 @@ def cmd_parse(args: argparse.Namespace) -> int:
 
 
 def cmd_sample_data(args: argparse.Namespace) -> int:
-    from mining.synthetic import make_shards
+    from mining.toyworld.make import make_shards
 
     paths = make_shards(args.out, shards=args.shards, per_shard=args.per_shard, seed=args.seed, size=args.size,
                         overwrite=args.overwrite)
@@ -113,7 +113,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "and noun precision/recall on stderr")
     p.set_defaults(func=cmd_parse)
 
-    p = add_command(sub, "sample-data", "write a small generated image–caption dataset (webdataset shards)",
+    p = add_command(sub, "sample-data", "write a small toy-world image–caption dataset (webdataset shards, no ground truth)",
                     "ovmine sample-data data/ --shards 2 --per-shard 16")
     p.add_argument("out", metavar="FOLDER", help="a new or empty folder: FOLDER/00000.tar, ...")
     add_generator_args(p, shards=2, per_shard=16)

@@ -1,5 +1,6 @@
 """Write a toy world: webdataset shards exactly like img2dataset output ({key}.jpg, {key}.txt, {key}.json)
-and the ground truth as one COCO instances file (RLE masks, category names and their synonyms).
+and the ground truth as one COCO instances file (RLE masks, category names and their synonyms); or the shards
+alone (`make_shards`: `ovmine sample-data` and the tests' inputs).
 
 Every image is drawn from its own generator seeded by (seed, shard, index), so a world is the same on every
 machine and any image can be re-rendered alone.
@@ -10,16 +11,17 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
+import pyarrow.fs as pafs
 from PIL import Image
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 from webdataset import TarWriter
 
 from mining.sinks.reader import list_files
-from mining.storage import S3Options, join, write_bytes_atomic
-from mining.synthetic import prepare_dataset_folder
+from mining.storage import S3Options, delete, filesystem_for, join, write_bytes_atomic
 from mining.teachers.base import rle_json
 from mining.toyworld.captions import caption_scene
 from mining.toyworld.scene import Scene, render_scene
@@ -69,6 +71,51 @@ def jpeg(image: np.ndarray, quality: int) -> bytes:
     return buf.getvalue()
 
 
+def prepare_dataset_folder(out: str, earlier: list[str], overwrite: bool, s3: S3Options | None = None) -> None:
+    """A generated dataset goes into a new or empty folder (local or an S3 prefix): new shards written over part
+    of an older set would leave a mixed dataset. With `overwrite`, the `earlier` dataset's files are removed
+    first; nothing else in `out` is touched."""
+    fs, path = filesystem_for(out, s3)
+    kind = fs.get_file_info(path).type
+    if kind == pafs.FileType.File:
+        raise ValueError(f"{out} is a file: a dataset needs a folder")
+    if kind == pafs.FileType.NotFound:
+        return
+    entries = sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)))
+    if not entries:
+        return
+    if not overwrite:
+        raise ValueError(f"{out} is not empty ({len(entries)} entr{'ies' if len(entries) > 1 else 'y'}, e.g. "
+                         f"{entries[0]}): choose a new folder, or pass --overwrite to replace the dataset there")
+    for uri in earlier:
+        delete(uri, s3)
+
+
+def world_members(seed: int, shard: int, key: str, scene: Scene, captions: list[str]) -> dict[str, object]:
+    """One image's tar members, as img2dataset writes them (a JPEG of a quality drawn per image)."""
+    quality = int(scene_rng(seed, shard, 10_000 + int(key[-4:])).integers(75, 96))
+    return {"__key__": key, "jpg": jpeg(scene.image, quality), "txt": captions[0].encode(),
+            "json": json.dumps({"key": key, "captions": captions}).encode()}
+
+
+def make_shards(out_dir: str | Path, shards: int = 2, per_shard: int = 8, seed: int = 0, size: int = 128,
+                overwrite: bool = False) -> list[Path]:
+    """A toy world's shards alone, no ground truth, as `out_dir/{shard:05d}.tar`. `out_dir` must be new or empty,
+    unless `overwrite`: then the .tar shards already there are replaced."""
+    out = Path(out_dir)
+    prepare_dataset_folder(str(out), [str(p) for p in out.glob("*.tar")] if out.is_dir() else [], overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{shard:05d}.tar" for shard in range(shards)]
+    writers: dict[int, TarWriter] = {}
+    for shard, key, scene, captions in iter_world(seed, shards, per_shard, size):
+        if shard not in writers:
+            writers[shard] = TarWriter(str(paths[shard]), mtime=0)
+        writers[shard].write(world_members(seed, shard, key, scene, captions))
+        if int(key[-4:]) == per_shard - 1:
+            writers.pop(shard).close()
+    return paths
+
+
 def make_world(out: str, shards: int = 2, per_shard: int = 32, seed: int = 0, size: int = 128,
                s3: S3Options | None = None, progress: bool = True, overwrite: bool = False) -> dict:
     """Write `out/shards/{shard:05d}.tar` and `out/ground_truth.json`; return a summary. `out` (a folder or an
@@ -85,9 +132,7 @@ def make_world(out: str, shards: int = 2, per_shard: int = 32, seed: int = 0, si
         if shard not in writers:
             buffers[shard] = io.BytesIO()
             writers[shard] = TarWriter(buffers[shard], mtime=0)
-        quality = int(scene_rng(seed, shard, 10_000 + int(key[-4:])).integers(75, 96))
-        writers[shard].write({"__key__": key, "jpg": jpeg(scene.image, quality), "txt": captions[0].encode(),
-                              "json": json.dumps({"key": key, "captions": captions}).encode()})
+        writers[shard].write(world_members(seed, shard, key, scene, captions))
         image_id = len(images) + 1
         images.append({"id": image_id, "file_name": f"{key}.jpg", "key": key, "width": size, "height": size,
                        "shard": f"{shard:05d}", "captions": captions})
