@@ -181,6 +181,10 @@ def _summary(manifest: dict[str, Any], output: str, tally: Tally | None = None) 
     if loading:
         lines.append("  model loading (s)  " + ", ".join(f"{k} {v:.1f}" for k, v in _ordered(loading))
                      + "  (summed worker seconds)")
+    if "driver" in manifest:   # the workers wrote the shards; what reached the driver
+        d = manifest["driver"]
+        lines.append(f"  driver             received {d['bytes_per_image']:.0f} bytes per image, "
+                     f"{d['cpu_seconds_per_1000_images']:.2f} CPU s per 1,000 images")
     return "\n".join(lines)
 
 

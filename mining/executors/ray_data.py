@@ -162,6 +162,16 @@ def _release_notice_spender() -> None:
     _notice_spender = None
 
 
+def _keep_task_workers(cfg: RunConfig) -> None:
+    """For a Ray we start: Ray kills idle workers beyond one per CPU after a second, and a stage's next task then
+    starts a new worker that imports torch again (~4 s of CPU). Besides the stage actors, a plan keeps a few task
+    workers busy by turns; on a small machine that churn ate a quarter of the CPU. Allow as many workers as the
+    plan can use at once (RAY_num_workers_soft_limit; a value set in the environment is kept)."""
+    ex = cfg.execution
+    pools = sum(getattr(ex, name).concurrency for name in ("decode", "entities", "teacher", "regions", "match", "write"))
+    os.environ.setdefault("RAY_num_workers_soft_limit", str((os.cpu_count() or 1) + pools + 2))
+
+
 def _terminate(signum: int, frame: object) -> None:
     """SIGTERM (a scheduler stopping the job) unwinds like Ctrl-C: committed shards stay, Ray is shut down
     in order. Ray's own handler would abort the process with a C++ stack dump instead."""
@@ -180,6 +190,8 @@ class RayExecutor:
         if not ray.is_initialized():
             address = self.cfg.execution.ray_address
             local = {"_node_ip_address": LOCAL_NODE_IP} if address is None and LOCAL_NODE_IP else {}
+            if address is None:
+                _keep_task_workers(self.cfg)
             ray.init(address=address, ignore_reinit_error=True, include_dashboard=False,
                      logging_level="WARNING", log_to_driver=True, **local)
             self.started_ray = True
