@@ -220,3 +220,11 @@ def test_entities_remember_every_caption_that_names_them(parser):
     entities = {e.noun: e for e in parser.parse(["A dog on the grass.", "A dog chasing a cat."])}
     assert entities["dog"].captions() == [0, 1] and entities["cat"].captions() == [1]
     assert "mentions" not in entities["dog"].to_json()
+
+
+def test_a_batch_of_images_parses_as_each_image_alone(parser):
+    """parse_batch runs spaCy once over every caption of the batch; each image still gets its own entities."""
+    images = [["Two dogs on a sofa.", "A dog sleeping on the couch next to a cat."], ["A red fire hydrant."],
+              ["It is sunny."], ["Three geese near a teddy bear.", "Geese and a bear.", "A teddy bear on grass."]]
+    assert parser.parse_batch(images) == [parser.parse(captions) for captions in images]
+    assert parser.parse_batch(images)[2] == [] and parser.parse_batch([]) == []

@@ -85,6 +85,28 @@ def test_decode_applies_exif_rotation_and_resizes():
     assert small.shape == (50, 100, 3) and orig == (600, 300)
 
 
+def test_decode_drafts_landscape_jpegs_at_a_reduced_scale(monkeypatch):
+    """A 4:3 photo twice the working size is decoded at half scale by libjpeg (no full-size decode), and the
+    result is the working frame and close to a full decode resized."""
+    from PIL import JpegImagePlugin
+    scales = []
+    draft = JpegImagePlugin.JpegImageFile.draft
+
+    def spy(self, mode, size):
+        full = self.size
+        result = draft(self, mode, size)
+        scales.append(full[0] / self.size[0])
+        return result
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
+    photo = Image.fromarray(scene(size=96)).resize((512, 384), Image.BICUBIC)
+    image, orig = decode_image(jpeg_bytes(photo), 10**6, working_size=256)
+    assert scales == [2] and image.shape == (192, 256, 3) and orig == (512, 384)
+    reference = np.asarray(photo.resize((256, 192), Image.BICUBIC), np.float32)
+    assert np.abs(image.astype(np.float32) - reference).mean() < 3
+    decode_image(jpeg_bytes(photo), 10**6, working_size=300)   # 512 < 2 x 300: no draft
+    assert scales[-1] == 1
+
+
 def test_decode_converts_modes_and_guards_bombs():
     buf = __import__("io").BytesIO()
     Image.new("LA", (20, 10)).save(buf, format="PNG")

@@ -1,10 +1,12 @@
 import numpy as np
 import pytest
 import torch
+from pycocotools import mask as mask_utils
 
 from conftest import scene
 from mining.config import FelzenszwalbConfig, Mask2FormerConfig, SamConfig
 from mining.teachers import postfilter_masks
+from mining.teachers.base import column_major, encode_rle
 from mining.teachers.felzenszwalb import FelzenszwalbTeacher
 
 
@@ -28,6 +30,17 @@ def test_postfilter_area_dedupe_and_cap():
     assert len(loose) == 3
     capped, _ = postfilter_masks(masks, scores, min_area=1, dedupe_iou=1.0, max_masks=2)
     assert len(capped) == 2
+
+
+@pytest.mark.parametrize("width", range(1, 18))
+def test_rle_of_packed_transpose_equals_the_plain_fortran_copy(width):
+    """Every width mod 8 (the packed transpose pads the last byte of a row), odd heights, random masks."""
+    masks = np.random.default_rng(width).random((3, 13, width)) > 0.5
+    plain = np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8))
+    columns = column_major(masks)
+    assert columns.flags.f_contiguous and columns.dtype == np.uint8
+    np.testing.assert_array_equal(columns, plain)
+    assert encode_rle(masks) == mask_utils.encode(plain)
 
 
 def test_felzenszwalb_finds_the_square():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import spacy
 from spacy.language import Language
-from spacy.tokens import Span, Token
+from spacy.tokens import Doc, Span, Token
 
 from mining.config import EntitiesConfig
 from mining.entities.lexicon import COLOUR_OBJECTS, COLOURS
@@ -121,8 +121,18 @@ class SpacyEntityParser:
 
     def parse(self, captions: list[str]) -> list[Entity]:
         """Entities of all captions of one image, merged: one entity per noun, first mention wins."""
+        return self.parse_batch([captions])[0]
+
+    def parse_batch(self, images: list[list[str]]) -> list[list[Entity]]:
+        """parse() of each image's captions, with one nlp.pipe over the captions of all images: spaCy's
+        fixed cost per call is a third of the work on five short captions, so a batch is ~1.5x cheaper."""
+        docs = iter(self.nlp.pipe([caption for captions in images for caption in captions]))
+        return [self._merged([next(docs) for _ in captions]) for captions in images]
+
+    def _merged(self, docs: list[Doc]) -> list[Entity]:
+        """One image's entities from the docs of its captions, in caption order."""
         entities: dict[str, Entity] = {}
-        for index, doc in enumerate(self.nlp.pipe(captions)):
+        for index, doc in enumerate(docs):
             for chunk in self.object_names.merge(doc).noun_chunks:
                 entity = self._entity(chunk, index)
                 if entity is None:

@@ -71,12 +71,18 @@ def decode_image(raw: bytes, max_pixels: int, working_size: int) -> tuple[np.nda
         if im.width * im.height > max_pixels:
             raise OverflowError(f"{im.width}x{im.height} exceeds source.max_image_pixels={max_pixels}")
         # EXIF orientations 5-8 turn the picture a quarter: width and height swap on display
-        turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+        orientation = im.getexif().get(0x0112, 1)
+        turned = orientation in (5, 6, 7, 8)
         orig = (im.height, im.width) if turned else (im.width, im.height)
-        # JPEG draft decodes at a reduced scale directly, which is far cheaper for big photos
-        im.draft("RGB", (working_size, working_size))
-        im = ImageOps.exif_transpose(im)
-        im = im.convert("RGB")
+        # JPEG draft decodes at 1/2, 1/4 or 1/8 scale directly, far cheaper for big photos. Pillow picks the
+        # largest reduction that keeps both sides >= the size asked for, so ask for the final size itself:
+        # asking (working_size, working_size) would rule it out for every landscape or portrait image.
+        target = working_size / max(im.width, im.height)
+        im.draft("RGB", (max(1, round(im.width * target)), max(1, round(im.height * target))))
+        if orientation != 1:   # exif_transpose copies the image even when there is nothing to turn
+            im = ImageOps.exif_transpose(im)
+        if im.mode != "RGB":   # and so does convert
+            im = im.convert("RGB")
         scale = working_size / max(im.width, im.height)
         if scale < 1:
             im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.BICUBIC)

@@ -24,7 +24,7 @@ class EntityStage(Stage):
 
     def process(self, samples: list[Sample]) -> None:
         assert self.parser is not None
-        for sample in samples:
-            sample.entities = self.parser.parse(sample.captions)
+        for sample, entities in zip(samples, self.parser.parse_batch([s.captions for s in samples])):
+            sample.entities = entities
             if not sample.entities:
                 sample.drop_with(Drop.NO_ENTITIES)
