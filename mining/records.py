@@ -83,7 +83,7 @@ class Sample:
     entity_embeddings: np.ndarray | None = None          # float32[E, D], L2-normalised
     logit_scale: float = 100.0                     # the region model's, for the match probability
     pairs: list[Pair] = field(default_factory=list)
-    rles: list[dict[str, Any]] = field(default_factory=list)    # COCO RLE of each mask, set by matching
+    rles: list[dict[str, Any]] = field(default_factory=list)    # COCO RLE (JSON) of each mask, from the teacher
     image_bytes: bytes | None = None               # encoded decoded image, only when output.write_images
     drop: Drop | None = None
     drop_detail: str | None = None

@@ -6,7 +6,7 @@ from pycocotools import mask as mask_utils
 from conftest import scene
 from mining.config import FelzenszwalbConfig, Mask2FormerConfig, SamConfig
 from mining.teachers import postfilter_masks
-from mining.teachers.base import column_major, encode_rle
+from mining.teachers.base import column_major, encode_rle, rle_json
 from mining.teachers.felzenszwalb import FelzenszwalbTeacher
 
 
@@ -23,12 +23,13 @@ def test_postfilter_area_dedupe_and_cap():
                       box_mask(shape, 15, 17, 15, 17),   # 4 px: too small
                       box_mask(shape, 10, 20, 10, 20)])  # 100 px, score .7
     scores = np.array([0.5, 0.9, 0.99, 0.7], np.float32)
-    kept, kept_scores = postfilter_masks(masks, scores, min_area=5, dedupe_iou=0.85, max_masks=10)
+    kept, kept_scores, kept_rles = postfilter_masks(masks, scores, min_area=5, dedupe_iou=0.85, max_masks=10)
     assert kept_scores.tolist() == pytest.approx([0.9, 0.7])
     assert (kept[0] == masks[1]).all() and (kept[1] == masks[3]).all()
-    loose, _ = postfilter_masks(masks, scores, min_area=5, dedupe_iou=0.95, max_masks=10)
+    assert kept_rles == rle_json(kept), "the kept masks' RLEs, as the record stores them"
+    loose, _, _ = postfilter_masks(masks, scores, min_area=5, dedupe_iou=0.95, max_masks=10)
     assert len(loose) == 3
-    capped, _ = postfilter_masks(masks, scores, min_area=1, dedupe_iou=1.0, max_masks=2)
+    capped, _, _ = postfilter_masks(masks, scores, min_area=1, dedupe_iou=1.0, max_masks=2)
     assert len(capped) == 2
 
 

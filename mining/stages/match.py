@@ -33,7 +33,8 @@ class MatchStage(Stage):
             if not sample.pairs:
                 sample.drop_with(Drop.NO_CONFIDENT_PAIR)
                 continue
-            sample.rles = rle_json(sample.masks)
+            if len(sample.rles) != len(sample.masks):   # the teacher stage encodes them; a sample built otherwise
+                sample.rles = rle_json(sample.masks)
             if self.image_format is not None:
                 buf = io.BytesIO()
                 fmt = "JPEG" if self.image_format == "jpg" else "PNG"

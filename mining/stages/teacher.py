@@ -46,8 +46,8 @@ class TeacherStage(Stage):
         assert self.teacher is not None
         tc = self.settings
         for sample, (masks, scores) in zip(samples, self.teacher.predict([s.image for s in samples])):
-            masks, scores = postfilter_masks(masks, scores, tc.min_area, tc.dedupe_iou, tc.max_masks)
+            masks, scores, rles = postfilter_masks(masks, scores, tc.min_area, tc.dedupe_iou, tc.max_masks)
             if len(masks) == 0:
                 sample.drop_with(Drop.NO_MASKS)
             else:
-                sample.masks, sample.mask_scores = masks, scores
+                sample.masks, sample.mask_scores, sample.rles = masks, scores, rles

@@ -38,7 +38,12 @@ def encode_rle(masks: np.ndarray) -> list[dict]:
 
 def rle_json(masks: np.ndarray) -> list[dict]:
     """COCO RLE of bool[N, H, W] masks as JSON-ready dicts (string counts), as records and COCO files hold."""
-    return [{"size": [int(v) for v in r["size"]], "counts": r["counts"].decode("ascii")} for r in encode_rle(masks)]
+    return as_json(encode_rle(masks))
+
+
+def as_json(rles: list[dict]) -> list[dict]:
+    """pycocotools' RLEs (bytes counts) as JSON-ready dicts."""
+    return [{"size": [int(v) for v in r["size"]], "counts": r["counts"].decode("ascii")} for r in rles]
 
 
 def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -49,18 +54,19 @@ def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def postfilter_masks(masks: np.ndarray, scores: np.ndarray, min_area: int, dedupe_iou: float,
-                     max_masks: int) -> tuple[np.ndarray, np.ndarray]:
+                     max_masks: int) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """Best-first: drop masks under `min_area` pixels and masks overlapping an already kept one with
-    IoU > `dedupe_iou`, keep at most `max_masks`. Ties in score go to the larger mask."""
+    IoU > `dedupe_iou`, keep at most `max_masks`. Ties in score go to the larger mask. Returns the kept masks,
+    their scores and their COCO RLEs as JSON (encoded here once: the record stores them)."""
     if len(masks) == 0:
-        return masks, scores
+        return masks, scores, []
     # one pass over the pixels: the RLEs give the areas too (a sum over the pixels costs 40% of the RLE)
     all_rles = encode_rle(masks)
     areas = mask_utils.area(all_rles).astype(np.int64)
     order = np.lexsort((-areas, -scores))
     order = order[areas[order] >= min_area]
     if len(order) == 0:
-        return masks[:0], scores[:0]
+        return masks[:0], scores[:0], []
     rles = [all_rles[i] for i in order]
     ious = mask_utils.iou(rles, rles, [0] * len(rles))
     kept: list[int] = []
@@ -70,4 +76,4 @@ def postfilter_masks(masks: np.ndarray, scores: np.ndarray, min_area: int, dedup
             if len(kept) == max_masks:
                 break
     chosen = order[kept]
-    return masks[chosen], scores[chosen].astype(np.float32)
+    return masks[chosen], scores[chosen].astype(np.float32), as_json([rles[i] for i in kept])
