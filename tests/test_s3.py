@@ -37,13 +37,14 @@ def s3_config(endpoint, **extra):
 
 def test_mine_from_s3_to_s3(s3_endpoint, bucket, tmp_path):
     client, name = bucket
-    cfg = s3_config(s3_endpoint)
+    cfg = s3_config(s3_endpoint, execution={"chunk_size": 2})   # shards of 3: written as two parts, then joined
     out = f"s3://{name}/mined"
     manifest = run_mining(cfg, [f"s3://{name}/data/{{00000..00001}}.tar"], out)
     assert manifest["totals"]["images_in"] == 6
     keys = {o["Key"] for o in client.list_objects_v2(Bucket=name, Prefix="mined/")["Contents"]}
     assert {"mined/manifest.json", "mined/shards/00000.tar", "mined/pairs/00001.parquet",
             "mined/_done/00000.json"} <= keys
+    assert not [k for k in keys if k.startswith("mined/_parts/")], "joined parts are removed from the bucket"
     from mining.storage import S3Options
 
     s3 = S3Options(endpoint_url=s3_endpoint)
