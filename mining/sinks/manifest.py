@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
 from datetime import datetime, timezone
 from importlib import metadata
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 from mining.config import RunConfig
 from mining.schemas import MANIFEST_VERSION, validate
 from mining.sinks.layout import manifest_uri, marker_uri
+from mining.sinks.writer import merge_counts
 from mining.storage import S3Options, read_bytes, write_bytes_atomic
 
 _PACKAGES = ("ovmine", "torch", "open-clip-torch", "transformers", "spacy", "ray", "pyarrow", "webdataset",
@@ -38,18 +38,10 @@ def model_ids(cfg: RunConfig) -> dict[str, str]:
 
 
 def aggregate(markers: list[dict[str, Any]]) -> dict[str, Any]:
-    drops: Counter[str] = Counter()
-    timings: Counter[str] = Counter()
-    nouns: set[str] = set()
-    for m in markers:
-        drops.update(m["drops"])
-        timings.update(m["timings"])
-        nouns.update(m["nouns"])
-    totals = {"images_in": sum(m["images_in"] for m in markers),
-              "images_with_pairs": sum(m["images_with_pairs"] for m in markers),
-              "pairs": sum(m["pairs"] for m in markers), "unique_nouns": len(nouns),
-              "drops": dict(sorted(drops.items()))}
-    return {"totals": totals, "timings": {k: round(v, 4) for k, v in sorted(timings.items())}}
+    """The totals and summed stage seconds of committed shards (their markers)."""
+    merged = merge_counts(markers)
+    totals = {key: merged[key] for key in ("images_in", "images_with_pairs", "pairs", "unique_nouns", "drops")}
+    return {"totals": totals, "timings": {k: round(v, 4) for k, v in merged["timings"].items()}}
 
 
 # manifest `timings` keys that describe one run (its wall-time split, its model loading), not summed shard work

@@ -89,7 +89,7 @@ def merge_counts(parts: list[dict[str, Any]]) -> dict[str, Any]:
         nouns.update(part["nouns"])
     totals = {key: sum(p[key] for p in parts) for key in ("images_in", "images_with_pairs", "pairs")}
     return {**totals, "unique_nouns": len(nouns), "drops": dict(sorted(drops.items())),
-            "errors": [e for p in parts for e in p["errors"]],
+            "errors": [e for p in parts for e in p.get("errors", [])],
             "timings": {k: round(v, 6) for k, v in sorted(timings.items())}, "nouns": dict(nouns.most_common())}
 
 
