@@ -40,7 +40,7 @@ from mining.sinks.writer import write_shard  # noqa: E402
 from mining.stages.decode import DecodeStage  # noqa: E402
 from mining.stages.entities import EntityStage  # noqa: E402
 from mining.stages.match import MatchStage  # noqa: E402
-from mining.teachers.base import rle_json  # noqa: E402
+from mining.masks import encode_json  # noqa: E402
 from mining.toyworld.captions import caption_scene  # noqa: E402
 from mining.toyworld.scene import render_scene  # noqa: E402
 
@@ -151,7 +151,7 @@ def one_pass(inputs: list[Input], cfg: RunConfig, stages: dict, dim: int, out: s
     add_model_outputs(samples, inputs, dim)
     start = time.process_time()
     for x in inputs:
-        rle_json(x.masks)
+        encode_json(x.masks)
     took["rle"] = time.process_time() - start
     took["match"] = in_batches(stages["match"], samples, ex.match.batch_size)
     config_hash = cfg.config_hash()

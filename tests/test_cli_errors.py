@@ -21,7 +21,7 @@ from mining.postrun.export_coco import image_file_name
 from mining.records import Entity, Pair, Sample
 from mining.sinks.manifest import build_manifest, write_manifest
 from mining.sinks.writer import write_shard
-from mining.teachers.base import rle_json
+from mining.masks import encode_json as rle_json
 
 SIZE = 16
 KEYS = ("a", "b")

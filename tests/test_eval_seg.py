@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from mining.evaluation.semantic import IGNORE, NONE, ConfusionMatrix, evaluate_semantic
-from mining.teachers.base import rle_json
+from mining.masks import encode_json as rle_json
 
 A, B, C = 0, 1, 2
 

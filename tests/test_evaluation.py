@@ -13,7 +13,7 @@ from mining.records import Drop, Entity, Pair, Sample
 from mining.sinks.manifest import build_manifest, write_manifest
 from mining.sinks.reader import iter_records, read_pairs
 from mining.sinks.writer import write_shard
-from mining.teachers.base import rle_json
+from mining.masks import encode_json as rle_json
 
 SIZE = 20
 CATEGORIES = [{"id": 1, "name": "circle", "synonyms": ["disc"]}, {"id": 2, "name": "square"},

@@ -9,7 +9,7 @@ from mining.records import Drop, Entity, Pair, Sample
 from mining.schemas import SchemaError, pairs_arrow_schema, validate
 from mining.sinks.reader import iter_records, read_pairs
 from mining.sinks.writer import write_shard
-from mining.teachers.base import encode_rle
+from mining.masks import encode as encode_rle
 
 
 def test_rle_round_trip():

@@ -6,7 +6,7 @@ from pycocotools import mask as mask_utils
 from conftest import scene
 from mining.config import FelzenszwalbConfig, Mask2FormerConfig, SamConfig
 from mining.teachers import postfilter_masks
-from mining.teachers.base import column_major, encode_rle, rle_json
+from mining.masks import column_major, encode as encode_rle, encode_json as rle_json
 from mining.teachers.felzenszwalb import FelzenszwalbTeacher
 
 
@@ -130,3 +130,24 @@ def test_mask2former_instance_score(tiny_mask2former):
     kept = Mask2FormerTeacher(Mask2FormerConfig(model=tiny_mask2former, top_n=5, score="instance", min_score=cut),
                               device="cpu").predict(images)[0][1]
     np.testing.assert_allclose(kept, iscore[iscore >= cut], rtol=1e-6)
+
+
+def test_mask_helpers_agree_with_pycocotools_in_either_rle_form():
+    from mining import masks
+
+    rng = np.random.default_rng(3)
+    frames = rng.random((4, 9, 14)) > 0.6
+    frames[3] = False   # an empty mask
+    native = mask_utils.encode(np.asfortranarray(frames.transpose(1, 2, 0).astype(np.uint8)))
+    as_text = masks.encode_json(frames)
+    assert [r["counts"] for r in as_text] == [r["counts"].decode() for r in native]
+    for form in (native, as_text):
+        assert masks.areas(form).tolist() == [int(f.sum()) for f in frames]
+        assert masks.boxes(form) == [[float(v) for v in b] for b in mask_utils.toBbox(native)]
+        assert all((masks.decode(r) == f).all() for r, f in zip(form, frames))
+    np.testing.assert_allclose(masks.iou(as_text, native[:2]),
+                               np.asarray(mask_utils.iou(native, native[:2], [0, 0])))
+    assert masks.encode(frames[:0]) == [] and masks.iou([], native).shape == (0, 4)
+    # a nearest-neighbour resize keeps labels exact
+    big = masks.resize(frames[0], 18, 28)
+    assert big.dtype == bool and (big[::2, ::2] == frames[0]).all()

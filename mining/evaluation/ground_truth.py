@@ -8,6 +8,7 @@ from pathlib import PurePosixPath
 
 from pycocotools import mask as mask_utils
 
+from mining import masks
 from mining.storage import S3Options, read_bytes
 
 
@@ -28,7 +29,7 @@ class GroundTruth:
             elif isinstance(seg["counts"], list):                      # uncompressed RLE
                 rle = mask_utils.frPyObjects(seg, h, w)
             else:
-                rle = {"size": seg["size"], "counts": seg["counts"].encode("ascii")}
+                rle = masks.native(seg)
             out.append(rle)
         return out
 

@@ -7,11 +7,10 @@ from collections import Counter
 from typing import Any
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
 from mining.config import RunConfig
 from mining.evaluation.ground_truth import GroundTruth
-from mining.teachers.base import resize_mask
+from mining import masks as rle_masks
 
 
 class RegionTop1:
@@ -34,8 +33,7 @@ class RegionTop1:
         h, w = pixels.shape[:2]
         masks = []
         for rle in self.gt.rles(image):
-            mask = mask_utils.decode(rle).astype(bool)
-            masks.append(resize_mask(mask, h, w))
+            masks.append(rle_masks.resize(rle_masks.decode(rle), h, w))
         keep = [i for i, m in enumerate(masks) if m.any()]
         if not keep:
             return

@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from pycocotools import mask as mask_utils
 from scipy.optimize import linear_sum_assignment
 from tqdm import tqdm
 
@@ -41,7 +40,7 @@ from mining.sinks.reader import MinedRecord, read_manifest, read_shard_records
 from mining.sources.decode import decode_image, extract_captions
 from mining.sources.shards import IMAGE_EXTS, read_shard
 from mining.storage import S3Options, exists
-from mining.teachers.base import encode_rle, resize_mask
+from mining import masks
 
 
 @dataclass
@@ -75,10 +74,9 @@ class ImageResult:
 
 
 def _mined_rles(record: MinedRecord, height: int, width: int) -> list[dict]:
-    rles = [{"size": m.rle["size"], "counts": m.rle["counts"].encode("ascii")} for m in record.masks]
     if (record.height, record.width) == (height, width):
-        return rles
-    return encode_rle(np.stack([resize_mask(m.decode(), height, width) for m in record.masks]))
+        return [masks.native(m.rle) for m in record.masks]
+    return masks.encode(np.stack([masks.resize(m.decode(), height, width) for m in record.masks]))
 
 
 def match_one_to_one(eligible: np.ndarray, ious: np.ndarray) -> list[tuple[int, int]]:
@@ -115,7 +113,7 @@ def _eligibility(record: MinedRecord | None, judged: list[tuple[int, int | None]
     if not judged or not gt_rles:
         return np.zeros(shape, bool), np.zeros(shape)
     mined = _mined_rles(record, image["height"], image["width"])
-    ious = np.asarray(mask_utils.iou(mined, gt_rles, [0] * len(gt_rles))).reshape(len(mined), len(gt_rles))
+    ious = masks.iou(mined, gt_rles)
     ious = ious[[m for m, _ in judged]]
     same = np.array([[cid is not None and cid == g for g in gt_cats] for _, cid in judged], bool).reshape(shape)
     return same & (ious >= iou_threshold), ious

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from pycocotools import mask as mask_utils
 
+from mining import masks
 from mining.evaluation.ground_truth import GroundTruth, load_ground_truth
 from mining.sources.decode import decode_image
 from mining.sources.shards import IMAGE_EXTS, read_shard
@@ -87,7 +87,7 @@ def gt_label_map(gt: GroundTruth, image: dict) -> np.ndarray:
         if ann["category_id"] not in index:
             raise ValueError(f"annotation {ann.get('id')} names category {ann['category_id']}, which the ground "
                              f"truth's categories do not list")
-        labels[mask_utils.decode(rle).astype(bool)] = index[ann["category_id"]]
+        labels[masks.decode(rle)] = index[ann["category_id"]]
     return labels
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
 from mining.evaluation.ground_truth import GroundTruth
-from mining.teachers.base import Teacher, encode_rle
+from mining import masks as rle
+from mining.teachers.base import Teacher
 
 
 def teacher_instance_recall(teacher: Teacher, gt: GroundTruth, images: Iterable[tuple[str, np.ndarray]],
@@ -22,6 +22,6 @@ def teacher_instance_recall(teacher: Teacher, gt: GroundTruth, images: Iterable[
         truth = gt.rles(gt.images[key])
         total += len(truth)
         if len(masks) and truth:
-            ious = np.asarray(mask_utils.iou(encode_rle(masks), truth, [0] * len(truth))).reshape(len(masks), len(truth))
+            ious = rle.iou(rle.encode(masks), truth)
             found += int((ious.max(0) >= iou).sum())
     return (found / total if total else 0.0), (proposed / seen if seen else 0.0)

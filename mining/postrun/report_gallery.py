@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from pycocotools import mask as mask_utils
 from skimage.segmentation import find_boundaries
 
 from mining.config import RunConfig
@@ -22,7 +21,7 @@ from mining.sinks.images import load_images
 from mining.sinks.layout import shard_uri
 from mining.sinks.reader import iter_pair_batches, pairs_files, read_shard_documents
 from mining.storage import S3Options, exists
-from mining.teachers.base import resize_mask
+from mining import masks
 
 GALLERY_COLUMNS = ["shard", "key", "mask_index", "entity_index", "noun", "phrase", "similarity", "margin",
                    "rle_counts", "height", "width"]
@@ -49,8 +48,7 @@ class GalleryPair:
 
     def mask(self) -> np.ndarray:
         """bool[height, width] in the record's working frame."""
-        rle = {"size": [self.height, self.width], "counts": self.rle_counts.encode()}
-        return mask_utils.decode(rle).astype(bool)
+        return masks.decode({"size": [self.height, self.width], "counts": self.rle_counts})
 
 
 @dataclass
@@ -162,7 +160,7 @@ def thumbnails(image: np.ndarray, mask: np.ndarray | None, size: int = THUMB) ->
     thumb.thumbnail((size, size))
     if mask is None:
         return _b64(thumb, "JPEG"), None
-    inside = resize_mask(mask, thumb.height, thumb.width)
+    inside = masks.resize(mask, thumb.height, thumb.width)
     layer = np.zeros((thumb.height, thumb.width, 4), np.uint8)
     layer[inside] = (255, 40, 40, 120)
     layer[find_boundaries(inside, mode="inner")] = (255, 255, 0, 255)

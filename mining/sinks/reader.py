@@ -11,9 +11,9 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pyarrow.fs as pafs
-from pycocotools import mask as mask_utils
 from webdataset.tariterators import base_plus_ext, tar_file_iterator
 
+from mining import masks
 from mining.records import Entity
 from mining.schemas import RECORD_VERSION, SchemaError, pairs_arrow_schema
 from mining.sinks.layout import manifest_uri
@@ -29,7 +29,7 @@ class MinedMask:
 
     def decode(self) -> np.ndarray:
         """bool[H, W] in the record's working frame."""
-        return mask_utils.decode({"size": self.rle["size"], "counts": self.rle["counts"].encode("ascii")}).astype(bool)
+        return masks.decode(self.rle)
 
 
 @dataclass

@@ -15,9 +15,9 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pycocotools import mask as mask_utils
 from webdataset import TarWriter
 
+from mining import masks as rle
 from mining.records import Drop, Sample
 from mining.schemas import (MARKER_VERSION, PAIRS_VERSION, RECORD_VERSION, STATUS_VERSION, arrow_schema, validate,
                             validate_table)
@@ -29,11 +29,9 @@ SHARD_STATS_VERSION = "ovmine.shard_stats/1"
 
 def build_record(sample: Sample, image_ext: str | None) -> dict[str, Any]:
     width, height = sample.frame_size
-    rles = [{"size": r["size"], "counts": r["counts"].encode("ascii")} for r in sample.rles]
-    areas = mask_utils.area(rles)
-    boxes = mask_utils.toBbox(rles)
-    masks = [{"segmentation": sample.rles[i], "bbox": [float(v) for v in boxes[i]], "area": int(areas[i]),
-              "score": float(sample.mask_scores[i])} for i in range(len(rles))]
+    areas, boxes = rle.areas(sample.rles), rle.boxes(sample.rles)
+    masks = [{"segmentation": sample.rles[i], "bbox": boxes[i], "area": int(areas[i]),
+              "score": float(sample.mask_scores[i])} for i in range(len(sample.rles))]
     pairs = [{"mask_index": p.mask_index, "entity_index": p.entity_index,
               "noun": sample.entities[p.entity_index].noun, "phrase": sample.entities[p.entity_index].phrase,
               "similarity": p.similarity, "margin": p.margin, "probability": p.probability,

@@ -10,7 +10,7 @@ from mining.config import MatchConfig, RunConfig, StageResources
 from mining.matching import match
 from mining.records import Drop, Sample
 from mining.stages.base import Stage
-from mining.teachers.base import rle_json
+from mining import masks
 
 
 class MatchStage(Stage):
@@ -34,7 +34,7 @@ class MatchStage(Stage):
                 sample.drop_with(Drop.NO_CONFIDENT_PAIR)
                 continue
             if len(sample.rles) != len(sample.masks):   # the teacher stage encodes them; a sample built otherwise
-                sample.rles = rle_json(sample.masks)
+                sample.rles = masks.encode_json(sample.masks)
             if self.image_format is not None:
                 buf = io.BytesIO()
                 fmt = "JPEG" if self.image_format == "jpg" else "PNG"

@@ -16,13 +16,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow.fs as pafs
 from PIL import Image
-from pycocotools import mask as mask_utils
 from tqdm import tqdm
 from webdataset import TarWriter
 
 from mining.sinks.reader import list_files
 from mining.storage import S3Options, delete, filesystem_for, join, write_bytes_atomic
-from mining.teachers.base import rle_json
+from mining import masks
 from mining.toyworld.captions import caption_scene
 from mining.toyworld.scene import Scene, render_scene
 from mining.toyworld.vocab import CATEGORIES
@@ -56,10 +55,11 @@ def coco_categories() -> list[dict]:
 def annotations_for(scene: Scene, image_id: int, next_id: int) -> list[dict]:
     anns = []
     instances = scene.things + scene.stuff
-    for inst, rle in zip(instances, rle_json(np.stack([i.mask for i in instances]))):
+    rles = masks.encode_json(np.stack([i.mask for i in instances]))
+    for inst, rle, box in zip(instances, rles, masks.boxes(rles)):
         anns.append({"id": next_id + len(anns), "image_id": image_id, "category_id": inst.category.id,
                      "segmentation": rle, "area": int(inst.mask.sum()),
-                     "bbox": [float(v) for v in mask_utils.toBbox({**rle, "counts": rle["counts"].encode()})],
+                     "bbox": box,
                      "iscrowd": 0,
                      "attributes": {"colour": inst.colour, "visible_fraction": round(inst.visible_fraction, 3)}})
     return anns
