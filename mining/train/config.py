@@ -42,7 +42,41 @@ class GroundingConfig(_Section):
     shuffle_buffer: int = Field(64, ge=1, description="images held for shuffling, per worker")
 
 
-class TrainConfig(_Section):
+class TrainingRun(_Section):
+    """What both trainers share: how long, where and on what they run, checkpoints, metrics, read-time filters."""
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    steps: int | None = Field(None, ge=1, description="optimizer steps; set this or epochs")
+    epochs: float | None = Field(None, gt=0, description="passes over the (filtered) training data; set this or steps")
+    warmup_steps: int = Field(0, ge=0, description="linear warm-up, then cosine decay to 0")
+    workers: int = Field(1, ge=1, description="data-parallel workers (Ray executor; local runs one)")
+    use_gpu: bool = Field(False, description="one GPU per worker (Ray executor); local: CUDA when available")
+    checkpoint_every: int = Field(100, ge=1, description="steps between checkpoints (Ray executor), and the last")
+    max_failures: int = Field(0, ge=0, description="Ray FailureConfig: restarts from the latest checkpoint")
+    storage_path: str | None = Field(None, description="Ray Train storage (local or s3://); null: OUTPUT/_ray")
+    log_every: int = Field(10, ge=1, description="steps between metrics.jsonl lines")
+    filters: TrainFilters = Field(default_factory=TrainFilters)
+
+    @model_validator(mode="after")
+    def _one_length(self) -> "TrainingRun":
+        if self.steps is not None and self.epochs is not None:
+            raise ValueError(f"set steps ({self.steps}) or epochs ({self.epochs}), not both")
+        if self.steps is None and self.epochs is None:
+            raise ValueError("set steps or epochs (how long to train)")
+        return self
+
+    def resolved(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def known_regions_fields(section: str, value: dict[str, Any]) -> None:
+    """A section that holds `regions.*` settings (the CLIP to train or to embed class names with) names only
+    fields RegionsConfig knows."""
+    unknown = sorted(set(value) - set(RegionsConfig.model_fields))
+    if unknown:
+        raise ValueError(f"{section}: unknown field(s) {unknown} (known: {sorted(RegionsConfig.model_fields)})")
+
+
+class TrainConfig(TrainingRun):
     """Model A: OVSeg's mask-adapted CLIP. The image tower is fine-tuned on masked crops of mined pairs (FT),
     or mask prompts are tuned with CLIP frozen (MPT), or FT then MPT; the text tower and the logit scale stay
     frozen (OVSeg §3.3). Optionally OpenSeg's grounding loss adds every mask and noun of every image."""
@@ -63,28 +97,9 @@ class TrainConfig(_Section):
     weight_decay: float = Field(0.2, ge=0, description="AdamW weight decay of weights, not of biases and norms")
     batch_size: int = Field(32, ge=1, description="crops per micro-batch per worker; one optimizer step sees "
                                                   "batch_size * grad_accum * workers crops")
-    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
-    steps: int | None = Field(None, ge=1, description="optimizer steps; set this or epochs")
-    epochs: float | None = Field(None, gt=0, description="passes over the (filtered) pairs; set this or steps")
-    warmup_steps: int = Field(0, ge=0, description="linear warm-up, then cosine decay to 0")
     seed: int = Field(0, description="shuffling and anything random in training")
     shuffle_buffer: int = Field(256, ge=1, description="crops held for shuffling, per worker")
-    workers: int = Field(1, ge=1, description="data-parallel workers (Ray executor; local runs one)")
-    use_gpu: bool = Field(False, description="one GPU per worker (Ray executor); local: CUDA when available")
-    checkpoint_every: int = Field(100, ge=1, description="steps between checkpoints (Ray executor), and the last")
-    max_failures: int = Field(0, ge=0, description="Ray FailureConfig: restarts from the latest checkpoint")
-    storage_path: str | None = Field(None, description="Ray Train storage (local or s3://); null: OUTPUT/_ray")
-    log_every: int = Field(10, ge=1, description="steps between metrics.jsonl lines")
     save_dtype: Literal["float32", "float16"] = "float32"
-    filters: TrainFilters = Field(default_factory=TrainFilters)
-
-    @model_validator(mode="after")
-    def _one_length(self) -> "TrainConfig":
-        if self.steps is not None and self.epochs is not None:
-            raise ValueError(f"set steps ({self.steps}) or epochs ({self.epochs}), not both")
-        if self.steps is None and self.epochs is None:
-            raise ValueError("set steps or epochs (how long to train)")
-        return self
 
     @model_validator(mode="after")
     def _some_loss(self) -> "TrainConfig":
@@ -94,13 +109,8 @@ class TrainConfig(_Section):
 
     @model_validator(mode="after")
     def _regions_fields(self) -> "TrainConfig":
-        unknown = sorted(set(self.regions) - set(RegionsConfig.model_fields))
-        if unknown:
-            raise ValueError(f"regions: unknown field(s) {unknown} (known: {sorted(RegionsConfig.model_fields)})")
+        known_regions_fields("regions", self.regions)
         return self
-
-    def resolved(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
 
 
 def build_train_config(tree: dict[str, Any] | None = None, overrides: list[str] | None = None,

@@ -17,7 +17,7 @@ import torch
 
 from mining.regions.masked_crop import masked_crops
 from mining.sinks.images import load_images
-from mining.sinks.reader import MinedPair, read_manifest, read_shard_records, shard_files
+from mining.sinks.reader import MinedPair, MinedRecord, read_manifest, read_shard_records, shard_files
 from mining.storage import S3Options
 from mining.train.config import TrainFilters
 
@@ -150,10 +150,11 @@ def scan_pairs(sources: list[ShardSource], filters: PairFilter,
     return sorted(nouns), counts
 
 
-def shard_examples(src: ShardSource, manifest: dict, filters: PairFilter, crop: CropSpec,
-                   counts: DataCounts, s3: S3Options | None = None) -> Iterator[Example]:
-    """The crops of one shard's kept pairs, in record order; a pair whose picture cannot be read again is
-    skipped and counted (`missing_image`)."""
+def records_with_pictures(src: ShardSource, manifest: dict, filters: PairFilter, counts: DataCounts,
+                          s3: S3Options | None = None) -> Iterator[tuple[MinedRecord, list[MinedPair], np.ndarray]]:
+    """One shard's records that keep pairs under `filters`, in record order, with those pairs and the picture
+    (from the output, or read again from the input shard); a record whose picture cannot be read again is
+    skipped and its pairs counted (`missing_image`). Both trainers read their shards through this."""
     wanted = []
     for record in read_shard_records(src.uri, s3):
         counts.records += 1
@@ -172,6 +173,14 @@ def shard_examples(src: ShardSource, manifest: dict, filters: PairFilter, crop: 
             log.warning("%s: picture of %r could not be read again; %d pair(s) skipped", src.uri, record.key,
                         len(kept))
             continue
+        yield record, kept, image
+
+
+def shard_examples(src: ShardSource, manifest: dict, filters: PairFilter, crop: CropSpec,
+                   counts: DataCounts, s3: S3Options | None = None) -> Iterator[Example]:
+    """The crops of one shard's kept pairs, in record order; a pair whose picture cannot be read again is
+    skipped and counted (`missing_image`)."""
+    for record, kept, image in records_with_pictures(src, manifest, filters, counts, s3):
         good, masks = [], []
         for pair in kept:
             mask = record.masks[pair.mask_index].decode()

@@ -9,11 +9,11 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from mining.config import RegionsConfig, _Section, read_config_file, validated
-from mining.train.config import TrainFilters
+from mining.config import read_config_file, validated
+from mining.train.config import TrainingRun, known_regions_fields
 
 
-class SegmenterConfig(_Section):
+class SegmenterConfig(TrainingRun):
     """A Mask2Former (the teacher's architecture and weights) whose class head is a projection into CLIP's text
     space: a query's class is its cosine with the frozen text embeddings of the class names, or a learned
     "no object" embedding, times `logit_scale`. Trained with transformers' Mask2Former Hungarian losses (mask
@@ -30,10 +30,6 @@ class SegmenterConfig(_Section):
     backbone_lr_mult: float = Field(0.1, ge=0, le=1, description="backbone lr = lr x this (Mask2Former: 0.1)")
     weight_decay: float = Field(0.05, ge=0, description="AdamW weight decay of weights, not of biases and norms")
     batch_size: int = Field(8, ge=1, description="images per micro-batch per worker")
-    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
-    steps: int | None = Field(None, ge=1, description="optimizer steps; set this or epochs")
-    epochs: float | None = Field(None, gt=0, description="passes over the images with kept pairs; set this or steps")
-    warmup_steps: int = Field(0, ge=0, description="linear warm-up, then cosine decay to 0")
     grad_clip: float | None = Field(1.0, gt=0, description="max gradient norm; null: off")
     class_weight: float = Field(2.0, ge=0, description="cross-entropy weight (Mask2Former: 2)")
     mask_weight: float = Field(5.0, ge=0, description="mask BCE weight (Mask2Former: 5)")
@@ -45,31 +41,11 @@ class SegmenterConfig(_Section):
     bf16: bool = Field(True, description="bfloat16 autocast on GPU (ignored on CPU)")
     seed: int = Field(0, description="shuffling, flips and anything random in training")
     shuffle_buffer: int = Field(64, ge=1, description="images held for shuffling, per worker")
-    workers: int = Field(1, ge=1, description="data-parallel workers (Ray executor; local runs one)")
-    use_gpu: bool = Field(False, description="one GPU per worker (Ray executor); local: CUDA when available")
-    checkpoint_every: int = Field(100, ge=1, description="steps between checkpoints (Ray executor), and the last")
-    max_failures: int = Field(0, ge=0, description="Ray FailureConfig: restarts from the latest checkpoint")
-    storage_path: str | None = Field(None, description="Ray Train storage (local or s3://); null: OUTPUT/_ray")
-    log_every: int = Field(10, ge=1, description="steps between metrics.jsonl lines")
-    filters: TrainFilters = Field(default_factory=TrainFilters)
-
-    @model_validator(mode="after")
-    def _one_length(self) -> "SegmenterConfig":
-        if self.steps is not None and self.epochs is not None:
-            raise ValueError(f"set steps ({self.steps}) or epochs ({self.epochs}), not both")
-        if self.steps is None and self.epochs is None:
-            raise ValueError("set steps or epochs (how long to train)")
-        return self
 
     @model_validator(mode="after")
     def _clip_fields(self) -> "SegmenterConfig":
-        unknown = sorted(set(self.clip) - set(RegionsConfig.model_fields))
-        if unknown:
-            raise ValueError(f"clip: unknown field(s) {unknown} (known: {sorted(RegionsConfig.model_fields)})")
+        known_regions_fields("clip", self.clip)
         return self
-
-    def resolved(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
 
 
 def build_segmenter_config(tree: dict[str, Any] | None = None, overrides: list[str] | None = None,

@@ -3,19 +3,16 @@ nouns. Built on `mining.train.data`'s reader pieces (shard sources, worker split
 counts) and the same picture re-read path (`load_images`), so Model A and Model B read outputs alike."""
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
-from mining.sinks.images import load_images
 from mining.sinks.reader import read_shard_records
 from mining.storage import S3Options
-from mining.train.data import (DataCounts, NoTrainingData, PairFilter, ShardSource, ShuffleBuffer,
-                               output_manifest, worker_shards)
+from mining.train.data import (DataCounts, NoTrainingData, PairFilter, ShardSource, ShuffleBuffer, output_manifest,
+                               records_with_pictures, worker_shards)
 
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -31,24 +28,7 @@ def shard_targets(src: ShardSource, manifest: dict, filters: PairFilter, counts:
                   s3: S3Options | None = None) -> Iterator[ImageTargets]:
     """One shard's images with kept pairs, in record order. A (mask, noun) named twice (two captions) is one
     target; a picture that cannot be read again is skipped and its pairs counted as `missing_image`."""
-    wanted = []
-    for record in read_shard_records(src.uri, s3):
-        counts.records += 1
-        counts.pairs += len(record.pairs)
-        kept = [p for p in record.pairs if filters.keep(p)]
-        counts.filtered += len(record.pairs) - len(kept)
-        if kept:
-            wanted.append((record, kept))
-    if not wanted:
-        return
-    images = load_images(src.output, manifest, [(src.stem, r.key) for r, _ in wanted], s3)
-    for record, kept in wanted:
-        image = images.get((src.stem, record.key))
-        if image is None:
-            counts.missing_image += len(kept)
-            log.warning("%s: picture of %r could not be read again; %d pair(s) skipped", src.uri, record.key,
-                        len(kept))
-            continue
+    for record, kept, image in records_with_pictures(src, manifest, filters, counts, s3):
         masks, nouns, seen = [], [], set()
         for pair in kept:
             if (pair.mask_index, pair.noun) in seen:
