@@ -192,8 +192,10 @@ class ExecutionConfig(_Section):
                                "is mined in chunks whose parts the write joins back into one output shard (bounds "
                                "the memory a shard in flight takes); null: whole shards")
 
-    def resources(self, stage: str) -> StageResources:
-        return getattr(self, stage)
+    def stage_resources(self) -> list[StageResources]:
+        """Every step's resources (the five stages' and the write's)."""
+        return [value for value in (getattr(self, name) for name in type(self).model_fields)
+                if isinstance(value, StageResources)]
 
 
 class RunConfig(_Section):

@@ -32,6 +32,11 @@ def test_retired_settings_name_their_new_place():
         build_config({}, ["regions.batch_size=32"])
 
 
+def test_every_step_declares_its_resources():
+    ex = build_config({"execution": {"write": {"concurrency": 3}}}).execution
+    assert [r.concurrency for r in ex.stage_resources()] == [2, 1, 1, 1, 1, 3]   # decode ... match, write
+
+
 def test_chunking_is_execution_not_output():
     base = build_config({})
     assert build_config({"execution": {"chunk_size": 8}}).config_hash() == base.config_hash()

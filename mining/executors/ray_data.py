@@ -46,10 +46,14 @@ from mining.storage import S3Options
 LOCAL_NODE_IP = "127.0.0.2" if sys.platform.startswith("linux") else None
 
 
+def _object_column(values: list[bytes]) -> np.ndarray:
+    column = np.empty(len(values), dtype=object)   # np.array would make one fixed-width bytes array instead
+    column[:] = values
+    return column
+
+
 def _as_column(chunks: list[ShardChunk]) -> dict[str, np.ndarray]:
-    column = np.empty(len(chunks), dtype=object)
-    column[:] = [pickle.dumps(c, protocol=5) for c in chunks]
-    return {"chunk": column}
+    return {"chunk": _object_column([pickle.dumps(c, protocol=5) for c in chunks])}
 
 
 def _from_column(batch: dict[str, np.ndarray]) -> list[ShardChunk]:
@@ -69,9 +73,8 @@ def _run_task_stage(batch: dict[str, np.ndarray], stage: Stage) -> dict[str, np.
 
 
 def _write_rows(batch: dict[str, np.ndarray], writer: ShardWriter) -> dict[str, np.ndarray]:
-    column = np.empty(len(batch["chunk"]), dtype=object)
-    column[:] = [json.dumps(writer.write(chunk), separators=(",", ":")).encode() for chunk in _from_column(batch)]
-    return {"result": column}
+    return {"result": _object_column([json.dumps(writer.write(chunk), separators=(",", ":")).encode()
+                                      for chunk in _from_column(batch)])}
 
 
 class _StageActor:
@@ -167,8 +170,7 @@ def _keep_task_workers(cfg: RunConfig) -> None:
     starts a new worker that imports torch again (~4 s of CPU). Besides the stage actors, a plan keeps a few task
     workers busy by turns; on a small machine that churn ate a quarter of the CPU. Allow as many workers as the
     plan can use at once (RAY_num_workers_soft_limit; a value set in the environment is kept)."""
-    ex = cfg.execution
-    pools = sum(getattr(ex, name).concurrency for name in ("decode", "entities", "teacher", "regions", "match", "write"))
+    pools = sum(res.concurrency for res in cfg.execution.stage_resources())
     os.environ.setdefault("RAY_num_workers_soft_limit", str((os.cpu_count() or 1) + pools + 2))
 
 

@@ -70,8 +70,14 @@ def shard_counts(samples: list[Sample]) -> dict[str, Any]:
     timings: Counter[str] = Counter()
     for s in real:
         timings.update(s.timings)
-    errors = [e for s in samples for e in s.shard_errors]
-    return {"images_in": len(real), "images_with_pairs": len(kept), "pairs": sum(len(s.pairs) for s in kept),
+    return _counts(len(real), len(kept), sum(len(s.pairs) for s in kept), drops,
+                   [e for s in samples for e in s.shard_errors], timings, nouns)
+
+
+def _counts(images_in: int, images_with_pairs: int, pairs: int, drops: Counter[str], errors: list[str],
+            timings: Counter[str], nouns: Counter[str]) -> dict[str, Any]:
+    """The counts document of a marker, from tallies (one shard's samples, or its chunks' counts merged)."""
+    return {"images_in": images_in, "images_with_pairs": images_with_pairs, "pairs": pairs,
             "unique_nouns": len(nouns), "drops": dict(sorted(drops.items())), "errors": errors,
             "timings": {k: round(v, 6) for k, v in sorted(timings.items())}, "nouns": dict(nouns.most_common())}
 
@@ -85,10 +91,9 @@ def merge_counts(parts: list[dict[str, Any]]) -> dict[str, Any]:
         drops.update(part["drops"])
         timings.update(part["timings"])
         nouns.update(part["nouns"])
-    totals = {key: sum(p[key] for p in parts) for key in ("images_in", "images_with_pairs", "pairs")}
-    return {**totals, "unique_nouns": len(nouns), "drops": dict(sorted(drops.items())),
-            "errors": [e for p in parts for e in p.get("errors", [])],
-            "timings": {k: round(v, 6) for k, v in sorted(timings.items())}, "nouns": dict(nouns.most_common())}
+    images_in, with_pairs, pairs = (sum(p[key] for p in parts) for key in ("images_in", "images_with_pairs", "pairs"))
+    return _counts(images_in, with_pairs, pairs, drops, [e for p in parts for e in p.get("errors", [])], timings,
+                   nouns)
 
 
 def status_rows(samples: list[Sample]) -> list[dict[str, Any]]:
