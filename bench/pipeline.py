@@ -48,7 +48,7 @@ def cpu_seconds_per_image(cfg, shard_uris: list[str], sample: int, out: str) -> 
         if images >= sample:
             break
         before = time.process_time()
-        chunks = read_chunks(uri, None, cfg.execution.chunk_size, writer.s3)
+        chunks = read_chunks(writer.output.at(uri), None, cfg.execution.chunk_size)
         spent["read"] += time.process_time() - before
         for chunk in chunks:
             for stage in stages:

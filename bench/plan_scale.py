@@ -19,7 +19,7 @@ from pathlib import Path
 from mining.schemas import MARKER_VERSION
 from mining.sinks.commits import committed_markers, manifest_if_current, reusable
 from mining.sources.uris import expand_inputs, shard_stem
-from mining.storage import S3Options
+from mining.storage import Location, S3Options
 
 
 def marker(stem: str) -> dict:
@@ -71,14 +71,14 @@ def s3_figures(n: int) -> dict:
             stem = f"{i:06d}"
             client.put_object(Bucket="bench", Key=f"out/_done/{stem}.json", Body=json.dumps(marker(stem)).encode())
         s3 = S3Options(endpoint_url=endpoint)
-        markers, elapsed = timed(lambda: committed_markers("s3://bench/out", s3))
+        markers, elapsed = timed(lambda: committed_markers(Location("s3://bench/out", s3)))
         assert len(markers) == n
         # a rerun with nothing to mine: one listing and the manifest instead of every marker
         shards = [{k: v for k, v in m.items() if k not in ("nouns", "schema_version", "config_hash")}
                   for m in markers.values()]
         client.put_object(Bucket="bench", Key="out/manifest.json",
                           Body=json.dumps({"config_hash": "0" * 16, "shards": shards}).encode())
-        current, t_manifest = timed(lambda: manifest_if_current("s3://bench/out", "0" * 16, s3))
+        current, t_manifest = timed(lambda: manifest_if_current(Location("s3://bench/out", s3), "0" * 16))
         assert current is not None
         return {"markers": n, "read_markers_s": round(elapsed, 2), "per_1000_s": round(1000 * elapsed / n, 2),
                 "nothing_to_mine_s": round(t_manifest, 2)}

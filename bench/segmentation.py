@@ -26,7 +26,6 @@ from mining.evaluation.semantic import evaluate_semantic
 from mining.pipeline import run_mining
 from mining.segmentation.variants import build_variants
 from mining.sinks.reader import shard_files
-from mining.storage import join
 from mining.toyworld.demo import demo_config
 from mining.toyworld.make import make_world
 from mining.train.clip_trainer import train_clip
@@ -61,13 +60,13 @@ def main() -> None:
     work = Path(args.work or tempfile.mkdtemp(prefix="ovmine-seg-bench-"))
     mining_cfg = demo_config(["execution.executor=local", *args.mining_set])
     t0 = time.time()
-    train_world = make_world(join(str(work), "train-world"), args.shards, args.per_shard, args.train_seed,
+    train_world = make_world(str(work / "train-world"), args.shards, args.per_shard, args.train_seed,
                              progress=False, overwrite=True)
-    mined = join(str(work), "train-mined")
+    mined = str(work / "train-mined")
     if not shard_files(mined):
         run_mining(mining_cfg, [train_world["shards_uri"]], mined)
     mining_seconds = time.time() - t0
-    eval_world = make_world(join(str(work), "eval-world"), 2, max(1, args.eval_images // 2), 0, progress=False,
+    eval_world = make_world(str(work / "eval-world"), 2, max(1, args.eval_images // 2), 0, progress=False,
                             overwrite=True)   # a --work rerun makes the same world again
 
     clip_dir, seg_dir = work / "adapted-clip", work / "segmenter"

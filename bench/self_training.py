@@ -26,7 +26,6 @@ from train_clip import region_top1  # noqa: E402  (the same scorer as bench/trai
 
 from mining.evaluation.run import evaluate  # noqa: E402
 from mining.pipeline import run_mining  # noqa: E402
-from mining.storage import join  # noqa: E402
 from mining.toyworld.demo import demo_config  # noqa: E402
 from mining.toyworld.make import make_world  # noqa: E402
 from mining.train.clip_trainer import train_clip  # noqa: E402
@@ -43,7 +42,7 @@ def with_model(overrides: list[str], model: str | None) -> list[str]:
 def score_eval(eval_world: dict, work: Path, name: str, model: str | None) -> dict:
     """Mine the evaluation world with the demo config (and `model`), score its pairs and the region top-1."""
     cfg = demo_config(with_model(["execution.executor=local"], model))
-    out = join(str(work), f"eval-mined-{name}")
+    out = str(work / f"eval-mined-{name}")
     run_mining(cfg, [eval_world["shards_uri"]], out)
     report = evaluate(out, eval_world["ground_truth"], progress=False)
     top1 = region_top1(cfg, eval_world)
@@ -72,9 +71,9 @@ def main() -> None:
     args = ap.parse_args()
 
     work = Path(args.work or tempfile.mkdtemp(prefix="ovmine-self-training-"))
-    train_world = make_world(join(str(work), "train-world"), args.shards, args.per_shard, args.train_seed,
+    train_world = make_world(str(work / "train-world"), args.shards, args.per_shard, args.train_seed,
                              progress=False, overwrite=True)
-    eval_world = make_world(join(str(work), "eval-world"), 4, args.eval_images // 4, 0, progress=False,
+    eval_world = make_world(str(work / "eval-world"), 4, args.eval_images // 4, 0, progress=False,
                             overwrite=True)   # a --work rerun makes the same world again
     cfg = load_train_config(ROOT / "configs" / "train_clip_toyworld.yaml",
                             ["filters.min_similarity=0.2", "filters.min_margin=0.15", *args.overrides])
@@ -84,7 +83,7 @@ def main() -> None:
     model = None
     for r in range(1, args.rounds + 1):
         t0 = time.time()
-        mined = join(str(work), f"train-mined-r{r}")
+        mined = str(work / f"train-mined-r{r}")
         run_mining(demo_config(with_model(["execution.executor=local", *UNFILTERED], model)),
                    [train_world["shards_uri"]], mined)
         quality = train_pairs_quality(mined, train_world, cfg.filters.model_dump())

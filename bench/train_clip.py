@@ -33,7 +33,6 @@ from mining.sources.decode import decode_image
 from mining.sources.shards import IMAGE_EXTS, read_shard
 from mining.sinks.reader import shard_files
 from mining.sources.uris import expand_inputs
-from mining.storage import join
 from mining.toyworld.demo import demo_config
 from mining.toyworld.make import make_world
 from mining.train.clip_trainer import train_clip
@@ -110,13 +109,13 @@ def main() -> None:
     work = Path(args.work or tempfile.mkdtemp(prefix="ovmine-train-bench-"))
     mining_cfg = demo_config(["execution.executor=local", *args.mining_set])
     t0 = time.time()
-    train_world = make_world(join(str(work), "train-world"), args.shards, args.per_shard, args.train_seed,
+    train_world = make_world(str(work / "train-world"), args.shards, args.per_shard, args.train_seed,
                              progress=False, overwrite=True)
-    mined = join(str(work), "train-mined")
+    mined = str(work / "train-mined")
     if not shard_files(mined):
         run_mining(mining_cfg, [train_world["shards_uri"]], mined)
     mining_seconds = time.time() - t0
-    eval_world = make_world(join(str(work), "eval-world"), 4, args.eval_images // 4, 0, progress=False,
+    eval_world = make_world(str(work / "eval-world"), 4, args.eval_images // 4, 0, progress=False,
                             overwrite=True)   # a --work rerun makes the same world again
 
     cfg = load_train_config(ROOT / "configs" / "train_clip_toyworld.yaml", [f"steps={args.steps}", *args.overrides])

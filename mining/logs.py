@@ -1,10 +1,12 @@
-"""The one logger, and rate-limited warnings so that a million bad samples do not flood a log."""
+"""The one logger ("ovmine": every module logs through it; the CLI configures it, a library user's logging
+config decides otherwise), and rate-limited warnings so that a million bad samples do not flood a log."""
 from __future__ import annotations
 
 import logging
 import time
 
 logger = logging.getLogger("ovmine")
+logger.addHandler(logging.NullHandler())
 
 
 class RateLimitedWarning:

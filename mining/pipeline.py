@@ -13,7 +13,7 @@ from mining.executors import StartupTimes
 from mining.logs import logger
 from mining.schemas import validate
 from mining.sinks.commits import committed_markers, manifest_if_current, refuse_foreign_leftovers, reusable
-from mining.sinks.layout import OUTPUT_FOLDERS, manifest_uri, marker_uri, refuse_inputs_inside
+from mining.sinks.layout import OUTPUT_FOLDERS, manifest_file, marker_file, refuse_inputs_inside
 from mining.sinks.lease import OutputLease
 from mining.sinks.manifest import build_manifest, write_manifest
 from mining.sinks.parts import PARTS
@@ -21,7 +21,7 @@ from mining.sources.shards import count_keys
 from mining.sources.uris import expand_inputs, shard_stem
 from mining.stages import build_stages
 from mining.stages.write import ShardWriter
-from mining.storage import S3Options, delete, delete_tree, join, sweep_temporaries
+from mining.storage import Location, S3Options, Where
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class ShardTask:
     images: int | None = None        # images this task will read, when planning counted them (--limit)
 
 
-def plan_tasks(shards: list[str], limit: int | None, s3: S3Options | None) -> list[ShardTask]:
+def plan_tasks(shards: list[str], limit: int | None, s3: S3Options | None = None) -> list[ShardTask]:
     """With a limit, the first `limit` images in input order: whole shards, then part of the last one."""
     if limit is None:
         return [ShardTask(uri) for uri in shards]
@@ -39,7 +39,7 @@ def plan_tasks(shards: list[str], limit: int | None, s3: S3Options | None) -> li
     for uri in shards:
         if left <= 0:
             break
-        n = count_keys(uri, s3, stop_after=left)
+        n = count_keys(Location.of(uri, s3), stop_after=left)
         tasks.append(ShardTask(uri, left if n >= left else None, min(n, left)))
         left -= n
     return tasks
@@ -63,14 +63,14 @@ class MiningProgress:
         """A shard could not be read and was not committed (input, name, error); a rerun retries it."""
 
 
-def make_executor(cfg: RunConfig, s3: S3Options):
+def make_executor(cfg: RunConfig):
     if cfg.execution.executor == "local":
         from mining.executors.local import LocalExecutor
 
-        return LocalExecutor(cfg, s3)
+        return LocalExecutor(cfg)
     from mining.executors.ray_data import RayExecutor
 
-    return RayExecutor(cfg, s3)
+    return RayExecutor(cfg)
 
 
 def startup_timings(times: StartupTimes, wall_seconds: float, imports: float = 0.0) -> dict[str, float]:
@@ -85,7 +85,7 @@ def startup_timings(times: StartupTimes, wall_seconds: float, imports: float = 0
     return figures
 
 
-def run_mining(cfg: RunConfig, inputs: list[str], output: str, limit: int | None = None,
+def run_mining(cfg: RunConfig, inputs: list[str], output: Where, limit: int | None = None,
                on_shard: Callable[[dict[str, Any]], None] | None = None,
                progress: MiningProgress | bool | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Mine `inputs` into `output`; returns the manifest. Bad inputs and an output that cannot be written (or
@@ -100,16 +100,17 @@ def run_mining(cfg: RunConfig, inputs: list[str], output: str, limit: int | None
     Ray Data's own bars are never drawn); `on_shard` is called with each committed shard's marker."""
     listener = MiningProgress() if progress is None or isinstance(progress, bool) else progress
     s3 = S3Options.from_source(cfg.source)
+    output = Location.of(output, s3)
     shards = expand_inputs(inputs, s3)
     refuse_inputs_inside(output, shards)
     tasks = plan_tasks(shards, limit, s3)
     config_hash = cfg.config_hash()
-    with OutputLease(output, config_hash, s3):
-        if swept := sweep_temporaries(output, OUTPUT_FOLDERS):
+    with OutputLease(output, config_hash):
+        if swept := output.sweep_temporaries(OUTPUT_FOLDERS):
             logger.info("removed %d temporary file(s) left in %s by an earlier run", swept, output)
-        delete_tree(join(output, PARTS), s3)   # parts an earlier run left behind were never committed
+        output.join(PARTS).delete_tree()   # parts an earlier run left behind were never committed
         wanted = {shard_stem(t.uri): t.max_samples for t in tasks}
-        previous = None if overwrite else manifest_if_current(output, config_hash, s3)
+        previous = None if overwrite else manifest_if_current(output, config_hash)
         if previous is not None:
             described = {s["name"]: s | {"config_hash": config_hash} for s in previous["shards"]}
             if reusable(described, wanted, config_hash, output) == set(wanted):
@@ -117,7 +118,7 @@ def run_mining(cfg: RunConfig, inputs: list[str], output: str, limit: int | None
                 logger.info("all %d planned shard(s) are committed in %s; nothing to mine", len(wanted), output)
                 listener.planned(len(wanted), len(wanted), 0)
                 return previous
-        markers = committed_markers(output, s3)
+        markers = committed_markers(output)
         if overwrite:
             refuse_foreign_leftovers(markers, wanted, config_hash, output)
         done = set() if overwrite else reusable(markers, wanted, config_hash, output)
@@ -132,11 +133,11 @@ def run_mining(cfg: RunConfig, inputs: list[str], output: str, limit: int | None
         if todo:
             # the manifest stops describing the output once a shard is written: a run killed from here on leaves
             # none, so the next run reads every marker instead of trusting a stale summary
-            delete(manifest_uri(output), s3)
+            manifest_file(output).delete()
             for task in todo:   # --overwrite: uncommit before the workers replace a shard's files
                 if markers.pop(shard_stem(task.uri), None) is not None:
-                    delete(marker_uri(output, shard_stem(task.uri)), s3)
-            executor = make_executor(cfg, s3)
+                    marker_file(output, shard_stem(task.uri)).delete()
+            executor = make_executor(cfg)
             times = executor.times
             try:
                 executor.start(listener.phase)
@@ -160,11 +161,11 @@ def run_mining(cfg: RunConfig, inputs: list[str], output: str, limit: int | None
                             on_shard(marker)
             finally:
                 executor.close()
-                delete_tree(join(output, PARTS), s3)   # parts of shards the run did not finish: never committed
+                output.join(PARTS).delete_tree()   # parts of shards the run did not finish: never committed
             driver = {"received_bytes": executor.received_bytes,
                       "cpu_seconds": round(time.process_time() - cpu_start, 3)}
         wall = time.perf_counter() - start
-        manifest = build_manifest(output, sorted(markers), cfg, wall, s3,
+        manifest = build_manifest(output, sorted(markers), cfg, wall,
                                   images_this_run=mined_images, markers=markers,
                                   failed=sorted(failed, key=lambda f: f["name"]),
                                   previous=previous)   # deleted above once writing began; its throughput lives on
@@ -174,5 +175,5 @@ def run_mining(cfg: RunConfig, inputs: list[str], output: str, limit: int | None
                                            "cpu_seconds_per_1000_images":
                                                round(1000 * driver["cpu_seconds"] / mined_images, 3)}
             validate("manifest", manifest)
-        write_manifest(output, manifest, s3)
+        write_manifest(output, manifest)
     return manifest

@@ -1,4 +1,8 @@
-"""One way to reach local paths and s3:// URIs: pyarrow filesystems.
+"""Where files live: a `Location` is a local path or an s3:// URI together with the S3 settings that reach it.
+
+Every read, write, listing and removal of ovmine's inputs, outputs and checkpoints goes through it, over
+pyarrow filesystems. A Location is a small frozen value: it pickles, so a stage carries its output to the
+workers that write there.
 
 pyarrow's S3FileSystem does not read AWS_ENDPOINT_URL itself, so the endpoint is resolved here (config first,
 then the environment) and handed over explicitly. Credentials come from the standard AWS chain and are never
@@ -7,18 +11,19 @@ copied into anything we write.
 from __future__ import annotations
 
 import contextlib
-import logging
+import functools
 import os
 import random
 import re
+import shutil
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
-logger = logging.getLogger("ovmine")
+from mining.logs import logger
 
 
 @dataclass(frozen=True)
@@ -40,109 +45,191 @@ def is_s3(uri: str) -> bool:
     return uri.startswith("s3://")
 
 
-def filesystem_for(uri: str, s3: S3Options | None = None) -> tuple[pafs.FileSystem, str]:
-    """(filesystem, path inside it) for a local path or an s3:// URI."""
-    if is_s3(uri):
-        s3 = s3 or S3Options()
-        # the AWS SDK's standard strategy: exponential backoff with jitter on retryable errors
-        kwargs: dict = {"retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=s3.max_attempts)}
-        endpoint = s3.resolved_endpoint()
-        if endpoint:
-            parsed = urlparse(endpoint)
-            kwargs["endpoint_override"] = parsed.netloc or parsed.path
-            kwargs["scheme"] = parsed.scheme or "https"
-        region = s3.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-        if region:
-            kwargs["region"] = region
-        return pafs.S3FileSystem(**kwargs), uri[len("s3://"):]
-    return pafs.LocalFileSystem(), os.path.abspath(uri)
-
-
-def join(base: str, *parts: str) -> str:
-    return "/".join([base.rstrip("/"), *parts])
-
-
-def read_bytes(uri: str, s3: S3Options | None = None) -> bytes:
-    fs, path = filesystem_for(uri, s3)
-    with fs.open_input_stream(path) as f:
-        return f.read()
-
-
-def write_bytes_atomic(uri: str, data: bytes, s3: S3Options | None = None) -> None:
-    """Readers never see a half-written file: local writes go to a temporary name and are renamed;
-    an S3 object only appears when its upload completes."""
-    fs, path = filesystem_for(uri, s3)
-    parent = path.rsplit("/", 1)[0]
-    if isinstance(fs, pafs.LocalFileSystem):
-        tmp = f"{path}{TMP_MARK}{os.getpid()}-{threading.get_ident()}"
-        try:
-            os.makedirs(parent, exist_ok=True)
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except OSError as exn:
-            # never leave a half-written temporary behind (a full disk would otherwise keep it forever)
-            with contextlib.suppress(OSError):
-                os.remove(tmp)
-            raise OSError(f"could not write {uri}: {exn.strerror or exn}; nothing was committed for it: "
-                          f"fix the cause and rerun the same command") from exn
-        return
-
-    def upload() -> None:
-        fs.create_dir(parent, recursive=True)
-        with fs.open_output_stream(path) as f:
-            f.write(data)
-
-    # the SDK retries single requests, but not a throttled CompleteMultipartUpload: the whole upload is
-    # repeated instead (writing the same key again is harmless)
-    attempts = (s3 or S3Options()).max_attempts
-    for attempt in range(attempts):
-        try:
-            return upload()
-        except OSError as exn:
-            if attempt == attempts - 1:
-                raise
-            delay = min(0.2 * 2 ** attempt, 10.0) * (0.5 + random.random())
-            logger.warning("upload of %s failed (%s); retrying in %.1f s", uri, exn, delay)
-            time.sleep(delay)
+@functools.lru_cache(maxsize=16)
+def _s3_filesystem(s3: S3Options, endpoint: str | None, region: str | None) -> pafs.S3FileSystem:
+    # the AWS SDK's standard strategy: exponential backoff with jitter on retryable errors
+    kwargs: dict = {"retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=s3.max_attempts)}
+    if endpoint:
+        parsed = urlparse(endpoint)
+        kwargs["endpoint_override"] = parsed.netloc or parsed.path
+        kwargs["scheme"] = parsed.scheme or "https"
+    if region:
+        kwargs["region"] = region
+    return pafs.S3FileSystem(**kwargs)
 
 
 TMP_MARK = ".tmp-"   # local temporaries are <name>.tmp-<pid>-<thread>, renamed into place when complete
-_TEMPORARY = re.compile(re.escape(TMP_MARK) + r"\d+-\d+$")   # exactly the names write_bytes_atomic makes
+_TEMPORARY = re.compile(re.escape(TMP_MARK) + r"\d+-\d+$")   # exactly the names write_atomic makes
 
 
-def delete(uri: str, s3: S3Options | None = None) -> None:
-    """Remove a file or object if it exists."""
-    fs, path = filesystem_for(uri, s3)
-    with contextlib.suppress(FileNotFoundError):
-        fs.delete_file(path)
+@dataclass(frozen=True)
+class Location:
+    """A file or folder, local or on S3. `uri` is kept as the user wrote it (messages name it so)."""
+    uri: str
+    s3: S3Options = field(default_factory=S3Options)
 
+    @classmethod
+    def of(cls, where: "Location | str", s3: S3Options | None = None) -> "Location":
+        """`where` as a Location; a plain string is reached with `s3` (default settings when None)."""
+        if isinstance(where, Location):
+            return where
+        return cls(str(where), s3 or S3Options())
 
-def delete_tree(uri: str, s3: S3Options | None = None) -> None:
-    """Remove a folder (an S3 prefix) and everything in it, if it exists."""
-    fs, path = filesystem_for(uri, s3)
-    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+    def __str__(self) -> str:
+        return self.uri
+
+    # --- naming -------------------------------------------------------------------------------------------
+    @property
+    def is_s3(self) -> bool:
+        return is_s3(self.uri)
+
+    @property
+    def name(self) -> str:
+        return self.uri.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def parent(self) -> "Location":
+        return Location(self.uri.rstrip("/").rsplit("/", 1)[0], self.s3)
+
+    def join(self, *parts: str) -> "Location":
+        return Location("/".join([self.uri.rstrip("/"), *parts]), self.s3)
+
+    def __truediv__(self, part: str) -> "Location":
+        return self.join(part)
+
+    def at(self, uri: str) -> "Location":
+        """Another place reached with these S3 settings (an input or parent output a manifest names)."""
+        return Location(uri, self.s3)
+
+    def with_suffix(self, old: str, new: str) -> "Location":
+        return Location(self.uri.removesuffix(old) + new, self.s3)
+
+    def comparable(self) -> str:
+        """A form to compare locations by: s3://bucket/key as is, local paths resolved (symlinks, '..')."""
+        return self.uri.rstrip("/") if self.is_s3 else os.path.realpath(self.uri)
+
+    # --- reaching it --------------------------------------------------------------------------------------
+    def filesystem(self) -> tuple[pafs.FileSystem, str]:
+        """(pyarrow filesystem, path inside it); S3 filesystems are made once per process and settings."""
+        if self.is_s3:
+            region = self.s3.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+            return _s3_filesystem(self.s3, self.s3.resolved_endpoint(), region), self.uri[len("s3://"):]
+        return pafs.LocalFileSystem(), os.path.abspath(self.uri)
+
+    def kind(self) -> pafs.FileType:
+        fs, path = self.filesystem()
+        return fs.get_file_info(path).type
+
+    def exists(self) -> bool:
+        """A file, or a folder (an S3 prefix "exists" when objects lie under it)."""
+        return self.kind() != pafs.FileType.NotFound
+
+    def read(self) -> bytes:
+        fs, path = self.filesystem()
+        with fs.open_input_stream(path) as f:
+            return f.read()
+
+    def open_stream(self):
+        """A sequential reader (tar streams)."""
+        fs, path = self.filesystem()
+        return fs.open_input_stream(path)
+
+    def open_random(self):
+        """A seekable reader (parquet)."""
+        fs, path = self.filesystem()
+        return fs.open_input_file(path)
+
+    def list(self, suffix: str = "") -> list["Location"]:
+        """The files directly in this folder whose names end with `suffix`, sorted; none if it is missing."""
+        fs, path = self.filesystem()
+        infos = fs.get_file_info(pafs.FileSelector(path.rstrip("/"), allow_not_found=True))
+        names = sorted(i.base_name for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(suffix))
+        return [self / name for name in names]
+
+    def entry_names(self) -> list[str]:
+        """Names of everything directly in this folder (files and folders), sorted."""
+        fs, path = self.filesystem()
+        return sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(path.rstrip("/"), allow_not_found=True)))
+
+    # --- changing it --------------------------------------------------------------------------------------
+    def write_atomic(self, data: bytes) -> None:
+        """Readers never see a half-written file: local writes go to a temporary name and are renamed; an S3
+        object only appears when its upload completes."""
+        self._replace(lambda f: f.write(data))
+
+    def publish(self, local_file: str) -> None:
+        """Copy a (large) local file here, atomically as `write_atomic`, without holding it in memory."""
+        def copy(dst) -> None:
+            with open(local_file, "rb") as src:
+                shutil.copyfileobj(src, dst, 1 << 24)
+        self._replace(copy)
+
+    def _replace(self, fill) -> None:
+        if self.is_s3:
+            self._upload(fill)
+            return
+        path = os.path.abspath(self.uri)
+        tmp = f"{path}{TMP_MARK}{os.getpid()}-{threading.get_ident()}"
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(tmp, "wb") as f:
+                fill(f)
+            os.replace(tmp, path)
+        except BaseException as exn:
+            # never leave a half-written temporary behind (a full disk or Ctrl-C would otherwise keep it)
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            if isinstance(exn, OSError):
+                raise OSError(f"could not write {self.uri}: {exn.strerror or exn}; nothing was committed for "
+                              f"it: fix the cause and rerun the same command") from exn
+            raise
+
+    def _upload(self, fill) -> None:
+        fs, path = self.filesystem()
+        # the SDK retries single requests, but not a throttled CompleteMultipartUpload: the whole upload is
+        # repeated instead (writing the same key again is harmless)
+        attempts = self.s3.max_attempts
+        for attempt in range(attempts):
+            try:
+                fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+                with fs.open_output_stream(path) as f:
+                    fill(f)
+                return
+            except OSError as exn:
+                if attempt == attempts - 1:
+                    raise
+                delay = min(0.2 * 2 ** attempt, 10.0) * (0.5 + random.random())
+                logger.warning("upload of %s failed (%s); retrying in %.1f s", self.uri, exn, delay)
+                time.sleep(delay)
+
+    def delete(self) -> None:
+        """Remove this file or object if it exists."""
+        fs, path = self.filesystem()
         with contextlib.suppress(FileNotFoundError):
-            fs.delete_dir(path)
+            fs.delete_file(path)
+
+    def delete_tree(self) -> None:
+        """Remove this folder (an S3 prefix) and everything in it, if it exists."""
+        fs, path = self.filesystem()
+        if fs.get_file_info(path).type != pafs.FileType.NotFound:
+            with contextlib.suppress(FileNotFoundError):
+                fs.delete_dir(path)
+
+    def sweep_temporaries(self, subfolders: tuple[str, ...] = ()) -> int:
+        """Remove temporaries that earlier writers left in a local folder (killed or failed mid-write): only
+        names `write_atomic` makes, only in this folder and its `subfolders`. Call only while holding the
+        output's lease: then no live writer owns them. Returns how many."""
+        if self.is_s3 or not os.path.isdir(self.uri):
+            return 0   # an S3 upload that did not complete leaves no object
+        removed = 0
+        for sub in ("", *subfolders):
+            root = os.path.join(self.uri, sub)
+            for name in (os.listdir(root) if os.path.isdir(root) else []):
+                if _TEMPORARY.search(name):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(os.path.join(root, name))
+                        removed += 1
+        return removed
 
 
-def sweep_temporaries(folder: str, subfolders: tuple[str, ...] = ()) -> int:
-    """Remove temporaries that earlier writers left in a local output (killed or failed mid-write): only
-    names `write_bytes_atomic` makes, only in `folder` and its `subfolders`. Call only while holding the output's
-    lease: then no live writer owns them. Returns how many."""
-    if is_s3(folder) or not os.path.isdir(folder):
-        return 0   # an S3 upload that did not complete leaves no object
-    removed = 0
-    for sub in ("", *subfolders):
-        root = os.path.join(folder, sub)
-        for name in (os.listdir(root) if os.path.isdir(root) else []):
-            if _TEMPORARY.search(name):
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(os.path.join(root, name))
-                    removed += 1
-    return removed
-
-
-def exists(uri: str, s3: S3Options | None = None) -> bool:
-    fs, path = filesystem_for(uri, s3)
-    return fs.get_file_info(path).type != pafs.FileType.NotFound
+Where = Location | str   # what our functions accept: a Location, or a string reached with default S3 settings

@@ -85,9 +85,9 @@ def test_a_connection_reset_mid_shard_is_retried_then_not_committed(tmp_path, mo
     real = shards_module._members
     calls = []
 
-    def flaky(uri, s3):
-        calls.append(uri)
-        for n, member in enumerate(real(uri, s3)):
+    def flaky(shard):
+        calls.append(shard)
+        for n, member in enumerate(real(shard)):
             if n == 2 and len(calls) < 3:
                 raise ConnectionResetError("connection reset by peer")
             yield member
@@ -95,7 +95,7 @@ def test_a_connection_reset_mid_shard_is_retried_then_not_committed(tmp_path, mo
     samples = read_shard(str(shard), retry_delay=0.01)
     assert len(calls) == 3 and [s.key for s in samples] == ["k1", "k2"], "a transient failure is retried"
     calls.clear()
-    monkeypatch.setattr(shards_module, "_members", lambda uri, s3: (_ for _ in ()).throw(ConnectionResetError("gone")))
+    monkeypatch.setattr(shards_module, "_members", lambda shard: (_ for _ in ()).throw(ConnectionResetError("gone")))
     failed = read_shard(str(shard), attempts=2, retry_delay=0.01)
     assert len(failed) == 1 and failed[0].sentinel and "ConnectionResetError" in failed[0].read_error
 
@@ -107,10 +107,10 @@ def test_cli_exits_non_zero_naming_the_failed_shard(tmp_path, monkeypatch, capsy
     monkeypatch.setattr(shards_module, "READ_ATTEMPTS", 1)
     real = shards_module._members
 
-    def lost(uri, s3):
-        if uri.endswith("00001.tar"):
-            raise FileNotFoundError(f"{uri} was deleted")
-        return real(uri, s3)
+    def lost(shard):
+        if shard.name == "00001.tar":
+            raise FileNotFoundError(f"{shard} was deleted")
+        return real(shard)
     monkeypatch.setattr(shards_module, "_members", lost)
     code = main(["mine", "--config", "configs/tiny.yaml", "--input", str(tmp_path / "in"), "--output",
                  str(tmp_path / "out"), "--executor", "local", "--json"])

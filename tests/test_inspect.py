@@ -17,7 +17,7 @@ from mining.postrun.export_coco import export_coco
 from mining.pipeline import run_mining
 from mining.sinks.reader import iter_records, read_manifest, read_pairs
 from mining.postrun.stats import compute_stats
-from mining.storage import S3Options
+from mining.storage import Location, S3Options
 from mining.toyworld.make import make_shards
 from mining.postrun.validate import check_output
 
@@ -32,7 +32,7 @@ def mined(tmp_path_factory):
 
 
 def all_pairs(output, s3=None):
-    return [(r, p) for r in iter_records(output, s3) for p in r.pairs]
+    return [(r, p) for r in iter_records(Location.of(output, s3)) for p in r.pairs]
 
 
 def test_stats_match_the_records(mined):
@@ -149,14 +149,14 @@ def test_inspect_commands_on_s3(mined, s3_endpoint, tmp_path):
             client.upload_file(str(path), "inspect", f"run/{path.relative_to(mined / 'out')}")
     s3 = S3Options(endpoint_url=s3_endpoint)
     local = compute_stats(str(mined / "out"))
-    remote = compute_stats("s3://inspect/run", s3)
+    remote = compute_stats(Location("s3://inspect/run", s3))
     assert {k: v for k, v in remote.items() if k != "output"} == {k: v for k, v in local.items() if k != "output"}
     assert main(["stats", "s3://inspect/run", "--s3-endpoint", s3_endpoint, "--html", "s3://inspect/report.html"]) == 0
     page = client.get_object(Bucket="inspect", Key="report.html")["Body"].read().decode()
     assert "<img" in page and "Lowest-similarity pairs" in page
     assert main(["curate", "s3://inspect/run", "s3://inspect/cur", "--s3-endpoint", s3_endpoint,
                  "--max-per-noun", "1"]) == 0
-    cur = read_manifest("s3://inspect/cur", s3)
+    cur = read_manifest(Location("s3://inspect/cur", s3))
     assert cur["totals"]["pairs"] == cur["totals"]["unique_nouns"]
     assert main(["export", "coco", "s3://inspect/cur", "s3://inspect/coco.json", "--s3-endpoint", s3_endpoint]) == 0
     doc = json.loads(client.get_object(Bucket="inspect", Key="coco.json")["Body"].read())

@@ -133,11 +133,11 @@ def test_validate_rejects_a_tampered_stats_file(local_runs, tmp_path):
 
 def test_the_stats_file_is_written_before_the_marker(tmp_path, tiny_cfg, monkeypatch):
     import mining.sinks.writer as writer
+    from mining.storage import Location
 
     written = []
-    real = writer.write_bytes_atomic
-    monkeypatch.setattr(writer, "write_bytes_atomic", lambda uri, data, s3=None: (written.append(uri),
-                                                                                  real(uri, data, s3)))
+    real = Location.write_atomic
+    monkeypatch.setattr(Location, "write_atomic", lambda where, data: (written.append(where.uri), real(where, data)))
     gone = Sample(shard="in/abc.tar", shard_stem="abc", key="k", index=0, shard_size=1).drop_with(Drop.NO_MASKS)
     marker = writer.write_shard([gone], str(tmp_path), "0123456789abcdef", started=1.0e9)
     assert [uri.split(str(tmp_path))[1] for uri in written[-2:]] == ["/stats/abc.json", "/_done/abc.json"]

@@ -45,16 +45,16 @@ def test_mine_from_s3_to_s3(s3_endpoint, bucket, tmp_path):
     assert {"mined/manifest.json", "mined/shards/00000.tar", "mined/pairs/00001.parquet",
             "mined/_done/00000.json"} <= keys
     assert not [k for k in keys if k.startswith("mined/_parts/")], "joined parts are removed from the bucket"
-    from mining.storage import S3Options
+    from mining.storage import Location, S3Options
 
     s3 = S3Options(endpoint_url=s3_endpoint)
-    assert len(list(iter_records(out, s3))) == manifest["totals"]["images_with_pairs"]
-    assert read_pairs(out, s3).num_rows == manifest["totals"]["pairs"]
-    check_output(out, s3)
+    assert len(list(iter_records(Location(out, s3)))) == manifest["totals"]["images_with_pairs"]
+    assert read_pairs(Location(out, s3)).num_rows == manifest["totals"]["pairs"]
+    check_output(Location(out, s3))
     # a prefix lists its shards; credentials never reach the manifest
     again = run_mining(cfg, [f"s3://{name}/data/"], str(tmp_path / "local-out"))
     assert again["totals"] == manifest["totals"]
-    assert "testing" not in json.dumps(read_manifest(out, s3))
+    assert "testing" not in json.dumps(read_manifest(Location(out, s3)))
 
 
 def test_missing_s3_input_fails_clearly(s3_endpoint, bucket, tmp_path):
@@ -103,7 +103,7 @@ def test_cli_on_ray_reads_s3_with_endpoint_from_environment(s3_endpoint, bucket,
 
 def test_throttled_s3_is_retried(s3_endpoint, bucket, tmp_path):
     from flaky_s3 import FlakyS3Proxy
-    from mining.storage import S3Options
+    from mining.storage import Location, S3Options
 
     _, name = bucket
     reference = run_mining(s3_config(s3_endpoint), [f"s3://{name}/data/"], f"s3://{name}/steady")
@@ -116,9 +116,9 @@ def test_throttled_s3_is_retried(s3_endpoint, bucket, tmp_path):
     assert proxy.injected >= 10, "throttling was injected"
     assert manifest["totals"] == reference["totals"]
     s3 = S3Options(endpoint_url=s3_endpoint)
-    assert sorted((r.key, len(r.pairs)) for r in iter_records(f"s3://{name}/throttled", s3)) == \
-        sorted((r.key, len(r.pairs)) for r in iter_records(f"s3://{name}/steady", s3))
-    check_output(f"s3://{name}/throttled", s3)
+    assert sorted((r.key, len(r.pairs)) for r in iter_records(Location(f"s3://{name}/throttled", s3))) == \
+        sorted((r.key, len(r.pairs)) for r in iter_records(Location(f"s3://{name}/steady", s3)))
+    check_output(Location(f"s3://{name}/throttled", s3))
     dead = FlakyS3Proxy(s3_endpoint, fail_every=1, methods=("GET", "HEAD", "PUT", "POST"))
     try:
         with pytest.raises(OSError):   # an endpoint that never recovers gives an error, not a hang
@@ -130,7 +130,7 @@ def test_throttled_s3_is_retried(s3_endpoint, bucket, tmp_path):
 
 def test_toy_world_and_eval_on_s3(s3_endpoint, bucket, tmp_path):
     from mining.evaluation.run import evaluate
-    from mining.storage import S3Options
+    from mining.storage import Location, S3Options
     from mining.toyworld.make import make_world
 
     _, name = bucket
@@ -138,7 +138,7 @@ def test_toy_world_and_eval_on_s3(s3_endpoint, bucket, tmp_path):
     world = make_world(f"s3://{name}/world", shards=1, per_shard=4, seed=2, s3=s3, progress=False)
     cfg = s3_config(s3_endpoint, match={"min_similarity": -1.0})
     run_mining(cfg, [world["shards_uri"] + "/"], f"s3://{name}/mined-world")
-    remote = evaluate(f"s3://{name}/mined-world", world["ground_truth"], s3=s3, progress=False)
+    remote = evaluate(Location(f"s3://{name}/mined-world", s3), Location(world["ground_truth"], s3), progress=False)
     make_world(str(tmp_path / "world"), shards=1, per_shard=4, seed=2, progress=False)
     run_mining(cfg, [str(tmp_path / "world" / "shards")], str(tmp_path / "mined"))
     local = evaluate(str(tmp_path / "mined"), str(tmp_path / "world" / "ground_truth.json"), progress=False)
@@ -149,11 +149,11 @@ def test_toy_world_and_eval_on_s3(s3_endpoint, bucket, tmp_path):
 
 def test_s3_output_has_one_writer_at_a_time(s3_endpoint, bucket):
     from mining.sinks.lease import OutputBusy, OutputLease
-    from mining.storage import S3Options
+    from mining.storage import Location, S3Options
 
     client, name = bucket
     s3 = S3Options(endpoint_url=s3_endpoint)
-    with OutputLease(f"s3://{name}/mined", "0" * 16, s3):   # a conditional create: the second one gets 412
+    with OutputLease(Location(f"s3://{name}/mined", s3), "0" * 16):   # a conditional create: the second one gets 412
         assert "mined/_lease.json" in {o["Key"] for o in client.list_objects_v2(Bucket=name)["Contents"]}
         with pytest.raises(OutputBusy, match="is being written by another ovmine run"):
             run_mining(s3_config(s3_endpoint), [f"s3://{name}/data/"], f"s3://{name}/mined")
@@ -176,7 +176,7 @@ def test_missing_output_bucket_fails_fast_before_models_load(s3_endpoint, bucket
 
 def test_s3_object_deleted_after_planning_is_not_committed(s3_endpoint, bucket, monkeypatch):
     import mining.sources.shards as shards_module
-    from mining.storage import S3Options
+    from mining.storage import Location, S3Options
 
     client, name = bucket
     monkeypatch.setattr(shards_module, "READ_ATTEMPTS", 2)
@@ -192,14 +192,14 @@ def test_s3_object_deleted_after_planning_is_not_committed(s3_endpoint, bucket, 
     client.put_object(Bucket=name, Key="data/00001.tar", Body=saved)
     again = run_mining(s3_config(s3_endpoint), [f"s3://{name}/data/"], out)
     assert "failed_shards" not in again and again["totals"]["images_in"] == 6
-    check_output(out, S3Options(endpoint_url=s3_endpoint))
+    check_output(Location(out, S3Options(endpoint_url=s3_endpoint)))
 
 
 def test_concurrent_s3_weight_fetches_do_not_race(s3_endpoint, bucket, tmp_path, monkeypatch):
     from concurrent.futures import ThreadPoolExecutor
 
     import mining.regions.clip_loader as loader
-    from mining.storage import S3Options
+    from mining.storage import Location, S3Options
 
     client, name = bucket
     payload = os.urandom(3 << 20)
@@ -207,7 +207,7 @@ def test_concurrent_s3_weight_fetches_do_not_race(s3_endpoint, bucket, tmp_path,
     monkeypatch.setattr(loader, "CACHE_DIR", tmp_path / "cache")
     s3 = S3Options(endpoint_url=s3_endpoint)
     with ThreadPoolExecutor(6) as pool:
-        paths = list(pool.map(lambda _: loader.fetch_s3(f"s3://{name}/weights/w.safetensors", s3), range(6)))
+        paths = list(pool.map(lambda _: loader.fetch_s3(Location(f"s3://{name}/weights/w.safetensors", s3)), range(6)))
     assert len(set(paths)) == 1 and paths[0].read_bytes() == payload
     assert [p.name for p in paths[0].parent.iterdir()] == [paths[0].name], "no temporary left behind"
 
@@ -215,14 +215,14 @@ def test_concurrent_s3_weight_fetches_do_not_race(s3_endpoint, bucket, tmp_path,
 def test_s3_lease_takeover_is_conditional_and_the_old_holder_cannot_renew(s3_endpoint, bucket, monkeypatch):
     import mining.sinks.lease as lease_module
     from mining.sinks.lease import OutputBusy, OutputLease
-    from mining.storage import S3Options
+    from mining.storage import Location, S3Options
 
     _, name = bucket
     s3 = S3Options(endpoint_url=s3_endpoint)
-    old = OutputLease(f"s3://{name}/mined", "0" * 16, s3)
+    old = OutputLease(Location(f"s3://{name}/mined", s3), "0" * 16)
     old.store.create(json.dumps(old.holder | {"host": "elsewhere"}).encode())
     monkeypatch.setattr(lease_module, "STALE_SECONDS", -1.0)   # as if it had not been renewed for long
-    with OutputLease(f"s3://{name}/mined", "1" * 16, s3) as new:
+    with OutputLease(Location(f"s3://{name}/mined", s3), "1" * 16) as new:
         with pytest.raises(OutputBusy, match="taken over"):
             old.store.renew()
         holder, _ = new.store.read()

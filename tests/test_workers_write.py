@@ -9,9 +9,8 @@ import pytest
 from mining.pipeline import run_mining
 from mining.postrun.validate import check_output
 from mining.records import Sample
-from mining.sinks import parts
 from mining.sinks.parts import PARTS, join_parts, write_part
-from mining.sinks.reader import list_files
+from mining.storage import Location
 from mining.stages import build_stages
 from mining.stages.read import read_chunks
 from mining.stages.write import ShardWriter
@@ -86,7 +85,9 @@ def test_the_last_part_joins_and_a_late_or_twin_join_changes_nothing(whole, tiny
     assert write_part(chunks[0], out, digest) is None
     assert not (tmp_path / "out" / "_done").exists()
     listed = []
-    monkeypatch.setattr(parts, "list_files", lambda *a: listed.extend(list_files(*a)) or list(listed))
+    real_list = Location.list
+    monkeypatch.setattr(Location, "list",
+                        lambda folder, suffix="": listed.extend(real_list(folder, suffix)) or list(listed))
     joined = write_part(chunks[1], out, digest)
     assert len(listed) == 3
     assert joined["name"] == "00000" and joined["images_in"] == 5

@@ -48,6 +48,13 @@ def s3_options(args: argparse.Namespace):
     return S3Options(endpoint_url=getattr(args, "s3_endpoint", None))
 
 
+def location(args: argparse.Namespace, uri: str | None):
+    """A path or s3:// URI the user gave, reached with the command's S3 settings (None stays None)."""
+    from mining.storage import Location
+
+    return None if uri is None else Location.of(uri, s3_options(args))
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Keeps the example's line breaks and shows a flag's default when it has a meaningful one."""
 

@@ -5,14 +5,15 @@ import argparse
 import json
 import sys
 
-from mining.cli.common import add_command, add_json, add_s3_endpoint, positive_int, s3_options
+from mining.cli.common import add_command, add_json, add_s3_endpoint, location, positive_int
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from mining.evaluation.run import evaluate, format_eval
 
-    report = evaluate(args.output, args.gt, synonyms=args.synonyms, iou=args.iou, unknown_nouns=args.unknown_nouns,
-                      region_top1=args.region_top1, region_overrides=args.overrides, s3=s3_options(args),
+    report = evaluate(location(args, args.output), location(args, args.gt), synonyms=location(args, args.synonyms),
+                      iou=args.iou, unknown_nouns=args.unknown_nouns,
+                      region_top1=args.region_top1, region_overrides=args.overrides,
                       progress=not args.json and sys.stderr.isatty())
     print(json.dumps(report) if args.json else format_eval(report))
     return 0
@@ -21,7 +22,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from mining.postrun.validate import check_output
 
-    figures = check_output(args.output, s3_options(args))
+    figures = check_output(location(args, args.output))
     print(json.dumps(figures) if args.json else
           f"{args.output}: valid ({figures['shards']} shards, {figures['records']} records, {figures['pairs']} pairs; "
           f"{figures['images_in']} images in = {figures['images_with_pairs']} with pairs + "
@@ -38,7 +39,7 @@ def cmd_curate(args: argparse.Namespace) -> int:
         nouns_allow=read_noun_list(args.nouns_allow) if args.nouns_allow else None,
         nouns_deny=read_noun_list(args.nouns_deny) if args.nouns_deny else [],
         synonyms=read_synonyms(args.merge_synonyms) if args.merge_synonyms else {})
-    manifest = curate(args.input, args.output, filters, s3_options(args))
+    manifest = curate(location(args, args.input), location(args, args.output), filters)
     t, before = manifest["totals"], manifest["lineage"]["input_totals"]
     if args.json:
         print(json.dumps({"output": args.output, "totals": t, "input_totals": before,
@@ -54,7 +55,7 @@ def cmd_curate(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from mining.postrun.export_coco import export_coco
 
-    counts = export_coco(args.output, args.dest, args.images_dir, s3_options(args))
+    counts = export_coco(location(args, args.output), location(args, args.dest), location(args, args.images_dir))
     print(json.dumps(counts) if args.json else
           f"wrote {args.dest}: {counts['images']} images, {counts['annotations']} annotations, "
           f"{counts['categories']} categories" +

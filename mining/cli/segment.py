@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from mining.cli.common import add_command, add_json, add_s3_endpoint, positive_int, s3_options
+from mining.cli.common import add_command, add_json, add_s3_endpoint, location, positive_int, s3_options
 
 
 def _unit_float(text: str) -> float:
@@ -78,7 +78,7 @@ def cmd_eval_seg(args: argparse.Namespace) -> int:
     variants = build_variants(model=args.model, teacher_config=args.teacher_config, clips=args.clip,
                               lam=args.ensemble_lambda, device=args.device, crop_context=args.crop_context,
                               crop_fit=args.crop_fit, s3=s3_options(args))
-    report = evaluate_semantic(args.gt, variants, args.images, s3_options(args), args.limit)
+    report = evaluate_semantic(location(args, args.gt), variants, args.images, args.limit)
     report["ensemble_lambda"] = args.ensemble_lambda
     print(json.dumps(report) if args.json else format_eval_seg(report))
     return 0

@@ -5,27 +5,26 @@ from __future__ import annotations
 import argparse
 import json
 
-from mining.cli.common import add_command, add_json, add_s3_endpoint, positive_int, s3_options
+from mining.cli.common import add_command, add_json, add_s3_endpoint, location, positive_int
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
     from mining.postrun.compare import compare_stats, format_compare
     from mining.postrun.stats import compute_stats, format_stats
 
-    s3 = s3_options(args)
-    stats = compute_stats(args.output, s3, top_k=args.top, keep_pair_stats=bool(args.compare))
+    output = location(args, args.output)
+    stats = compute_stats(output, top_k=args.top, keep_pair_stats=bool(args.compare))
     comparison = None
     if args.compare:
-        other = compute_stats(args.compare, s3, top_k=args.top, keep_pair_stats=True)
+        other = compute_stats(location(args, args.compare), top_k=args.top, keep_pair_stats=True)
         comparison = compare_stats(stats, other, top_k=args.top)
         other.pop("_pair_stats")
     stats.pop("_pair_stats", None)
     if args.html:
         from mining.postrun.report import render_report
-        from mining.storage import write_bytes_atomic
 
-        page = render_report(args.output, stats, s3, gallery=args.gallery, seed=args.seed, comparison=comparison)
-        write_bytes_atomic(args.html, page.encode(), s3)
+        page = render_report(output, stats, gallery=args.gallery, seed=args.seed, comparison=comparison)
+        location(args, args.html).write_atomic(page.encode())
     if args.json:
         print(json.dumps(stats if comparison is None else {"compare": comparison, "a": stats, "b": other}))
     else:

@@ -9,7 +9,7 @@ from pathlib import PurePosixPath
 from pycocotools import mask as mask_utils
 
 from mining import masks
-from mining.storage import S3Options, read_bytes
+from mining.storage import Location, Where
 
 
 @dataclass
@@ -81,9 +81,9 @@ def _format_problem(doc: object) -> str | None:
     return None
 
 
-def load_ground_truth(uri: str, s3: S3Options | None = None) -> GroundTruth:
+def load_ground_truth(uri: Where) -> GroundTruth:
     try:
-        raw = read_bytes(uri, s3)
+        raw = Location.of(uri).read()
     except FileNotFoundError:
         raise FileNotFoundError(f"ground truth not found: {uri}") from None
     except OSError as err:   # a directory, a permission: pyarrow's own words name the cause

@@ -10,28 +10,28 @@ from mining.evaluation.ground_truth import load_ground_truth
 from mining.evaluation.names import CategoryNames
 from mining.evaluation.score import evaluate_output
 from mining.sinks.reader import read_manifest
-from mining.storage import S3Options, read_bytes
+from mining.storage import Location, Where
 
 
-def read_synonyms(uri: str, s3: S3Options | None = None) -> dict[str, list[str]]:
+def read_synonyms(uri: Where) -> dict[str, list[str]]:
     """YAML `category name: [synonym, ...]`."""
-    doc = yaml.safe_load(read_bytes(uri, s3)) or {}
+    doc = yaml.safe_load(Location.of(uri).read()) or {}
     if not isinstance(doc, dict) or not all(isinstance(v, list) for v in doc.values()):
         raise ValueError(f"{uri}: expected a mapping 'category: [synonym, ...]'")
     return {str(k): [str(s) for s in v] for k, v in doc.items()}
 
 
-def evaluate(output: str, gt_uri: str, synonyms: str | None = None, iou: float = 0.5,
+def evaluate(output: Where, gt_uri: Where, synonyms: Where | None = None, iou: float = 0.5,
              unknown_nouns: str | None = None, region_top1: bool = False, region_overrides: list[str] | None = None,
-             s3: S3Options | None = None, progress: bool = True) -> dict[str, Any]:
+             progress: bool = True) -> dict[str, Any]:
     """Score `output` against `gt_uri`. With `region_top1`, also classify every ground-truth mask with the
     run's region encoder (its config from the manifest; `region_overrides` are --set items on top, e.g.
     regions.pretrained=... to score other weights)."""
     if not 0 < iou <= 1:
         raise ValueError(f"--iou must be in (0, 1], got {iou}")
-    gt = load_ground_truth(gt_uri, s3)
-    manifest = read_manifest(output, s3)
-    names = CategoryNames(gt.categories, read_synonyms(synonyms, s3) if synonyms else None,
+    gt = load_ground_truth(gt_uri)
+    manifest = read_manifest(output)
+    names = CategoryNames(gt.categories, read_synonyms(synonyms) if synonyms else None,
                           manifest["config"]["entities"]["spacy_model"])
     scorer = None
     if region_top1:
@@ -39,8 +39,8 @@ def evaluate(output: str, gt_uri: str, synonyms: str | None = None, iou: float =
 
         cfg = build_config(manifest["config"], region_overrides or [], origin=f"{output} manifest")
         scorer = RegionTop1(cfg, gt)
-    report = evaluate_output(output, manifest, gt, names, iou, unknown_nouns, s3, scorer, progress)
-    report["ground_truth"] = gt_uri
+    report = evaluate_output(output, manifest, gt, names, iou, unknown_nouns, scorer, progress)
+    report["ground_truth"] = str(gt_uri)
     if scorer is not None:
         report["region_top1"] = scorer.to_json()
     return report

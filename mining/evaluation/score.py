@@ -35,11 +35,11 @@ from tqdm import tqdm
 
 from mining.evaluation.ground_truth import GroundTruth
 from mining.evaluation.names import CategoryNames
-from mining.sinks.layout import shard_uri
+from mining.sinks.layout import shard_file
 from mining.sinks.reader import MinedRecord, read_manifest, read_shard_records
 from mining.sources.decode import decode_image, extract_captions
 from mining.sources.shards import IMAGE_EXTS, read_shard
-from mining.storage import S3Options, exists
+from mining.storage import Location, Where
 from mining import masks
 
 
@@ -155,19 +155,20 @@ def score_image(record: MinedRecord | None, captions: list[str], image: dict, gt
     return result
 
 
-def mining_manifest(output: str, manifest: dict, s3: S3Options | None = None) -> dict:
+def mining_manifest(output: Where, manifest: dict) -> dict:
     """The manifest of the mining run `output` descends from: its own, or for a curated output (which may be
     curated from a curated output, and so on) the one its lineage leads back to. Only that manifest names the
     original input shards: a curated output's markers name the shard tars it was curated from, which hold just
     the images that kept pairs."""
-    seen = {output.rstrip("/")}
+    output = Location.of(output)
+    seen = {output.uri.rstrip("/")}
     while "lineage" in manifest:
         parent = manifest["lineage"]["input"]
         if parent.rstrip("/") in seen:
             raise ValueError(f"{output}: its curation lineage loops back to {parent}")
         seen.add(parent.rstrip("/"))
         try:
-            manifest = read_manifest(parent, s3)
+            manifest = read_manifest(output.at(parent))
         except FileNotFoundError:
             raise FileNotFoundError(
                 f"{output} is curated from {parent}, whose manifest.json is not found: the evaluator needs the "
@@ -176,9 +177,9 @@ def mining_manifest(output: str, manifest: dict, s3: S3Options | None = None) ->
     return manifest
 
 
-def input_shards(output: str, manifest: dict, s3: S3Options | None = None) -> list[dict]:
+def input_shards(output: Where, manifest: dict) -> list[dict]:
     """The mining run's shard entries (`input` URI, `name`, `images_in`) for each shard `output` has."""
-    root = mining_manifest(output, manifest, s3)
+    root = mining_manifest(output, manifest)
     if root is manifest:
         return manifest["shards"]
     by_name = {shard["name"]: shard for shard in root["shards"]}
@@ -188,8 +189,8 @@ def input_shards(output: str, manifest: dict, s3: S3Options | None = None) -> li
     return [by_name[shard["name"]] for shard in manifest["shards"]]
 
 
-def evaluate_output(output: str, manifest: dict, gt: GroundTruth, names: CategoryNames, iou_threshold: float = 0.5,
-                    unknown_nouns: str | None = None, s3: S3Options | None = None,
+def evaluate_output(output: Where, manifest: dict, gt: GroundTruth, names: CategoryNames, iou_threshold: float = 0.5,
+                    unknown_nouns: str | None = None,
                     region_scorer=None, progress: bool = True) -> dict[str, Any]:
     """Score every image of the input shards the output (with this manifest) covers (for a curated output,
     the mining run's input shards: see `input_shards`). `unknown_nouns`: 'wrong' or 'skip'
@@ -197,17 +198,18 @@ def evaluate_output(output: str, manifest: dict, gt: GroundTruth, names: Categor
     (image, GT image entry) for every scored image to classify its ground-truth masks."""
     if unknown_nouns not in (None, "wrong", "skip"):
         raise ValueError(f"unknown_nouns must be 'wrong' or 'skip', not {unknown_nouns!r}")
+    output = Location.of(output)
     exhaustive = gt.exhaustive if unknown_nouns is None else unknown_nouns == "wrong"
     source = manifest["config"]["source"]
     totals = ImageResult()
     counts: Counter[str] = Counter()
-    for shard in tqdm(input_shards(output, manifest, s3), desc="eval", unit="shard", disable=not progress):
+    for shard in tqdm(input_shards(output, manifest), desc="eval", unit="shard", disable=not progress):
         if shard["images_in"] == 0:
             continue
-        out_uri = shard_uri(output, shard["name"])
-        records = {r.key: r for r in read_shard_records(out_uri, s3)} if exists(out_uri, s3) else {}
+        mined = shard_file(output, shard["name"])
+        records = {r.key: r for r in read_shard_records(mined)} if mined.exists() else {}
         # a --limit run mined the first images_in samples of its last shard
-        for sample in read_shard(shard["input"], s3, max_samples=shard["images_in"]):
+        for sample in read_shard(output.at(shard["input"]), max_samples=shard["images_in"]):
             image = gt.images.get(sample.key)
             if image is None:
                 counts["images_not_in_ground_truth"] += 1
@@ -227,7 +229,7 @@ def evaluate_output(output: str, manifest: dict, gt: GroundTruth, names: Categor
                 region_scorer(pixels, image)
     t = totals.total
     report = {
-        "output": output, "iou_threshold": iou_threshold,
+        "output": output.uri, "iou_threshold": iou_threshold,
         "unknown_nouns": "wrong" if exhaustive else "skip",
         "images": counts["images"], "images_with_pairs": counts["images_with_pairs"],
         "images_not_in_ground_truth": counts["images_not_in_ground_truth"],

@@ -15,7 +15,6 @@ files) given; by default the `shards/` folder beside the ground-truth file, as a
 """
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterator
 from pathlib import PurePosixPath
 from typing import Any
@@ -28,9 +27,8 @@ from mining.evaluation.ground_truth import GroundTruth, load_ground_truth
 from mining.sources.decode import decode_image
 from mining.sources.shards import IMAGE_EXTS, read_shard
 from mining.sources.uris import expand_inputs
-from mining.storage import S3Options, exists, join, read_bytes
+from mining.storage import Location, S3Options, Where
 
-log = logging.getLogger(__name__)
 IGNORE = -1     # ground truth: a pixel no annotation covers
 NONE = -1       # prediction: a pixel no class was given
 MAX_PIXELS = 1 << 28
@@ -99,11 +97,9 @@ def resize_labels(labels: np.ndarray, height: int, width: int) -> np.ndarray:
                       dtype=np.int32)
 
 
-def default_images(gt_uri: str) -> list[str]:
+def default_images(gt: Location) -> list[str]:
     """The `shards/` folder beside the ground truth (a toy world's layout)."""
-    parent = gt_uri.rsplit("/", 1)[0] if "/" in gt_uri else "."
-    shards = join(parent, "shards")
-    return [shards]
+    return [(gt.parent if "/" in gt.uri else gt.at(".")).join("shards").uri]
 
 
 def iter_gt_images(gt: GroundTruth, sources: list[str], s3: S3Options | None = None,
@@ -116,9 +112,9 @@ def iter_gt_images(gt: GroundTruth, sources: list[str], s3: S3Options | None = N
 
     def candidates() -> Iterator[tuple[str, bytes]]:
         for uri in files:
-            yield PurePosixPath(uri).stem, read_bytes(uri, s3)
+            yield PurePosixPath(uri).stem, Location.of(uri, s3).read()
         for uri in shards:
-            for sample in read_shard(uri, s3):
+            for sample in read_shard(Location.of(uri, s3)):
                 ext = next((e for e in IMAGE_EXTS if e in sample.members), None)
                 if ext:
                     yield sample.key, sample.members[ext]
@@ -137,18 +133,20 @@ def iter_gt_images(gt: GroundTruth, sources: list[str], s3: S3Options | None = N
 Predictor = Callable[[np.ndarray, list[str]], Any]   # (image, names) -> Prediction (labels, segments)
 
 
-def evaluate_semantic(gt_uri: str, variants: dict[str, Predictor], images: list[str] | None = None,
-                      s3: S3Options | None = None, limit: int | None = None) -> dict[str, Any]:
+def evaluate_semantic(gt_uri: Where, variants: dict[str, Predictor], images: list[str] | None = None,
+                      limit: int | None = None) -> dict[str, Any]:
     """Score each variant's label maps on every ground-truth image found in `images` (default: the shards
     beside the ground truth); returns one report with a section per variant."""
     if not variants:
         raise ValueError("nothing to evaluate: give --model DIR (the segmenter), or --teacher-config FILE with "
                          "--clip SPEC (teacher masks classified by a CLIP)")
-    gt = load_ground_truth(gt_uri, s3)
+    gt_file = Location.of(gt_uri)
+    s3 = gt_file.s3   # the images are reached as the ground truth is
+    gt = load_ground_truth(gt_file)
     names = category_names(gt)
-    sources = images or default_images(gt_uri)
+    sources = images or default_images(gt_file)
     for uri in sources:
-        if not any(ch in uri for ch in "{*?[") and not exists(uri, s3):
+        if not any(ch in uri for ch in "{*?[") and not Location.of(uri, s3).exists():
             raise FileNotFoundError(f"images not found: {uri} (give the evaluation images with --images "
                                     f"SHARDS_OR_FILES)")
     matrices = {name: ConfusionMatrix(len(names)) for name in variants}
@@ -162,5 +160,5 @@ def evaluate_semantic(gt_uri: str, variants: dict[str, Predictor], images: list[
     if count == 0:
         raise ValueError(f"no image of {gt_uri} found in {', '.join(sources)} (images are matched by the ground "
                          f"truth's key or file-name stem)")
-    return {"ground_truth": gt_uri, "images": count, "images_in_ground_truth": len(gt.images),
+    return {"ground_truth": gt_file.uri, "images": count, "images_in_ground_truth": len(gt.images),
             "classes": names, "variants": {name: m.metrics(names) for name, m in matrices.items()}}

@@ -11,12 +11,12 @@ from mining.executors import PhaseCallback, StartupTimes
 from mining.stages.base import Stage
 from mining.stages.read import read_chunks
 from mining.stages.write import ShardWriter
-from mining.storage import S3Options
+from mining.storage import Location, S3Options
 
 
 class LocalExecutor:
-    def __init__(self, cfg: RunConfig, s3: S3Options) -> None:
-        self.cfg, self.s3 = cfg, s3
+    def __init__(self, cfg: RunConfig) -> None:
+        self.cfg, self.s3 = cfg, S3Options.from_source(cfg.source)
         self.times = StartupTimes()
         self.received_bytes = 0   # what the writes' results would weigh on the wire, for comparison with Ray
 
@@ -34,7 +34,7 @@ class LocalExecutor:
         if on_phase:
             on_phase("mining")
         for task in tasks:
-            for chunk in read_chunks(task.uri, task.max_samples, self.cfg.execution.chunk_size, self.s3):
+            for chunk in read_chunks(Location.of(task.uri, self.s3), task.max_samples, self.cfg.execution.chunk_size):
                 for stage in stages:
                     stage.run(chunk.samples)
                 result = writer.write(chunk)

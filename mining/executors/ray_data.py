@@ -39,7 +39,7 @@ from mining.records import ShardChunk
 from mining.stages.base import Stage
 from mining.stages.read import read_chunks
 from mining.stages.write import ShardWriter
-from mining.storage import S3Options
+from mining.storage import Location, S3Options
 
 # A Ray instance that ovmine starts for itself serves this machine only: keep it on loopback. Ray rewrites
 # 127.0.0.1 to the machine's network address, but leaves the rest of 127.0.0.0/8 (routed to lo on Linux) alone.
@@ -62,7 +62,7 @@ def _from_column(batch: dict[str, np.ndarray]) -> list[ShardChunk]:
 
 def _read_rows(row: dict[str, Any], s3: S3Options, chunk_size: int | None) -> list[dict[str, bytes]]:
     return [{"chunk": pickle.dumps(c, protocol=5)}
-            for c in read_chunks(row["uri"], row["max_samples"], chunk_size, s3)]
+            for c in read_chunks(Location.of(row["uri"], s3), row["max_samples"], chunk_size)]
 
 
 def _run_task_stage(batch: dict[str, np.ndarray], stage: Stage) -> dict[str, np.ndarray]:
@@ -181,8 +181,8 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 class RayExecutor:
-    def __init__(self, cfg: RunConfig, s3: S3Options) -> None:
-        self.cfg, self.s3 = cfg, s3
+    def __init__(self, cfg: RunConfig) -> None:
+        self.cfg, self.s3 = cfg, S3Options.from_source(cfg.source)
         self.started_ray = False
         self.times = StartupTimes()
         self.received_bytes = 0   # the results the driver was sent: the whole of what it receives per chunk

@@ -20,12 +20,12 @@ import pyarrow.parquet as pq
 import yaml
 
 from mining.schemas import STATUS_VERSION
-from mining.sinks.layout import shard_uri, status_uri
+from mining.sinks.layout import shard_file, status_file
 from mining.sinks.manifest import assemble_manifest, measured_throughput, write_manifest
 from mining.sinks.reader import iter_pair_batches, pairs_files, read_manifest, read_shard_documents, shard_files
 from mining.sinks.writer import write_shard_files
 from mining.sources.uris import shard_stem
-from mining.storage import S3Options, exists, filesystem_for, is_s3
+from mining.storage import Location, Where
 
 CURATED_OUT = "curated_out"   # the drop reason of an image whose pairs were all filtered away
 
@@ -115,11 +115,11 @@ class _Plan:
         return None
 
 
-def _plan(input_uri: str, filters: CurationFilters, s3: S3Options | None) -> _Plan:
+def _plan(origin: Location, filters: CurationFilters) -> _Plan:
     plan = _Plan(filters)
     columns = ["shard", "key", "mask_index", "noun", "similarity", "margin"]
-    for uri in pairs_files(input_uri, s3):
-        for batch in iter_pair_batches(uri, columns, s3):
+    for pairs in pairs_files(origin):
+        for batch in iter_pair_batches(pairs, columns):
             for row in batch.to_pylist():
                 noun = filters.canonical(row["noun"])
                 if filters.pair_passes(noun, row["similarity"], row["margin"]):
@@ -138,13 +138,12 @@ def mining_origin(input_uri: str, source: dict[str, Any]) -> tuple[str, dict[str
     return lineage["input"], lineage.get("input_totals", source["totals"])   # curated before lineage said it
 
 
-def _input_indices(input_uri: str, stem: str, s3: S3Options | None) -> dict[str, int]:
+def _input_indices(origin: Location, stem: str) -> dict[str, int]:
     """key -> position in the input shard, from the input's status table (absent: record order is used)."""
-    uri = status_uri(input_uri, stem)
-    if not exists(uri, s3):
+    status = status_file(origin, stem)
+    if not status.exists():
         return {}
-    fs, path = filesystem_for(uri, s3)
-    with fs.open_input_file(path) as f:
+    with status.open_random() as f:
         table = pq.read_table(f, columns=["key", "index"])
     return dict(zip(table.column("key").to_pylist(), table.column("index").to_pylist()))
 
@@ -155,28 +154,28 @@ def _status_row(key: str, index: int, kept: int, rejected: Counter[str]) -> dict
             "status": "kept" if kept else CURATED_OUT, "detail": detail, "pairs": kept}
 
 
-def curate(input_uri: str, output: str, filters: CurationFilters, s3: S3Options | None = None) -> dict[str, Any]:
+def curate(input_uri: Where, output: Where, filters: CurationFilters) -> dict[str, Any]:
     """Write the curated copy of `input_uri` to `output`; returns its manifest.
 
     Each curated shard gets a status table: every record curate read, kept or `curated_out` with the filters
     that removed its pairs. The manifest keeps the mining run's throughput and stage timings (curate's own
     time is `lineage.curate_seconds`) and names the mining run and its totals, so that numbers over the
     curated output can still speak of the images that were mined."""
-    if (input_uri.rstrip("/") if is_s3(input_uri) else os.path.realpath(input_uri)) == \
-            (output.rstrip("/") if is_s3(output) else os.path.realpath(output)):
+    origin, output = Location.of(input_uri), Location.of(output)
+    if origin.comparable() == output.comparable():
         raise ValueError("curate writes a new shard set: OUTPUT must differ from INPUT")
     start = time.perf_counter()
-    source = read_manifest(input_uri, s3)
+    source = read_manifest(origin)
     # an absolute input, so that the lineage can be followed from any working directory (ovmine eval does)
-    absolute_input = input_uri if is_s3(input_uri) else os.path.abspath(input_uri)
-    plan = _plan(input_uri, filters, s3)
+    absolute_input = origin.uri if origin.is_s3 else os.path.abspath(origin.uri)
+    plan = _plan(origin, filters)
     config_hash = hashlib.sha256(f"{source['config_hash']}:{filters.digest()}".encode()).hexdigest()[:16]
     stems = []
-    for uri in shard_files(input_uri, s3):
-        stem = shard_stem(uri)
-        indices = _input_indices(input_uri, stem, s3)
+    for shard in shard_files(origin):
+        stem = shard_stem(shard.uri)
+        indices = _input_indices(origin, stem)
         kept_records, nouns, dropped, status = [], Counter(), 0, []
-        for order, (record, image) in enumerate(read_shard_documents(uri, s3)):
+        for order, (record, image) in enumerate(read_shard_documents(shard)):
             pairs, rejected = [], Counter()
             for pair in record["pairs"]:
                 noun = filters.canonical(pair["noun"])
@@ -195,12 +194,12 @@ def curate(input_uri: str, output: str, filters: CurationFilters, s3: S3Options 
                 nouns.update(p["noun"] for p in pairs)
             else:
                 dropped += 1
-        marker = {"input": shard_uri(input_uri, stem), "name": stem, "config_hash": config_hash,
+        marker = {"input": shard_file(origin, stem).uri, "name": stem, "config_hash": config_hash,
                   "images_in": len(kept_records) + dropped, "images_with_pairs": len(kept_records),
                   "pairs": sum(nouns.values()), "unique_nouns": len(nouns),
                   "drops": {CURATED_OUT: dropped} if dropped else {}, "errors": [], "timings": {},
                   "nouns": dict(nouns.most_common())}
-        write_shard_files(output, stem, kept_records, marker, s3,
+        write_shard_files(output, stem, kept_records, marker,
                           status=sorted(status, key=lambda row: row["index"]))
         stems.append(stem)
     mining_output, mining_totals = mining_origin(absolute_input, source)
@@ -210,7 +209,7 @@ def curate(input_uri: str, output: str, filters: CurationFilters, s3: S3Options 
     measured = measured_throughput(source) or {"wall_seconds": 0.0, "images_per_second": 0.0, "mined_images": 0,
                                                "throughput_of": None}
     manifest = assemble_manifest(output, stems, source["config"], config_hash, source["models"],
-                                 time.perf_counter() - start, s3, lineage=lineage, measured=measured,
+                                 time.perf_counter() - start, lineage=lineage, measured=measured,
                                  timings=source["timings"])
-    write_manifest(output, manifest, s3)
+    write_manifest(output, manifest)
     return manifest

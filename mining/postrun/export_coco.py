@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import tempfile
-import threading
 from typing import Any
 
 import pyarrow.fs as pafs
@@ -24,13 +23,13 @@ from mining.sinks.reader import (MinedRecord, iter_pair_batches, pairs_files, re
                                  shard_files)
 from mining.sources.uris import shard_stem
 from mining.sinks.safe_names import safe_file_name
-from mining.storage import TMP_MARK, S3Options, delete, exists, filesystem_for, is_s3, join, write_bytes_atomic
+from mining.storage import Location, Where
 
 
-def _nouns(output: str, s3: S3Options | None) -> list[str]:
+def _nouns(output: Location) -> list[str]:
     nouns: set[str] = set()
-    for uri in pairs_files(output, s3):
-        for batch in iter_pair_batches(uri, ["noun"], s3):
+    for pairs in pairs_files(output):
+        for batch in iter_pair_batches(pairs, ["noun"]):
             nouns.update(batch.column(0).to_pylist())
     return sorted(nouns)
 
@@ -40,39 +39,43 @@ def image_file_name(stem: str, key: str) -> str:
     return safe_file_name(stem, key, suffix=".jpg")
 
 
-def export_coco(output: str, dest: str, images_dir: str | None = None, s3: S3Options | None = None) -> dict[str, Any]:
-    """Write `dest` (local path or s3://); with `images_dir`, also the images in the masks' frame."""
-    manifest = read_manifest(output, s3)
-    check_destination(dest, images_dir, s3)
-    categories = {noun: i for i, noun in enumerate(_nouns(output, s3), 1)}
+def export_coco(output: Where, dest: Where, images_dir: Where | None = None) -> dict[str, Any]:
+    """Write `dest` (local path or s3://, reached with the output's S3 settings when a string); with
+    `images_dir`, also the images in the masks' frame."""
+    output = Location.of(output)
+    dest = Location.of(dest, output.s3)
+    images_dir = None if images_dir is None else Location.of(images_dir, output.s3)
+    manifest = read_manifest(output)
+    check_destination(dest, images_dir)
+    categories = {noun: i for i, noun in enumerate(_nouns(output), 1)}
     counts = {"images": 0, "annotations": 0, "categories": len(categories), "images_written": 0}
-    written: list[str] = []   # image files this export wrote: removed again if it fails
-    images_dir_is_new = images_dir is not None and not exists(images_dir, s3)
+    written: list[Location] = []   # image files this export wrote: removed again if it fails
+    images_dir_is_new = images_dir is not None and not images_dir.exists()
     try:
-        _export(output, manifest, dest, images_dir, categories, counts, written, s3)
+        _export(output, manifest, dest, images_dir, categories, counts, written)
     except BaseException:
-        for uri in written:
-            delete(uri, s3)
-        if images_dir_is_new and not is_s3(images_dir):
+        for image in written:
+            image.delete()
+        if images_dir_is_new and not images_dir.is_s3:
             with contextlib.suppress(OSError):
-                os.rmdir(images_dir)   # only if empty: what else is there is not ours
+                os.rmdir(images_dir.uri)   # only if empty: what else is there is not ours
         raise
     return counts
 
 
-def _export(output: str, manifest: dict, dest: str, images_dir: str | None, categories: dict[str, int],
-            counts: dict[str, int], written: list[str], s3: S3Options | None) -> None:
+def _export(output: Location, manifest: dict, dest: Location, images_dir: Location | None,
+            categories: dict[str, int], counts: dict[str, int], written: list[Location]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         images_tmp, anns_tmp = os.path.join(tmp, "images"), os.path.join(tmp, "annotations")
         with open(images_tmp, "w") as img_f, open(anns_tmp, "w") as ann_f:
-            for uri in shard_files(output, s3):
-                stem = shard_stem(uri)
-                records = read_shard_records(uri, s3)
+            for shard in shard_files(output):
+                stem = shard_stem(shard.uri)
+                records = read_shard_records(shard)
                 for record in records:
                     _write_entries(record, stem, categories, counts, img_f, ann_f)
                 if images_dir is not None:
                     counts["images_written"] += _write_images(output, manifest, stem, records, images_dir,
-                                                              written, s3)
+                                                              written)
         result = os.path.join(tmp, "coco.json")
         with open(result, "w") as out:
             info = {"description": f"ovmine export of {output}", "config_hash": manifest["config_hash"]}
@@ -85,7 +88,7 @@ def _export(output: str, manifest: dict, dest: str, images_dir: str | None, cate
             with open(anns_tmp) as f:
                 shutil.copyfileobj(f, out)
             out.write("]}")
-        _publish(result, dest, s3)
+        dest.publish(result)   # appears complete or not at all, leaving no temporary beside it
 
 
 def _write_entries(record: MinedRecord, stem: str, categories: dict[str, int], counts: dict[str, int],
@@ -105,10 +108,10 @@ def _write_entries(record: MinedRecord, stem: str, categories: dict[str, int], c
         ann_f.write(("," if counts["annotations"] > 1 else "") + json.dumps(ann))
 
 
-def _write_images(output: str, manifest: dict, stem: str, records: list[MinedRecord], images_dir: str,
-                  written: list[str], s3: S3Options | None) -> int:
+def _write_images(output: Location, manifest: dict, stem: str, records: list[MinedRecord], images_dir: Location,
+                  written: list[Location]) -> int:
     """One shard's images; those not stored in the output are decoded from the input shard in one read."""
-    fetched = load_images(output, manifest, [(stem, r.key) for r in records if r.image is None], s3)
+    fetched = load_images(output, manifest, [(stem, r.key) for r in records if r.image is None])
     count = 0
     for record in records:
         if record.image is not None:
@@ -119,46 +122,26 @@ def _write_images(output: str, manifest: dict, stem: str, records: list[MinedRec
             continue
         buf = io.BytesIO()
         pixels.save(buf, format="JPEG", quality=95)
-        uri = join(images_dir, image_file_name(stem, record.key))
-        write_bytes_atomic(uri, buf.getvalue(), s3)
-        written.append(uri)
+        image = images_dir / image_file_name(stem, record.key)
+        image.write_atomic(buf.getvalue())
+        written.append(image)
         count += 1
     return count
 
 
-def check_destination(dest: str, images_dir: str | None, s3: S3Options | None = None) -> None:
+def check_destination(dest: Location, images_dir: Location | None) -> None:
     """Refuse, before any work, a `dest` that cannot become a file, or an `images_dir` that is not a folder."""
-    if dest.endswith("/"):
-        raise ValueError(f"export destination {dest} names a folder: give a file, e.g. {join(dest, 'coco.json')}")
-    fs, path = filesystem_for(dest, s3)
-    if fs.get_file_info(path).type == pafs.FileType.Directory:
+    if dest.uri.endswith("/"):
+        raise ValueError(f"export destination {dest} names a folder: give a file, e.g. {dest / 'coco.json'}")
+    if dest.kind() == pafs.FileType.Directory:
         raise ValueError(f"export destination {dest} is an existing folder: give a file path, e.g. "
-                         f"{join(dest, 'coco.json')}")
-    if not is_s3(dest):
-        parent = os.path.dirname(os.path.abspath(dest))
+                         f"{dest / 'coco.json'}")
+    if not dest.is_s3:
+        parent = os.path.dirname(os.path.abspath(dest.uri))
         while not os.path.exists(parent):   # the nearest existing ancestor must be a folder we can create in
             parent = os.path.dirname(parent)
         if not os.path.isdir(parent):
             raise ValueError(f"export destination {dest}: {parent} is a file, not a folder")
-    if images_dir is not None:
-        fs, path = filesystem_for(images_dir, s3)
-        if fs.get_file_info(path).type == pafs.FileType.File:
-            raise ValueError(f"--images-dir {images_dir} is a file: give a folder")
+    if images_dir is not None and images_dir.kind() == pafs.FileType.File:
+        raise ValueError(f"--images-dir {images_dir} is a file: give a folder")
 
-
-def _publish(local_file: str, dest: str, s3: S3Options | None) -> None:
-    """`dest` appears complete or not at all, and a failure leaves no temporary file next to it."""
-    if is_s3(dest):   # an S3 object appears only when its upload completes
-        fs, path = filesystem_for(dest, s3)
-        with open(local_file, "rb") as src, fs.open_output_stream(path) as dst:
-            shutil.copyfileobj(src, dst, 1 << 24)
-        return
-    os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
-    tmp = f"{dest}{TMP_MARK}{os.getpid()}-{threading.get_ident()}"   # a name of write_bytes_atomic's kind
-    try:
-        shutil.copyfile(local_file, tmp)
-        os.replace(tmp, dest)
-    except BaseException:   # a full disk, Ctrl-C: nothing is left beside `dest`
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise

@@ -21,7 +21,7 @@ from mining.postrun.report_drops import fetch_dropped, select_drops
 from mining.postrun.report_gallery import THUMB, fetch_pictures, pair_card, select_pairs
 from mining.postrun.report_sections import compare_section, drops_section, nouns_section, run_section
 from mining.postrun.stats import load_run, throughput_text
-from mining.storage import S3Options
+from mining.storage import Where
 
 EXAMPLES_PER_NOUN = 3
 DROPS_PER_REASON = 4
@@ -130,14 +130,14 @@ def _summary_rows(stats: dict[str, Any]) -> list[tuple[str, Any]]:
     return rows
 
 
-def render_report(output: str, stats: dict[str, Any], s3: S3Options | None = None, gallery: int = 24,
+def render_report(output: Where, stats: dict[str, Any], gallery: int = 24,
                   seed: int = 0, comparison: dict[str, Any] | None = None) -> str:
     """The page for `output`, whose `stats` come from compute_stats; `comparison` from compare_stats."""
-    manifest, _ = load_run(output, s3)
-    chosen = select_pairs(output, s3, gallery, seed, [row["noun"] for row in stats["nouns"]], EXAMPLES_PER_NOUN)
-    pictures = fetch_pictures(output, manifest, {(p.shard, p.key) for p in chosen.pairs()}, s3)
-    drops = select_drops(output, manifest, s3, DROPS_PER_REASON)
-    dropped = fetch_dropped(output, manifest, drops, s3)
+    manifest, _ = load_run(output)
+    chosen = select_pairs(output, gallery, seed, [row["noun"] for row in stats["nouns"]], EXAMPLES_PER_NOUN)
+    pictures = fetch_pictures(output, manifest, {(p.shard, p.key) for p in chosen.pairs()})
+    drops = select_drops(output, manifest, DROPS_PER_REASON)
+    dropped = fetch_dropped(output, manifest, drops)
     table = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
                     for k, v in _summary_rows(stats))
     figures = "".join(f'<img class=plot alt="plot" src="data:image/png;base64,{p}">' for p in _plots(stats))
@@ -159,9 +159,9 @@ def render_report(output: str, stats: dict[str, Any], s3: S3Options | None = Non
                    for key, title, content in sections)
     warning = f"<p class=warning>{html.escape(stats['in_progress'])}</p>" if stats["in_progress"] else ""
     return f"""<!doctype html>
-<html lang=en><head><meta charset=utf-8><title>ovmine report: {html.escape(output)}</title>
+<html lang=en><head><meta charset=utf-8><title>ovmine report: {html.escape(str(output))}</title>
 <style>{STYLE}</style></head><body>
-<h1>ovmine report</h1><p>{html.escape(output)}</p>{warning}
+<h1>ovmine report</h1><p>{html.escape(str(output))}</p>{warning}
 <nav>{nav}<label><input type=checkbox id=show-masks checked> show masks</label></nav>
 <table id=summary>{table}</table>
 {body}

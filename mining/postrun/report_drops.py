@@ -17,11 +17,11 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from mining.postrun.report_gallery import SMALL_THUMB, captions_html, fetch_pictures, source_settings, thumb_html
-from mining.sinks.layout import status_uri
+from mining.sinks.layout import status_file
 from mining.sinks.reader import read_manifest
 from mining.sources.decode import decode_image, extract_captions
 from mining.sources.shards import IMAGE_EXTS, read_shard
-from mining.storage import S3Options, exists, filesystem_for
+from mining.storage import Location, Where
 
 
 @dataclass
@@ -34,7 +34,7 @@ class DroppedSample:
     input: str           # the shard the output's marker names
 
 
-def select_drops(output: str, manifest: dict[str, Any], s3: S3Options | None,
+def select_drops(output: Where, manifest: dict[str, Any],
                  per_reason: int = 4) -> dict[str, list[DroppedSample]]:
     """The first `per_reason` dropped samples of each reason, in shard order; reads status tables only until
     every reason the totals count has its examples."""
@@ -45,11 +45,10 @@ def select_drops(output: str, manifest: dict[str, Any], s3: S3Options | None,
             break
         if not any(shard["drops"].get(r) and len(found[r]) < per_reason for r in wanted):
             continue
-        uri = status_uri(output, shard["name"])
-        if not exists(uri, s3):
+        status = status_file(output, shard["name"])
+        if not status.exists():
             continue
-        fs, path = filesystem_for(uri, s3)
-        with fs.open_input_file(path) as f:
+        with status.open_random() as f:
             rows = pq.read_table(f, columns=["key", "index", "status", "detail"]).to_pylist()
         for row in rows:
             if row["status"] != "kept" and len(found[row["status"]]) < per_reason:
@@ -66,16 +65,17 @@ class DroppedPicture:
 
 
 def _from_input_shards(manifest: dict[str, Any], samples: list[DroppedSample],
-                       s3: S3Options | None) -> dict[tuple[str, int], DroppedPicture]:
+                       output: Location) -> dict[tuple[str, int], DroppedPicture]:
     source = source_settings(manifest)["config"]["source"]
     by_input: dict[str, set[int]] = defaultdict(set)
     for sample in samples:
         by_input[sample.input].add(sample.index)
     pictures = {}
     for uri, indices in by_input.items():
-        if not exists(uri, s3):
+        shard = output.at(uri)
+        if not shard.exists():
             continue
-        for sample in read_shard(uri, s3, max_samples=max(indices) + 1, attempts=1):
+        for sample in read_shard(shard, max_samples=max(indices) + 1, attempts=1):
             if sample.sentinel or sample.index not in indices:
                 continue
             captions, _ = extract_captions(sample.members, source["caption_json_fields"],
@@ -93,26 +93,26 @@ def _from_input_shards(manifest: dict[str, Any], samples: list[DroppedSample],
 
 
 def _from_curation_input(manifest: dict[str, Any], samples: list[DroppedSample],
-                         s3: S3Options | None) -> dict[tuple[str, int], DroppedPicture]:
-    parent = manifest["lineage"]["input"]
+                         output: Location) -> dict[tuple[str, int], DroppedPicture]:
+    parent = output.at(manifest["lineage"]["input"])
     try:
-        parent_manifest = read_manifest(parent, s3)
+        parent_manifest = read_manifest(parent)
     except (OSError, ValueError):   # the output it was curated from is gone: the cards say so
         return {}
     keys = {(s.stem, s.key): s for s in samples}
-    got = fetch_pictures(parent, parent_manifest, set(keys), s3)
+    got = fetch_pictures(parent, parent_manifest, set(keys))
     return {(stem, keys[(stem, key)].index): DroppedPicture(got.images.get((stem, key)), record["captions"])
             for (stem, key), record in got.records.items()}
 
 
-def fetch_dropped(output: str, manifest: dict[str, Any], drops: dict[str, list[DroppedSample]],
-                  s3: S3Options | None) -> dict[tuple[str, int], DroppedPicture]:
+def fetch_dropped(output: Where, manifest: dict[str, Any],
+                  drops: dict[str, list[DroppedSample]]) -> dict[tuple[str, int], DroppedPicture]:
     samples = [s for examples in drops.values() for s in examples]
     if not samples:
         return {}
     if manifest.get("lineage"):
-        return _from_curation_input(manifest, samples, s3)
-    return _from_input_shards(manifest, samples, s3)
+        return _from_curation_input(manifest, samples, Location.of(output))
+    return _from_input_shards(manifest, samples, Location.of(output))
 
 
 def dropped_card(sample: DroppedSample, pictures: dict[tuple[str, int], DroppedPicture]) -> str:

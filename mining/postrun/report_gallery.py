@@ -18,9 +18,9 @@ from skimage.segmentation import find_boundaries
 
 from mining.config import RunConfig
 from mining.sinks.images import load_images
-from mining.sinks.layout import shard_uri
+from mining.sinks.layout import shard_file
 from mining.sinks.reader import iter_pair_batches, pairs_files, read_shard_documents
-from mining.storage import S3Options, exists
+from mining.storage import Where
 from mining import masks
 
 GALLERY_COLUMNS = ["shard", "key", "mask_index", "entity_index", "noun", "phrase", "similarity", "margin",
@@ -81,7 +81,7 @@ class _Reservoir:
         self.seen += 1
 
 
-def select_pairs(output: str, s3: S3Options | None, k: int, seed: int, nouns: list[str] = (),
+def select_pairs(output: Where, k: int, seed: int, nouns: list[str] = (),
                  per_noun: int = 3) -> Selection:
     """One streaming pass: reservoir samples (overall, and per noun of `nouns`) and a bounded heap of the
     lowest similarities; memory O(k + len(nouns) x per_noun), plus the phrases of `nouns`."""
@@ -91,8 +91,8 @@ def select_pairs(output: str, s3: S3Options | None, k: int, seed: int, nouns: li
     phrases: dict[str, Counter[str]] = {noun: Counter() for noun in nouns}
     lowest: list[tuple[float, int, GalleryPair]] = []   # max-heap on similarity via negation
     seen = 0
-    for uri in pairs_files(output, s3):
-        for batch in iter_pair_batches(uri, GALLERY_COLUMNS, s3):
+    for pairs in pairs_files(output):
+        for batch in iter_pair_batches(pairs, GALLERY_COLUMNS):
             for row in batch.to_pylist():
                 pair = GalleryPair(**row)
                 overall.offer(pair)
@@ -109,15 +109,15 @@ def select_pairs(output: str, s3: S3Options | None, k: int, seed: int, nouns: li
                      by_noun={noun: r.items for noun, r in by_noun.items()}, phrases=phrases)
 
 
-def read_records(output: str, wanted: set[ImageKey], s3: S3Options | None) -> dict[ImageKey, dict[str, Any]]:
+def read_records(output: Where, wanted: set[ImageKey]) -> dict[ImageKey, dict[str, Any]]:
     """The record JSON (captions, entities) of each wanted (stem, key), without image bytes."""
     by_shard: dict[str, set[str]] = defaultdict(set)
     for stem, key in wanted:
         by_shard[stem].add(key)
     records = {}
     for stem, keys in by_shard.items():
-        uri = shard_uri(output, stem)
-        for doc, _ in read_shard_documents(uri, s3) if exists(uri, s3) else []:
+        shard = shard_file(output, stem)
+        for doc, _ in read_shard_documents(shard) if shard.exists() else []:
             if doc["key"] in keys:
                 records[(stem, doc["key"])] = doc
     return records
@@ -140,11 +140,11 @@ class Pictures:
     records: dict[ImageKey, dict[str, Any]]
 
 
-def fetch_pictures(output: str, manifest: dict[str, Any], wanted: set[ImageKey], s3: S3Options | None) -> Pictures:
+def fetch_pictures(output: Where, manifest: dict[str, Any], wanted: set[ImageKey]) -> Pictures:
     """The images (through the image re-read path that export and training use) and records of `wanted`."""
     if not wanted:
         return Pictures({}, {})
-    return Pictures(load_images(output, source_settings(manifest), wanted, s3), read_records(output, wanted, s3))
+    return Pictures(load_images(output, source_settings(manifest), wanted), read_records(output, wanted))
 
 
 def _b64(image: Image.Image, fmt: str) -> str:

@@ -18,10 +18,10 @@ import pyarrow as pa
 
 from mining.postrun.curate import CURATED_OUT
 from mining.sinks.commits import committed_markers
-from mining.sinks.layout import manifest_uri
+from mining.sinks.layout import manifest_file
 from mining.sinks.manifest import aggregate
 from mining.sinks.reader import iter_pair_batches, pairs_files, read_manifest
-from mining.storage import S3Options, exists
+from mining.storage import Where
 
 COLUMNS = ["key", "noun", "similarity", "margin", "area", "image_masks"]
 TAIL_BUCKETS = (("1", 1, 1), ("2-9", 2, 9), ("10-99", 10, 99), ("100+", 100, None))
@@ -150,19 +150,19 @@ def in_progress_message(committed: int) -> str:
             f"no manifest yet; rerun the mine command to finish it")
 
 
-def load_run(output: str, s3: S3Options | None = None) -> tuple[dict[str, Any], str | None]:
+def load_run(output: Where) -> tuple[dict[str, Any], str | None]:
     """(the output's manifest, None), or for a run in progress (committed shards, no manifest yet) a
     provisional one built from the committed markers and the message that says so. An output with neither
     raises read_manifest's error naming the case."""
-    if not exists(manifest_uri(output), s3):
-        markers = committed_markers(output, s3)
+    if not manifest_file(output).exists():
+        markers = committed_markers(output)
         if markers:
             hashes = sorted({m["config_hash"] for m in markers.values()})
             return ({"config": None, "config_hash": hashes[0] if len(hashes) == 1 else "+".join(hashes),
                      "models": None, "shards": list(markers.values()), **aggregate(list(markers.values())),
                      "wall_seconds": None, "images_per_second": None, "mined_images": 0, "throughput_of": None},
                     in_progress_message(len(markers)))
-    return read_manifest(output, s3), None
+    return read_manifest(output), None
 
 
 def _throughput(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -207,21 +207,21 @@ def _images_and_drops(manifest: dict[str, Any], curated: dict[str, Any] | None) 
     return mining["images_in"], dict(sorted((k, v) for k, v in drops.items() if v))
 
 
-def compute_stats(output: str, s3: S3Options | None = None, top_k: int = 20,
+def compute_stats(output: Where, top_k: int = 20,
                   keep_pair_stats: bool = False) -> dict[str, Any]:
     """The statistics of `output` (see format_stats). `keep_pair_stats`: also return the PairStats under
     "_pair_stats" (every noun's count, for comparisons); it is not JSON."""
-    manifest, progress = load_run(output, s3)
+    manifest, progress = load_run(output)
     stats = PairStats()
-    for uri in pairs_files(output, s3):
-        stats.add_file(iter_pair_batches(uri, COLUMNS, s3))
+    for pairs in pairs_files(output):
+        stats.add_file(iter_pair_batches(pairs, COLUMNS))
     totals = manifest["totals"]
     pairs = sum(stats.nouns.values())
     curated = _curated_from(manifest)
     images_in, drops = _images_and_drops(manifest, curated)
     throughput = _throughput(manifest)
     result = {
-        "output": output,
+        "output": str(output),
         "config_hash": manifest["config_hash"],
         "state": "in_progress" if progress else "finished",
         "in_progress": progress,

@@ -11,18 +11,17 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from mining.schemas import SchemaError, validate, validate_pairs_table, validate_table
-from mining.sinks.layout import marker_uri, shard_uri, stats_uri, status_uri
+from mining.sinks.layout import marker_file, shard_file, stats_file, status_file
 from mining.sinks.reader import committed_stems, read_manifest, read_pairs, read_shard_documents
-from mining.storage import S3Options, exists, filesystem_for, read_bytes
+from mining.storage import Where
 
 
-def _status_problems(output: str, shard: dict[str, Any], s3: S3Options | None) -> list[str]:
+def _status_problems(output: Where, shard: dict[str, Any]) -> list[str]:
     """A mined shard's status table has one row per input sample and agrees with its counts."""
-    uri = status_uri(output, shard["name"])
-    if not exists(uri, s3):
-        return [f"shard {shard['name']} has no status table ({uri})"]
-    fs, path = filesystem_for(uri, s3)
-    with fs.open_input_file(path) as f:
+    status = status_file(output, shard["name"])
+    if not status.exists():
+        return [f"shard {shard['name']} has no status table ({status})"]
+    with status.open_random() as f:
         table = pq.read_table(f)
     validate_table("status", table)
     fates = Counter(table.column("status").to_pylist())
@@ -41,13 +40,13 @@ _STATS_FROM_MARKER = ("name", "input", "config_hash", "limit", "images_in", "ima
                       "errors")
 
 
-def _stats_problems(output: str, marker: dict[str, Any], s3: S3Options | None) -> list[str]:
+def _stats_problems(output: Where, marker: dict[str, Any]) -> list[str]:
     """A mined shard's stats file exists, has its schema, and says what its marker says."""
-    name, uri = marker["name"], stats_uri(output, marker["name"])
-    if not exists(uri, s3):
+    name, uri = marker["name"], stats_file(output, marker["name"])
+    if not uri.exists():
         return [f"shard {name} has no stats file ({uri})"]
     try:
-        stats = json.loads(read_bytes(uri, s3))
+        stats = json.loads(uri.read())
     except json.JSONDecodeError as err:
         return [f"shard {name}: stats file {uri} is not JSON ({err})"]
     try:
@@ -59,13 +58,13 @@ def _stats_problems(output: str, marker: dict[str, Any], s3: S3Options | None) -
     return [f"shard {name}: stats file says {k} {stats[k]!r}, marker says {expected[k]!r}" for k in differ]
 
 
-def check_output(output: str, s3: S3Options | None = None) -> dict[str, Any]:
+def check_output(output: Where) -> dict[str, Any]:
     """Raises ValueError (or SchemaError) on the first inconsistency; returns the figures it checked."""
-    manifest = read_manifest(output, s3)
+    manifest = read_manifest(output)
     validate("manifest", manifest)
     problems = []
     listed = {s["name"] for s in manifest["shards"]}
-    committed = set(committed_stems(output, s3))
+    committed = set(committed_stems(output))
     if committed - listed:
         problems.append(f"{len(committed - listed)} committed shard(s) missing from the manifest, e.g. "
                         f"{sorted(committed - listed)[0]}: rerun the mine command to rewrite it")
@@ -75,17 +74,17 @@ def check_output(output: str, s3: S3Options | None = None) -> dict[str, Any]:
     records = 0
     pairs_in_records = 0
     for shard in manifest["shards"]:
-        marker = json.loads(read_bytes(marker_uri(output, shard["name"]), s3))
+        marker = json.loads(marker_file(output, shard["name"]).read())
         if marker["config_hash"] != manifest["config_hash"]:
             problems.append(f"shard {shard['name']} was mined with config {marker['config_hash']}")
-        for doc, _ in read_shard_documents(shard_uri(output, shard["name"]), s3):
+        for doc, _ in read_shard_documents(shard_file(output, shard["name"])):
             validate("record", doc)
             records += 1
             pairs_in_records += len(doc["pairs"])
         if "lineage" not in manifest:   # a curated output keeps its images' fate and stats in its input's
-            problems += _status_problems(output, shard, s3)
-            problems += _stats_problems(output, marker, s3)
-    table = read_pairs(output, s3)
+            problems += _status_problems(output, shard)
+            problems += _stats_problems(output, marker)
+    table = read_pairs(output)
     if table.num_rows:
         validate_pairs_table(table)
     totals = manifest["totals"]

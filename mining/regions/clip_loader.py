@@ -14,7 +14,7 @@ import open_clip
 import torch
 
 from mining.config import RegionsConfig
-from mining.storage import S3Options, filesystem_for, is_s3
+from mining.storage import Location, S3Options, Where, is_s3
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 CACHE_DIR = Path(os.environ.get("OVMINE_CACHE", Path.home() / ".cache" / "ovmine"))
@@ -29,19 +29,19 @@ class LoadedClip:
     input_size: int
 
 
-def fetch_s3(uri: str, s3: S3Options | None = None) -> Path:
+def fetch_s3(checkpoint: Where) -> Path:
     """Copy an s3:// object into the cache once; the name keeps its suffix (open_clip reads .safetensors
     by suffix)."""
-    digest = hashlib.sha256(uri.encode()).hexdigest()[:16]
-    target = CACHE_DIR / "weights" / f"{digest}-{uri.rsplit('/', 1)[-1]}"
+    checkpoint = Location.of(checkpoint)
+    digest = hashlib.sha256(checkpoint.uri.encode()).hexdigest()[:16]
+    target = CACHE_DIR / "weights" / f"{digest}-{checkpoint.name}"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
-        fs, path = filesystem_for(uri, s3)
         # several region actors on one node may fetch at once: each writes its own temporary, and the
         # atomic rename makes the last complete copy win
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
         try:
-            with fs.open_input_stream(path) as src, os.fdopen(fd, "wb") as dst:
+            with checkpoint.open_stream() as src, os.fdopen(fd, "wb") as dst:
                 while chunk := src.read(1 << 24):
                     dst.write(chunk)
             os.replace(tmp, target)
@@ -62,7 +62,7 @@ def load_clip(cfg: RegionsConfig, device: torch.device, s3: S3Options | None = N
     register_model_configs(cfg.model_config_dir)
     pretrained = cfg.pretrained
     if pretrained and is_s3(pretrained):
-        pretrained = str(fetch_s3(pretrained, s3))
+        pretrained = str(fetch_s3(Location.of(pretrained, s3)))
     if cfg.model.startswith(("hf-hub:", "local-dir:")):
         pretrained = None  # the schema carries its own weights
     with torch.random.fork_rng(devices=[]):

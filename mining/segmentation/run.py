@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -14,14 +13,14 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
+from mining.logs import logger
 from mining.sinks.safe_names import safe_file_name
 from mining.sources.decode import decode_image
 from mining.sources.shards import IMAGE_EXTS, read_shard
 from mining.sources.uris import expand_inputs, shard_stem
-from mining.storage import S3Options, read_bytes
+from mining.storage import Location, S3Options
 from mining.segmentation.predict import NONE, Prediction
 
-log = logging.getLogger(__name__)
 MAX_PIXELS = 1 << 28
 
 
@@ -47,7 +46,7 @@ def iter_images(inputs: list[str], max_size: int, s3: S3Options | None = None) -
     shards = expand_inputs([u for u in inputs if not is_image_file(u)], s3) if len(files) < len(inputs) else []
     for uri in files:
         try:
-            raw = read_bytes(uri, s3)
+            raw = Location.of(uri, s3).read()
         except FileNotFoundError:
             raise FileNotFoundError(f"input image not found: {uri}") from None
         try:
@@ -57,15 +56,15 @@ def iter_images(inputs: list[str], max_size: int, s3: S3Options | None = None) -
         yield PurePosixPath(uri).stem, pixels
     for uri in shards:
         stem = shard_stem(uri)
-        for sample in read_shard(uri, s3):
+        for sample in read_shard(Location.of(uri, s3)):
             ext = next((e for e in IMAGE_EXTS if e in sample.members), None)
             if ext is None:
-                log.warning("%s: %r has no image; skipped", uri, sample.key)
+                logger.warning("%s: %r has no image; skipped", uri, sample.key)
                 continue
             try:
                 pixels, _ = decode_image(sample.members[ext], MAX_PIXELS, max_size)
             except (OSError, ValueError) as err:
-                log.warning("%s: %r is not a readable image (%s); skipped", uri, sample.key, err)
+                logger.warning("%s: %r is not a readable image (%s); skipped", uri, sample.key, err)
                 continue
             yield f"{stem}_{sample.key}", pixels
 

@@ -8,23 +8,23 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from mining.sinks.layout import manifest_uri, marker_uri
+from mining.sinks.layout import manifest_file, marker_file
 from mining.sinks.reader import committed_stems
-from mining.storage import S3Options, read_bytes
+from mining.storage import Where
 
 
 class OutputConflict(ValueError):
     """The output holds shards mined with another configuration."""
 
 
-def committed_markers(output: str, s3: S3Options | None = None, threads: int = 32) -> dict[str, dict[str, Any]]:
+def committed_markers(output: Where, threads: int = 32) -> dict[str, dict[str, Any]]:
     """Every committed shard's marker by stem: one listing, then the markers read concurrently (on S3 each
     read is a request; sequential reads of 100k markers would take hours)."""
-    stems = committed_stems(output, s3)
+    stems = committed_stems(output)
     if not stems:
         return {}
     with ThreadPoolExecutor(max_workers=min(threads, len(stems))) as pool:
-        docs = pool.map(lambda stem: json.loads(read_bytes(marker_uri(output, stem), s3)), stems)
+        docs = pool.map(lambda stem: json.loads(marker_file(output, stem).read()), stems)
         return dict(zip(stems, docs))
 
 
@@ -58,15 +58,15 @@ def refuse_foreign_leftovers(markers: dict[str, dict[str, Any]], wanted: dict[st
             f"{left[0]}); --overwrite replaces only the shards of its inputs: add their inputs, or use a new --output")
 
 
-def manifest_if_current(output: str, config_hash: str, s3: S3Options | None = None) -> dict[str, Any] | None:
+def manifest_if_current(output: Where, config_hash: str) -> dict[str, Any] | None:
     """The output's manifest when it describes exactly the committed shards (one listing and one read, not a
     read per marker: a rerun over 100k committed shards on S3 must not make 100k requests), else None."""
     try:
-        manifest = json.loads(read_bytes(manifest_uri(output), s3))
+        manifest = json.loads(manifest_file(output).read())
     except (FileNotFoundError, OSError, json.JSONDecodeError):
         return None
     if manifest.get("config_hash") != config_hash or "failed_shards" in manifest:
         return None
     if any("limit" not in s for s in manifest["shards"]):
         return None    # written before manifests recorded each shard's --limit
-    return manifest if set(committed_stems(output, s3)) == {s["name"] for s in manifest["shards"]} else None
+    return manifest if set(committed_stems(output)) == {s["name"] for s in manifest["shards"]} else None

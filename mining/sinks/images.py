@@ -12,28 +12,28 @@ from collections.abc import Iterable
 import numpy as np
 from PIL import Image
 
-from mining.sinks.layout import shard_uri
+from mining.sinks.layout import shard_file
 from mining.sinks.reader import read_shard_documents
 from mining.sources.decode import decode_image
 from mining.sources.shards import IMAGE_EXTS, read_shard
-from mining.storage import S3Options, exists
+from mining.storage import Location, Where
 
 
-def load_images(output: str, manifest: dict, wanted: Iterable[tuple[str, str]],
-                s3: S3Options | None = None) -> dict[tuple[str, str], np.ndarray]:
+def load_images(output: Where, manifest: dict, wanted: Iterable[tuple[str, str]]) -> dict[tuple[str, str], np.ndarray]:
     """uint8[H, W, 3] images for (output shard name, key) pairs; a picture that cannot be found is left out.
 
     The record's own `shard` field names the input shard it was mined from, so this also works for curated
-    outputs, whose records still point at the original input."""
+    outputs, whose records still point at the original input, which is reached with the output's S3 settings."""
+    output = Location.of(output)
     by_shard: dict[str, set[str]] = defaultdict(set)
     for stem, key in wanted:
         by_shard[stem].add(key)
     source = manifest["config"]["source"]
     images: dict[tuple[str, str], np.ndarray] = {}
     for stem, keys in by_shard.items():
-        out_uri = shard_uri(output, stem)
+        out_shard = shard_file(output, stem)
         from_input: dict[str, set[str]] = defaultdict(set)
-        for doc, image in read_shard_documents(out_uri, s3) if exists(out_uri, s3) else []:
+        for doc, image in read_shard_documents(out_shard) if out_shard.exists() else []:
             if doc["key"] not in keys:
                 continue
             if image is not None:
@@ -41,9 +41,10 @@ def load_images(output: str, manifest: dict, wanted: Iterable[tuple[str, str]],
             else:
                 from_input[doc["shard"]].add(doc["key"])
         for input_uri, missing in from_input.items():
-            if not exists(input_uri, s3):
+            source_shard = Location.of(input_uri, output.s3)
+            if not source_shard.exists():
                 continue
-            for sample in read_shard(input_uri, s3):
+            for sample in read_shard(source_shard):
                 ext = next((e for e in IMAGE_EXTS if e in sample.members), None)
                 if sample.key in missing and ext:
                     images[(stem, sample.key)], _ = decode_image(sample.members[ext], source["max_image_pixels"],

@@ -3,9 +3,7 @@
 marker, written last) and manifest.json."""
 from __future__ import annotations
 
-import os
-
-from mining.storage import is_s3, join
+from mining.storage import Location, Where
 
 
 class OutputHoldsInputs(ValueError):
@@ -15,41 +13,37 @@ class OutputHoldsInputs(ValueError):
 OUTPUT_FOLDERS = ("shards", "pairs", "status", "stats", "_done")
 
 
-def shard_uri(output: str, stem: str) -> str:
-    return join(output, "shards", f"{stem}.tar")
+def shard_file(output: Where, stem: str) -> Location:
+    return Location.of(output).join("shards", f"{stem}.tar")
 
 
-def pairs_uri(output: str, stem: str) -> str:
-    return join(output, "pairs", f"{stem}.parquet")
+def pairs_file(output: Where, stem: str) -> Location:
+    return Location.of(output).join("pairs", f"{stem}.parquet")
 
 
-def status_uri(output: str, stem: str) -> str:
-    return join(output, "status", f"{stem}.parquet")
+def status_file(output: Where, stem: str) -> Location:
+    return Location.of(output).join("status", f"{stem}.parquet")
 
 
-def stats_uri(output: str, stem: str) -> str:
-    return join(output, "stats", f"{stem}.json")
+def stats_file(output: Where, stem: str) -> Location:
+    return Location.of(output).join("stats", f"{stem}.json")
 
 
-def marker_uri(output: str, stem: str) -> str:
-    return join(output, "_done", f"{stem}.json")
+def marker_file(output: Where, stem: str) -> Location:
+    return Location.of(output).join("_done", f"{stem}.json")
 
 
-def manifest_uri(output: str) -> str:
-    return join(output, "manifest.json")
+def manifest_file(output: Where) -> Location:
+    return Location.of(output) / "manifest.json"
 
 
-def _location(uri: str) -> str:
-    """A comparable form: s3://bucket/key as is, local paths resolved (symlinks, '..', relative)."""
-    return uri.rstrip("/") if is_s3(uri) else os.path.realpath(uri)
-
-
-def refuse_inputs_inside(output: str, inputs: list[str]) -> None:
+def refuse_inputs_inside(output: Where, inputs: list[Where]) -> None:
     """No output file may ever be an input: every output file lies under `output`, so no input may."""
-    root = _location(output)
-    for uri in inputs:
-        where = _location(uri)
+    output = Location.of(output)
+    root = output.comparable()
+    for shard in inputs:
+        where = Location.of(shard).comparable()
         if where == root or where.startswith(root + "/"):
             raise OutputHoldsInputs(
-                f"the output {output} holds the input shard {uri}: mining would write over its inputs "
-                f"(e.g. {shard_uri(output, 'NAME')}); choose an --output outside the input folders")
+                f"the output {output} holds the input shard {shard}: mining would write over its inputs "
+                f"(e.g. {shard_file(output, 'NAME')}); choose an --output outside the input folders")

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from mining.logs import logger
-from mining.storage import S3Options, is_s3
+from mining.storage import Location, Where
 
 LEASE_NAME = "_lease.json"
 LOCK_NAME = "_lease.lock"      # local outputs: flock'ed while a run checks or takes the lease
@@ -127,12 +127,12 @@ class _LocalLease:
 
 
 class _S3Lease:
-    def __init__(self, output: str, s3: S3Options | None) -> None:
+    def __init__(self, output: Location) -> None:
         import boto3
         from botocore.config import Config
 
-        s3 = s3 or S3Options()
-        self.bucket, _, key = output[len("s3://"):].partition("/")
+        s3 = output.s3
+        self.bucket, _, key = output.uri[len("s3://"):].partition("/")
         self.key = f"{key.rstrip('/')}/{LEASE_NAME}" if key.strip("/") else LEASE_NAME
         self.client = boto3.client("s3", endpoint_url=s3.resolved_endpoint(), region_name=s3.region,
                                    config=Config(retries={"max_attempts": s3.max_attempts, "mode": "standard"}))
@@ -192,9 +192,9 @@ class _S3Lease:
 class OutputLease:
     """Hold an output for the duration of a `with` block; renewed in a background thread."""
 
-    def __init__(self, output: str, config_hash: str, s3: S3Options | None = None) -> None:
-        self.output = output
-        self.store = _S3Lease(output, s3) if is_s3(output) else _LocalLease(output)
+    def __init__(self, output: Where, config_hash: str) -> None:
+        self.output = Location.of(output)
+        self.store = _S3Lease(self.output) if self.output.is_s3 else _LocalLease(self.output.uri)
         self.holder = _holder(config_hash)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

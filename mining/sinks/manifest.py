@@ -8,9 +8,9 @@ from typing import Any
 
 from mining.config import RunConfig
 from mining.schemas import MANIFEST_VERSION, validate
-from mining.sinks.layout import manifest_uri, marker_uri
+from mining.sinks.layout import manifest_file, marker_file
 from mining.sinks.writer import merge_counts
-from mining.storage import S3Options, read_bytes, write_bytes_atomic
+from mining.storage import Where
 
 _PACKAGES = ("ovmine", "torch", "open-clip-torch", "transformers", "spacy", "ray", "pyarrow", "webdataset",
              "pycocotools", "scipy", "numpy", "scikit-image")
@@ -62,15 +62,15 @@ def measured_throughput(manifest: dict[str, Any] | None) -> dict[str, Any] | Non
             "mined_images": images, "throughput_of": manifest.get("throughput_of", manifest.get("created", ""))}
 
 
-def _manifest_on_disk(output: str, s3: S3Options | None) -> dict[str, Any] | None:
+def _manifest_on_disk(output: Where) -> dict[str, Any] | None:
     try:
-        return json.loads(read_bytes(manifest_uri(output), s3))
+        return json.loads(manifest_file(output).read())
     except (OSError, ValueError):   # none, or damaged: nothing to carry over
         return None
 
 
-def build_manifest(output: str, stems: list[str], cfg: RunConfig, wall_seconds: float,
-                   s3: S3Options | None = None, images_this_run: int | None = None,
+def build_manifest(output: Where, stems: list[str], cfg: RunConfig, wall_seconds: float,
+                   images_this_run: int | None = None,
                    markers: dict[str, dict[str, Any]] | None = None,
                    failed: list[dict[str, str]] | None = None,
                    previous: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -83,11 +83,11 @@ def build_manifest(output: str, stems: list[str], cfg: RunConfig, wall_seconds: 
     output, when that describes the same config."""
     measured, earlier = None, None
     if images_this_run == 0:
-        earlier = previous if previous is not None else _manifest_on_disk(output, s3)
+        earlier = previous if previous is not None else _manifest_on_disk(output)
         if earlier is not None and earlier.get("config_hash") == cfg.config_hash():
             measured = measured_throughput(earlier)
     manifest = assemble_manifest(output, stems, cfg.resolved(), cfg.config_hash(), model_ids(cfg), wall_seconds,
-                                 s3, images_this_run=images_this_run, markers=markers, measured=measured)
+                                 images_this_run=images_this_run, markers=markers, measured=measured)
     if measured is not None:   # and the wall-time split that explains the carried figures
         manifest["timings"] |= {k: v for k, v in earlier.get("timings", {}).items()
                                 if k.startswith(RUN_TIMING_PREFIXES)}
@@ -98,8 +98,8 @@ def build_manifest(output: str, stems: list[str], cfg: RunConfig, wall_seconds: 
     return manifest
 
 
-def assemble_manifest(output: str, stems: list[str], config: dict[str, Any], config_hash: str,
-                      models: dict[str, str], wall_seconds: float, s3: S3Options | None = None,
+def assemble_manifest(output: Where, stems: list[str], config: dict[str, Any], config_hash: str,
+                      models: dict[str, str], wall_seconds: float,
                       lineage: dict[str, Any] | None = None, images_this_run: int | None = None,
                       markers: dict[str, dict[str, Any]] | None = None, measured: dict[str, Any] | None = None,
                       timings: dict[str, float] | None = None) -> dict[str, Any]:
@@ -107,7 +107,7 @@ def assemble_manifest(output: str, stems: list[str], config: dict[str, Any], con
     share it). `measured`: throughput figures carried from the run that measured them (see
     `measured_throughput`) instead of this invocation's; `timings`: stage seconds to record instead of the
     markers' sum (a curated output records those of the mining run its pairs came from)."""
-    markers = [markers[stem] if markers and stem in markers else json.loads(read_bytes(marker_uri(output, stem), s3))
+    markers = [markers[stem] if markers and stem in markers else json.loads(marker_file(output, stem).read())
                for stem in stems]
     summary = aggregate(markers)
     shards = [{k: v for k, v in m.items() if k not in ("nouns", "schema_version", "config_hash")} for m in markers]
@@ -130,5 +130,5 @@ def assemble_manifest(output: str, stems: list[str], config: dict[str, Any], con
     return manifest
 
 
-def write_manifest(output: str, manifest: dict[str, Any], s3: S3Options | None = None) -> None:
-    write_bytes_atomic(manifest_uri(output), json.dumps(manifest, indent=1).encode(), s3)
+def write_manifest(output: Where, manifest: dict[str, Any]) -> None:
+    manifest_file(output).write_atomic(json.dumps(manifest, indent=1).encode())

@@ -13,48 +13,52 @@ import time
 from typing import Any
 
 from mining.records import ShardChunk
-from mining.sinks.layout import marker_uri
-from mining.sinks.reader import list_files, read_shard_documents
+from mining.sinks.layout import marker_file
+from mining.sinks.reader import read_shard_documents
 from mining.sinks.writer import (merge_counts, records_tar, shard_counts, shard_records, shard_stats, status_rows,
                                  write_shard_files)
-from mining.storage import S3Options, delete_tree, exists, join, read_bytes, write_bytes_atomic
+from mining.storage import Location, Where
 
 PARTS = "_parts"
 
 
-def _part_uri(output: str, chunk: ShardChunk, ext: str) -> str:
-    return join(output, PARTS, chunk.stem, f"{chunk.part:05d}-of-{chunk.parts:05d}.{ext}")
+def _parts_folder(output: Where, chunk: ShardChunk) -> Location:
+    return Location.of(output).join(PARTS, chunk.stem)
 
 
-def write_part(chunk: ShardChunk, output: str, config_hash: str, s3: S3Options | None = None,
+def _part_file(output: Where, chunk: ShardChunk, ext: str) -> Location:
+    return _parts_folder(output, chunk) / f"{chunk.part:05d}-of-{chunk.parts:05d}.{ext}"
+
+
+def write_part(chunk: ShardChunk, output: Where, config_hash: str,
                image_ext: str | None = None) -> dict[str, Any] | None:
     """Write one chunk's part; returns the shard's marker when this write completed and committed the
     shard, else None (other parts are still to come, or the shard was committed already)."""
-    if exists(marker_uri(output, chunk.stem), s3):
+    if marker_file(output, chunk.stem).exists():
         return None   # a retried write after the shard was joined: nothing is missing
-    write_bytes_atomic(_part_uri(output, chunk, "tar"), records_tar(shard_records(chunk.samples, image_ext)), s3)
+    _part_file(output, chunk, "tar").write_atomic(records_tar(shard_records(chunk.samples, image_ext)))
     summary = {"counts": shard_counts(chunk.samples), "status": status_rows(chunk.samples), "started": chunk.started}
-    write_bytes_atomic(_part_uri(output, chunk, "json"), json.dumps(summary).encode(), s3)
-    return join_parts(chunk, output, config_hash, s3)
+    _part_file(output, chunk, "json").write_atomic(json.dumps(summary).encode())
+    return join_parts(chunk, output, config_hash)
 
 
-def join_parts(chunk: ShardChunk, output: str, config_hash: str, s3: S3Options | None = None) -> dict[str, Any] | None:
+def join_parts(chunk: ShardChunk, output: Where, config_hash: str) -> dict[str, Any] | None:
     """Join and commit the shard if all its parts are written; None if not (or if another writer did)."""
-    folder = join(PARTS, chunk.stem)
-    summaries = list_files(output, folder, f"-of-{chunk.parts:05d}.json", s3)
+    folder = _parts_folder(output, chunk)
+    summaries = folder.list(f"-of-{chunk.parts:05d}.json")
     if len(summaries) < chunk.parts:
         return None
     try:
-        docs = [json.loads(read_bytes(uri, s3)) for uri in summaries]
-        records = [doc for uri in summaries for doc in read_shard_documents(uri.removesuffix(".json") + ".tar", s3)]
+        docs = [json.loads(summary.read()) for summary in summaries]
+        records = [doc for summary in summaries for doc in read_shard_documents(summary.with_suffix(".json", ".tar"))]
     except FileNotFoundError:
-        if exists(marker_uri(output, chunk.stem), s3):
+        if marker_file(output, chunk.stem).exists():
             return None   # another writer joined them first and removed the parts
         raise
     marker = {"input": chunk.uri, "name": chunk.stem, "config_hash": config_hash, "limit": chunk.limit,
               **merge_counts([d["counts"] for d in docs])}
     started = min(d["started"] for d in docs)
-    write_shard_files(output, chunk.stem, records, marker, s3, status=[row for d in docs for row in d["status"]],
+    write_shard_files(output, chunk.stem, records, marker, status=[row for d in docs for row in d["status"]],
                       stats=shard_stats(marker, started, time.time()))
-    delete_tree(join(output, folder), s3)
+    folder.delete_tree()
     return marker

@@ -10,14 +10,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
-import pyarrow.fs as pafs
 from webdataset.tariterators import base_plus_ext, tar_file_iterator
 
 from mining import masks
 from mining.records import Entity
 from mining.schemas import RECORD_VERSION, SchemaError, pairs_arrow_schema
-from mining.sinks.layout import manifest_uri
-from mining.storage import S3Options, exists, filesystem_for, is_s3, join, read_bytes
+from mining.sinks.layout import manifest_file
+from mining.storage import Location, Where
 
 
 @dataclass
@@ -73,38 +72,25 @@ class MinedRecord:
             pairs=[MinedPair(**p) for p in doc["pairs"]], image=image)
 
 
-def list_files(output: str, folder: str, suffix: str, s3: S3Options | None = None) -> list[str]:
-    """URIs of the files directly in `output/folder` whose names end with `suffix`, sorted."""
-    fs, path = filesystem_for(join(output, folder), s3)
-    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
-    prefix = "s3://" if is_s3(output) else ""
-    return sorted(prefix + i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(suffix))
-
-
-def _stem(uri: str, suffix: str) -> str:
-    return uri.rsplit("/", 1)[-1].removesuffix(suffix)
-
-
-def committed_stems(output: str, s3: S3Options | None = None) -> list[str]:
+def committed_stems(output: Where) -> list[str]:
     """The shards committed in `output` (those with a _done marker), sorted: one listing."""
-    return [_stem(uri, ".json") for uri in list_files(output, "_done", ".json", s3)]
+    return [f.name.removesuffix(".json") for f in Location.of(output).join("_done").list(".json")]
 
 
-def committed_files(output: str, folder: str, suffix: str, s3: S3Options | None = None) -> list[str]:
+def committed_files(output: Where, folder: str, suffix: str) -> list[Location]:
     """The files of `folder` that belong to committed shards: what a run killed mid-write left without a
     marker is not part of the output."""
-    committed = set(committed_stems(output, s3))
-    return [uri for uri in list_files(output, folder, suffix, s3) if _stem(uri, suffix) in committed]
+    committed = set(committed_stems(output))
+    return [f for f in Location.of(output).join(folder).list(suffix) if f.name.removesuffix(suffix) in committed]
 
 
-def shard_files(output: str, s3: S3Options | None = None) -> list[str]:
-    return committed_files(output, "shards", ".tar", s3)
+def shard_files(output: Where) -> list[Location]:
+    return committed_files(output, "shards", ".tar")
 
 
-def read_shard_documents(uri: str, s3: S3Options | None = None) -> list[tuple[dict, bytes | None]]:
+def read_shard_documents(shard: Where) -> list[tuple[dict, bytes | None]]:
     """(record JSON, image bytes or None) of one output shard, in order; one shard is held at a time."""
-    fs, path = filesystem_for(uri, s3)
-    with fs.open_input_stream(path) as raw:
+    with Location.of(shard).open_stream() as raw:
         pending: dict[str, dict[str, bytes]] = {}
         for item in tar_file_iterator(io.BufferedReader(raw)):
             key, ext = base_plus_ext(item["fname"])
@@ -116,34 +102,33 @@ def read_shard_documents(uri: str, s3: S3Options | None = None) -> list[tuple[di
     return documents
 
 
-def read_shard_records(uri: str, s3: S3Options | None = None) -> list[MinedRecord]:
-    return [MinedRecord.from_json(doc, image) for doc, image in read_shard_documents(uri, s3)]
+def read_shard_records(shard: Where) -> list[MinedRecord]:
+    return [MinedRecord.from_json(doc, image) for doc, image in read_shard_documents(shard)]
 
 
-def iter_records(output: str, s3: S3Options | None = None) -> Iterator[MinedRecord]:
-    for uri in shard_files(output, s3):
-        yield from read_shard_records(uri, s3)
+def iter_records(output: Where) -> Iterator[MinedRecord]:
+    for shard in shard_files(output):
+        yield from read_shard_records(shard)
 
 
-def pairs_files(output: str, s3: S3Options | None = None) -> list[str]:
-    return committed_files(output, "pairs", ".parquet", s3)
+def pairs_files(output: Where) -> list[Location]:
+    return committed_files(output, "pairs", ".parquet")
 
 
-def iter_pair_batches(uri: str, columns: list[str], s3: S3Options | None = None,
-                      batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
+def iter_pair_batches(pairs: Where, columns: list[str], batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
     """Record batches of a few columns of one pairs file: streaming, one batch in memory at a time."""
-    fs, path = filesystem_for(uri, s3)
-    with fs.open_input_file(path) as f:
+    with Location.of(pairs).open_random() as f:
         yield from pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=columns)
 
 
-def read_pairs(output: str, s3: S3Options | None = None) -> pa.Table:
+def read_pairs(output: Where) -> pa.Table:
     """The whole pairs table in memory: for tests and small runs; `mining.postrun.stats` streams instead."""
-    fs, _ = filesystem_for(output, s3)
-    paths = [filesystem_for(f, s3)[1] for f in pairs_files(output, s3)]
-    if not paths:
+    files = pairs_files(output)
+    if not files:
         return pairs_arrow_schema().empty_table()
-    return pads.dataset(paths, format="parquet", filesystem=fs, schema=pairs_arrow_schema()).to_table()
+    fs = files[0].filesystem()[0]
+    return pads.dataset([f.filesystem()[1] for f in files], format="parquet", filesystem=fs,
+                        schema=pairs_arrow_schema()).to_table()
 
 
 class NotAnOutput(FileNotFoundError):
@@ -159,30 +144,29 @@ class UnfinishedOutput(NotAnOutput):
         self.committed = committed
 
 
-def missing_output(output: str, s3: S3Options | None = None) -> NotAnOutput:
+def missing_output(output: Where) -> NotAnOutput:
     """Why `output` has no manifest, as the error to raise: no such path, not an output, or interrupted."""
-    fs, path = filesystem_for(output, s3)
-    if fs.get_file_info(path).type == pafs.FileType.NotFound:   # an S3 prefix "exists" when objects lie under it
+    if not Location.of(output).exists():
         return NotAnOutput(f"no such output: {output}")
-    committed = committed_stems(output, s3)
+    committed = committed_stems(output)
     if not committed:
         return NotAnOutput(f"{output} is not an ovmine output (no manifest.json and no committed shards)")
     return UnfinishedOutput(f"{output} was interrupted ({len(committed)} shard{'s' if len(committed) > 1 else ''} "
                             f"committed, no manifest): rerun the mine command to finish it", committed)
 
 
-def read_manifest(output: str, s3: S3Options | None = None) -> dict:
+def read_manifest(output: Where) -> dict:
     """The manifest of a finished output. Raises NotAnOutput (a FileNotFoundError) naming the case when there
     is none, and ValueError naming the file when it is not JSON."""
-    uri = manifest_uri(output)
+    uri = manifest_file(output)
     try:
-        data = read_bytes(uri, s3)
+        data = uri.read()
     except FileNotFoundError:
-        raise missing_output(output, s3) from None
+        raise missing_output(output) from None
     except OSError:   # pyarrow says "is a directory" or "not a directory" as a plain OSError
-        if exists(uri, s3):
+        if uri.exists():
             raise
-        raise missing_output(output, s3) from None
+        raise missing_output(output) from None
     try:
         return json.loads(data)
     except ValueError as err:   # JSON and UTF-8 errors alike

@@ -21,8 +21,8 @@ from mining import masks as rle
 from mining.records import Drop, Sample
 from mining.schemas import (MARKER_VERSION, PAIRS_VERSION, RECORD_VERSION, STATUS_VERSION, arrow_schema, validate,
                             validate_table)
-from mining.sinks.layout import marker_uri, pairs_uri, shard_uri, stats_uri, status_uri
-from mining.storage import S3Options, write_bytes_atomic
+from mining.sinks.layout import marker_file, pairs_file, shard_file, stats_file, status_file
+from mining.storage import Where
 
 SHARD_STATS_VERSION = "ovmine.shard_stats/1"
 
@@ -143,21 +143,20 @@ def records_tar(records: list[tuple[dict[str, Any], bytes | None]]) -> bytes:
     return tar_buf.getvalue()
 
 
-def write_shard_files(output: str, stem: str, records: list[tuple[dict[str, Any], bytes | None]],
-                      marker: dict[str, Any], s3: S3Options | None = None,
+def write_shard_files(output: Where, stem: str, records: list[tuple[dict[str, Any], bytes | None]],
+                      marker: dict[str, Any],
                       status: list[dict[str, Any]] | None = None, stats: dict[str, Any] | None = None) -> None:
     """Write validated records (each with its image bytes, or None), their pairs table, the status of every
     sample and the shard's stats (when given: curated outputs have neither), then the marker."""
     rows = [row for record, _ in records for row in pair_rows(stem, record)]
-    write_bytes_atomic(shard_uri(output, stem), records_tar(records), s3)
-    write_bytes_atomic(pairs_uri(output, stem), parquet_bytes("pairs", rows), s3)
+    shard_file(output, stem).write_atomic(records_tar(records))
+    pairs_file(output, stem).write_atomic(parquet_bytes("pairs", rows))
     if status is not None:
-        write_bytes_atomic(status_uri(output, stem), parquet_bytes("status", status), s3)
+        status_file(output, stem).write_atomic(parquet_bytes("status", status))
     if stats is not None:
         validate("shard_stats", stats)
-        write_bytes_atomic(stats_uri(output, stem), json.dumps(stats, indent=1).encode(), s3)
-    write_bytes_atomic(marker_uri(output, stem), json.dumps({"schema_version": MARKER_VERSION, **marker},
-                                                            indent=1).encode(), s3)
+        stats_file(output, stem).write_atomic(json.dumps(stats, indent=1).encode())
+    marker_file(output, stem).write_atomic(json.dumps({"schema_version": MARKER_VERSION, **marker}, indent=1).encode())
 
 
 def shard_records(samples: list[Sample], image_ext: str | None) -> list[tuple[dict[str, Any], bytes | None]]:
@@ -166,7 +165,7 @@ def shard_records(samples: list[Sample], image_ext: str | None) -> list[tuple[di
             if s.alive and s.pairs]
 
 
-def write_shard(samples: list[Sample], output: str, config_hash: str, s3: S3Options | None = None,
+def write_shard(samples: list[Sample], output: Where, config_hash: str,
                 limit: int | None = None, started: float | None = None,
                 image_ext: str | None = None) -> dict[str, Any]:
     """Write one mined input shard and commit it; returns the marker (`limit`: the --limit cut, if any;
@@ -174,6 +173,6 @@ def write_shard(samples: list[Sample], output: str, config_hash: str, s3: S3Opti
     records keep their image)."""
     stem, source = samples[0].shard_stem, samples[0].shard
     marker = {"input": source, "name": stem, "config_hash": config_hash, "limit": limit, **shard_counts(samples)}
-    write_shard_files(output, stem, shard_records(samples, image_ext), marker, s3, status=status_rows(samples),
+    write_shard_files(output, stem, shard_records(samples, image_ext), marker, status=status_rows(samples),
                       stats=shard_stats(marker, started, time.time()))
     return marker

@@ -18,7 +18,7 @@ from webdataset.tariterators import base_plus_ext
 from mining.logs import logger, warn_limited
 from mining.records import Drop, Sample
 from mining.sources.uris import shard_stem
-from mining.storage import S3Options, filesystem_for
+from mining.storage import Location, Where
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 READ_ATTEMPTS = 3
@@ -33,9 +33,8 @@ class MemberError(Exception):
         self.key = key
 
 
-def _members(uri: str, s3: S3Options | None) -> Iterator[tuple[str, str, bytes]]:
-    fs, path = filesystem_for(uri, s3)
-    with fs.open_input_stream(path) as raw:
+def _members(shard: Location) -> Iterator[tuple[str, str, bytes]]:
+    with shard.open_stream() as raw:
         stream = io.BufferedReader(raw, buffer_size=1 << 20)  # tarfile's stream mode wants a buffered reader
         with tarfile.open(fileobj=stream, mode="r|*") as tar:
             for info in tar:
@@ -45,7 +44,7 @@ def _members(uri: str, s3: S3Options | None) -> Iterator[tuple[str, str, bytes]]
                 if key is None or key.rsplit("/", 1)[-1].startswith("__"):
                     continue  # no extension, or webdataset metadata
                 if "." in ext:
-                    warn_limited("dotted-member", f"{uri}: member {info.name}: webdataset takes the key up to "
+                    warn_limited("dotted-member", f"{shard}: member {info.name}: webdataset takes the key up to "
                                                   f"the first dot, so it belongs to key {key!r}")
                 try:
                     data = tar.extractfile(info).read()
@@ -66,11 +65,11 @@ def _complete(sample: Sample) -> bool:
     return any(e in sample.members for e in IMAGE_EXTS) and any(e in sample.members for e in CAPTION_EXTS)
 
 
-def count_keys(uri: str, s3: S3Options | None = None, stop_after: int | None = None) -> int:
+def count_keys(shard: Where, stop_after: int | None = None) -> int:
     """Distinct keys of a shard, reading no further than needed to see `stop_after` of them."""
     keys: set[str] = set()
     try:
-        for key, _, _ in _members(uri, s3):
+        for key, _, _ in _members(Location.of(shard)):
             keys.add(key)
             if stop_after is not None and len(keys) > stop_after:
                 return stop_after
@@ -89,7 +88,7 @@ def _is_io_failure(exn: BaseException) -> bool:
     return isinstance(exn, OSError) and not isinstance(exn, gzip.BadGzipFile)
 
 
-def read_shard(uri: str, s3: S3Options | None = None, max_samples: int | None = None,
+def read_shard(shard: Where, max_samples: int | None = None,
                attempts: int = READ_ATTEMPTS, retry_delay: float = 1.0) -> list[Sample]:
     """Every key of the shard (the first `max_samples` if given) as a Sample, in file order; never raises.
 
@@ -97,10 +96,12 @@ def read_shard(uri: str, s3: S3Options | None = None, max_samples: int | None = 
     bytes cannot be read is tried `attempts` times (S3 requests are retried underneath, this retries a stream
     cut mid-shard), then comes back as one sentinel sample carrying `read_error`: the run does not commit
     it, reports it and a rerun tries it again."""
+    shard = Location.of(shard)
+    uri = shard.uri
     error = ""
     for attempt in range(1, attempts + 1):
         try:
-            return _read_once(uri, s3, max_samples)
+            return _read_once(shard, max_samples)
         except ShardUnreadable as exn:
             error = str(exn)
             if attempt < attempts:
@@ -113,12 +114,12 @@ def read_shard(uri: str, s3: S3Options | None = None, max_samples: int | None = 
                    read_error=error)]
 
 
-def _read_once(uri: str, s3: S3Options | None, max_samples: int | None) -> list[Sample]:
+def _read_once(shard: Location, max_samples: int | None) -> list[Sample]:
     """One pass over the tar. Members group into samples by key as webdataset does (consecutive members
     of one key); a key met again later, or a member met twice, is a duplicate: the first sample is kept and
     each repeat is counted as `duplicate_key`. Shard-level damage (truncated, not a tar) is recorded in
     `shard_errors` of the last sample; a shard that yields nothing is one sentinel sample."""
-    stem = shard_stem(uri)
+    uri, stem = shard.uri, shard_stem(shard.uri)
     samples: list[Sample] = []
     seen: set[str] = set()
     current: Sample | None = None      # the sample the running members belong to (None: a duplicate's)
@@ -136,7 +137,7 @@ def _read_once(uri: str, s3: S3Options | None, max_samples: int | None) -> list[
         return sample
 
     try:
-        for key, ext, data in _members(uri, s3):
+        for key, ext, data in _members(shard):
             if key != current_key or ext in raw_exts:   # a new key, or a member met twice: a new sample
                 if max_samples is not None and len(samples) == max_samples:
                     break

@@ -7,7 +7,7 @@ import os
 import braceexpand
 import pyarrow.fs as pafs
 
-from mining.storage import S3Options, filesystem_for, is_s3
+from mining.storage import Location, S3Options, is_s3
 
 
 class InputError(ValueError):
@@ -21,21 +21,18 @@ def shard_stem(uri: str) -> str:
 
 
 def _list_dir(uri: str, s3: S3Options | None) -> list[str]:
-    fs, path = filesystem_for(uri, s3)
-    infos = fs.get_file_info(pafs.FileSelector(path.rstrip("/"), recursive=False, allow_not_found=True))
-    prefix = "s3://" if is_s3(uri) else ""
-    return sorted(prefix + i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(".tar"))
+    folder = Location.of(uri if is_s3(uri) else os.path.abspath(uri), s3)
+    return [shard.uri for shard in folder.list(".tar")]
 
 
 def _expand_one(pattern: str, s3: S3Options | None) -> list[str]:
     found: list[str] = []
     for uri in braceexpand.braceexpand(pattern):
         if is_s3(uri):
-            fs, path = filesystem_for(uri, s3)
-            info = fs.get_file_info(path)
-            if info.type == pafs.FileType.File:
+            kind = Location.of(uri, s3).kind()
+            if kind == pafs.FileType.File:
                 found.append(uri)
-            elif info.type == pafs.FileType.Directory or uri.endswith("/"):
+            elif kind == pafs.FileType.Directory or uri.endswith("/"):
                 found.extend(_list_dir(uri, s3))
             else:
                 raise InputError(f"input {uri} does not exist")

@@ -8,14 +8,14 @@ import time
 from mining.records import ShardChunk
 from mining.sources.shards import read_shard
 from mining.sources.uris import shard_stem
-from mining.storage import S3Options
+from mining.storage import Location, Where
 
 
-def read_chunks(uri: str, max_samples: int | None, chunk_size: int | None,
-                s3: S3Options | None = None) -> list[ShardChunk]:
+def read_chunks(shard: Where, max_samples: int | None, chunk_size: int | None) -> list[ShardChunk]:
     """The shard's samples (its first `max_samples`, if given) in chunks of `chunk_size` (None: one chunk)."""
     started = time.time()
-    samples = read_shard(uri, s3, max_samples)
+    shard = Location.of(shard)
+    uri, samples = shard.uri, read_shard(shard, max_samples)
     size = chunk_size or len(samples)
     runs = [samples[i:i + size] for i in range(0, len(samples), size)]
     return [ShardChunk(uri=uri, stem=shard_stem(uri), limit=max_samples, part=i, parts=len(runs), samples=run,

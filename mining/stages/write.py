@@ -10,21 +10,21 @@ from mining.config import RunConfig, StageResources
 from mining.records import ShardChunk
 from mining.sinks.parts import write_part
 from mining.sinks.writer import write_shard
-from mining.storage import S3Options
+from mining.storage import Location, S3Options
 
 
 class ShardWriter:
     name = "write"
 
-    def __init__(self, output: str, config_hash: str, resources: StageResources, image_ext: str | None = None,
-                 s3: S3Options | None = None) -> None:
+    def __init__(self, output: Location, config_hash: str, resources: StageResources,
+                 image_ext: str | None = None) -> None:
         self.output, self.config_hash, self.resources = output, config_hash, resources
-        self.image_ext, self.s3 = image_ext, s3
+        self.image_ext = image_ext
 
     @classmethod
-    def from_config(cls, cfg: RunConfig, output: str, config_hash: str) -> "ShardWriter":
+    def from_config(cls, cfg: RunConfig, output: Location | str, config_hash: str) -> "ShardWriter":
         image_ext = cfg.output.image_format if cfg.output.write_images else None
-        return cls(output, config_hash, cfg.execution.write, image_ext, S3Options.from_source(cfg.source))
+        return cls(Location.of(output, S3Options.from_source(cfg.source)), config_hash, cfg.execution.write, image_ext)
 
     def write(self, chunk: ShardChunk) -> dict[str, Any]:
         """Write the chunk; returns {"committed": marker}, {"part": ...} or {"failed": ...}, and the chunk's
@@ -34,10 +34,10 @@ class ShardWriter:
             return {"failed": {"input": chunk.uri, "name": chunk.stem, "error": first.read_error},
                     "stamps": chunk.stamps}
         if chunk.parts == 1:
-            marker = write_shard(chunk.samples, self.output, self.config_hash, self.s3, limit=chunk.limit,
+            marker = write_shard(chunk.samples, self.output, self.config_hash, limit=chunk.limit,
                                  started=chunk.started, image_ext=self.image_ext)
         else:
-            marker = write_part(chunk, self.output, self.config_hash, self.s3, self.image_ext)
+            marker = write_part(chunk, self.output, self.config_hash, self.image_ext)
         if marker is None:
             return {"part": {"name": chunk.stem, "part": chunk.part, "parts": chunk.parts,
                              "images": sum(not s.sentinel for s in chunk.samples)}, "stamps": chunk.stamps}

@@ -2,6 +2,7 @@
 the pairs against the world's ground truth."""
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -10,7 +11,6 @@ from typing import Any
 import yaml
 
 from mining.config import RunConfig, load_config
-from mining.storage import join
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEMO_CONFIG = Path(__file__).parent / "demo.yaml"
@@ -33,11 +33,11 @@ def run_demo(out: str, shards: int = 4, per_shard: int = 32, seed: int = 0, teac
     start = time.time()
     cfg = demo_config([f"teacher.kind={teacher}", f"execution.executor={executor}", *(overrides or [])])
     for folder in ("world", "mined"):   # the demo's own working folders: each demo starts afresh
-        shutil.rmtree(join(out, folder), ignore_errors=True)
-    world = make_world(join(out, "world"), shards, per_shard, seed, progress=progress)
+        shutil.rmtree(os.path.join(out, folder), ignore_errors=True)
+    world = make_world(os.path.join(out, "world"), shards, per_shard, seed, progress=progress)
     config_path = Path(out) / "config.yaml"
     config_path.write_text(yaml.safe_dump(cfg.resolved(), sort_keys=False))
-    mined = join(out, "mined")
+    mined = os.path.join(out, "mined")
     manifest = run_mining(cfg, [world["shards_uri"]], mined,
                           progress=progress if mining_progress is None else mining_progress)
     report = evaluate(mined, world["ground_truth"], region_top1=True, progress=progress)
@@ -49,7 +49,7 @@ def run_demo(out: str, shards: int = 4, per_shard: int = 32, seed: int = 0, teac
         "commands": {
             "mine": f"ovmine mine --config {config_path} --input {world['shards_uri']} --output {mined} --overwrite",
             "eval": f"ovmine eval {mined} --gt {world['ground_truth']} --region-top1",
-            "stats": f"ovmine stats {mined} --html {join(out, 'report.html')}",
+            "stats": f"ovmine stats {mined} --html {os.path.join(out, 'report.html')}",
         },
     }
 

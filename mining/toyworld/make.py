@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,14 +18,13 @@ from PIL import Image
 from tqdm import tqdm
 from webdataset import TarWriter
 
-from mining.sinks.reader import list_files
-from mining.storage import S3Options, delete, filesystem_for, join, write_bytes_atomic
+from mining.logs import logger
+from mining.storage import Location, S3Options, Where
 from mining import masks
 from mining.toyworld.captions import caption_scene
 from mining.toyworld.scene import Scene, render_scene
 from mining.toyworld.vocab import CATEGORIES
 
-log = logging.getLogger(__name__)
 GT_NAME = "ground_truth.json"
 
 
@@ -71,24 +69,24 @@ def jpeg(image: np.ndarray, quality: int) -> bytes:
     return buf.getvalue()
 
 
-def prepare_dataset_folder(out: str, earlier: list[str], overwrite: bool, s3: S3Options | None = None) -> None:
+def prepare_dataset_folder(out: Where, earlier: list[Location], overwrite: bool) -> None:
     """A generated dataset goes into a new or empty folder (local or an S3 prefix): new shards written over part
     of an older set would leave a mixed dataset. With `overwrite`, the `earlier` dataset's files are removed
     first; nothing else in `out` is touched."""
-    fs, path = filesystem_for(out, s3)
-    kind = fs.get_file_info(path).type
+    out = Location.of(out)
+    kind = out.kind()
     if kind == pafs.FileType.File:
         raise ValueError(f"{out} is a file: a dataset needs a folder")
     if kind == pafs.FileType.NotFound:
         return
-    entries = sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)))
+    entries = out.entry_names()
     if not entries:
         return
     if not overwrite:
         raise ValueError(f"{out} is not empty ({len(entries)} entr{'ies' if len(entries) > 1 else 'y'}, e.g. "
                          f"{entries[0]}): choose a new folder, or pass --overwrite to replace the dataset there")
-    for uri in earlier:
-        delete(uri, s3)
+    for file in earlier:
+        file.delete()
 
 
 def world_members(seed: int, shard: int, key: str, scene: Scene, captions: list[str]) -> dict[str, object]:
@@ -103,7 +101,7 @@ def make_shards(out_dir: str | Path, shards: int = 2, per_shard: int = 8, seed: 
     """A toy world's shards alone, no ground truth, as `out_dir/{shard:05d}.tar`. `out_dir` must be new or empty,
     unless `overwrite`: then the .tar shards already there are replaced."""
     out = Path(out_dir)
-    prepare_dataset_folder(str(out), [str(p) for p in out.glob("*.tar")] if out.is_dir() else [], overwrite)
+    prepare_dataset_folder(str(out), [Location(str(p)) for p in out.glob("*.tar")] if out.is_dir() else [], overwrite)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{shard:05d}.tar" for shard in range(shards)]
     writers: dict[int, TarWriter] = {}
@@ -122,7 +120,8 @@ def make_world(out: str, shards: int = 2, per_shard: int = 32, seed: int = 0, si
     S3 prefix) must be new or empty, unless `overwrite`: then the world already there is replaced."""
     if shards < 1 or per_shard < 1:
         raise ValueError(f"a world needs at least one shard and one image per shard (got {shards}, {per_shard})")
-    prepare_dataset_folder(out, [*list_files(out, "shards", ".tar", s3), join(out, GT_NAME)], overwrite, s3)
+    folder = Location.of(out, s3)
+    prepare_dataset_folder(folder, [*folder.join("shards").list(".tar"), folder / GT_NAME], overwrite)
     images, annotations = [], []
     buffers: dict[int, io.BytesIO] = {}
     writers: dict[int, TarWriter] = {}
@@ -139,11 +138,11 @@ def make_world(out: str, shards: int = 2, per_shard: int = 32, seed: int = 0, si
         annotations.extend(annotations_for(scene, image_id, len(annotations) + 1))
         if len(images) % per_shard == 0:
             writers.pop(shard).close()
-            write_bytes_atomic(join(out, "shards", f"{shard:05d}.tar"), buffers.pop(shard).getvalue(), s3)
+            folder.join("shards", f"{shard:05d}.tar").write_atomic(buffers.pop(shard).getvalue())
     gt = {"info": {"description": "ovmine toy world", "exhaustive": True, "seed": seed, "shards": shards, "per_shard": per_shard,
                    "size": size},
           "images": images, "annotations": annotations, "categories": coco_categories()}
-    write_bytes_atomic(join(out, GT_NAME), json.dumps(gt).encode(), s3)
-    log.info("toy world: %d images, %d instances in %s", len(images), len(annotations), out)
+    (folder / GT_NAME).write_atomic(json.dumps(gt).encode())
+    logger.info("toy world: %d images, %d instances in %s", len(images), len(annotations), out)
     return {"images": len(images), "instances": len(annotations), "shards": shards,
-            "shards_uri": join(out, "shards"), "ground_truth": join(out, GT_NAME)}
+            "shards_uri": folder.join("shards").uri, "ground_truth": (folder / GT_NAME).uri}

@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from open_clip.loss import ClipLoss
 from safetensors.torch import save_file
 
+from mining.logs import logger
 from mining.toyworld.training_data import TRAIN_SEED, render_training_set
 
-log = logging.getLogger(__name__)
 
 MODEL_CFG = {
     "embed_dim": 64,
@@ -114,7 +114,7 @@ def train(out: Path, images_count: int, steps: int, batch: int, lr: float, seed:
             model.logit_scale.clamp_(0, math.log(100))
         last = loss.item()
         if step % 100 == 0 or step == steps - 1:
-            log.info("step %d/%d loss %.3f (%.0f s)", step, steps, last, time.time() - start)
+            logger.info("step %d/%d loss %.3f (%.0f s)", step, steps, last, time.time() - start)
     model.eval()
     meta = {"script": "python -m mining.toyworld.train_clip", "images": images_count, "steps": steps,
             "batch": batch, "lr": lr, "seed": seed, "world_seed": TRAIN_SEED, "closeup_rate": CLOSEUP_RATE, "plain_rate": PLAIN_RATE, "final_loss": round(last, 4),

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mining.logs import logger
 from mining.toyworld.training_data import TRAIN_SEED, render_training_set
 
-log = logging.getLogger(__name__)
 SIZE = 128
 
 
@@ -67,7 +67,7 @@ def train(out: Path, images_count: int, steps: int, batch: int, lr: float, seed:
         sched.step()
         last = loss.item()
         if step % 50 == 0 or step == steps - 1:
-            log.info("step %d/%d loss %.3f (%.0f s)", step, steps, last, time.time() - start)
+            logger.info("step %d/%d loss %.3f (%.0f s)", step, steps, last, time.time() - start)
     model.eval()
     meta = {"script": "python -m mining.toyworld.train_teacher", "images": images_count, "steps": steps,
             "batch": batch, "lr": lr, "seed": seed, "world_seed": TRAIN_SEED + 1, "final_loss": round(last, 4),

@@ -13,7 +13,6 @@ folder that `regions.model: local-dir:<dir>` loads unchanged.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import time
 from collections.abc import Callable
@@ -27,16 +26,15 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from mining.config import RegionsConfig
+from mining.logs import logger
 from mining.regions.clip_loader import LoadedClip, load_clip, register_model_configs
 from mining.regions.text import SINGLE_TEMPLATE, VILD_TEMPLATES, TextEmbedder
-from mining.storage import S3Options
+from mining.storage import Location, S3Options
 from mining.train.config import TrainConfig
 from mining.train.data import (CropSpec, ExampleStream, NoTrainingData, PairFilter, ShardSource,
                                output_manifest, scan_pairs, shard_sources)
 from mining.train.grounding import ImageStream, grounding_loss, noun_rows, scan_entity_nouns
 from mining.regions.mask_prompts import MaskPromptedViT, save_mask_prompts
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -68,24 +66,26 @@ def make_plan(cfg: TrainConfig, outputs: list[str], s3: S3Options | None = None,
     default model and crop settings (each output's own manifest still decodes its pictures)."""
     if not outputs:
         raise NoTrainingData("no training data given (--data OUTPUT ...)")
-    manifests = [output_manifest(o, s3) for o in outputs]
+    outputs = [Location.of(o, s3) for o in outputs]
+    names = ", ".join(o.uri for o in outputs)
+    manifests = [output_manifest(o) for o in outputs]
     run_regions = manifests[0]["config"]["regions"]
     regions = RegionsConfig.model_validate(run_regions | cfg.regions)
     if regions.mode != "masked_crop":
         # Model A trains on masked crops whatever the run embedded with; a pooling run has no crop context
         # of its own (its crop_context is the default [1.0]): crops are tight, as OVSeg's
         regions = regions.model_copy(update={"mode": "masked_crop", "scales": None})
-    sources = shard_sources(outputs, s3)
+    sources = shard_sources(outputs)
     filters = PairFilter.from_config(cfg.filters)
-    vocabulary, counts = scan_pairs(sources, filters, s3, require=cfg.pair_weight > 0)
+    vocabulary, counts = scan_pairs(sources, filters, require=cfg.pair_weight > 0)
     if cfg.grounding.weight > 0:
         # the caption nouns no pair kept are negatives (and, for the grounding loss, words to ground)
-        vocabulary = sorted(set(vocabulary) | scan_entity_nouns(sources, filters, s3))
+        vocabulary = sorted(set(vocabulary) | scan_entity_nouns(sources, filters))
         if not vocabulary:
-            raise NoTrainingData(f"{', '.join(outputs)}: no caption noun to ground ({counts.records} records)")
+            raise NoTrainingData(f"{names}: no caption noun to ground ({counts.records} records)")
     world = workers or 1
     if world > len(sources):
-        raise NoTrainingData(f"{world} workers but only {len(sources)} shard(s) in {', '.join(outputs)}: "
+        raise NoTrainingData(f"{world} workers but only {len(sources)} shard(s) in {names}: "
                              f"shards are split between workers; use --set workers={len(sources)} or fewer")
     if cfg.steps is not None:
         steps = cfg.steps
@@ -99,7 +99,7 @@ def make_plan(cfg: TrainConfig, outputs: list[str], s3: S3Options | None = None,
     crop = {"context": cfg.crop_context if cfg.crop_context is not None else regions.crop_context[0],
             "fit": cfg.crop_fit or regions.crop_fit}
     return TrainPlan(cfg=cfg.resolved(), regions=regions.model_dump(mode="json"),
-                     sources=[(s.output, s.uri) for s in sources], vocabulary=vocabulary, total_steps=steps,
+                     sources=[s.to_plan() for s in sources], vocabulary=vocabulary, total_steps=steps,
                      crop=crop, s3=asdict(s3) if s3 else None, scan=counts.to_json())
 
 
@@ -262,20 +262,20 @@ def train_loop(plan: TrainPlan, rank: int, world: int, device: torch.device,
         if prompted is not None and resume.get("prompts") is not None:
             prompted.prompts.data.copy_(resume["prompts"])
         step, history = int(resume["step"]), list(resume["metrics"])
-        log.info("resuming at step %d of %d", step, plan.total_steps)
+        logger.info("resuming at step %d of %d", step, plan.total_steps)
     resumed_from = step
 
-    sources = [ShardSource(o, u) for o, u in plan.sources]
+    sources = ShardSource.from_plan(plan.sources, plan.s3)
     filters, crop = PairFilter.from_config(cfg.filters), crop_spec(plan, clip)
     # a resumed run starts its data at a fresh epoch seed rather than replaying the stream
     start_epoch = step * 1_000_003 if step else 0
     stream = examples = images = None
     if cfg.pair_weight > 0:
-        stream = ExampleStream(sources, filters, crop, rank, world, cfg.seed, cfg.shuffle_buffer, plan.s3_options())
+        stream = ExampleStream(sources, filters, crop, rank, world, cfg.seed, cfg.shuffle_buffer)
         examples = stream.forever(start_epoch)
     if cfg.grounding.weight > 0:
         image_stream = ImageStream(sources, filters, crop, cfg.grounding.max_masks, rank, world, cfg.seed + 1,
-                                   cfg.grounding.shuffle_buffer, plan.s3_options())
+                                   cfg.grounding.shuffle_buffer)
         images = image_stream.forever(start_epoch)
         stream = stream or image_stream
 
@@ -331,7 +331,7 @@ def train_loop(plan: TrainPlan, rank: int, world: int, device: torch.device,
                                 "samples_per_s": round(since * per_step / elapsed, 2) if elapsed > 0 else None})
                 tic, since = time.perf_counter(), 0
                 if rank == 0:
-                    log.info("step %d/%d (%s) loss %.4f lr %.3g", step, plan.total_steps, phase.method, loss, lr)
+                    logger.info("step %d/%d (%s) loss %.4f lr %.3g", step, plan.total_steps, phase.method, loss, lr)
             if report is not None and (step % cfg.checkpoint_every == 0 or last):
                 report({"step": step, "loss": loss}, state())
     final = state()

@@ -8,20 +8,19 @@ Shards are the unit of distribution: worker i of n reads shards i, i+n, ...; wit
 and a shuffle buffer are seeded, so a stream is deterministic given (seed, worker, epoch)."""
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 
+from mining.logs import logger
 from mining.regions.masked_crop import masked_crops
 from mining.sinks.images import load_images
 from mining.sinks.reader import MinedPair, MinedRecord, read_manifest, read_shard_records, shard_files
-from mining.storage import S3Options
+from mining.storage import Location, S3Options, Where
 from mining.train.config import TrainFilters
-
-log = logging.getLogger(__name__)
 
 
 class NoTrainingData(ValueError):
@@ -31,12 +30,21 @@ class NoTrainingData(ValueError):
 @dataclass(frozen=True)
 class ShardSource:
     """One committed output shard and the output it belongs to (its manifest decodes its images)."""
-    output: str
-    uri: str
+    output: Location
+    shard: Location
 
     @property
     def stem(self) -> str:
-        return self.uri.rsplit("/", 1)[-1].removesuffix(".tar")
+        return self.shard.name.removesuffix(".tar")
+
+    def to_plan(self) -> tuple[str, str]:
+        """As a training plan holds it: plain strings (the plan's S3 settings reach them)."""
+        return self.output.uri, self.shard.uri
+
+    @classmethod
+    def from_plan(cls, sources: list[tuple[str, str]], s3: dict[str, Any] | None) -> list["ShardSource"]:
+        settings = S3Options(**s3) if s3 else S3Options()
+        return [cls(Location(output, settings), Location(shard, settings)) for output, shard in sources]
 
 
 @dataclass
@@ -105,21 +113,21 @@ class PairFilter:
         return pair.noun not in self.deny
 
 
-def output_manifest(output: str, s3: S3Options | None = None) -> dict:
+def output_manifest(output: Where) -> dict:
     try:
-        return read_manifest(output, s3)
+        return read_manifest(output)
     except (FileNotFoundError, OSError) as err:
         raise NoTrainingData(f"{output}: not an ovmine output (no manifest.json: {err})") from None
 
 
-def shard_sources(outputs: Iterable[str], s3: S3Options | None = None) -> list[ShardSource]:
+def shard_sources(outputs: Iterable[Location]) -> list[ShardSource]:
     """Every committed shard of every output, outputs in the given order, shards sorted within each."""
     sources = []
     for output in outputs:
-        uris = shard_files(output, s3)
-        if not uris:
+        shards = shard_files(output)
+        if not shards:
             raise NoTrainingData(f"{output}: no committed shards (nothing under {output}/shards with a _done marker)")
-        sources += [ShardSource(output, uri) for uri in uris]
+        sources += [ShardSource(output, shard) for shard in shards]
     return sources
 
 
@@ -128,14 +136,13 @@ def worker_shards(sources: list[ShardSource], rank: int, world: int) -> list[Sha
     return sources[rank::world]
 
 
-def scan_pairs(sources: list[ShardSource], filters: PairFilter,
-               s3: S3Options | None = None, require: bool = True) -> tuple[list[str], DataCounts]:
+def scan_pairs(sources: list[ShardSource], filters: PairFilter, require: bool = True) -> tuple[list[str], DataCounts]:
     """The vocabulary (sorted nouns of the kept pairs) and the counts, from the records alone (no pictures).
     With `require`, no kept pair at all is an error naming the outputs."""
     nouns: set[str] = set()
     counts = DataCounts()
     for src in sources:
-        for record in read_shard_records(src.uri, s3):
+        for record in read_shard_records(src.shard):
             counts.records += 1
             for pair in record.pairs:
                 counts.pairs += 1
@@ -144,19 +151,19 @@ def scan_pairs(sources: list[ShardSource], filters: PairFilter,
                 else:
                     counts.filtered += 1
     if require and counts.pairs - counts.filtered == 0:
-        where = ", ".join(sorted({s.output for s in sources}))
+        where = ", ".join(sorted({s.output.uri for s in sources}))
         raise NoTrainingData(f"{where}: no pairs to train on ({counts.records} records, {counts.pairs} pairs, "
                              f"{counts.filtered} dropped by the filters)")
     return sorted(nouns), counts
 
 
-def records_with_pictures(src: ShardSource, manifest: dict, filters: PairFilter, counts: DataCounts,
-                          s3: S3Options | None = None) -> Iterator[tuple[MinedRecord, list[MinedPair], np.ndarray]]:
+def records_with_pictures(src: ShardSource, manifest: dict, filters: PairFilter,
+                          counts: DataCounts) -> Iterator[tuple[MinedRecord, list[MinedPair], np.ndarray]]:
     """One shard's records that keep pairs under `filters`, in record order, with those pairs and the picture
     (from the output, or read again from the input shard); a record whose picture cannot be read again is
     skipped and its pairs counted (`missing_image`). Both trainers read their shards through this."""
     wanted = []
-    for record in read_shard_records(src.uri, s3):
+    for record in read_shard_records(src.shard):
         counts.records += 1
         counts.pairs += len(record.pairs)
         kept = [p for p in record.pairs if filters.keep(p)]
@@ -165,22 +172,22 @@ def records_with_pictures(src: ShardSource, manifest: dict, filters: PairFilter,
             wanted.append((record, kept))
     if not wanted:
         return
-    images = load_images(src.output, manifest, [(src.stem, r.key) for r, _ in wanted], s3)
+    images = load_images(src.output, manifest, [(src.stem, r.key) for r, _ in wanted])
     for record, kept in wanted:
         image = images.get((src.stem, record.key))
         if image is None:
             counts.missing_image += len(kept)
-            log.warning("%s: picture of %r could not be read again; %d pair(s) skipped", src.uri, record.key,
+            logger.warning("%s: picture of %r could not be read again; %d pair(s) skipped", src.shard, record.key,
                         len(kept))
             continue
         yield record, kept, image
 
 
 def shard_examples(src: ShardSource, manifest: dict, filters: PairFilter, crop: CropSpec,
-                   counts: DataCounts, s3: S3Options | None = None) -> Iterator[Example]:
+                   counts: DataCounts) -> Iterator[Example]:
     """The crops of one shard's kept pairs, in record order; a pair whose picture cannot be read again is
     skipped and counted (`missing_image`)."""
-    for record, kept, image in records_with_pictures(src, manifest, filters, counts, s3):
+    for record, kept, image in records_with_pictures(src, manifest, filters, counts):
         good, masks = [], []
         for pair in kept:
             mask = record.masks[pair.mask_index].decode()
@@ -220,25 +227,25 @@ class ExampleStream:
     """The examples of one worker's shards, shuffled; `epochs(start)` repeats them for ever, reshuffled."""
 
     def __init__(self, sources: list[ShardSource], filters: PairFilter, crop: CropSpec, rank: int = 0,
-                 world: int = 1, seed: int = 0, shuffle_buffer: int = 256, s3: S3Options | None = None) -> None:
+                 world: int = 1, seed: int = 0, shuffle_buffer: int = 256) -> None:
         self.shards = worker_shards(sources, rank, world)
         if not self.shards:
             raise NoTrainingData(f"worker {rank} of {world} has no shard: {len(sources)} shard(s) for {world} "
                                  f"workers; use at most {len(sources)} workers")
-        self.filters, self.crop, self.rank, self.seed, self.s3 = filters, crop, rank, seed, s3
+        self.filters, self.crop, self.rank, self.seed = filters, crop, rank, seed
         self.shuffle_buffer = shuffle_buffer
-        self.manifests: dict[str, dict] = {}
+        self.manifests: dict[Location, dict] = {}
         self.counts = DataCounts()          # of everything read so far (all passes)
         self.passes = 0                     # complete passes
 
-    def _manifest(self, output: str) -> dict:
+    def _manifest(self, output: Location) -> dict:
         if output not in self.manifests:
-            self.manifests[output] = output_manifest(output, self.s3)
+            self.manifests[output] = output_manifest(output)
         return self.manifests[output]
 
     def shard_items(self, src: ShardSource, counts: DataCounts) -> Iterator[Example]:
         """What one shard contributes to the stream (subclasses stream other units: whole images)."""
-        return shard_examples(src, self._manifest(src.output), self.filters, self.crop, counts, self.s3)
+        return shard_examples(src, self._manifest(src.output), self.filters, self.crop, counts)
 
     def epoch(self, epoch: int = 0) -> Iterator[Example]:
         """One pass over this worker's shards: shard order and buffer seeded by (seed, worker, epoch)."""
@@ -261,6 +268,6 @@ class ExampleStream:
                 produced = True
                 yield example
             if not produced:
-                raise NoTrainingData(f"worker {self.rank}: its shards ({', '.join(s.uri for s in self.shards)}) "
+                raise NoTrainingData(f"worker {self.rank}: its shards ({', '.join(s.shard.uri for s in self.shards)}) "
                                      f"gave no example (pictures missing? see the counts)")
             epoch += 1

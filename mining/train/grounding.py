@@ -16,7 +16,6 @@ image), at the model's logit scale s. A noun is grounded by contrast: a triangle
 """
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -24,12 +23,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mining.logs import logger
 from mining.sinks.images import load_images
 from mining.sinks.reader import read_shard_records
-from mining.storage import S3Options
 from mining.train.data import CropSpec, DataCounts, ExampleStream, PairFilter, ShardSource
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -47,33 +44,33 @@ def record_nouns(record, filters: PairFilter) -> list[str]:
     return list(dict.fromkeys(nouns))
 
 
-def scan_entity_nouns(sources: list[ShardSource], filters: PairFilter, s3: S3Options | None = None) -> set[str]:
+def scan_entity_nouns(sources: list[ShardSource], filters: PairFilter) -> set[str]:
     """Every caption noun of every record (the grounding loss's vocabulary), from the records alone."""
     nouns: set[str] = set()
     for src in sources:
-        for record in read_shard_records(src.uri, s3):
+        for record in read_shard_records(src.shard):
             nouns.update(record_nouns(record, filters))
     return nouns
 
 
 def shard_images(src: ShardSource, manifest: dict, filters: PairFilter, crop: CropSpec, counts: DataCounts,
-                 max_masks: int, s3: S3Options | None = None) -> Iterator[ImageExample]:
+                 max_masks: int) -> Iterator[ImageExample]:
     """One ImageExample per record with at least one noun and one usable mask; a picture that cannot be read
     again is skipped and counted (`missing_image`, per record here)."""
     wanted = []
-    for record in read_shard_records(src.uri, s3):
+    for record in read_shard_records(src.shard):
         counts.records += 1
         nouns = record_nouns(record, filters)
         if nouns and record.masks:
             wanted.append((record, nouns))
     if not wanted:
         return
-    images = load_images(src.output, manifest, [(src.stem, r.key) for r, _ in wanted], s3)
+    images = load_images(src.output, manifest, [(src.stem, r.key) for r, _ in wanted])
     for record, nouns in wanted:
         image = images.get((src.stem, record.key))
         if image is None:
             counts.missing_image += 1
-            log.warning("%s: picture of %r could not be read again; image skipped", src.uri, record.key)
+            logger.warning("%s: picture of %r could not be read again; image skipped", src.shard, record.key)
             continue
         # the teacher's best masks first (records keep the teacher's order, but do not rely on it)
         order = sorted(range(len(record.masks)), key=lambda i: -record.masks[i].score)
@@ -96,14 +93,12 @@ class ImageStream(ExampleStream):
     """A worker's images (all masks, all nouns), shuffled and repeated like ExampleStream's crops."""
 
     def __init__(self, sources: list[ShardSource], filters: PairFilter, crop: CropSpec, max_masks: int,
-                 rank: int = 0, world: int = 1, seed: int = 0, shuffle_buffer: int = 64,
-                 s3: S3Options | None = None) -> None:
-        super().__init__(sources, filters, crop, rank, world, seed, shuffle_buffer, s3)
+                 rank: int = 0, world: int = 1, seed: int = 0, shuffle_buffer: int = 64) -> None:
+        super().__init__(sources, filters, crop, rank, world, seed, shuffle_buffer)
         self.max_masks = max_masks
 
     def shard_items(self, src: ShardSource, counts: DataCounts) -> Iterator[ImageExample]:
-        return shard_images(src, self._manifest(src.output), self.filters, self.crop, counts, self.max_masks,
-                            self.s3)
+        return shard_images(src, self._manifest(src.output), self.filters, self.crop, counts, self.max_masks)
 
 
 def alignment_scores(regions: list[torch.Tensor], text: torch.Tensor, scale: float) -> torch.Tensor:

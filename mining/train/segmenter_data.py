@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mining.sinks.reader import read_shard_records
-from mining.storage import S3Options
+from mining.storage import Location
 from mining.train.data import (DataCounts, NoTrainingData, PairFilter, ShardSource, ShuffleBuffer, output_manifest,
                                records_with_pictures, worker_shards)
 
@@ -24,11 +24,11 @@ class ImageTargets:
     key: str
 
 
-def shard_targets(src: ShardSource, manifest: dict, filters: PairFilter, counts: DataCounts,
-                  s3: S3Options | None = None) -> Iterator[ImageTargets]:
+def shard_targets(src: ShardSource, manifest: dict, filters: PairFilter,
+                  counts: DataCounts) -> Iterator[ImageTargets]:
     """One shard's images with kept pairs, in record order. A (mask, noun) named twice (two captions) is one
     target; a picture that cannot be read again is skipped and its pairs counted as `missing_image`."""
-    for record, kept, image in records_with_pictures(src, manifest, filters, counts, s3):
+    for record, kept, image in records_with_pictures(src, manifest, filters, counts):
         masks, nouns, seen = [], [], set()
         for pair in kept:
             if (pair.mask_index, pair.noun) in seen:
@@ -50,20 +50,20 @@ class TargetStream:
     Deterministic given (seed, worker, epoch), as `mining.train.data.ExampleStream`."""
 
     def __init__(self, sources: list[ShardSource], filters: PairFilter, rank: int = 0, world: int = 1,
-                 seed: int = 0, shuffle_buffer: int = 64, s3: S3Options | None = None) -> None:
+                 seed: int = 0, shuffle_buffer: int = 64) -> None:
         self.shards = worker_shards(sources, rank, world)
         if not self.shards:
             raise NoTrainingData(f"worker {rank} of {world} has no shard: {len(sources)} shard(s) for {world} "
                                  f"workers; use at most {len(sources)} workers")
-        self.filters, self.rank, self.seed, self.s3 = filters, rank, seed, s3
+        self.filters, self.rank, self.seed = filters, rank, seed
         self.shuffle_buffer = shuffle_buffer
-        self.manifests: dict[str, dict] = {}
+        self.manifests: dict[Location, dict] = {}
         self.counts = DataCounts()   # examples = images with targets
         self.passes = 0
 
-    def _manifest(self, output: str) -> dict:
+    def _manifest(self, output: Location) -> dict:
         if output not in self.manifests:
-            self.manifests[output] = output_manifest(output, self.s3)
+            self.manifests[output] = output_manifest(output)
         return self.manifests[output]
 
     def epoch(self, epoch: int = 0) -> Iterator[ImageTargets]:
@@ -72,7 +72,7 @@ class TargetStream:
 
         def targets() -> Iterator[ImageTargets]:
             for src in order:
-                yield from shard_targets(src, self._manifest(src.output), self.filters, self.counts, self.s3)
+                yield from shard_targets(src, self._manifest(src.output), self.filters, self.counts)
 
         yield from ShuffleBuffer(self.shuffle_buffer, rng)(targets())
         self.passes += 1
@@ -85,12 +85,12 @@ class TargetStream:
                 produced = True
                 yield item
             if not produced:
-                raise NoTrainingData(f"worker {self.rank}: its shards ({', '.join(s.uri for s in self.shards)}) "
+                raise NoTrainingData(f"worker {self.rank}: its shards ({', '.join(s.shard.uri for s in self.shards)}) "
                                      f"gave no image with a usable pair (pictures missing? see the counts)")
             epoch += 1
 
 
-def count_images_with_pairs(sources: list[ShardSource], filters: PairFilter, s3: S3Options | None = None) -> int:
+def count_images_with_pairs(sources: list[ShardSource], filters: PairFilter) -> int:
     """Images with at least one kept pair, from the records alone (no pictures): what an epoch is."""
     return sum(any(filters.keep(p) for p in record.pairs)
-               for src in sources for record in read_shard_records(src.uri, s3))
+               for src in sources for record in read_shard_records(src.shard))

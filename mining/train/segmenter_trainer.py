@@ -8,7 +8,6 @@ is transformers' Mask2Former loss over that vocabulary. `train_loop` is shared b
 from __future__ import annotations
 
 import json
-import logging
 import math
 import time
 from collections.abc import Callable
@@ -21,16 +20,15 @@ import torch
 import torch.nn.functional as F
 
 from mining.config import RegionsConfig
+from mining.logs import logger
 from mining.regions.clip_loader import load_clip
-from mining.storage import S3Options
+from mining.storage import Location, S3Options
 from mining.train.clip_trainer import ReportFn, _unwrap, make_scheduler, text_embeddings
 from mining.train.data import NoTrainingData, PairFilter, ShardSource, output_manifest, scan_pairs, shard_sources
 from mining.train.segmenter import (OpenVocabSegmenter, build_segmenter, freeze_unused_parameters, make_criterion,
                                     save_segmenter, segmentation_loss)
 from mining.train.segmenter_config import SegmenterConfig
 from mining.train.segmenter_data import ImageTargets, TargetStream, count_images_with_pairs
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -62,7 +60,9 @@ def make_plan(cfg: SegmenterConfig, outputs: list[str], s3: S3Options | None = N
     output's, unless the config names them), the vocabulary and the number of steps."""
     if not outputs:
         raise NoTrainingData("no training data given (--data OUTPUT ...)")
-    manifests = [output_manifest(o, s3) for o in outputs]
+    outputs = [Location.of(o, s3) for o in outputs]
+    names = ", ".join(o.uri for o in outputs)
+    manifests = [output_manifest(o) for o in outputs]
     run = manifests[0]["config"]
     teacher = cfg.teacher
     if teacher is None:
@@ -71,20 +71,20 @@ def make_plan(cfg: SegmenterConfig, outputs: list[str], s3: S3Options | None = N
                              f"Mask2Former: name the Mask2Former to start from with --set teacher=PATH")
         teacher = run["teacher"]["mask2former"]["model"]
     clip = RegionsConfig.model_validate(run["regions"] | cfg.clip)
-    sources = shard_sources(outputs, s3)
+    sources = shard_sources(outputs)
     filters = PairFilter.from_config(cfg.filters)
-    vocabulary, counts = scan_pairs(sources, filters, s3)
+    vocabulary, counts = scan_pairs(sources, filters)
     world = workers or 1
     if world > len(sources):
-        raise NoTrainingData(f"{world} workers but only {len(sources)} shard(s) in {', '.join(outputs)}: "
+        raise NoTrainingData(f"{world} workers but only {len(sources)} shard(s) in {names}: "
                              f"shards are split between workers; use --set workers={len(sources)} or fewer")
     if cfg.steps is not None:
         steps = cfg.steps
     else:
-        images = count_images_with_pairs(sources, filters, s3)
+        images = count_images_with_pairs(sources, filters)
         steps = max(1, math.ceil(cfg.epochs * images / (cfg.batch_size * cfg.grad_accum * world)))
     return SegmenterPlan(cfg=cfg.resolved(), teacher=teacher, clip=clip.model_dump(mode="json"),
-                         sources=[(s.output, s.uri) for s in sources], vocabulary=vocabulary, total_steps=steps,
+                         sources=[s.to_plan() for s in sources], vocabulary=vocabulary, total_steps=steps,
                          s3=asdict(s3) if s3 else None, scan=counts.to_json())
 
 
@@ -159,7 +159,7 @@ def train_loop(plan: SegmenterPlan, rank: int, world: int, device: torch.device,
     model.to(device)
     frozen = freeze_unused_parameters(model)
     if frozen and rank == 0:
-        log.info("not trained (no output depends on them): %s", ", ".join(frozen))
+        logger.info("not trained (no output depends on them): %s", ", ".join(frozen))
     criterion = make_criterion(model.mask2former, len(plan.vocabulary), cfg.no_object_weight, cfg.class_weight,
                                cfg.mask_weight, cfg.dice_weight, cfg.train_num_points).to(device)
     index = {noun: i for i, noun in enumerate(plan.vocabulary)}
@@ -171,14 +171,13 @@ def train_loop(plan: SegmenterPlan, rank: int, world: int, device: torch.device,
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
         step, history = int(resume["step"]), list(resume["metrics"])
-        log.info("resuming at step %d of %d", step, plan.total_steps)
+        logger.info("resuming at step %d of %d", step, plan.total_steps)
     resumed_from = step
     net = wrap(model)
     net.train()
 
-    sources = [ShardSource(o, u) for o, u in plan.sources]
-    stream = TargetStream(sources, PairFilter.from_config(cfg.filters), rank, world, cfg.seed, cfg.shuffle_buffer,
-                          plan.s3_options())
+    sources = ShardSource.from_plan(plan.sources, plan.s3)
+    stream = TargetStream(sources, PairFilter.from_config(cfg.filters), rank, world, cfg.seed, cfg.shuffle_buffer)
     # a resumed run starts its data at a fresh epoch seed rather than replaying the stream
     items = stream.forever(start_epoch=step * 1_000_003 if step else 0)
     flip_rng = np.random.default_rng([cfg.seed, rank, step])
@@ -209,7 +208,7 @@ def train_loop(plan: SegmenterPlan, rank: int, world: int, device: torch.device,
                             "samples_per_s": round(since * per_step / elapsed, 2) if elapsed > 0 else None})
             tic, since = time.perf_counter(), 0
             if rank == 0:
-                log.info("step %d/%d loss %.4f lr %.3g", step, plan.total_steps, loss, lr)
+                logger.info("step %d/%d loss %.4f lr %.3g", step, plan.total_steps, loss, lr)
         if report is not None and (step % cfg.checkpoint_every == 0 or last):
             report({"step": step, "loss": loss}, state())
     return state()
