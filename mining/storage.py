@@ -164,9 +164,15 @@ class Location:
                 shutil.copyfileobj(src, dst, 1 << 24)
         self._replace(copy)
 
-    def _replace(self, fill) -> None:
+    def write_stream(self, src) -> None:
+        """Copy a readable stream here atomically, 16 MiB at a time. A stream is read once: a failed S3
+        upload of it is not repeated here (the SDK still retries each request)."""
+        self._replace(lambda dst: shutil.copyfileobj(src, dst, 1 << 24), repeatable=False)
+
+    def _replace(self, fill, repeatable: bool = True) -> None:
+        """Write through `fill(file)` to a temporary renamed into place (local) or one upload (S3)."""
         if self.is_s3:
-            self._upload(fill)
+            self._upload(fill, self.s3.max_attempts if repeatable else 1)
             return
         path = os.path.abspath(self.uri)
         tmp = f"{path}{TMP_MARK}{os.getpid()}-{threading.get_ident()}"
@@ -184,11 +190,10 @@ class Location:
                               f"it: fix the cause and rerun the same command") from exn
             raise
 
-    def _upload(self, fill) -> None:
+    def _upload(self, fill, attempts: int) -> None:
         fs, path = self.filesystem()
         # the SDK retries single requests, but not a throttled CompleteMultipartUpload: the whole upload is
         # repeated instead (writing the same key again is harmless)
-        attempts = self.s3.max_attempts
         for attempt in range(attempts):
             try:
                 fs.create_dir(path.rsplit("/", 1)[0], recursive=True)

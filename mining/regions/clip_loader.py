@@ -3,10 +3,8 @@
 (fetched once into a local cache). Project model configs in model_configs/ are always registered."""
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,19 +34,10 @@ def fetch_s3(checkpoint: Where) -> Path:
     digest = hashlib.sha256(checkpoint.uri.encode()).hexdigest()[:16]
     target = CACHE_DIR / "weights" / f"{digest}-{checkpoint.name}"
     if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
         # several region actors on one node may fetch at once: each writes its own temporary, and the
         # atomic rename makes the last complete copy win
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-        try:
-            with checkpoint.open_stream() as src, os.fdopen(fd, "wb") as dst:
-                while chunk := src.read(1 << 24):
-                    dst.write(chunk)
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(tmp)
-            raise
+        with checkpoint.open_stream() as src:
+            Location(str(target)).write_stream(src)
     return target
 
 

@@ -104,10 +104,7 @@ class _LocalLease:
 
     def take_over(self, body: bytes, stale: dict[str, Any]) -> bool:
         """Replace the stale lease (checked under `exclusive`, so it is still the one that was judged)."""
-        tmp = f"{self.path}.{os.getpid()}.new"
-        with open(tmp, "wb") as f:
-            f.write(body)
-        os.replace(tmp, self.path)
+        Location(self.path).write_atomic(body)
         return True
 
     def read(self) -> tuple[dict[str, Any], float] | None:
