@@ -145,7 +145,7 @@ def run_mining(cfg: RunConfig, inputs: list[str], output: Where, limit: int | No
                 before = time.perf_counter()
                 stages = build_stages(cfg)   # imports torch, open_clip, spaCy: part of loading the models
                 imports = time.perf_counter() - before
-                writer = ShardWriter.from_config(cfg, output, config_hash)
+                writer = ShardWriter.from_config(cfg, output.absolute(), config_hash)
                 cpu_start = time.process_time()   # the driver's own work while it streams (Ray Data's threads too)
                 for result in executor.run(todo, stages, writer, on_phase=listener.phase):
                     if "failed" in result:

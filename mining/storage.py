@@ -104,6 +104,11 @@ class Location:
     def with_suffix(self, old: str, new: str) -> "Location":
         return Location(self.uri.removesuffix(old) + new, self.s3)
 
+    def absolute(self) -> "Location":
+        """The same place named from anywhere: a local path made absolute (workers on other nodes, or in
+        another working directory, must not resolve it against their own)."""
+        return self if self.is_s3 else Location(os.path.abspath(self.uri), self.s3)
+
     def comparable(self) -> str:
         """A form to compare locations by: s3://bucket/key as is, local paths resolved (symlinks, '..')."""
         return self.uri.rstrip("/") if self.is_s3 else os.path.realpath(self.uri)

@@ -57,6 +57,8 @@ def test_a_location_pickles_with_its_settings_and_names_itself():
     assert where.at("s3://other/x.tar").s3 == where.s3, "an input a manifest names is reached alike"
     assert Location.of(where) is where and Location.of("x", where.s3) == Location("x", where.s3)
     assert Location.of("x").s3 == S3Options()
+    assert Location("rel/x", where.s3).absolute() == Location(os.path.abspath("rel/x"), where.s3)
+    assert where.absolute() is where
 
 
 def test_a_failed_local_write_leaves_no_temporary(tmp_path):

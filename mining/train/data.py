@@ -38,8 +38,9 @@ class ShardSource:
         return self.shard.name.removesuffix(".tar")
 
     def to_plan(self) -> tuple[str, str]:
-        """As a training plan holds it: plain strings (the plan's S3 settings reach them)."""
-        return self.output.uri, self.shard.uri
+        """As a training plan holds it: plain strings (the plan's S3 settings reach them), local paths absolute
+        for workers that run in another working directory."""
+        return self.output.absolute().uri, self.shard.absolute().uri
 
     @classmethod
     def from_plan(cls, sources: list[tuple[str, str]], s3: dict[str, Any] | None) -> list["ShardSource"]:
