@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
-import os
 import time
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
@@ -167,7 +166,7 @@ def curate(input_uri: Where, output: Where, filters: CurationFilters) -> dict[st
     start = time.perf_counter()
     source = read_manifest(origin)
     # an absolute input, so that the lineage can be followed from any working directory (ovmine eval does)
-    absolute_input = origin.uri if origin.is_s3 else os.path.abspath(origin.uri)
+    absolute_input = origin.absolute().uri
     plan = _plan(origin, filters)
     config_hash = hashlib.sha256(f"{source['config_hash']}:{filters.digest()}".encode()).hexdigest()[:16]
     stems = []
