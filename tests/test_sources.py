@@ -107,6 +107,19 @@ def test_decode_drafts_landscape_jpegs_at_a_reduced_scale(monkeypatch):
     assert scales[-1] == 1
 
 
+def test_the_working_frame_resize_is_pillows_bicubic():
+    """The resize runs on torch's uint8 kernel; its pixels are Pillow's antialiased bicubic ones within rounding."""
+    from mining.sources.decode import resize_bicubic
+
+    photo = np.asarray(Image.fromarray(scene(size=96)).resize((640, 480), Image.NEAREST))   # sharp edges
+    for height, width in [(384, 512), (37, 50), (480, 320)]:
+        ours = resize_bicubic(photo, height, width)
+        pillow = np.asarray(Image.fromarray(photo).resize((width, height), Image.BICUBIC))
+        assert ours.shape == pillow.shape and ours.dtype == np.uint8 and ours.flags.writeable
+        difference = np.abs(ours.astype(int) - pillow.astype(int))
+        assert difference.max() <= 2 and difference.mean() < 0.05, (height, width)
+
+
 def test_decode_converts_modes_and_guards_bombs():
     buf = __import__("io").BytesIO()
     Image.new("LA", (20, 10)).save(buf, format="PNG")
