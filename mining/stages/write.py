@@ -10,7 +10,7 @@ from mining.config import RunConfig, StageResources
 from mining.records import ShardChunk
 from mining.sinks.parts import write_part
 from mining.sinks.writer import write_shard
-from mining.storage import Location, S3Options
+from mining.storage import Location, S3Options, Where
 
 
 class ShardWriter:
@@ -22,7 +22,7 @@ class ShardWriter:
         self.image_ext = image_ext
 
     @classmethod
-    def from_config(cls, cfg: RunConfig, output: Location | str, config_hash: str) -> "ShardWriter":
+    def from_config(cls, cfg: RunConfig, output: Where, config_hash: str) -> "ShardWriter":
         image_ext = cfg.output.image_format if cfg.output.write_images else None
         return cls(Location.of(output, S3Options.from_source(cfg.source)), config_hash, cfg.execution.write, image_ext)
 
