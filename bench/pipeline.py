@@ -4,9 +4,9 @@
     .venv/bin/python bench/pipeline.py --shards 64 --json
     .venv/bin/python bench/pipeline.py --set execution.teacher.concurrency=2
 
-1. Each step alone: read, the five stages and the write run in this process on one torch thread over the first
-   `--sample` images; their CPU seconds per image add up to the work one image costs, and the ideal throughput
-   is cores / that.
+1. Each step alone: read, the five stages and the write run in this process on one torch thread over
+   `--sample` images after a warm-up shard; their CPU seconds per image add up to the work one image costs, and
+   the ideal throughput is cores / that.
 2. The whole world mined on a local Ray (as `ovmine mine` does). Its throughput is taken over the mining alone
    (the manifest's `wall_mining`: from the moment every model stage has an actor ready to the end); Ray's
    start-up and the model loading before it are reported apart.
@@ -36,7 +36,8 @@ from mining.toyworld.make import make_world
 
 
 def cpu_seconds_per_image(cfg, shard_uris: list[str], sample: int, out: str) -> dict[str, float]:
-    """CPU seconds per image of read, each stage and write, each measured alone in this process."""
+    """CPU seconds per image of read, each stage and write, each measured alone in this process. The first
+    shard warms up (torch's first calls, caches) and is not counted: the figures are the steady cost."""
     torch.set_num_threads(1)
     stages = build_stages(cfg)
     for stage in stages:
@@ -44,9 +45,15 @@ def cpu_seconds_per_image(cfg, shard_uris: list[str], sample: int, out: str) -> 
     writer = ShardWriter.from_config(cfg, out, cfg.config_hash())
     spent = {"read": 0.0, **{s.name: 0.0 for s in stages}, "write": 0.0}
     images = 0
-    for uri in shard_uris:
+    for shard, uri in enumerate(shard_uris):
         if images >= sample:
             break
+        if shard == 0:   # the warm-up
+            for chunk in read_chunks(writer.output.at(uri), None, cfg.execution.chunk_size):
+                for stage in stages:
+                    stage.run(chunk.samples)
+                writer.write(chunk)
+            continue
         before = time.process_time()
         chunks = read_chunks(writer.output.at(uri), None, cfg.execution.chunk_size)
         spent["read"] += time.process_time() - before
