@@ -15,7 +15,7 @@ from typing import Any
 import ray
 import torch
 
-from mining.storage import Location, S3Options, is_s3
+from mining.storage import Location, is_s3
 
 STATE_FILE = "state.pt"
 RUN_NAME = "train_clip"
@@ -80,7 +80,7 @@ def run_ray(plan: Any, out: Path, address: str | None = None, kind: str = "clip"
     storage = cfg.storage_path or str((Path(out) / "_ray").resolve())
     storage_kwargs: dict[str, Any] = {"storage_path": storage}
     if is_s3(storage):
-        fs, path = Location.of(storage, plan.s3_options() or S3Options()).filesystem()
+        fs, path = Location.of(storage, plan.s3_options()).filesystem()
         storage_kwargs = {"storage_path": path, "storage_filesystem": fs}
     init_local_ray(address)
     if kind not in TRAINERS:
