@@ -144,17 +144,20 @@ class Location:
         fs, path = self.filesystem()
         return fs.open_input_file(path)
 
-    def list(self, suffix: str = "") -> list["Location"]:
-        """The files directly in this folder whose names end with `suffix`, sorted; none if it is missing."""
+    def _children(self) -> list[pafs.FileInfo]:
+        """What lies directly in this folder: one listing (one request on S3); none if it is missing."""
         fs, path = self.filesystem()
-        infos = fs.get_file_info(pafs.FileSelector(path.rstrip("/"), allow_not_found=True))
-        names = sorted(i.base_name for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(suffix))
+        return fs.get_file_info(pafs.FileSelector(path.rstrip("/"), allow_not_found=True))
+
+    def list(self, suffix: str = "") -> list["Location"]:
+        """The files directly in this folder whose names end with `suffix`, sorted."""
+        names = sorted(i.base_name for i in self._children()
+                       if i.type == pafs.FileType.File and i.base_name.endswith(suffix))
         return [self / name for name in names]
 
     def entry_names(self) -> list[str]:
         """Names of everything directly in this folder (files and folders), sorted."""
-        fs, path = self.filesystem()
-        return sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(path.rstrip("/"), allow_not_found=True)))
+        return sorted(i.base_name for i in self._children())
 
     # --- changing it --------------------------------------------------------------------------------------
     def write_atomic(self, data: bytes) -> None:

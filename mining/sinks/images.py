@@ -41,7 +41,7 @@ def load_images(output: Where, manifest: dict, wanted: Iterable[tuple[str, str]]
             else:
                 from_input[doc["shard"]].add(doc["key"])
         for input_uri, missing in from_input.items():
-            source_shard = Location.of(input_uri, output.s3)
+            source_shard = output.at(input_uri)
             if not source_shard.exists():
                 continue
             for sample in read_shard(source_shard):

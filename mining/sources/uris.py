@@ -21,7 +21,7 @@ def shard_stem(uri: str) -> str:
 
 
 def _list_dir(uri: str, s3: S3Options | None) -> list[str]:
-    folder = Location.of(uri if is_s3(uri) else os.path.abspath(uri), s3)
+    folder = Location.of(uri, s3).absolute()
     return [shard.uri for shard in folder.list(".tar")]
 
 

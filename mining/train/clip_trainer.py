@@ -265,7 +265,7 @@ def train_loop(plan: TrainPlan, rank: int, world: int, device: torch.device,
         logger.info("resuming at step %d of %d", step, plan.total_steps)
     resumed_from = step
 
-    sources = ShardSource.from_plan(plan.sources, plan.s3)
+    sources = ShardSource.from_plan(plan.sources, plan.s3_options())
     filters, crop = PairFilter.from_config(cfg.filters), crop_spec(plan, clip)
     # a resumed run starts its data at a fresh epoch seed rather than replaying the stream
     start_epoch = step * 1_000_003 if step else 0

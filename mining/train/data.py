@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
@@ -43,9 +42,8 @@ class ShardSource:
         return self.output.absolute().uri, self.shard.absolute().uri
 
     @classmethod
-    def from_plan(cls, sources: list[tuple[str, str]], s3: dict[str, Any] | None) -> list["ShardSource"]:
-        settings = S3Options(**s3) if s3 else S3Options()
-        return [cls(Location(output, settings), Location(shard, settings)) for output, shard in sources]
+    def from_plan(cls, sources: list[tuple[str, str]], s3: S3Options | None) -> list["ShardSource"]:
+        return [cls(Location.of(output, s3), Location.of(shard, s3)) for output, shard in sources]
 
 
 @dataclass

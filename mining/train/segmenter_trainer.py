@@ -176,7 +176,7 @@ def train_loop(plan: SegmenterPlan, rank: int, world: int, device: torch.device,
     net = wrap(model)
     net.train()
 
-    sources = ShardSource.from_plan(plan.sources, plan.s3)
+    sources = ShardSource.from_plan(plan.sources, plan.s3_options())
     stream = TargetStream(sources, PairFilter.from_config(cfg.filters), rank, world, cfg.seed, cfg.shuffle_buffer)
     # a resumed run starts its data at a fresh epoch seed rather than replaying the stream
     items = stream.forever(start_epoch=step * 1_000_003 if step else 0)
