@@ -13,7 +13,8 @@ from mining.executors import StartupTimes
 from mining.logs import logger
 from mining.schemas import validate
 from mining.sinks.commits import committed_markers, manifest_if_current, refuse_foreign_leftovers, reusable
-from mining.sinks.layout import OUTPUT_FOLDERS, manifest_file, marker_file, refuse_inputs_inside
+from mining.sinks.guard import MINED, check_folder_output
+from mining.sinks.layout import OUTPUT_FOLDERS, manifest_file, marker_file
 from mining.sinks.lease import OutputLease
 from mining.sinks.manifest import build_manifest, write_manifest
 from mining.sinks.parts import PARTS
@@ -89,7 +90,8 @@ def run_mining(cfg: RunConfig, inputs: list[str], output: Where, limit: int | No
                on_shard: Callable[[dict[str, Any]], None] | None = None,
                progress: MiningProgress | bool | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Mine `inputs` into `output`; returns the manifest. Bad inputs and an output that cannot be written (or
-    that another run holds, or that holds the inputs) raise before any model is loaded.
+    that another run holds, or that the write guard refuses: see `mining.sinks.guard`) raise before any model
+    is loaded.
 
     The output is every shard committed in it with this config: shards already committed are skipped (a
     rerun finishes an interrupted run, a whole shard stands for any --limit cut of it), `overwrite` mines the
@@ -102,7 +104,7 @@ def run_mining(cfg: RunConfig, inputs: list[str], output: Where, limit: int | No
     s3 = S3Options.from_source(cfg.source)
     output = Location.of(output, s3)
     shards = expand_inputs(inputs, s3)
-    refuse_inputs_inside(output, shards)
+    check_folder_output(output, MINED, shards, overwrite, noun="input shard")
     tasks = plan_tasks(shards, limit, s3)
     config_hash = cfg.config_hash()
     with OutputLease(output, config_hash):
@@ -118,7 +120,10 @@ def run_mining(cfg: RunConfig, inputs: list[str], output: Where, limit: int | No
                 logger.info("all %d planned shard(s) are committed in %s; nothing to mine", len(wanted), output)
                 listener.planned(len(wanted), len(wanted), 0)
                 return previous
-        markers = committed_markers(output)
+        damaged: list[str] = []
+        markers = committed_markers(output, damaged=damaged)
+        for stem in damaged:   # uncommitted: the shard is mined again if planned, and left out otherwise
+            marker_file(output, stem).delete()
         if overwrite:
             refuse_foreign_leftovers(markers, wanted, config_hash, output)
         done = set() if overwrite else reusable(markers, wanted, config_hash, output)

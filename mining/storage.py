@@ -155,6 +155,12 @@ class Location:
                        if i.type == pafs.FileType.File and i.base_name.endswith(suffix))
         return [self / name for name in names]
 
+    def modified_times(self, suffix: str = "") -> dict[str, float]:
+        """name -> modification time (epoch seconds) of the files directly in this folder ending with `suffix`:
+        the same single listing as `list`."""
+        return {i.base_name: i.mtime.timestamp() for i in self._children()
+                if i.type == pafs.FileType.File and i.base_name.endswith(suffix) and i.mtime is not None}
+
     def entry_names(self) -> list[str]:
         """Names of everything directly in this folder (files and folders), sorted."""
         return sorted(i.base_name for i in self._children())

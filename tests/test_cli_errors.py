@@ -210,7 +210,8 @@ def test_an_export_that_fails_midway_removes_what_it_wrote(mined, tmp_path, caps
     blocker = images / image_file_name("00001", "a")   # the second shard's first image cannot be written
     blocker.mkdir(parents=True)
     dest = tmp_path / "out" / "coco.json"
-    code, out, err = run(capsys, "export", "coco", mined, dest, "--images-dir", images)
+    # (--overwrite: the folder is not empty; the guard refuses it otherwise, see test_writers_guard)
+    code, out, err = run(capsys, "export", "coco", mined, dest, "--images-dir", images, "--overwrite")
     assert (code, out) == (1, "") and err.startswith(f"ovmine: error: could not write {blocker}: ")
     assert listing(images) == [blocker.name], "the first shard's images are removed again, no temporaries"
     assert not dest.exists() and listing(dest.parent) == []

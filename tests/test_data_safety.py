@@ -15,7 +15,7 @@ import mining.sources.shards as shards_module
 from conftest import write_tar
 from mining.pipeline import run_mining
 from mining.records import Drop
-from mining.sinks.layout import OutputHoldsInputs
+from mining.sinks.guard import OutputHoldsInputs
 from mining.sinks.lease import OutputBusy, OutputLease, OutputNotWritable
 from mining.sources import read_shard
 from mining.toyworld.make import make_shards

@@ -39,7 +39,7 @@ def cmd_curate(args: argparse.Namespace) -> int:
         nouns_allow=read_noun_list(args.nouns_allow) if args.nouns_allow else None,
         nouns_deny=read_noun_list(args.nouns_deny) if args.nouns_deny else [],
         synonyms=read_synonyms(args.merge_synonyms) if args.merge_synonyms else {})
-    manifest = curate(location(args, args.input), location(args, args.output), filters)
+    manifest = curate(location(args, args.input), location(args, args.output), filters, overwrite=args.overwrite)
     t, before = manifest["totals"], manifest["lineage"]["input_totals"]
     if args.json:
         print(json.dumps({"output": args.output, "totals": t, "input_totals": before,
@@ -55,7 +55,8 @@ def cmd_curate(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from mining.postrun.export_coco import export_coco
 
-    counts = export_coco(location(args, args.output), location(args, args.dest), location(args, args.images_dir))
+    counts = export_coco(location(args, args.output), location(args, args.dest), location(args, args.images_dir),
+                         overwrite=args.overwrite)
     print(json.dumps(counts) if args.json else
           f"wrote {args.dest}: {counts['images']} images, {counts['annotations']} annotations, "
           f"{counts['categories']} categories" +
@@ -99,6 +100,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nouns-allow", metavar="FILE", help="only these nouns (one per line)")
     p.add_argument("--nouns-deny", metavar="FILE", help="never these nouns (one per line)")
     p.add_argument("--merge-synonyms", metavar="FILE", help="YAML 'canonical: [synonym, ...]'; applied first")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace another curation in NEW_RUN, or write into a non-empty folder that is no ovmine "
+                        "output (never over another kind of output)")
     add_json(p)
     add_s3_endpoint(p)
     p.set_defaults(func=cmd_curate)
@@ -111,6 +115,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("output", metavar="RUN", help="a mining (or curated) output, local or s3://")
     c.add_argument("dest", metavar="COCO_JSON", help="coco.json path or s3:// URI")
     c.add_argument("--images-dir", help="also write the images, in the masks' frame, named like file_name")
+    c.add_argument("--overwrite", action="store_true",
+                   help="replace a COCO_JSON that is not an earlier export, or write into a non-empty --images-dir "
+                        "that is no earlier export's (never over inputs or another kind of output)")
     add_json(c)
     add_s3_endpoint(c)
     c.set_defaults(func=cmd_export)

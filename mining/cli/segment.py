@@ -43,7 +43,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
                               s3=s3_options(args))
     # with --clip, the one ensembled variant (named after the CLIP); without, the segmenter alone
     predictor = next(v for k, v in variants.items() if k != "segmenter") if args.clip else variants["segmenter"]
-    summary = segment_inputs(predictor, names, args.inputs, args.out, args.max_size, s3_options(args))
+    summary = segment_inputs(predictor, names, args.inputs, args.out, args.max_size, s3_options(args),
+                             overwrite=args.overwrite)
     if args.json:
         print(json.dumps(summary))
     else:
@@ -92,8 +93,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="a folder written by `ovmine train segmenter`")
     p.add_argument("--classes", required=True, help='comma-separated class names, e.g. "grass,sky,circle"')
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, shards, shard folders or patterns")
-    p.add_argument("--output", dest="out", required=True, help="folder for NAME.png label maps and NAME.json segments")
+    p.add_argument("--output", dest="out", required=True,
+                   help="folder (local or s3://) for NAME.png label maps and NAME.json segments; NAME keeps the "
+                        "input's path below the inputs' common folder (a shard's image: SHARD_KEY)")
     p.add_argument("--max-size", type=positive_int, default=1024, help="longest image side, in pixels")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty folder that is no ovmine output (never over inputs or another "
+                        "kind of output)")
     _add_clip_args(p, repeatable=False)
     add_s3_endpoint(p)
     add_json(p, "the summary")

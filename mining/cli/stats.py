@@ -13,6 +13,11 @@ def cmd_stats(args: argparse.Namespace) -> int:
     from mining.postrun.stats import compute_stats, format_stats
 
     output = location(args, args.output)
+    if args.html:   # refused before any work: never over the runs, their inputs or another output's files
+        from mining.sinks.guard import REPORT, check_file_output, run_inputs
+
+        inputs = run_inputs(output) + (run_inputs(location(args, args.compare)) if args.compare else [])
+        check_file_output(location(args, args.html), REPORT, inputs, args.overwrite, flag="--html")
     stats = compute_stats(output, top_k=args.top, keep_pair_stats=bool(args.compare))
     comparison = None
     if args.compare:
@@ -45,6 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "pairs per noun, RUN as A and OTHER as B")
     add_json(p, "the statistics (with --compare: {compare, a, b})")
     p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report (local or s3://)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="with --html: replace a FILE that is not an earlier report (never an input or an output's "
+                        "own file)")
     p.add_argument("--top", type=positive_int, default=20, metavar="K",
                    help="how many of the most frequent nouns (listed, and in the report's noun section)")
     p.add_argument("--gallery", type=positive_int, default=24, metavar="N",

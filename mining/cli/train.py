@@ -7,12 +7,17 @@ import json
 from mining.cli.common import add_command, add_config_args, add_json, add_s3_endpoint, s3_options
 
 
+OVERWRITE_HELP = ("write into a non-empty folder that is no ovmine output (never over the data, the model trained "
+                  "from, or another kind of output; a model folder of the same kind resumes)")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from mining.train.clip_trainer import train_clip
     from mining.train.config import load_train_config
 
     cfg = load_train_config(args.config, args.overrides)
-    record = train_clip(cfg, args.data, args.output, executor=args.executor, s3=s3_options(args))
+    record = train_clip(cfg, args.data, args.output, executor=args.executor, s3=s3_options(args),
+                        overwrite=args.overwrite)
     if args.json:
         print(json.dumps({k: v for k, v in record.items() if k != "config"}))
     else:
@@ -36,7 +41,8 @@ def cmd_train_segmenter(args: argparse.Namespace) -> int:
     from mining.train.segmenter_trainer import train_segmenter
 
     cfg = load_segmenter_config(args.config, args.overrides)
-    record = train_segmenter(cfg, args.data, args.output, executor=args.executor, s3=s3_options(args))
+    record = train_segmenter(cfg, args.data, args.output, executor=args.executor, s3=s3_options(args),
+                             overwrite=args.overwrite)
     if args.json:
         print(json.dumps({k: v for k, v in record.items() if k != "config"}))
     else:
@@ -67,6 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     tc.add_argument("--output", required=True, help="folder for the open_clip local-dir model and training.json")
     tc.add_argument("--executor", choices=["local", "ray"], default="local",
                     help="local: in-process, one worker; ray: Ray Train (workers, checkpoints, resume)")
+    tc.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     add_s3_endpoint(tc)
     add_json(tc, "the training record")
     tc.set_defaults(func=cmd_train)
@@ -79,6 +86,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ts.add_argument("--output", required=True, help="folder for the segmenter (what `ovmine segment` loads)")
     ts.add_argument("--executor", choices=["local", "ray"], default="local",
                     help="local: in-process, one worker; ray: Ray Train (workers, checkpoints, resume)")
+    ts.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     add_s3_endpoint(ts)
     add_json(ts, "the training record")
     ts.set_defaults(func=cmd_train_segmenter)

@@ -19,7 +19,9 @@ import pyarrow.parquet as pq
 import yaml
 
 from mining.schemas import STATUS_VERSION
-from mining.sinks.layout import shard_file, status_file
+from mining.sinks.guard import CURATED, WriteRefused, check_folder_output, run_inputs
+from mining.sinks.layout import clear_output, shard_file, status_file
+from mining.sinks.lease import OutputLease
 from mining.sinks.manifest import assemble_manifest, measured_throughput, write_manifest
 from mining.sinks.reader import iter_pair_batches, pairs_files, read_manifest, read_shard_documents, shard_files
 from mining.sinks.writer import write_shard_files
@@ -38,6 +40,15 @@ class CurationFilters:
     nouns_allow: list[str] | None = None
     nouns_deny: list[str] = field(default_factory=list)
     synonyms: dict[str, str] = field(default_factory=dict)   # synonym -> canonical noun
+
+    def __post_init__(self) -> None:
+        """Out-of-range thresholds are refused like config values (a similarity above 1 would keep nothing)."""
+        bounds = {"min_similarity": (-1.0, 1.0, "a cosine similarity"),
+                  "min_margin": (0.0, 2.0, "a difference of cosine similarities")}
+        for name, (low, high, what) in bounds.items():
+            value = getattr(self, name)
+            if value is not None and not low <= value <= high:
+                raise ValueError(f"--{name.replace('_', '-')} must be in [{low:g}, {high:g}] ({what}), got {value:g}")
 
     def canonical(self, noun: str) -> str:
         return self.synonyms.get(noun, noun)
@@ -153,22 +164,60 @@ def _status_row(key: str, index: int, kept: int, rejected: Counter[str]) -> dict
             "status": "kept" if kept else CURATED_OUT, "detail": detail, "pairs": kept}
 
 
-def curate(input_uri: Where, output: Where, filters: CurationFilters) -> dict[str, Any]:
+def curate(input_uri: Where, output: Where, filters: CurationFilters, overwrite: bool = False) -> dict[str, Any]:
     """Write the curated copy of `input_uri` to `output`; returns its manifest.
 
     Each curated shard gets a status table: every record curate read, kept or `curated_out` with the filters
     that removed its pairs. The manifest keeps the mining run's throughput and stage timings (curate's own
     time is `lineage.curate_seconds`) and names the mining run and its totals, so that numbers over the
-    curated output can still speak of the images that were mined."""
+    curated output can still speak of the images that were mined.
+
+    `output` passes the write guard (`mining.sinks.guard`): a new or empty folder, or a curated output, which is
+    replaced (another curation's only with `overwrite`), under the output's lease."""
     origin, output = Location.of(input_uri), Location.of(output)
     if origin.comparable() == output.comparable():
         raise ValueError("curate writes a new shard set: OUTPUT must differ from INPUT")
     start = time.perf_counter()
     source = read_manifest(origin)
+    existing = check_folder_output(output, CURATED, run_inputs(origin), overwrite)
     # an absolute input, so that the lineage can be followed from any working directory (ovmine eval does)
     absolute_input = origin.absolute().uri
-    plan = _plan(origin, filters)
     config_hash = hashlib.sha256(f"{source['config_hash']}:{filters.digest()}".encode()).hexdigest()[:16]
+    with OutputLease(output, f"curate {config_hash}"):
+        if existing is not None:
+            _refuse_another_curation(output, absolute_input, config_hash, overwrite)
+            clear_output(output)
+        plan = _plan(origin, filters)
+        stems = _write_curated_shards(origin, output, filters, plan, config_hash)
+        mining_output, mining_totals = mining_origin(absolute_input, source)
+        lineage = {"input": absolute_input, "input_config_hash": source["config_hash"], "filters": asdict(filters),
+                   "input_totals": source["totals"], "mining_output": mining_output, "mining_totals": mining_totals,
+                   "curate_seconds": round(time.perf_counter() - start, 3)}
+        measured = measured_throughput(source) or {"wall_seconds": 0.0, "images_per_second": 0.0,
+                                                   "mined_images": 0, "throughput_of": None}
+        manifest = assemble_manifest(output, stems, source["config"], config_hash, source["models"],
+                                     time.perf_counter() - start, lineage=lineage, measured=measured,
+                                     timings=source["timings"])
+        write_manifest(output, manifest)
+    return manifest
+
+
+def _refuse_another_curation(output: Location, absolute_input: str, config_hash: str, overwrite: bool) -> None:
+    """A rerun of the same curation (or one whose manifest is damaged) is redone; another one needs --overwrite."""
+    try:
+        earlier = read_manifest(output)
+    except (OSError, ValueError):
+        return
+    same = earlier.get("config_hash") == config_hash and earlier.get("lineage", {}).get("input") == absolute_input
+    if not same and not overwrite:
+        raise WriteRefused(f"--output {output} holds another curation (of {earlier.get('lineage', {}).get('input')}, "
+                           f"config {earlier.get('config_hash')}): choose a new folder, or pass --overwrite to "
+                           f"replace it")
+
+
+def _write_curated_shards(origin: Location, output: Location, filters: CurationFilters, plan: _Plan,
+                          config_hash: str) -> list[str]:
+    """Pass 2: each input shard's kept records, pairs, status and marker; returns the stems written."""
     stems = []
     for shard in shard_files(origin):
         stem = shard_stem(shard.uri)
@@ -194,6 +243,7 @@ def curate(input_uri: Where, output: Where, filters: CurationFilters) -> dict[st
             else:
                 dropped += 1
         marker = {"input": shard_file(origin, stem).uri, "name": stem, "config_hash": config_hash,
+                  "written_by": "curate",
                   "images_in": len(kept_records) + dropped, "images_with_pairs": len(kept_records),
                   "pairs": sum(nouns.values()), "unique_nouns": len(nouns),
                   "drops": {CURATED_OUT: dropped} if dropped else {}, "errors": [], "timings": {},
@@ -201,14 +251,4 @@ def curate(input_uri: Where, output: Where, filters: CurationFilters) -> dict[st
         write_shard_files(output, stem, kept_records, marker,
                           status=sorted(status, key=lambda row: row["index"]))
         stems.append(stem)
-    mining_output, mining_totals = mining_origin(absolute_input, source)
-    lineage = {"input": absolute_input, "input_config_hash": source["config_hash"], "filters": asdict(filters),
-               "input_totals": source["totals"], "mining_output": mining_output, "mining_totals": mining_totals,
-               "curate_seconds": round(time.perf_counter() - start, 3)}
-    measured = measured_throughput(source) or {"wall_seconds": 0.0, "images_per_second": 0.0, "mined_images": 0,
-                                               "throughput_of": None}
-    manifest = assemble_manifest(output, stems, source["config"], config_hash, source["models"],
-                                 time.perf_counter() - start, lineage=lineage, measured=measured,
-                                 timings=source["timings"])
-    write_manifest(output, manifest)
-    return manifest
+    return stems

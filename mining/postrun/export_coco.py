@@ -18,7 +18,9 @@ from typing import Any
 import pyarrow.fs as pafs
 from PIL import Image
 
+from mining.sinks.guard import COCO, WriteRefused, check_file_output, check_folder_output, file_kind, run_inputs
 from mining.sinks.images import load_images
+from mining.sinks.lease import OutputLease
 from mining.sinks.reader import (MinedRecord, iter_pair_batches, pairs_files, read_manifest, read_shard_records,
                                  shard_files)
 from mining.sources.uris import shard_stem
@@ -39,20 +41,29 @@ def image_file_name(stem: str, key: str) -> str:
     return safe_file_name(stem, key, suffix=".jpg")
 
 
-def export_coco(output: Where, dest: Where, images_dir: Where | None = None) -> dict[str, Any]:
+def export_coco(output: Where, dest: Where, images_dir: Where | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Write `dest` (local path or s3://, reached with the output's S3 settings when a string); with
-    `images_dir`, also the images in the masks' frame."""
+    `images_dir`, also the images in the masks' frame. Both pass the write guard (`mining.sinks.guard`): never
+    over the run or its inputs; over an earlier export, or (with `overwrite`) a file or folder that is no
+    ovmine output. The images folder is held by a lease while it is written and marked complete at the end."""
     output = Location.of(output)
     dest = Location.of(dest, output.s3)
     images_dir = None if images_dir is None else Location.of(images_dir, output.s3)
     manifest = read_manifest(output)
     check_destination(dest, images_dir)
+    inputs = run_inputs(output)
+    check_file_output(dest, COCO, inputs, overwrite, flag="export destination")
+    if images_dir is not None:   # the images of the earlier export at `dest` may be written again
+        check_folder_output(images_dir, "folder of exported images", inputs,
+                            overwrite or _earlier_images(dest, images_dir), flag="--images-dir")
     categories = {noun: i for i, noun in enumerate(_nouns(output), 1)}
     counts = {"images": 0, "annotations": 0, "categories": len(categories), "images_written": 0}
     written: list[Location] = []   # image files this export wrote: removed again if it fails
     images_dir_is_new = images_dir is not None and not images_dir.exists()
+    lease = OutputLease(images_dir, "export coco") if images_dir is not None else contextlib.nullcontext()
     try:
-        _export(output, manifest, dest, images_dir, categories, counts, written)
+        with lease:
+            _export(output, manifest, dest, images_dir, categories, counts, written)
     except BaseException:
         for image in written:
             image.delete()
@@ -78,7 +89,8 @@ def _export(output: Location, manifest: dict, dest: Location, images_dir: Locati
                                                               written)
         result = os.path.join(tmp, "coco.json")
         with open(result, "w") as out:
-            info = {"description": f"ovmine export of {output}", "config_hash": manifest["config_hash"]}
+            info = {"description": f"ovmine export of {output}", "config_hash": manifest["config_hash"],
+                    "images_dir": None if images_dir is None else images_dir.absolute().uri}
             out.write(json.dumps({"info": info, "licenses": []})[:-1])
             cats = [{"id": i, "name": n, "supercategory": "noun"} for n, i in categories.items()]
             out.write(f', "categories": {json.dumps(cats)}, "images": [')
@@ -129,13 +141,27 @@ def _write_images(output: Location, manifest: dict, stem: str, records: list[Min
     return count
 
 
+def _earlier_images(dest: Location, images_dir: Location) -> bool:
+    """Whether `dest` is an earlier export whose images went to `images_dir` (its info, first in the file,
+    says so): that folder is this command's own, to write again."""
+    if file_kind(dest) != COCO:
+        return False
+    with dest.open_stream() as f:
+        head = f.read(1 << 16).decode("utf-8", "replace")
+    try:
+        info, _ = json.JSONDecoder().raw_decode(head, head.index("{", 1))
+    except ValueError:
+        return False
+    return info.get("images_dir") == images_dir.absolute().uri
+
+
 def check_destination(dest: Location, images_dir: Location | None) -> None:
     """Refuse, before any work, a `dest` that cannot become a file, or an `images_dir` that is not a folder."""
     if dest.uri.endswith("/"):
         raise ValueError(f"export destination {dest} names a folder: give a file, e.g. {dest / 'coco.json'}")
     if dest.kind() == pafs.FileType.Directory:
-        raise ValueError(f"export destination {dest} is an existing folder: give a file path, e.g. "
-                         f"{dest / 'coco.json'}")
+        raise WriteRefused(f"export destination {dest} is an existing folder: give a file path, e.g. "
+                           f"{dest / 'coco.json'}")
     if not dest.is_s3:
         parent = os.path.dirname(os.path.abspath(dest.uri))
         while not os.path.exists(parent):   # the nearest existing ancestor must be a folder we can create in

@@ -6,10 +6,6 @@ from __future__ import annotations
 from mining.storage import Location, Where
 
 
-class OutputHoldsInputs(ValueError):
-    """The output folder contains input shards: writing it could overwrite them."""
-
-
 OUTPUT_FOLDERS = ("shards", "pairs", "status", "stats", "_done")
 
 
@@ -37,13 +33,11 @@ def manifest_file(output: Where) -> Location:
     return Location.of(output) / "manifest.json"
 
 
-def refuse_inputs_inside(output: Where, inputs: list[Where]) -> None:
-    """No output file may ever be an input: every output file lies under `output`, so no input may."""
+def clear_output(output: Where) -> None:
+    """Remove an earlier output's own files (not what else the folder holds), so that a command replacing it
+    leaves no shard of the old one behind: the manifest first, then the markers, then the rest (a reader that
+    looks meanwhile finds an unfinished output, never a mixed one). Call only while holding the lease."""
     output = Location.of(output)
-    root = output.comparable()
-    for shard in inputs:
-        where = Location.of(shard).comparable()
-        if where == root or where.startswith(root + "/"):
-            raise OutputHoldsInputs(
-                f"the output {output} holds the input shard {shard}: mining would write over its inputs "
-                f"(e.g. {shard_file(output, 'NAME')}); choose an --output outside the input folders")
+    manifest_file(output).delete()
+    for folder in ("_done", "_parts", *OUTPUT_FOLDERS):
+        output.join(folder).delete_tree()

@@ -3,8 +3,11 @@
 Local outputs create the lease with O_EXCL; S3 outputs with a conditional PUT (`If-None-Match: *`), which S3
 answers with 412 when the object exists. The holder renews the lease every `RENEW_SECONDS`; a lease is stale,
 and may be taken over, when its holder's process is gone (same host) or it was not renewed for `STALE_SECONDS`
-(a killed driver on another machine). Creating the lease is also the run's first write: an output that cannot
-be written (read-only, a file, a missing bucket) fails here, before any model is loaded.
+(a killed driver on another machine). A lease that cannot be parsed, or names no holder, is stale at once: a
+lease is never written partly (local: written whole under a temporary name, then linked into place), so such a
+file was damaged by something else and no run holds it. Creating the lease is also the run's first write: an
+output that cannot be written (read-only, a file, a missing bucket, a full disk) fails here, before any model is
+loaded.
 """
 from __future__ import annotations
 
@@ -23,7 +26,6 @@ from mining.logs import logger
 from mining.storage import Location, Where
 
 LEASE_NAME = "_lease.json"
-LOCK_NAME = "_lease.lock"      # local outputs: flock'ed while a run checks or takes the lease
 RENEW_SECONDS = 30.0
 STALE_SECONDS = 180.0
 
@@ -54,10 +56,19 @@ def _pid_alive(pid: int) -> bool:
 def is_stale(holder: dict[str, Any], age_seconds: float) -> bool:
     """Not renewed for STALE_SECONDS, or (on this host) its process is gone. Age alone also covers a reused
     pid, and hosts that share a name but not a pid namespace."""
-    if age_seconds > STALE_SECONDS:
+    if age_seconds > STALE_SECONDS or not holder.get("token"):
         return True
     return holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int) \
         and not _pid_alive(holder["pid"])
+
+
+def _parse_holder(data: bytes) -> dict[str, Any]:
+    """A lease's holder; {} (stale: no token) when the file is empty or damaged."""
+    try:
+        holder = json.loads(data or b"{}")
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return holder if isinstance(holder, dict) else {}
 
 
 def _busy_message(output: str, holder: dict[str, Any]) -> str:
@@ -73,33 +84,39 @@ class _LocalLease:
     @contextlib.contextmanager
     def exclusive(self):
         """Serialises lease checks and takeovers of this output between processes on this machine: two runs
-        that both find a stale lease must not both take it over. Also the output's first write."""
+        that both find a stale lease must not both take it over. The output folder itself is flock'ed, so
+        nothing is left behind for it. Also the output's first write."""
         folder = os.path.dirname(self.path)
         try:
             os.makedirs(folder, exist_ok=True)
-            lock = open(os.path.join(folder, LOCK_NAME), "a")
-        except FileExistsError:
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        except (FileExistsError, NotADirectoryError):
             raise OutputNotWritable(f"cannot write the output {folder}: it is a file, not a folder") from None
         except OSError as exn:
             raise OutputNotWritable(f"cannot write the output {folder}: {exn.strerror or exn}") from exn
-        with lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)   # closing releases the lock
 
     def create(self, body: bytes) -> bool:
-        """Called inside `exclusive`, which made the folder."""
+        """Called inside `exclusive`, which made the folder. The body is written whole under a temporary name
+        and hard-linked into place: the link fails if a lease exists, and a full disk fails before it."""
+        tmp = f"{self.path}.tmp-{os.getpid()}-{threading.get_ident()}"
         try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            with open(tmp, "wb") as f:
+                f.write(body)
+                f.flush()
+                os.fsync(f.fileno())
+            os.link(tmp, self.path)
         except FileExistsError:
             return False
         except OSError as exn:
-            raise OutputNotWritable(f"cannot write the output {os.path.dirname(self.path)}: "
-                                    f"{exn.strerror or exn}") from exn
-        with os.fdopen(fd, "wb") as f:
-            f.write(body)
+            raise OutputNotWritable(f"cannot write the lease {self.path}: {exn.strerror or exn}") from exn
+        finally:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
         return True
 
     def take_over(self, body: bytes, stale: dict[str, Any]) -> bool:
@@ -110,10 +127,11 @@ class _LocalLease:
     def read(self) -> tuple[dict[str, Any], float] | None:
         try:
             with open(self.path, "rb") as f:
-                holder = json.loads(f.read() or b"{}")
-            return holder, time.time() - os.path.getmtime(self.path)
-        except (FileNotFoundError, json.JSONDecodeError):
+                data = f.read()
+            age = time.time() - os.path.getmtime(self.path)
+        except FileNotFoundError:
             return None
+        return _parse_holder(data), age
 
     def renew(self) -> None:
         os.utime(self.path)
@@ -170,11 +188,7 @@ class _S3Lease:
         except ClientError:
             return None
         age = (datetime.now(timezone.utc) - obj["LastModified"]).total_seconds()
-        try:
-            holder = json.loads(obj["Body"].read() or b"{}")
-        except json.JSONDecodeError:
-            holder = {}
-        return holder | {"_etag": obj["ETag"]}, age
+        return _parse_holder(obj["Body"].read()) | {"_etag": obj["ETag"]}, age
 
     def renew(self) -> None:
         """Only while the lease is still ours (If-Match): a holder that was paused past STALE_SECONDS and taken
@@ -215,8 +229,11 @@ class OutputLease:
             holder, age = current
             if not is_stale(holder, age):
                 raise OutputBusy(_busy_message(self.output, holder))
-            logger.warning("taking over the stale lease of %s (pid %s on %s, last renewed %.0f s ago)",
-                           self.output, holder.get("pid"), holder.get("host"), age)
+            if holder.get("token"):
+                logger.warning("taking over the stale lease of %s (pid %s on %s, last renewed %.0f s ago)",
+                               self.output, holder.get("pid"), holder.get("host"), age)
+            else:
+                logger.warning("replacing the damaged lease of %s (no holder in it)", self.output)
             if self.store.take_over(body, holder):
                 return True
         return False

@@ -29,11 +29,13 @@ from mining.config import RegionsConfig
 from mining.logs import logger
 from mining.regions.clip_loader import LoadedClip, load_clip, register_model_configs
 from mining.regions.text import SINGLE_TEMPLATE, VILD_TEMPLATES, TextEmbedder
+from mining.sinks.guard import CLIP_MODEL
 from mining.storage import Location, S3Options
 from mining.train.config import TrainConfig
 from mining.train.data import (CropSpec, ExampleStream, NoTrainingData, PairFilter, ShardSource,
                                output_manifest, scan_pairs, shard_sources)
 from mining.train.grounding import ImageStream, grounding_loss, noun_rows, scan_entity_nouns
+from mining.train.model_output import claim_model_folder
 from mining.regions.mask_prompts import MaskPromptedViT, save_mask_prompts
 
 
@@ -413,11 +415,17 @@ def run_local(plan: TrainPlan) -> dict[str, Any]:
 
 
 def train_clip(cfg: TrainConfig, outputs: list[str], out: str | Path, executor: str = "local",
-               s3: S3Options | None = None) -> dict[str, Any]:
+               s3: S3Options | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Train Model A on the pairs of `outputs` and write it to `out`; returns training.json's content."""
     out = Path(out)
     workers = cfg.workers if executor == "ray" else 1
     plan = make_plan(cfg, outputs, s3, workers)
+    lease = claim_model_folder(out, CLIP_MODEL, outputs, [plan.regions["model"]], overwrite, s3)
+    with lease:
+        return _train(plan, out, outputs, executor, workers)
+
+
+def _train(plan: TrainPlan, out: Path, outputs: list[str], executor: str, workers: int) -> dict[str, Any]:
     start = time.time()
     if executor == "ray":
         from mining.train.ray_train import run_ray

@@ -22,11 +22,13 @@ import torch.nn.functional as F
 from mining.config import RegionsConfig
 from mining.logs import logger
 from mining.regions.clip_loader import load_clip
+from mining.sinks.guard import SEGMENTER
 from mining.storage import Location, S3Options
 from mining.train.clip_trainer import ReportFn, _unwrap, make_scheduler, text_embeddings
 from mining.train.data import NoTrainingData, PairFilter, ShardSource, output_manifest, scan_pairs, shard_sources
 from mining.train.segmenter import (OpenVocabSegmenter, build_segmenter, freeze_unused_parameters, make_criterion,
                                     save_segmenter, segmentation_loss)
+from mining.train.model_output import claim_model_folder
 from mining.train.segmenter_config import SegmenterConfig
 from mining.train.segmenter_data import ImageTargets, TargetStream, count_images_with_pairs
 
@@ -251,11 +253,17 @@ def finish(plan: SegmenterPlan, final: dict[str, Any], out: Path, outputs: list[
 
 
 def train_segmenter(cfg: SegmenterConfig, outputs: list[str], out: str | Path, executor: str = "local",
-                    s3: S3Options | None = None) -> dict[str, Any]:
+                    s3: S3Options | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Train Model B on the pairs of `outputs` and write it to `out`; returns training.json's content."""
     out = Path(out)
     workers = cfg.workers if executor == "ray" else 1
     plan = make_plan(cfg, outputs, s3, workers)
+    lease = claim_model_folder(out, SEGMENTER, outputs, [plan.teacher, plan.clip["model"]], overwrite, s3)
+    with lease:
+        return _train(plan, out, outputs, executor, workers)
+
+
+def _train(plan: SegmenterPlan, out: Path, outputs: list[str], executor: str, workers: int) -> dict[str, Any]:
     start = time.time()
     if executor == "ray":
         from mining.train.ray_train import run_ray

@@ -1,0 +1,25 @@
+"""The folder a training writes, through the write guard every writing command shares (`mining.sinks.guard`):
+never a folder that holds the training's data, the data's input shards or the model it starts from, never
+another kind of output; a folder of the same kind is where a rerun resumes. The folder is leased while the
+training runs."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mining.sinks.guard import check_folder_output, local_model_folder, run_inputs
+from mining.sinks.lease import OutputLease
+from mining.storage import Location, S3Options
+
+
+def claim_model_folder(out: str | Path, kind: str, data: list[str], starts_from: list[str | None],
+                       overwrite: bool = False, s3: S3Options | None = None) -> OutputLease:
+    """Check `out` for a `kind` model trained on `data` from the models `starts_from` (specs or paths), before
+    any work; returns the (not yet taken) lease that the training holds."""
+    inputs = [i for d in data for i in run_inputs(Location.of(d, s3))]
+    for spec in starts_from:
+        inputs += local_model_folder(spec)
+        if spec and os.path.isdir(spec):   # a transformers model given as a path
+            inputs.append(Location(os.path.abspath(spec)))
+    check_folder_output(Location(str(out)), kind, inputs, overwrite)
+    return OutputLease(str(out), f"train {kind}")
