@@ -16,6 +16,7 @@ import os
 import random
 import re
 import shutil
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -45,11 +46,57 @@ def is_s3(uri: str) -> bool:
     return uri.startswith("s3://")
 
 
+_last_endpoint: list[str | None] = [None]   # the S3 endpoint this process last reached, for error messages
+
+
+def note_endpoint(endpoint: str | None) -> None:
+    _last_endpoint[0] = endpoint
+
+
+def explain_s3_error(exn: BaseException) -> str | None:
+    """One line naming the S3 endpoint and the fix, for the errors a user's setup causes (no credentials,
+    refused credentials, an endpoint that cannot be reached); None for any other error."""
+    if isinstance(exn, S3Unreachable):
+        return str(exn)
+    endpoint = _last_endpoint[0] or "AWS's default S3 endpoint"
+    text, name = str(exn), type(exn).__name__
+    if name in ("NoCredentialsError", "PartialCredentialsError") or "No credentials" in text:
+        return (f"no AWS credentials for the S3 endpoint {endpoint}: set AWS_ACCESS_KEY_ID and "
+                f"AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) in the environment")
+    if name in ("EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError") or (
+            "AWS Error" in text and ("NETWORK_CONNECTION" in text or "curlCode" in text)):
+        return (f"cannot reach the S3 endpoint {endpoint}: check --s3-endpoint, AWS_ENDPOINT_URL or "
+                f"source.s3_endpoint_url, and that the server is up")
+    refused = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "INVALID_ACCESS_KEY_ID", "SIGNATURE_DOES_NOT_MATCH",
+               "ExpiredToken", "InvalidToken")
+    if any(code in text for code in refused) or (name == "ClientError" and "(403)" in text):
+        return (f"the S3 endpoint {endpoint} refused the credentials ({text.splitlines()[0][:120]}): check "
+                f"AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN")
+    return None
+
+
+class S3Unreachable(OSError):
+    """The configured S3 endpoint refuses connections: said at once, not after minutes of retried requests."""
+
+
+def _probe(endpoint: str) -> None:
+    """One TCP connection to a configured endpoint before the first request: the SDK retries a refused
+    connection with backoff for minutes, which a user with a wrong --s3-endpoint should not wait for."""
+    parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        socket.create_connection((parsed.hostname, port), timeout=10).close()
+    except OSError as exn:
+        raise S3Unreachable(f"cannot reach the S3 endpoint {endpoint} ({exn.strerror or exn}): check --s3-endpoint, "
+                            f"AWS_ENDPOINT_URL or source.s3_endpoint_url, and that the server is up") from None
+
+
 @functools.lru_cache(maxsize=16)
 def _s3_filesystem(s3: S3Options, endpoint: str | None, region: str | None) -> pafs.S3FileSystem:
     # the AWS SDK's standard strategy: exponential backoff with jitter on retryable errors
     kwargs: dict = {"retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=s3.max_attempts)}
     if endpoint:
+        _probe(endpoint)
         parsed = urlparse(endpoint)
         kwargs["endpoint_override"] = parsed.netloc or parsed.path
         kwargs["scheme"] = parsed.scheme or "https"
@@ -118,6 +165,7 @@ class Location:
         """(pyarrow filesystem, path inside it); S3 filesystems are made once per process and settings."""
         if self.is_s3:
             region = self.s3.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+            note_endpoint(self.s3.resolved_endpoint())
             return _s3_filesystem(self.s3, self.s3.resolved_endpoint(), region), self.uri[len("s3://"):]
         return pafs.LocalFileSystem(), os.path.abspath(self.uri)
 

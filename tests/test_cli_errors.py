@@ -130,7 +130,9 @@ def test_a_damaged_manifest_is_named(mined, capsys):
     code, _, err = run(capsys, "validate", mined)
     assert code == 1
     assert err.startswith(f"ovmine: error: {mined}/manifest.json is not valid JSON (")
-    assert err.endswith("): the output is damaged; rerun the mine command with --overwrite to rewrite it\n")
+    # (not --overwrite, which re-mines every shard: a plain rerun rewrites the manifest, test_writers_guard)
+    assert err.endswith("): the output is damaged; rerun the command that wrote it (the same mine or curate "
+                        "command) to rewrite it\n")
 
 
 def test_an_s3_prefix_that_is_not_an_output_is_named(s3_endpoint, capsys):

@@ -8,13 +8,16 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 
 from mining import __version__
 from mining.cli import cluster, configs, mine, outputs, segment, stats, train, world
 from mining.cli.common import Parser, add_verbosity
 from mining.config import ConfigError
 from mining.sinks.lease import OutputBusy
+from mining.storage import explain_s3_error
 
 COMMAND_GROUPS = (mine, world, outputs, stats, train, segment, cluster, configs)
 
@@ -37,6 +40,12 @@ def _quiet_broken_pipe() -> int:
     return 141   # 128 + SIGPIPE, what a shell reports for `yes | head`
 
 
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM (a scheduler, `kill`) unwinds every command like Ctrl-C: leases released, uncommitted parts
+    removed, exit 130 with the resume hint. (Mining on Ray installs the same while it runs.)"""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     Parser.argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -48,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:  # Ray Data narrates every operator at INFO; the summary says what matters
         os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         code = args.func(args)
         sys.stdout.flush()   # a reader that went away shows here, not in the interpreter's exit flush
@@ -61,5 +72,14 @@ def main(argv: list[str] | None = None) -> int:
         print("ovmine: interrupted; committed shards are kept, rerun the same command to finish", file=sys.stderr)
         return 130
     except (ValueError, FileNotFoundError, OSError, OutputBusy) as err:
-        print(f"ovmine: error: {err}", file=sys.stderr)
+        print(f"ovmine: error: {explain_s3_error(err) or err}", file=sys.stderr)
         return 1
+    except Exception as err:   # botocore's errors are no OSError: the S3 setup ones are the user's to fix
+        explained = explain_s3_error(err)
+        if explained is None:
+            raise
+        print(f"ovmine: error: {explained}", file=sys.stderr)
+        return 1
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)

@@ -14,7 +14,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     report = evaluate(location(args, args.output), location(args, args.gt), synonyms=location(args, args.synonyms),
                       iou=args.iou, unknown_nouns=args.unknown_nouns,
                       region_top1=args.region_top1, region_overrides=args.overrides,
-                      progress=not args.json and sys.stderr.isatty())
+                      progress=not args.json and sys.stderr.isatty(), allow_partial=args.allow_partial)
     print(json.dumps(report) if args.json else format_eval(report))
     return 0
 
@@ -78,6 +78,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also classify the ground-truth masks with the run's region encoder (top-1 accuracy)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override the run's config for --region-top1, e.g. regions.pretrained=other.safetensors")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="score even when the ground truth has fewer than half of the run's images")
     add_json(p)
     add_s3_endpoint(p)
     p.set_defaults(func=cmd_eval)

@@ -34,10 +34,14 @@ def _add_clip_args(p: argparse.ArgumentParser, repeatable: bool) -> None:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    from mining.segmentation.run import parse_classes, segment_inputs
+    from mining.segmentation.run import inputs_read, parse_classes, segment_inputs
+    from mining.sinks.guard import SEGMENTATION, check_folder_output
     from mining.segmentation.variants import build_variants
 
     names = parse_classes(args.classes)
+    # the write guard before the models load (segment_inputs checks again, under the lease)
+    check_folder_output(location(args, args.out), SEGMENTATION, inputs_read(args.inputs, s3_options(args)),
+                        args.overwrite)
     variants = build_variants(model=args.model, clips=[args.clip] if args.clip else [], lam=args.ensemble_lambda,
                               device=args.device, crop_context=args.crop_context, crop_fit=args.crop_fit,
                               s3=s3_options(args))
@@ -58,7 +62,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 def format_eval_seg(report: dict) -> str:
     lines = [f"evaluated {report['images']} of {report['images_in_ground_truth']} ground-truth images of "
-             f"{report['ground_truth']} ({len(report['classes'])} classes)",
+             f"{report['ground_truth']} ({len(report['classes'])} classes; "
+             f"{report['images_not_in_ground_truth']} image(s) read are not in it)",
              f"  {'variant':<28}{'mIoU':>7}{'pixel acc':>11}"]
     for name, m in report["variants"].items():
         miou = "n/a" if m["miou"] is None else f"{100 * m['miou']:.1f}"
@@ -79,7 +84,7 @@ def cmd_eval_seg(args: argparse.Namespace) -> int:
     variants = build_variants(model=args.model, teacher_config=args.teacher_config, clips=args.clip,
                               lam=args.ensemble_lambda, device=args.device, crop_context=args.crop_context,
                               crop_fit=args.crop_fit, s3=s3_options(args))
-    report = evaluate_semantic(location(args, args.gt), variants, args.images, args.limit)
+    report = evaluate_semantic(location(args, args.gt), variants, args.images, args.limit, args.allow_partial)
     report["ensemble_lambda"] = args.ensemble_lambda
     print(json.dumps(report) if args.json else format_eval_seg(report))
     return 0
@@ -119,6 +124,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--images", nargs="+", help="shards or image files holding the ground truth's images "
                                                "(default: the shards/ folder beside --gt)")
     e.add_argument("--limit", type=positive_int, help="score at most this many images")
+    e.add_argument("--allow-partial", action="store_true",
+                   help="score even when fewer than half of the images read are in the ground truth")
     _add_clip_args(e, repeatable=True)
     add_s3_endpoint(e)
     add_json(e, "the report")

@@ -23,10 +23,11 @@ def read_synonyms(uri: Where) -> dict[str, list[str]]:
 
 def evaluate(output: Where, gt_uri: Where, synonyms: Where | None = None, iou: float = 0.5,
              unknown_nouns: str | None = None, region_top1: bool = False, region_overrides: list[str] | None = None,
-             progress: bool = True) -> dict[str, Any]:
+             progress: bool = True, allow_partial: bool = False) -> dict[str, Any]:
     """Score `output` against `gt_uri`. With `region_top1`, also classify every ground-truth mask with the
     run's region encoder (its config from the manifest; `region_overrides` are --set items on top, e.g.
-    regions.pretrained=... to score other weights)."""
+    regions.pretrained=... to score other weights). Fails when the ground truth has fewer than half of the
+    run's images (another world's, say), unless `allow_partial`."""
     if not 0 < iou <= 1:
         raise ValueError(f"--iou must be in (0, 1], got {iou}")
     gt = load_ground_truth(gt_uri)
@@ -41,9 +42,20 @@ def evaluate(output: Where, gt_uri: Where, synonyms: Where | None = None, iou: f
         scorer = RegionTop1(cfg, gt)
     report = evaluate_output(output, manifest, gt, names, iou, unknown_nouns, scorer, progress)
     report["ground_truth"] = str(gt_uri)
+    refuse_partial(report["images"], report["images"] + report["images_not_in_ground_truth"], gt_uri, "run's",
+                   allow_partial)
     if scorer is not None:
         report["region_top1"] = scorer.to_json()
     return report
+
+
+def refuse_partial(matched: int, total: int, gt_uri: Where, whose: str, allow_partial: bool) -> None:
+    """Scores over a small part of what was asked describe the wrong thing: fewer than half of the images found
+    in the ground truth is an error naming both counts."""
+    if total and 2 * matched < total and not allow_partial:
+        raise ValueError(f"the ground truth {gt_uri} has only {matched} of the {whose} {total} images (matched by "
+                         f"key or file-name stem): is it the right --gt? Pass --allow-partial to score those "
+                         f"{matched} anyway")
 
 
 def percent(v: float | None) -> str:
@@ -65,7 +77,9 @@ def precision_detail(report: dict[str, Any]) -> str:
 def format_eval(report: dict[str, Any]) -> str:
     lines = [
         f"evaluated {report['output']} against {report['ground_truth']} (mask IoU >= {report['iou_threshold']})",
-        f"  images             {report['images']} ({report['images_with_pairs']} with pairs)",
+        f"  images             {report['images']} of the run's "
+        f"{report['images'] + report['images_not_in_ground_truth']} are in the ground truth "
+        f"({report['images_with_pairs']} with pairs)",
         f"  pairs              {report['pairs']}",
         f"  precision          {percent(report['precision'])}  ({precision_detail(report)})",
         f"  recall             {percent(report['recall'])}  ({report['recalled']}/{report['minable']} minable instances)",

@@ -24,6 +24,7 @@ from PIL import Image
 
 from mining import masks
 from mining.evaluation.ground_truth import GroundTruth, load_ground_truth
+from mining.evaluation.run import refuse_partial
 from mining.sources.decode import decode_image
 from mining.sources.shards import IMAGE_EXTS, read_shard
 from mining.sources.uris import expand_inputs
@@ -103,9 +104,10 @@ def default_images(gt: Location) -> list[str]:
 
 
 def iter_gt_images(gt: GroundTruth, sources: list[str], s3: S3Options | None = None,
-                   limit: int | None = None) -> Iterator[tuple[dict, np.ndarray]]:
+                   limit: int | None = None, unmatched: set[str] | None = None) -> Iterator[tuple[dict, np.ndarray]]:
     """(ground-truth image entry, uint8[H, W, 3] decoded at most at the entry's size) for every image of
-    `sources` (shards or image files) that the ground truth lists, each once, at most `limit`."""
+    `sources` (shards or image files) that the ground truth lists, each once, at most `limit`; the keys it
+    does not list are added to `unmatched`."""
     seen: set[str] = set()
     files = [s for s in sources if PurePosixPath(s).suffix.lower().lstrip(".") in IMAGE_EXTS]
     shards = expand_inputs([s for s in sources if s not in files], s3) if len(files) < len(sources) else []
@@ -121,6 +123,8 @@ def iter_gt_images(gt: GroundTruth, sources: list[str], s3: S3Options | None = N
 
     for key, raw in candidates():
         image = gt.images.get(key)
+        if image is None and unmatched is not None:
+            unmatched.add(key)
         if image is None or key in seen:
             continue
         seen.add(key)
@@ -134,9 +138,10 @@ Predictor = Callable[[np.ndarray, list[str]], Any]   # (image, names) -> Predict
 
 
 def evaluate_semantic(gt_uri: Where, variants: dict[str, Predictor], images: list[str] | None = None,
-                      limit: int | None = None) -> dict[str, Any]:
+                      limit: int | None = None, allow_partial: bool = False) -> dict[str, Any]:
     """Score each variant's label maps on every ground-truth image found in `images` (default: the shards
-    beside the ground truth); returns one report with a section per variant."""
+    beside the ground truth); returns one report with a section per variant. Fails when fewer than half of
+    the images read are in the ground truth, unless `allow_partial`."""
     if not variants:
         raise ValueError("nothing to evaluate: give --model DIR (the segmenter), or --teacher-config FILE with "
                          "--clip SPEC (teacher masks classified by a CLIP)")
@@ -150,8 +155,8 @@ def evaluate_semantic(gt_uri: Where, variants: dict[str, Predictor], images: lis
             raise FileNotFoundError(f"images not found: {uri} (give the evaluation images with --images "
                                     f"SHARDS_OR_FILES)")
     matrices = {name: ConfusionMatrix(len(names)) for name in variants}
-    count = 0
-    for image, pixels in iter_gt_images(gt, sources, s3, limit):
+    count, unmatched = 0, set()
+    for image, pixels in iter_gt_images(gt, sources, s3, limit, unmatched):
         truth = gt_label_map(gt, image)
         for name, predict in variants.items():
             labels = predict(pixels, names).labels
@@ -160,5 +165,7 @@ def evaluate_semantic(gt_uri: Where, variants: dict[str, Predictor], images: lis
     if count == 0:
         raise ValueError(f"no image of {gt_uri} found in {', '.join(sources)} (images are matched by the ground "
                          f"truth's key or file-name stem)")
+    refuse_partial(count, count + len(unmatched), gt_file, "images'", allow_partial)
     return {"ground_truth": gt_file.uri, "images": count, "images_in_ground_truth": len(gt.images),
+            "images_not_in_ground_truth": len(unmatched),
             "classes": names, "variants": {name: m.metrics(names) for name, m in matrices.items()}}

@@ -176,7 +176,8 @@ def curate(input_uri: Where, output: Where, filters: CurationFilters, overwrite:
     replaced (another curation's only with `overwrite`), under the output's lease."""
     origin, output = Location.of(input_uri), Location.of(output)
     if origin.comparable() == output.comparable():
-        raise ValueError("curate writes a new shard set: OUTPUT must differ from INPUT")
+        raise WriteRefused(f"{output} is the input run: curate writes a new shard set, OUTPUT must differ from "
+                           f"INPUT")
     start = time.perf_counter()
     source = read_manifest(origin)
     existing = check_folder_output(output, CURATED, run_inputs(origin), overwrite)

@@ -30,7 +30,7 @@ MINED = "mining output"
 CURATED = "curated output"
 CLIP_MODEL = "CLIP model folder"
 SEGMENTER = "segmenter folder"
-MODEL = "model folder"                  # a transformers folder (a teacher)
+MODEL = "model folder"                  # one ovmine did not train: a teacher, a downloaded CLIP
 SEGMENTATION = "segmentation output"
 WORLD = "toy world"
 UNCOMMITTED = "unfinished output"         # mining or curation files, none committed: mine and curate take it
@@ -77,8 +77,8 @@ def folder_kind(folder: Location, names: Iterable[str] | None = None) -> str | N
         return kind
     if "_done" in names or {"shards", "pairs"} <= names or "_parts" in names:
         return _unfinished_kind(folder)
-    if "open_clip_config.json" in names:
-        return CLIP_MODEL
+    if "open_clip_config.json" in names:   # trained by `ovmine train clip` (its record beside it), or any other
+        return CLIP_MODEL if "training.json" in names else MODEL
     if "segmenter.json" in names:
         return SEGMENTER
     if "_ray" in names:   # a training interrupted before its folder was written: its checkpoints
@@ -108,7 +108,7 @@ def file_kind(file: Location) -> str | None:
 
 
 def a(kind: str) -> str:
-    """'a mining output', 'an exported image folder', 'an HTML report'."""
+    """'a mining output', 'an unfinished output', 'an HTML report'."""
     return ("an " if kind[0] in "aeiouAEIOU" or kind.startswith("HTML") else "a ") + kind
 
 
@@ -140,15 +140,22 @@ def _refuse_inputs(target: Location, inputs: list[Location], flag: str, noun: st
                 f"outside the inputs")
 
 
+# what of each kind of output is its own, when other things may live beside it (None: all of it)
+OWN_FILES: dict[str, tuple[str, ...] | None] = {MINED: MINING_FILES, CURATED: MINING_FILES,
+                                                UNCOMMITTED: MINING_FILES, WORLD: ("shards", "ground_truth.json")}
+
+
 def _refuse_inside_outputs(target: Location, flag: str) -> None:
-    """Never inside another output's own files: a mining output's layout, or anything in a model folder."""
+    """Never inside another output's own files: a mining output's layout, a world's shards, anything in a
+    model folder or a segmentation output. The nearest output above `target` decides."""
     root = target.comparable()
     for ancestor in _ancestors(target):
         kind = folder_kind(ancestor)
         if kind is None:
             continue
         first = root[len(ancestor.uri.rstrip("/")) + 1:].split("/", 1)[0]
-        if kind in (MINED, CURATED) and first not in MINING_FILES and TMP_MARK not in first:
+        own = OWN_FILES.get(kind)
+        if own is not None and first not in own and TMP_MARK not in first:
             return   # a new file or folder beside the output's own (a report, a curated copy) is fine
         raise WriteRefused(f"{flag} {target} is inside the {kind} {ancestor} ({first}): ovmine never writes "
                            f"over another output's files; choose a path outside it")

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from mining.logs import logger
-from mining.storage import Location, Where
+from mining.storage import Location, Where, note_endpoint
 
 LEASE_NAME = "_lease.json"
 RENEW_SECONDS = 30.0
@@ -147,6 +147,7 @@ class _S3Lease:
         from botocore.config import Config
 
         s3 = output.s3
+        note_endpoint(s3.resolved_endpoint())
         self.bucket, _, key = output.uri[len("s3://"):].partition("/")
         self.key = f"{key.rstrip('/')}/{LEASE_NAME}" if key.strip("/") else LEASE_NAME
         self.client = boto3.client("s3", endpoint_url=s3.resolved_endpoint(), region_name=s3.region,

@@ -170,5 +170,5 @@ def read_manifest(output: Where) -> dict:
     try:
         return json.loads(data)
     except ValueError as err:   # JSON and UTF-8 errors alike
-        raise ValueError(f"{uri} is not valid JSON ({err}): the output is damaged; rerun the mine command "
-                         f"with --overwrite to rewrite it") from None
+        raise ValueError(f"{uri} is not valid JSON ({err}): the output is damaged; rerun the command that wrote "
+                         f"it (the same mine or curate command) to rewrite it") from None

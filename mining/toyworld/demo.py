@@ -28,12 +28,14 @@ def run_demo(out: str, shards: int = 4, per_shard: int = 32, seed: int = 0, teac
     (a `mining.pipeline.MiningProgress`; default: the same bool)."""
     from mining.evaluation.run import evaluate
     from mining.pipeline import run_mining
+    from mining.sinks.guard import MINED, WORLD, check_folder_output
     from mining.toyworld.make import make_world
 
     start = time.time()
     cfg = demo_config([f"teacher.kind={teacher}", f"execution.executor={executor}", *(overrides or [])])
-    for folder in ("world", "mined"):   # the demo's own working folders: each demo starts afresh
-        shutil.rmtree(os.path.join(out, folder), ignore_errors=True)
+    for folder, kind in (("world", WORLD), ("mined", MINED)):   # the demo's own working folders: each demo
+        check_folder_output(os.path.join(out, folder), kind, [], flag="demo folder")   # starts afresh in them,
+        shutil.rmtree(os.path.join(out, folder), ignore_errors=True)                   # never in a user's folder
     world = make_world(os.path.join(out, "world"), shards, per_shard, seed, progress=progress)
     config_path = Path(out) / "config.yaml"
     config_path.write_text(yaml.safe_dump(cfg.resolved(), sort_keys=False))

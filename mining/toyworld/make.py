@@ -19,6 +19,7 @@ from tqdm import tqdm
 from webdataset import TarWriter
 
 from mining.logs import logger
+from mining.sinks.guard import WORLD, check_folder_output
 from mining.storage import Location, S3Options, Where
 from mining import masks
 from mining.toyworld.captions import caption_scene
@@ -72,11 +73,13 @@ def jpeg(image: np.ndarray, quality: int) -> bytes:
 def prepare_dataset_folder(out: Where, earlier: list[Location], overwrite: bool) -> None:
     """A generated dataset goes into a new or empty folder (local or an S3 prefix): new shards written over part
     of an older set would leave a mixed dataset. With `overwrite`, the `earlier` dataset's files are removed
-    first; nothing else in `out` is touched."""
+    first; nothing else in `out` is touched. Never inside or over another kind of ovmine output (the write
+    guard's rules, `mining.sinks.guard`), even with `overwrite`."""
     out = Location.of(out)
     kind = out.kind()
     if kind == pafs.FileType.File:
         raise ValueError(f"{out} is a file: a dataset needs a folder")
+    check_folder_output(out, WORLD, [], overwrite=True, flag="dataset folder")   # non-empty: decided below
     if kind == pafs.FileType.NotFound:
         return
     entries = out.entry_names()

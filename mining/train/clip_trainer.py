@@ -419,8 +419,8 @@ def train_clip(cfg: TrainConfig, outputs: list[str], out: str | Path, executor: 
     """Train Model A on the pairs of `outputs` and write it to `out`; returns training.json's content."""
     out = Path(out)
     workers = cfg.workers if executor == "ray" else 1
+    lease = claim_model_folder(out, CLIP_MODEL, outputs, [cfg.regions.get("model")], overwrite, s3)
     plan = make_plan(cfg, outputs, s3, workers)
-    lease = claim_model_folder(out, CLIP_MODEL, outputs, [plan.regions["model"]], overwrite, s3)
     with lease:
         return _train(plan, out, outputs, executor, workers)
 

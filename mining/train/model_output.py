@@ -9,15 +9,29 @@ from pathlib import Path
 
 from mining.sinks.guard import check_folder_output, local_model_folder, run_inputs
 from mining.sinks.lease import OutputLease
+from mining.sinks.reader import read_manifest
 from mining.storage import Location, S3Options
+
+
+def _models_of_runs(data: list[str], s3: S3Options | None) -> list[str]:
+    """The CLIP and teacher each mining run of `data` used: what a training starts from unless told otherwise."""
+    models = []
+    for output in data:
+        try:
+            config = read_manifest(Location.of(output, s3))["config"]
+            models += [config["regions"]["model"], config["teacher"]["mask2former"]["model"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue   # the trainer's own reading says what is wrong with it
+    return models
 
 
 def claim_model_folder(out: str | Path, kind: str, data: list[str], starts_from: list[str | None],
                        overwrite: bool = False, s3: S3Options | None = None) -> OutputLease:
-    """Check `out` for a `kind` model trained on `data` from the models `starts_from` (specs or paths), before
-    any work; returns the (not yet taken) lease that the training holds."""
+    """Check `out` for a `kind` model trained on `data` from the models `starts_from` (specs or paths; the
+    models the mining runs used are added), before any work; returns the (not yet taken) lease that the
+    training holds."""
     inputs = [i for d in data for i in run_inputs(Location.of(d, s3))]
-    for spec in starts_from:
+    for spec in [*starts_from, *_models_of_runs(data, s3)]:
         inputs += local_model_folder(spec)
         if spec and os.path.isdir(spec):   # a transformers model given as a path
             inputs.append(Location(os.path.abspath(spec)))

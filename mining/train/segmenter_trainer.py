@@ -257,8 +257,8 @@ def train_segmenter(cfg: SegmenterConfig, outputs: list[str], out: str | Path, e
     """Train Model B on the pairs of `outputs` and write it to `out`; returns training.json's content."""
     out = Path(out)
     workers = cfg.workers if executor == "ray" else 1
+    lease = claim_model_folder(out, SEGMENTER, outputs, [cfg.teacher, cfg.clip.get("model")], overwrite, s3)
     plan = make_plan(cfg, outputs, s3, workers)
-    lease = claim_model_folder(out, SEGMENTER, outputs, [plan.teacher, plan.clip["model"]], overwrite, s3)
     with lease:
         return _train(plan, out, outputs, executor, workers)
 
