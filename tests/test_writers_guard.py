@@ -440,3 +440,33 @@ def test_the_demo_never_deletes_a_folder_it_did_not_make(tmp_path, capsys):
     code, _, err = run(capsys, "demo", "--output", tmp_path, "--executor", "local")
     assert code == 1 and f"demo folder {tmp_path / 'mined'} is not empty" in err
     assert (tmp_path / "mined" / "thesis.tex").read_text() == "years of work"
+
+
+def test_a_sigkilled_drivers_own_ray_is_gone_within_seconds(tmp_path):
+    """Ray's fate-sharing stops most of a killed driver's Ray, but its agents wait 60 s on the dead GCS; the
+    reaper stops them (and anything else the driver started) within about a second."""
+    import psutil
+
+    make_shards(tmp_path / "in", shards=6, per_shard=4, size=64)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mining.cli", "mine", "--config", "configs/tiny.yaml", "--input", str(tmp_path / "in"),
+         "--output", str(tmp_path / "out"), "--executor", "ray", "--set", "execution.chunk_size=2"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stderr:
+            if "loading models" in line:   # Ray is up
+                break
+        time.sleep(2)   # its agents too
+        ray_processes = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                         if "reaper" not in " ".join(p.cmdline())]
+        names = " ".join(" ".join(p.cmdline()) for p in ray_processes)
+        assert "raylet" in names and "DashboardAgent" in names, names
+        proc.kill()
+        proc.wait()
+        gone, alive = psutil.wait_procs(ray_processes, timeout=15)
+        assert not alive, [p.cmdline() for p in alive]
+    finally:
+        proc.kill()
+        for p in psutil.Process().children(recursive=True):
+            if "ray::" in " ".join(p.cmdline()):
+                p.kill()

@@ -34,16 +34,13 @@ import ray
 
 from mining.config import RunConfig, StageResources
 from mining.executors import READY_AT, SETUP_S, PhaseCallback, StartupTimes
+from mining.executors.ray_start import init_ray, shutdown_ray
 from mining.logs import logger
 from mining.records import ShardChunk
 from mining.stages.base import Stage
 from mining.stages.read import read_chunks
 from mining.stages.write import ShardWriter
 from mining.storage import Location, S3Options
-
-# A Ray instance that ovmine starts for itself serves this machine only: keep it on loopback. Ray rewrites
-# 127.0.0.1 to the machine's network address, but leaves the rest of 127.0.0.0/8 (routed to lo on Linux) alone.
-LOCAL_NODE_IP = "127.0.0.2" if sys.platform.startswith("linux") else None
 
 
 def _object_column(values: list[bytes]) -> np.ndarray:
@@ -191,11 +188,9 @@ class RayExecutor:
         start = time.perf_counter()
         if not ray.is_initialized():
             address = self.cfg.execution.ray_address
-            local = {"_node_ip_address": LOCAL_NODE_IP} if address is None and LOCAL_NODE_IP else {}
             if address is None:
                 _keep_task_workers(self.cfg)
-            ray.init(address=address, ignore_reinit_error=True, include_dashboard=False,
-                     logging_level="WARNING", log_to_driver=True, **local)
+            init_ray(address)
             self.started_ray = True
             if threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGTERM, _terminate)
@@ -285,7 +280,7 @@ class RayExecutor:
         main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, signal.SIG_IGN) if main else None
         try:
-            ray.shutdown()
+            shutdown_ray()
         finally:
             if main:
                 signal.signal(signal.SIGTERM, previous if previous is not _terminate else signal.SIG_DFL)

@@ -15,6 +15,7 @@ from typing import Any
 import ray
 import torch
 
+from mining.executors.ray_start import init_ray
 from mining.storage import Location, is_s3
 
 STATE_FILE = "state.pt"
@@ -27,14 +28,7 @@ TRAINERS = {"clip": ("mining.train.clip_trainer", "TrainPlan", RUN_NAME),
 
 def init_local_ray(address: str | None = None) -> bool:
     """Start (or join) Ray as mining's Ray executor does: a Ray of our own stays on loopback. True when started."""
-    from mining.executors.ray_data import LOCAL_NODE_IP
-
-    if ray.is_initialized():
-        return False
-    local = {"_node_ip_address": LOCAL_NODE_IP} if address is None and LOCAL_NODE_IP else {}
-    ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, logging_level="WARNING",
-             log_to_driver=True, **local)
-    return True
+    return init_ray(address)
 
 
 def load_state(directory: str | Path) -> dict[str, Any]:
