@@ -470,3 +470,49 @@ def test_a_sigkilled_drivers_own_ray_is_gone_within_seconds(tmp_path):
         for p in psutil.Process().children(recursive=True):
             if "ray::" in " ".join(p.cmdline()):
                 p.kill()
+
+
+# --- the same guard through symlinks, '..' and on S3 -----------------------------------------------------------
+
+def test_inputs_are_recognised_through_symlinks_and_dotted_paths(ws, tmp_path, capsys):
+    link = tmp_path / "alias"
+    link.symlink_to(ws["world"])
+    before = snapshot(ws["world"])
+    dotted = ws["shards"] / ".." / "shards" / "00000.tar"
+    for argv in (["curate", ws["mined"], link, "--overwrite"],
+                 ["export", "coco", ws["mined"], link / "shards" / "00001.tar", "--overwrite"],
+                 ["stats", ws["mined"], "--html", dotted, "--overwrite"],
+                 ["segment", "--model", ws["seg"], "--classes", "a", link / "shards", "--output", ws["world"],
+                  "--overwrite"]):
+        code, _, err = run(capsys, *argv)
+        assert code == 1 and "the input" in err, (argv, err)
+    assert snapshot(ws["world"]) == before
+
+
+def test_the_guard_and_the_lease_on_s3(ws, s3_endpoint, capsys):
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    client.create_bucket(Bucket="guard")
+    for path in ws["mined"].rglob("*"):
+        if path.is_file():
+            client.upload_file(str(path), "guard", f"mined/{path.relative_to(ws['mined'])}")
+
+    def objects():
+        listed = client.list_objects_v2(Bucket="guard").get("Contents", [])
+        return {o["Key"]: client.get_object(Bucket="guard", Key=o["Key"])["Body"].read() for o in listed}
+
+    s3 = ["--s3-endpoint", s3_endpoint]
+    client.put_object(Bucket="guard", Key="cur/_lease.json", Body=b"")   # damaged: taken over at once
+    assert run(capsys, "curate", "s3://guard/mined", "s3://guard/cur", *s3)[0] == 0
+    assert run(capsys, "validate", "s3://guard/cur", *s3)[0] == 0
+    before = objects()
+    assert "cur/_lease.json" not in before
+    for argv in (["curate", "s3://guard/cur", "s3://guard/mined", "--overwrite"],
+                 ["curate", "s3://guard/mined", "s3://guard/mined/shards/x"],
+                 ["export", "coco", "s3://guard/mined", "s3://guard/mined/manifest.json", "--overwrite"],
+                 ["stats", "s3://guard/cur", "--html", "s3://guard/mined/_done/00000.json", "--overwrite"],
+                 ["stats", "s3://guard/cur", "--html", "s3://guard/cur/", "--overwrite"]):
+        code, _, err = run(capsys, *argv, *s3)
+        assert code == 1 and "s3://guard/" in err and err.count("\n") == 1, (argv, err)
+    assert objects() == before
