@@ -380,19 +380,20 @@ def test_an_unreachable_s3_endpoint_is_one_line_naming_it(capsys):
                         "up\n")
 
 
-def test_missing_s3_credentials_are_one_line_naming_the_endpoint(s3_endpoint, monkeypatch, tmp_path, capsys):
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")   # never ask the instance metadata address
+def test_missing_s3_credentials_are_one_line_naming_the_endpoint(s3_endpoint, tmp_path):
+    # a process of its own: boto3's default session keeps the credentials it found first
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE")}
+    env |= {"AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), "AWS_CONFIG_FILE": str(tmp_path / "none"),
+            "AWS_EC2_METADATA_DISABLED": "true"}   # never ask the instance metadata address
     make_shards(tmp_path / "in", shards=1, per_shard=1, size=32)
-    code, out, err = run(capsys, "mine", "--config", "configs/tiny.yaml", "--input", tmp_path / "in",
-                         "--output", "s3://nobucket/run", "--executor", "local",
-                         "--set", f"source.s3_endpoint_url={s3_endpoint}")
-    assert (code, out) == (1, "")
-    assert err == (f"ovmine: error: no AWS credentials for the S3 endpoint {s3_endpoint}: set AWS_ACCESS_KEY_ID and "
-                   f"AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) in the environment\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "mining.cli", "mine", "--config", "configs/tiny.yaml", "--input", str(tmp_path / "in"),
+         "--output", "s3://nobucket/run", "--executor", "local", "--set", f"source.s3_endpoint_url={s3_endpoint}"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert (result.returncode, result.stdout) == (1, ""), result.stderr
+    assert result.stderr == (f"ovmine: error: no AWS credentials for the S3 endpoint {s3_endpoint}: set "
+                             f"AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) in the environment\n")
 
 
 # --- SIGTERM on the local executor unwinds like Ray's ---------------------------------------------------------
