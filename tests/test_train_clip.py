@@ -322,3 +322,46 @@ def test_ray_train_checkpoints_and_resumes(mined, tmp_path):
     finally:
         if started:
             ray.shutdown()
+
+
+def test_a_run_resumed_at_its_last_step_finishes_its_folder(mined, tmp_path):
+    """A driver killed after the last checkpoint but before the folder was written: the rerun writes it."""
+    from mining.train.clip_trainer import train_loop
+
+    plan = make_plan(tiny_cfg(steps=2), [mined])
+    final = run_local(plan)
+    again = train_loop(plan, 0, 1, CPU, resume=final)
+    assert again["step"] == 2 and again["metrics"] == final["metrics"]
+    assert all(torch.equal(again["visual"][k], v) for k, v in final["visual"].items())
+    finish(plan, again, tmp_path / "model", [mined], "local", 1.0, 1)
+    assert load_clip(RegionsConfig(model=f"local-dir:{tmp_path / 'model'}", pretrained=None), CPU).input_size == 64
+
+
+def test_ft_mpt_and_ft_mpt_chained_from_each_others_folders_reload(mined, tmp_path):
+    """A second self-training round starts from the first round's folder, prompted or not; each folder reloads
+    through regions.model with the tower's own preprocessing, its prompts applied."""
+    from mining.regions.mask_prompts import MaskPromptedViT, PROMPTS_FILE, load_mask_prompts
+
+    tiny = load_clip(RegionsConfig(**TINY), CPU)
+    start = TINY
+    folders = {}
+    for method in ("ft", "mpt", "ft+mpt", "ft"):
+        plan = make_plan(tiny_cfg(steps=1, method=method, regions=start, mpt={"depth": 2, "steps": 1}), [mined])
+        out = tmp_path / f"{len(folders)}-{method}"
+        finish(plan, run_local(plan), out, [mined], "local", 1.0, 1)
+        folders[out.name] = out
+        reloaded = load_clip(RegionsConfig(model=f"local-dir:{out}", pretrained=None), CPU)
+        assert (reloaded.input_size, reloaded.mean, reloaded.std) == (tiny.input_size, tiny.mean, tiny.std), method
+        keys = json.loads((out / "open_clip_config.json").read_text())["model_cfg"]
+        assert keys and not any(k.startswith("visual.visual") for k in reloaded.model.state_dict()
+                                if not isinstance(reloaded.model.visual, MaskPromptedViT))
+        assert isinstance(reloaded.model.visual, MaskPromptedViT) == (method != "ft" or len(folders) > 1), method
+        with torch.no_grad():
+            assert torch.isfinite(reloaded.model.encode_image(torch.randn(2, 3, 64, 64))).all()
+        start = {"model": f"local-dir:{out}", "pretrained": None, "model_config_dir": None}
+    last_mpt, final_ft = folders["2-ft+mpt"], folders["3-ft"]
+    assert (final_ft / PROMPTS_FILE).is_file()   # FT from a prompted folder keeps its prompts, unchanged
+    assert torch.equal(load_mask_prompts(final_ft), load_mask_prompts(last_mpt))
+    import open_clip
+    plain, _, _ = open_clip.create_model_and_transforms(f"local-dir:{final_ft}")   # a plain CLIP, as ever
+    assert not any(k.startswith("visual.visual") or k == "visual.prompts" for k in plain.state_dict())

@@ -58,16 +58,17 @@ def load_clip(cfg: RegionsConfig, device: torch.device, s3: S3Options | None = N
         # without weights, a fixed seed makes every worker (and every rerun) build the same random model
         torch.manual_seed(0)
         model, _, _ = open_clip.create_model_and_transforms(cfg.model, pretrained=pretrained, device=device)
+    # the tower's own preprocessing, read before mask prompts (if any) wrap it
+    visual = model.visual
+    size = visual.image_size if hasattr(visual, "image_size") else 224
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    mean = getattr(visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN
+    std = getattr(visual, "image_std", None) or open_clip.OPENAI_DATASET_STD
     if cfg.model.startswith("local-dir:"):   # a folder `ovmine train clip` wrote with mask prompt tuning
         from mining.regions.mask_prompts import apply_mask_prompts
 
         if apply_mask_prompts(model, cfg.model):
             model.to(device)
     model.eval()
-    visual = model.visual
-    size = visual.image_size if hasattr(visual, "image_size") else 224
-    size = size[0] if isinstance(size, (tuple, list)) else size
-    mean = getattr(visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN
-    std = getattr(visual, "image_std", None) or open_clip.OPENAI_DATASET_STD
     return LoadedClip(model=model, tokenizer=open_clip.get_tokenizer(cfg.model), mean=tuple(mean),
                       std=tuple(std), input_size=int(size))

@@ -137,3 +137,13 @@ def apply_mask_prompts(model: torch.nn.Module, folder: str | Path) -> bool:
     else:
         model.visual.prompts.data.copy_(prompts)
     return True
+
+
+def strip_mask_prompts(model: torch.nn.Module) -> torch.Tensor | None:
+    """Take the prompts off a loaded model (its `visual` the plain tower again) and return them, or None when it
+    had none: training starts from the plain tower, whose weights it saves under their own names."""
+    if not isinstance(model.visual, MaskPromptedViT):
+        return None
+    prompts = model.visual.prompts.detach().clone()
+    model.visual = model.visual.visual
+    return prompts

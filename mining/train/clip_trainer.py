@@ -36,7 +36,7 @@ from mining.train.data import (CropSpec, ExampleStream, NoTrainingData, PairFilt
                                output_manifest, scan_pairs, shard_sources)
 from mining.train.grounding import ImageStream, grounding_loss, noun_rows, scan_entity_nouns
 from mining.train.model_output import claim_model_folder
-from mining.regions.mask_prompts import MaskPromptedViT, save_mask_prompts
+from mining.regions.mask_prompts import MaskPromptedViT, save_mask_prompts, strip_mask_prompts
 
 
 @dataclass
@@ -157,12 +157,17 @@ def training_phases(cfg: TrainConfig, total_steps: int) -> list[Phase]:
 
 
 def trainable_module(model: torch.nn.Module, phase: Phase, prompted: MaskPromptedViT | None) -> torch.nn.Module:
-    """The module a phase calls on crops, with only that phase's parameters requiring grad."""
+    """The module a phase calls on crops, with only that phase's parameters requiring grad. FT trains the tower
+    under the prompts, frozen, when there are some (a start from a prompted folder): the model it writes keeps
+    them, and mining applies them."""
     for p in model.parameters():
         p.requires_grad_(False)
     if phase.method == "ft":
         for p in model.visual.parameters():
             p.requires_grad_(True)
+        if prompted is not None:
+            prompted.prompts.requires_grad_(False)
+            return prompted
         return model.visual
     for p in prompted.visual.parameters():
         p.requires_grad_(False)
@@ -246,6 +251,7 @@ def train_loop(plan: TrainPlan, rank: int, world: int, device: torch.device,
     torch.manual_seed(cfg.seed + rank)
     clip = load_clip(plan.regions_config(), device, plan.s3_options())
     model = clip.model
+    start_prompts = strip_mask_prompts(model)   # a prompted folder: train the plain tower, keep its prompts
     freeze_all_but_image_tower(model)
     text = text_embeddings(clip, plan.vocabulary, device, plan.regions_config().templates)
     scale = getattr(model, "logit_scale", None)
@@ -255,8 +261,12 @@ def train_loop(plan: TrainPlan, rank: int, world: int, device: torch.device,
     # built (and refused for a non-ViT tower) before any data is read; seeded alike on every worker
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        prompted = (MaskPromptedViT(model.visual, cfg.mpt.depth, cfg.mpt.init_std)
-                    if any(ph.method == "mpt" for ph in phases) else None)
+        prompted = None
+        if start_prompts is not None or any(ph.method == "mpt" for ph in phases):
+            reuse = start_prompts is not None and (start_prompts.shape[0] == cfg.mpt.depth or
+                                                   all(ph.method == "ft" for ph in phases))
+            prompted = MaskPromptedViT(model.visual, cfg.mpt.depth, cfg.mpt.init_std,
+                                       prompts=start_prompts if reuse else None)
 
     step, history = 0, []
     if resume is not None:
@@ -299,6 +309,20 @@ def train_loop(plan: TrainPlan, rank: int, world: int, device: torch.device,
     per_step = cfg.grad_accum * world * (cfg.batch_size * (examples is not None) +
                                          cfg.grounding.images * (images is not None))
     loss = float("nan")
+    optimizer = scheduler = None
+    number = resume.get("phase", 0) if resume is not None else 0
+
+    def state() -> dict[str, Any]:
+        """The checkpoint; a run resumed at its last step (killed before its folder was written) has trained
+        nothing, and carries the resumed optimizer and schedule on."""
+        earlier = resume or {}
+        return {"visual": model.visual.state_dict(),
+                "prompts": prompted.prompts.detach().clone() if prompted is not None else None,
+                "optimizer": optimizer.state_dict() if optimizer is not None else earlier.get("optimizer"),
+                "scheduler": scheduler.state_dict() if scheduler is not None else earlier.get("scheduler"),
+                "phase": number, "step": step, "metrics": history, "counts": stream.counts.to_json(),
+                "passes": stream.passes, "resumed_from": resumed_from}
+
     for number, phase in enumerate(phases):
         if step >= phase.end:
             continue
@@ -311,14 +335,6 @@ def train_loop(plan: TrainPlan, rank: int, world: int, device: torch.device,
             scheduler.load_state_dict(resume["scheduler"])
         trained = wrap(module)
         trained.train()
-
-        def state() -> dict[str, Any]:
-            return {"visual": model.visual.state_dict(),
-                    "prompts": prompted.prompts.detach().clone() if prompted is not None else None,
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "phase": number,
-                    "step": step, "metrics": history, "counts": stream.counts.to_json(), "passes": stream.passes,
-                    "resumed_from": resumed_from}
-
         tic, since = time.perf_counter(), 0
         while step < phase.end:
             lr = optimizer.param_groups[0]["lr"]
@@ -360,6 +376,7 @@ def write_local_dir(plan: TrainPlan, visual_state: dict[str, torch.Tensor], out:
     a plain CLIP whatever the method; mask prompts, if any, beside it (`mining.regions.mask_prompts`)."""
     regions = plan.regions_config()
     clip = load_clip(regions, torch.device("cpu"), plan.s3_options())
+    strip_mask_prompts(clip.model)   # a prompted starting folder: the trained prompts are saved beside
     clip.model.visual.load_state_dict(visual_state)
     dtype = torch.float16 if plan.train.save_dtype == "float16" else torch.float32
     out.mkdir(parents=True, exist_ok=True)
