@@ -5,11 +5,13 @@ the demo config's pairs when mining it with `--set regions.model=local-dir:...` 
 
 The training world is mined with the confidence filters off (`match.min_similarity=null match.min_margin=null`),
 so every image keeps all its masks and nouns for the grounding loss; the pair loss applies the demo's thresholds
-at read time (`filters.*` of configs/train_clip_toyworld.yaml, see --set). Each round starts from the shipped
-CLIP (no drift from compounding its own mistakes); only its training pairs come from the previous round's CLIP.
+at read time (`filters.*` of configs/train_clip_toyworld.yaml, see --set). The training pairs of round r come
+from mining with round r-1's CLIP; what round r fine-tunes is `--from`: `previous` (the default) fine-tunes round
+r-1's model further, as a self-training loop does; `shipped` starts each round from the shipped CLIP again, so
+that a round's errors do not compound (only its pairs carry the previous round's knowledge).
 
     .venv/bin/python bench/self_training.py --rounds 2
-    .venv/bin/python bench/self_training.py --rounds 3 --set grounding.weight=1 --set steps=300 --json
+    .venv/bin/python bench/self_training.py --rounds 3 --from shipped --set grounding.weight=1 --set steps=300 --json
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ from mining.train.config import load_train_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 UNFILTERED = ["match.min_similarity=null", "match.min_margin=null"]
+SHIPPED_CLIP = demo_config([]).regions.model   # local-dir: the toy CLIP shipped in mining/toyworld/weights
 
 
 def with_model(overrides: list[str], model: str | None) -> list[str]:
@@ -66,6 +69,8 @@ def main() -> None:
     ap.add_argument("--eval-images", type=int, default=128, help="held-out world seed 0, 4 shards")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a field of configs/train_clip_toyworld.yaml")
+    ap.add_argument("--from", dest="start", choices=["previous", "shipped"], default="previous",
+                    help="what each round fine-tunes: the previous round's CLIP, or the shipped one again")
     ap.add_argument("--work", help="working directory (default: a temporary one)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -87,17 +92,22 @@ def main() -> None:
         run_mining(demo_config(with_model(["execution.executor=local", *UNFILTERED], model)),
                    [train_world["shards_uri"]], mined)
         quality = train_pairs_quality(mined, train_world, cfg.filters.model_dump())
-        record = train_clip(cfg, [mined], work / f"clip-r{r}")
+        # the mined run's CLIP (the previous round's) is what training starts from unless told otherwise
+        start = {} if args.start == "previous" else {"model": SHIPPED_CLIP, "pretrained": None}
+        record = train_clip(cfg.model_copy(update={"regions": cfg.regions | start}), [mined],
+                            work / f"clip-r{r}")
         model = record["model"]
         scan = record["counts"]["scan"]
-        rows.append({"round": r, "model": model, "train_pairs": scan["pairs"] - scan["filtered"], **quality,
+        rows.append({"round": r, "model": model, "started_from": record["started_from"]["model"],
+                     "train_pairs": scan["pairs"] - scan["filtered"], **quality,
                      "train_samples_per_s": record["samples_per_s"], "loss": [record["first_loss"],
                                                                               record["final_loss"]],
                      **score_eval(eval_world, work, f"r{r}", model), "seconds": round(time.time() - t0, 1)})
         if not args.json:
             print_row(rows[-1])
     if args.json:
-        print(json.dumps({"train_seed": args.train_seed, "eval_seed": 0, "config": cfg.resolved(), "rounds": rows}))
+        print(json.dumps({"train_seed": args.train_seed, "eval_seed": 0, "from": args.start, "config": cfg.resolved(),
+                          "rounds": rows}))
 
 
 def print_row(row: dict, header: bool = False) -> None:

@@ -98,3 +98,31 @@ def test_real_size_coco_architecture_mines_on_the_gpu(tmp_path):
     assert {p.device.type for p in stages[3].clip.model.parameters()} == {DEVICE}
     assert all(s.drop is None for s in chunk.samples), [s.drop_detail for s in chunk.samples]
     assert sum(len(s.pairs) for s in chunk.samples) > 0
+
+
+def test_model_a_trains_on_pairs_and_grounding_together_on_the_device():
+    """Model A's step with both losses on the device (the images' crops come from their stream on the CPU),
+    under bf16 autocast and gradient clipping as a GPU run trains."""
+    from mining.config import RegionsConfig
+    from mining.regions.clip_loader import load_clip
+    from mining.train.clip_trainer import make_optimizer, mixed_loss, text_embeddings, train_step
+    from mining.train.config import build_train_config
+    from mining.train.grounding import ImageExample, noun_rows
+
+    device = torch.device(DEVICE)
+    clip = load_clip(RegionsConfig(model="ovmine-tiny-vit", pretrained=None), device)
+    vocabulary = ["circle", "square", "grass"]
+    text = text_embeddings(clip, vocabulary, device, "vild")
+    visual = clip.model.visual.train()
+    opt = make_optimizer(visual, build_train_config({"steps": 1}))
+    images = [ImageExample(torch.randn(3, 3, 64, 64), ["circle", "grass"], "s", "a"),
+              ImageExample(torch.randn(2, 3, 64, 64), ["square"], "s", "b")]
+    words = noun_rows(images, {n: i for i, n in enumerate(vocabulary)}, device)
+    batch = (torch.randn(4, 3, 64, 64, device=device), torch.tensor([0, 1, 2, 0], device=device), images, words)
+
+    def loss_fn(module, pixels, labels, batch_images, batch_words, text_emb, scale):
+        return mixed_loss(module, pixels, labels, batch_images, batch_words, text_emb, scale, 1.0, 1.0)
+    loss = train_step(visual, [batch, batch], text, 10.0, opt, loss_fn=loss_fn, grad_clip=1.0,
+                      autocast=device.type == "cuda")
+    assert np.isfinite(loss)
+    assert all(p.device.type == device.type for p in visual.parameters())

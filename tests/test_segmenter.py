@@ -248,3 +248,27 @@ def test_ray_train_checkpoints_and_resumes(mined, tmp_path):
     finally:
         if started:
             ray.shutdown()
+
+
+def _masks_seen_by(rank: int, world: int, port: int, counts: list[int], out) -> None:
+    import torch.distributed as dist
+
+    from mining.train.segmenter import masks_per_worker
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    labels = [torch.zeros(counts[rank], dtype=torch.long)]
+    out[rank] = float(masks_per_worker(labels, torch.device("cpu")))
+    dist.destroy_process_group()
+
+
+def test_the_mask_loss_is_normalised_by_the_global_batchs_masks():
+    """3 masks on one worker, 1 on the other: both normalise by the mean, 2 (each its own count before)."""
+    import torch.multiprocessing as mp
+
+    from conftest import free_port
+    from mining.train.segmenter import masks_per_worker
+
+    assert float(masks_per_worker([torch.zeros(3), torch.zeros(0)], torch.device("cpu"))) == 3.0   # one worker
+    out = mp.Manager().dict()
+    mp.spawn(_masks_seen_by, args=(2, free_port(), [3, 1], out), nprocs=2, join=True)
+    assert dict(out) == {0: 2.0, 1: 2.0}

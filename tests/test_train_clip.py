@@ -1,6 +1,7 @@
 """Model A (mask-adapted CLIP): reader, crops, loss, the written model folder, config errors, CLI, Ray Train."""
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import shutil
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mining.config import ConfigError, RegionsConfig
 from mining.regions.clip_loader import load_clip
@@ -365,3 +367,73 @@ def test_ft_mpt_and_ft_mpt_chained_from_each_others_folders_reload(mined, tmp_pa
     import open_clip
     plain, _, _ = open_clip.create_model_and_transforms(f"local-dir:{final_ft}")   # a plain CLIP, as ever
     assert not any(k.startswith("visual.visual") or k == "visual.prompts" for k in plain.state_dict())
+
+
+def test_a_vits_positional_and_class_embeddings_do_not_decay():
+    clip = load_clip(RegionsConfig(**TINY), CPU)
+    visual = clip.model.visual
+    opt = make_optimizer(visual, build_train_config({"steps": 1, "weight_decay": 0.2}))
+    by_id = {id(p): n for n, p in visual.named_parameters()}
+    decayed = {by_id[id(p)] for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    kept = {by_id[id(p)] for g in opt.param_groups if g["weight_decay"] == 0 for p in g["params"]}
+    assert {"positional_embedding", "class_embedding"} <= kept and "conv1.weight" in decayed
+    assert not decayed & kept and decayed | kept == set(by_id.values())
+
+
+class _Recorder(torch.nn.Module):
+    """A DDP stand-in: counts the micro-batches run under `no_sync` (no all-reduce)."""
+    def __init__(self, inner):
+        super().__init__()
+        self.module, self.unsynced, self._inside = inner, 0, False
+
+    def forward(self, x):
+        self.unsynced += self._inside
+        return self.module(x)
+
+    @contextlib.contextmanager
+    def no_sync(self):
+        self._inside = True
+        try:
+            yield
+        finally:
+            self._inside = False
+
+
+def test_gradient_accumulation_syncs_once_per_step_and_clips():
+    torch.manual_seed(0)
+    net = _Recorder(torch.nn.Linear(6, 4))
+    opt = torch.optim.SGD(net.parameters(), lr=0.0)   # lr 0: the gradients stay as the step left them
+    text = F.normalize(torch.randn(3, 4), dim=-1)
+    batches = [(torch.randn(5, 6) * 100, torch.randint(0, 3, (5,))) for _ in range(3)]
+    train_step(net, batches, text, 10.0, opt, grad_clip=1e-3)
+    assert net.unsynced == 2   # three micro-batches, the last one synchronised
+    norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in net.parameters()]))
+    assert norm <= 1e-3 * (1 + 1e-5)
+
+
+def test_pair_and_grounding_crops_from_two_devices_meet_on_the_texts(monkeypatch):
+    """The pairs' crops arrive on the training device, the images' crops as their stream made them: the
+    mixed loss moves both to the text embeddings' device (a CUDA run concatenated across devices before)."""
+    from mining.train.clip_trainer import mixed_loss
+    from mining.train.grounding import ImageExample, noun_rows
+
+    seen = []
+
+    class Tower(torch.nn.Module):
+        def forward(self, x):
+            seen.append(x.device)
+            return x.flatten(1)[:, :4]
+
+    text = F.normalize(torch.randn(3, 4), dim=-1)
+    moved = []
+    real_to = torch.Tensor.to
+
+    def tracking_to(self, *args, **kwargs):   # where each part is sent
+        moved.append(args[0] if args else kwargs.get("device"))
+        return real_to(self, *args, **kwargs)
+    monkeypatch.setattr(torch.Tensor, "to", tracking_to)
+    images = [ImageExample(torch.randn(2, 1, 2, 2), ["a", "b"], "s", "k"),
+              ImageExample(torch.randn(3, 1, 2, 2), ["c"], "s", "j")]
+    loss = mixed_loss(Tower(), torch.randn(4, 1, 2, 2), torch.tensor([0, 1, 2, 0]), images,
+                      noun_rows(images, {"a": 0, "b": 1, "c": 2}, CPU), text, 10.0, 1.0, 1.0)
+    assert torch.isfinite(loss) and moved.count(text.device) >= 3   # each of the three parts, before the cat

@@ -12,6 +12,7 @@ folder that `regions.model: local-dir:<dir>` loads unchanged.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -125,13 +126,27 @@ def text_embeddings(clip: LoadedClip, vocabulary: list[str], device: torch.devic
 
 def make_optimizer(visual: torch.nn.Module, cfg: TrainConfig, lr: float | None = None,
                    weight_decay: float | None = None) -> torch.optim.Optimizer:
-    """AdamW over the parameters that require grad; weights decay, biases, norms and other 1-d parameters do
-    not (as CLIP and OVSeg train). `lr`/`weight_decay` default to the FT ones of `cfg`."""
-    decay = [p for p in visual.parameters() if p.requires_grad and p.ndim >= 2]
-    rest = [p for p in visual.parameters() if p.requires_grad and p.ndim < 2]
+    """AdamW over the parameters that require grad; weights decay, biases, norms, other 1-d parameters and what
+    the tower itself exempts (a ViT's positional and class embeddings) do not (as CLIP and OVSeg train).
+    `lr`/`weight_decay` default to the FT ones of `cfg`."""
+    exempt = no_weight_decay(visual)
+    named = [(n, p) for n, p in visual.named_parameters() if p.requires_grad]
+    decay = [p for n, p in named if p.ndim >= 2 and n not in exempt]
+    rest = [p for n, p in named if p.ndim < 2 or n in exempt]
     wd = cfg.weight_decay if weight_decay is None else weight_decay
     return torch.optim.AdamW([{"params": decay, "weight_decay": wd}, {"params": rest, "weight_decay": 0.0}],
                              lr=cfg.lr if lr is None else lr, betas=(0.9, 0.98), eps=1e-6)
+
+
+def no_weight_decay(module: torch.nn.Module) -> set[str]:
+    """Names (as `module.named_parameters` gives them) of the parameters that a tower inside `module` exempts
+    from weight decay through timm's and open_clip's `no_weight_decay()` (e.g. {'positional_embedding',
+    'class_embedding'} of an open_clip ViT)."""
+    exempt = set()
+    for prefix, sub in module.named_modules():
+        names = sub.no_weight_decay() if callable(getattr(sub, "no_weight_decay", None)) else ()
+        exempt |= {f"{prefix}.{n}" if prefix else n for n in names}
+    return exempt
 
 
 @dataclass(frozen=True)
@@ -198,8 +213,9 @@ def mixed_loss(visual: torch.nn.Module, pixels: torch.Tensor | None, labels: tor
                pair_weight: float = 1.0, grounding_weight: float = 0.0) -> torch.Tensor:
     """pair_weight * the pairs' cross-entropy + grounding_weight * OpenSeg's grounding loss over `images`
     (ImageExamples: all masks, all nouns; `words` their `noun_rows`), in one forward pass over every crop."""
+    # the pairs' crops and the images' crops come from two streams: one device for both
     parts = ([pixels] if pixels is not None else []) + [im.pixels for im in images or []]
-    emb = F.normalize(visual(torch.cat(parts).to(text.device)).float(), dim=-1)
+    emb = F.normalize(visual(torch.cat([p.to(text.device) for p in parts])).float(), dim=-1)
     loss = emb.new_zeros(())
     n = 0
     if pixels is not None:
@@ -214,18 +230,29 @@ def mixed_loss(visual: torch.nn.Module, pixels: torch.Tensor | None, labels: tor
     return loss
 
 
+def accumulating(module: torch.nn.Module, last: bool):
+    """DDP's `no_sync` for every micro-batch but the last: gradients are all-reduced once per step."""
+    return module.no_sync() if not last and hasattr(module, "no_sync") else contextlib.nullcontext()
+
+
 def train_step(visual: torch.nn.Module, micro_batches: list[tuple], text: torch.Tensor,
                logit_scale: float, optimizer: torch.optim.Optimizer,
                scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-               loss_fn: Callable[..., torch.Tensor] = crop_loss) -> float:
+               loss_fn: Callable[..., torch.Tensor] = crop_loss, grad_clip: float | None = None,
+               autocast: bool = False) -> float:
     """One optimizer step over `micro_batches` (gradient accumulation); each is `loss_fn(visual, *batch, text,
-    logit_scale)`, by default (pixels, labels) of the pairs' cross-entropy. Returns the mean loss."""
+    logit_scale)`, by default (pixels, labels) of the pairs' cross-entropy, under bf16 autocast when asked
+    (CUDA). Returns the mean loss."""
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
-    for batch in micro_batches:
-        loss = loss_fn(visual, *batch, text, logit_scale) / len(micro_batches)
+    for i, batch in enumerate(micro_batches):
+        with accumulating(visual, i == len(micro_batches) - 1), \
+                torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+            loss = loss_fn(visual, *batch, text, logit_scale) / len(micro_batches)
         loss.backward()
         total += float(loss.detach())
+    if grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
     optimizer.step()
     if scheduler is not None:
         scheduler.step()
@@ -339,7 +366,7 @@ def train_loop(plan: TrainPlan, rank: int, world: int, device: torch.device,
         while step < phase.end:
             lr = optimizer.param_groups[0]["lr"]
             loss = train_step(trained, [micro_batch() for _ in range(cfg.grad_accum)], text, logit_scale,
-                              optimizer, scheduler, loss_fn)
+                              optimizer, scheduler, loss_fn, cfg.grad_clip, cfg.bf16 and device.type == "cuda")
             step += 1
             since += 1
             last = step == plan.total_steps

@@ -54,6 +54,8 @@ class TrainingRun(_Section):
     max_failures: int = Field(0, ge=0, description="Ray FailureConfig: restarts from the latest checkpoint")
     storage_path: str | None = Field(None, description="Ray Train storage (local or s3://); null: OUTPUT/_ray")
     log_every: int = Field(10, ge=1, description="steps between metrics.jsonl lines")
+    grad_clip: float | None = Field(1.0, gt=0, description="max gradient norm; null: off")
+    bf16: bool = Field(True, description="bfloat16 autocast on GPU (ignored on CPU)")
     filters: TrainFilters = Field(default_factory=TrainFilters)
 
     @model_validator(mode="after")
@@ -100,6 +102,7 @@ class TrainConfig(TrainingRun):
     seed: int = Field(0, description="shuffling and anything random in training")
     shuffle_buffer: int = Field(256, ge=1, description="crops held for shuffling, per worker")
     save_dtype: Literal["float32", "float16"] = "float32"
+    grad_clip: float | None = Field(None, gt=0, description="max gradient norm; null: off (OVSeg clips none)")
 
     @model_validator(mode="after")
     def _some_loss(self) -> "TrainConfig":

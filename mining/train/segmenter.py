@@ -100,7 +100,19 @@ def make_criterion(mask2former: nn.Module, vocabulary_size: int, no_object_weigh
     if num_points is not None:
         config.train_num_points = int(num_points)
     weights = {"loss_cross_entropy": class_weight, "loss_mask": mask_weight, "loss_dice": dice_weight}
-    return Mask2FormerLoss(config=config, weight_dict=weights)
+    criterion = Mask2FormerLoss(config=config, weight_dict=weights)
+    criterion.get_num_masks = masks_per_worker   # transformers averages over workers only under accelerate
+    return criterion
+
+
+def masks_per_worker(class_labels: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """The loss's normaliser: the target masks of the whole global batch divided by the workers (DETR's
+    num_boxes), so that every worker's mask loss is on one scale however the masks fell between them."""
+    count = torch.as_tensor(float(sum(len(c) for c in class_labels)), device=device)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(count)
+        count = count / torch.distributed.get_world_size()
+    return torch.clamp(count, min=1)
 
 
 def segmentation_loss(criterion: nn.Module, classes: list[torch.Tensor], masks: list[torch.Tensor],

@@ -30,7 +30,6 @@ class SegmenterConfig(TrainingRun):
     backbone_lr_mult: float = Field(0.1, ge=0, le=1, description="backbone lr = lr x this (Mask2Former: 0.1)")
     weight_decay: float = Field(0.05, ge=0, description="AdamW weight decay of weights, not of biases and norms")
     batch_size: int = Field(8, ge=1, description="images per micro-batch per worker")
-    grad_clip: float | None = Field(1.0, gt=0, description="max gradient norm; null: off")
     class_weight: float = Field(2.0, ge=0, description="cross-entropy weight (Mask2Former: 2)")
     mask_weight: float = Field(5.0, ge=0, description="mask BCE weight (Mask2Former: 5)")
     dice_weight: float = Field(5.0, ge=0, description="Dice weight (Mask2Former: 5)")
@@ -38,7 +37,6 @@ class SegmenterConfig(TrainingRun):
     train_num_points: int | None = Field(None, ge=16, description="points sampled per mask in the loss; null: "
                                                                    "the teacher's config")
     hflip: bool = Field(True, description="random horizontal flips (image and masks together)")
-    bf16: bool = Field(True, description="bfloat16 autocast on GPU (ignored on CPU)")
     seed: int = Field(0, description="shuffling, flips and anything random in training")
     shuffle_buffer: int = Field(64, ge=1, description="images held for shuffling, per worker")
 

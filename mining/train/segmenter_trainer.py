@@ -24,7 +24,7 @@ from mining.logs import logger
 from mining.regions.clip_loader import load_clip
 from mining.sinks.guard import SEGMENTER
 from mining.storage import Location, S3Options
-from mining.train.clip_trainer import ReportFn, _unwrap, make_scheduler, text_embeddings
+from mining.train.clip_trainer import ReportFn, _unwrap, accumulating, make_scheduler, text_embeddings
 from mining.train.data import NoTrainingData, PairFilter, ShardSource, output_manifest, scan_pairs, shard_sources
 from mining.train.segmenter import (OpenVocabSegmenter, build_segmenter, freeze_unused_parameters, make_criterion,
                                     save_segmenter, segmentation_loss)
@@ -134,11 +134,12 @@ def train_step(model: torch.nn.Module, criterion: torch.nn.Module, micro_batches
     """One optimizer step over `micro_batches` of prepare_batch's output; returns the mean loss."""
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
-    for pixels, pixel_mask, mask_labels, class_labels in micro_batches:
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
-            classes, masks = model(pixels, pixel_mask, text)
-        loss = segmentation_loss(criterion, classes, masks, mask_labels, class_labels) / len(micro_batches)
-        loss.backward()
+    for i, (pixels, pixel_mask, mask_labels, class_labels) in enumerate(micro_batches):
+        with accumulating(model, i == len(micro_batches) - 1):
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+                classes, masks = model(pixels, pixel_mask, text)
+            loss = segmentation_loss(criterion, classes, masks, mask_labels, class_labels) / len(micro_batches)
+            loss.backward()
         total += float(loss.detach())
     if grad_clip is not None:
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], grad_clip)
