@@ -12,6 +12,7 @@ import open_clip
 import torch
 
 from mining.config import RegionsConfig
+from mining.regions.text_cache import text_tower_identity
 from mining.storage import Location, S3Options, Where, is_s3
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
@@ -25,6 +26,7 @@ class LoadedClip:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     input_size: int
+    identity: str | None = None   # what fixes the text tower's weights (the text cache's key); None: unknown
 
 
 def fetch_s3(checkpoint: Where) -> Path:
@@ -70,5 +72,7 @@ def load_clip(cfg: RegionsConfig, device: torch.device, s3: S3Options | None = N
         if apply_mask_prompts(model, cfg.model):
             model.to(device)
     model.eval()
+    arch = None if cfg.model.startswith(("hf-hub:", "local-dir:")) else open_clip.get_model_config(cfg.model)
     return LoadedClip(model=model, tokenizer=open_clip.get_tokenizer(cfg.model), mean=tuple(mean),
-                      std=tuple(std), input_size=int(size))
+                      std=tuple(std), input_size=int(size),
+                      identity=text_tower_identity(cfg.model, cfg.pretrained, arch))

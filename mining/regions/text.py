@@ -1,6 +1,8 @@
 """Entity text embeddings: the 14 ViLD prompt templates (OVSeg A.2), averaged, cached per worker."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 
@@ -23,12 +25,20 @@ VILD_TEMPLATES = (
 SINGLE_TEMPLATE = ("a photo of a {}.",)
 
 
-class TextEmbedder:
-    """float32[E, D] L2-normalised embeddings of nouns; each noun is encoded once per worker."""
+SEQUENCES_PER_BATCH = 1024   # text sequences per forward pass: memory stays flat whatever the vocabulary
 
-    def __init__(self, model: torch.nn.Module, tokenizer, device: torch.device, templates: tuple[str, ...]) -> None:
+
+class TextEmbedder:
+    """float32[E, D] L2-normalised embeddings of nouns; each noun is encoded once per worker, in batches of at
+    most SEQUENCES_PER_BATCH sequences, and, with a `store` (`mining.regions.text_cache.TextCache`: read at
+    start, added to unless not `persist`), once per text tower and template set on this machine."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer, device: torch.device, templates: tuple[str, ...],
+                 store=None, sequences_per_batch: int = SEQUENCES_PER_BATCH, persist: bool = True) -> None:
         self.model, self.tokenizer, self.device, self.templates = model, tokenizer, device, templates
-        self.cache: dict[str, np.ndarray] = {}
+        self.store = store if persist else None
+        self.nouns_per_batch = max(1, sequences_per_batch // len(templates))
+        self.cache: dict[str, np.ndarray] = store.load() if store is not None else {}
 
     @torch.inference_mode()
     def _encode(self, nouns: list[str]) -> np.ndarray:
@@ -40,7 +50,24 @@ class TextEmbedder:
 
     def __call__(self, nouns: list[str]) -> np.ndarray:
         missing = [n for n in dict.fromkeys(nouns) if n not in self.cache]
-        if missing:
-            for noun, emb in zip(missing, self._encode(missing)):
-                self.cache[noun] = emb
+        for start in range(0, len(missing), self.nouns_per_batch):
+            batch = missing[start:start + self.nouns_per_batch]
+            emb = self._encode(batch)
+            self.cache.update(zip(batch, emb))
+            if self.store is not None:
+                self.store.add(batch, emb)
         return np.stack([self.cache[n] for n in nouns])
+
+
+def embedder_for(clip, device: torch.device, templates: str, persist: bool = True) -> TextEmbedder:
+    """The TextEmbedder of a `LoadedClip` with the named template set ('vild' or 'single'), backed by the text
+    cache on this machine (`OVMINE_TEXT_CACHE=0` turns it off) when the tower's weights can be named. Whole
+    vocabularies (training, segmentation) are `persist`ed; mining, which meets nouns a few at a time, only reads
+    what they stored (a file per few nouns would pile up over millions of images)."""
+    from mining.regions.clip_loader import CACHE_DIR
+    from mining.regions.text_cache import TextCache
+
+    chosen = VILD_TEMPLATES if templates == "vild" else SINGLE_TEMPLATE
+    use_store = clip.identity is not None and os.environ.get("OVMINE_TEXT_CACHE", "1") != "0"
+    store = TextCache(CACHE_DIR, clip.identity, chosen) if use_store else None
+    return TextEmbedder(clip.model, clip.tokenizer, device, chosen, store, persist=persist)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from mining.config import RegionsConfig
 from mining.regions.clip_loader import load_clip
 from mining.regions.masked_crop import masked_crops
-from mining.regions.text import SINGLE_TEMPLATE, VILD_TEMPLATES, TextEmbedder
+from mining.regions.text import embedder_for
 from mining.storage import S3Options
 
 
@@ -47,8 +47,7 @@ class CropClassifier:
         self.context, self.fit, self.batch_size = crop_context, crop_fit, batch_size
         self.mean = torch.tensor(self.clip.mean, device=device)
         self.std = torch.tensor(self.clip.std, device=device)
-        templates = VILD_TEMPLATES if regions.templates == "vild" else SINGLE_TEMPLATE
-        self.text = TextEmbedder(self.clip.model, self.clip.tokenizer, device, templates)
+        self.text = embedder_for(self.clip, device, regions.templates)
         scale = getattr(self.clip.model, "logit_scale", None)
         self.logit_scale = float(scale.detach().exp()) if scale is not None else 100.0
 

@@ -15,7 +15,7 @@ from mining.records import Sample
 from mining.regions.clip_loader import LoadedClip, load_clip
 from mining.regions.mask_pooling import DenseMaskPooler
 from mining.regions.masked_crop import masked_crops
-from mining.regions.text import SINGLE_TEMPLATE, VILD_TEMPLATES, TextEmbedder
+from mining.regions.text import embedder_for
 from mining.stages.base import Stage
 from mining.storage import S3Options
 
@@ -42,8 +42,7 @@ class RegionStage(Stage):
         self.mean = torch.tensor(self.clip.mean, device=self.device)
         self.std = torch.tensor(self.clip.std, device=self.device)
         self.pooler = DenseMaskPooler(self.clip.model.visual, rc.model) if rc.mode == "mask_pooling" else None
-        templates = VILD_TEMPLATES if rc.templates == "vild" else SINGLE_TEMPLATE
-        self.text = TextEmbedder(self.clip.model, self.clip.tokenizer, self.device, templates)
+        self.text = embedder_for(self.clip, self.device, rc.templates, persist=False)
         # CLIP classifies with softmax(logit_scale * cosine); the match probability uses the same scale
         scale = getattr(self.clip.model, "logit_scale", None)
         self.logit_scale = float(scale.detach().exp()) if scale is not None else 100.0

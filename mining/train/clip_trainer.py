@@ -29,7 +29,7 @@ from safetensors.torch import save_file
 from mining.config import RegionsConfig
 from mining.logs import logger
 from mining.regions.clip_loader import LoadedClip, load_clip, register_model_configs
-from mining.regions.text import SINGLE_TEMPLATE, VILD_TEMPLATES, TextEmbedder
+from mining.regions.text import embedder_for
 from mining.sinks.guard import CLIP_MODEL
 from mining.storage import Location, S3Options
 from mining.train.config import TrainConfig
@@ -120,7 +120,7 @@ def freeze_all_but_image_tower(model: torch.nn.Module) -> list[torch.nn.Paramete
 
 def text_embeddings(clip: LoadedClip, vocabulary: list[str], device: torch.device, templates: str) -> torch.Tensor:
     """float[V, D] frozen, L2-normalised, template-ensembled text embeddings, as mining embeds entities."""
-    embed = TextEmbedder(clip.model, clip.tokenizer, device, VILD_TEMPLATES if templates == "vild" else SINGLE_TEMPLATE)
+    embed = embedder_for(clip, device, templates)
     return torch.from_numpy(embed(vocabulary)).to(device).clone()
 
 
