@@ -437,3 +437,22 @@ def test_pair_and_grounding_crops_from_two_devices_meet_on_the_texts(monkeypatch
     loss = mixed_loss(Tower(), torch.randn(4, 1, 2, 2), torch.tensor([0, 1, 2, 0]), images,
                       noun_rows(images, {"a": 0, "b": 1, "c": 2}, CPU), text, 10.0, 1.0, 1.0)
     assert torch.isfinite(loss) and moved.count(text.device) >= 3   # each of the three parts, before the cat
+
+
+def test_pictures_are_streamed_in_record_order_as_load_images_finds_them(mined, tmp_path):
+    """One decoded picture at a time (memory flat in the shard's size), the same pixels as the report's reader,
+    whatever order the keys are asked in, and None for a key the shard does not have."""
+    from mining.sinks.images import stream_images
+    from mining.storage import Location
+
+    manifest = read_manifest(mined)
+    stem = shard_sources([Location(mined)])[0].stem
+    keys = [r.key for r in iter_records(mined) if r.shard.endswith(f"{stem}.tar")]
+    wanted = list(reversed(keys)) + ["no-such-key"]
+    streamed = stream_images(mined, manifest, stem, wanted)
+    assert not isinstance(streamed, (list, dict))   # a generator: nothing decoded before it is asked for
+    got = list(streamed)
+    expected = load_images(mined, manifest, [(stem, k) for k in keys])
+    assert [k for k, _ in got] == wanted and got[-1][1] is None
+    for key, image in got[:-1]:
+        assert np.array_equal(image, expected[(stem, key)])

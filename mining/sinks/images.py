@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import io
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 from PIL import Image
@@ -50,3 +50,49 @@ def load_images(output: Where, manifest: dict, wanted: Iterable[tuple[str, str]]
                     images[(stem, sample.key)], _ = decode_image(sample.members[ext], source["max_image_pixels"],
                                                                  source["working_size"])
     return images
+
+
+class _InputReader:
+    """One input shard read forward once, for keys asked in (nearly) its own order: samples passed over that
+    are asked for later are kept compressed, so a record order that differs from the input's still finds them."""
+
+    def __init__(self, shard: Location, later: set[str]) -> None:
+        self.samples = read_shard(shard) if shard.exists() else iter(())
+        self.later, self.passed = later, {}
+
+    def raw(self, key: str) -> bytes | None:
+        self.later.discard(key)
+        if key in self.passed:
+            return self.passed.pop(key)
+        for sample in self.samples:
+            ext = next((e for e in IMAGE_EXTS if e in sample.members), None)
+            if sample.key == key:
+                return sample.members[ext] if ext else None
+            if sample.key in self.later and ext:
+                self.passed[sample.key] = sample.members[ext]
+        return None
+
+
+def stream_images(output: Where, manifest: dict, stem: str,
+                  keys: list[str]) -> Iterator[tuple[str, np.ndarray | None]]:
+    """(key, uint8[H, W, 3] or None when it cannot be found) for `keys` of output shard `stem`, in that order,
+    one decoded picture at a time: memory does not grow with the shard (training reads whole shards)."""
+    output = Location.of(output)
+    source = manifest["config"]["source"]
+    wanted = set(keys)
+    docs = {doc["key"]: (doc["shard"], image) for doc, image in read_shard_documents(shard_file(output, stem))
+            if doc["key"] in wanted} if shard_file(output, stem).exists() else {}
+    readers: dict[str, _InputReader] = {}
+    for key in keys:
+        if key not in docs:
+            yield key, None
+            continue
+        input_uri, stored = docs[key]
+        if stored is not None:
+            yield key, np.asarray(Image.open(io.BytesIO(stored)).convert("RGB"))
+            continue
+        if input_uri not in readers:
+            later = {k for k, (uri, img) in docs.items() if uri == input_uri and img is None}
+            readers[input_uri] = _InputReader(output.at(input_uri), later)
+        raw = readers[input_uri].raw(key)
+        yield key, None if raw is None else decode_image(raw, source["max_image_pixels"], source["working_size"])[0]

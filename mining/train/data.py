@@ -1,7 +1,7 @@
 """Mined (or curated) ovmine outputs as training examples: one masked crop per kept pair.
 
-Records come through `mining.sinks.reader` and pictures through `mining.sinks.images.load_images` (the path
-stats, report and export use: the image stored in the output, or the input shard read and decoded again as
+Records come through `mining.sinks.reader` and pictures through `mining.sinks.images.stream_images`, one at a
+time (the path stats, report and export use: the image stored in the output, or the input shard read and decoded again as
 the run decoded it), and crops through mining's own `masked_crops`: training sees exactly what mining embeds.
 
 Shards are the unit of distribution: worker i of n reads shards i, i+n, ...; within a worker the shard order
@@ -16,7 +16,7 @@ import torch
 
 from mining.logs import logger
 from mining.regions.masked_crop import masked_crops
-from mining.sinks.images import load_images
+from mining.sinks.images import stream_images
 from mining.sinks.reader import MinedPair, MinedRecord, read_manifest, read_shard_records, shard_files
 from mining.storage import Location, S3Options, Where
 from mining.train.config import TrainFilters
@@ -171,9 +171,8 @@ def records_with_pictures(src: ShardSource, manifest: dict, filters: PairFilter,
             wanted.append((record, kept))
     if not wanted:
         return
-    images = load_images(src.output, manifest, [(src.stem, r.key) for r, _ in wanted])
-    for record, kept in wanted:
-        image = images.get((src.stem, record.key))
+    pictures = stream_images(src.output, manifest, src.stem, [r.key for r, _ in wanted])
+    for (record, kept), (_, image) in zip(wanted, pictures):
         if image is None:
             counts.missing_image += len(kept)
             logger.warning("%s: picture of %r could not be read again; %d pair(s) skipped", src.shard, record.key,

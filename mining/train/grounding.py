@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from mining.logs import logger
-from mining.sinks.images import load_images
+from mining.sinks.images import stream_images
 from mining.sinks.reader import read_shard_records
 from mining.train.data import CropSpec, DataCounts, ExampleStream, PairFilter, ShardSource
 
@@ -65,9 +65,8 @@ def shard_images(src: ShardSource, manifest: dict, filters: PairFilter, crop: Cr
             wanted.append((record, nouns))
     if not wanted:
         return
-    images = load_images(src.output, manifest, [(src.stem, r.key) for r, _ in wanted])
-    for record, nouns in wanted:
-        image = images.get((src.stem, record.key))
+    pictures = stream_images(src.output, manifest, src.stem, [r.key for r, _ in wanted])
+    for (record, nouns), (_, image) in zip(wanted, pictures):
         if image is None:
             counts.missing_image += 1
             logger.warning("%s: picture of %r could not be read again; image skipped", src.shard, record.key)

@@ -1,6 +1,6 @@
 """Mined outputs as segmentation targets: per image, the picture and the masks of its kept pairs with their
 nouns. Built on `mining.train.data`'s reader pieces (shard sources, worker split, pair filters, shuffle buffer,
-counts) and the same picture re-read path (`load_images`), so Model A and Model B read outputs alike."""
+counts) and the same picture re-read path (`stream_images`), so Model A and Model B read outputs alike."""
 from __future__ import annotations
 
 from collections.abc import Iterator
