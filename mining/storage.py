@@ -209,6 +209,14 @@ class Location:
         return {i.base_name: i.mtime.timestamp() for i in self._children()
                 if i.type == pafs.FileType.File and i.base_name.endswith(suffix) and i.mtime is not None}
 
+    def files_below(self) -> dict[str, float]:
+        """Every file under this folder, at any depth: relative path ('/'-separated) -> modification time."""
+        fs, path = self.filesystem()
+        root = path.rstrip("/")
+        infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+        return {i.path[len(root) + 1:]: (i.mtime.timestamp() if i.mtime else 0.0)
+                for i in infos if i.type == pafs.FileType.File}
+
     def entry_names(self) -> list[str]:
         """Names of everything directly in this folder (files and folders), sorted."""
         return sorted(i.base_name for i in self._children())

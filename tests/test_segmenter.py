@@ -272,3 +272,47 @@ def test_the_mask_loss_is_normalised_by_the_global_batchs_masks():
     out = mp.Manager().dict()
     mp.spawn(_masks_seen_by, args=(2, free_port(), [3, 1], out), nprocs=2, join=True)
     assert dict(out) == {0: 2.0, 1: 2.0}
+
+
+def test_train_to_s3_then_segment_and_mine_load_from_the_bucket(mined, s3_endpoint, tmp_path, capsys, monkeypatch):
+    """`--output s3://...` lands in the bucket (not in a local `s3:` folder), published descriptor last, and
+    `segment --model s3://...` and `regions.model=local-dir:s3://...` load the models from there."""
+    import boto3
+    from PIL import Image
+
+    from mining.cli import main
+    from mining.regions.clip_loader import CACHE_DIR
+    from mining.storage import Location, S3Options
+
+    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket="models")
+    s3 = S3Options(endpoint_url=s3_endpoint)
+    published = []
+    real_publish = Location.publish
+
+    def recording(self, local_file):
+        published.append(self.name)
+        return real_publish(self, local_file)
+    monkeypatch.setattr(Location, "publish", recording)
+    from mining.train.segmenter_trainer import train_segmenter
+
+    record = train_segmenter(tiny_cfg(steps=1), [mined], "s3://models/seg", s3=s3)
+    monkeypatch.setattr(Location, "publish", real_publish)
+    assert record["model"] == "s3://models/seg" and not (tmp_path / "s3:").exists()
+    assert published[-1] == "segmenter.json" and "training.json" in published
+    assert Location("s3://models/seg/segmenter.json", s3).exists()
+    Image.fromarray(sky_over_grass(seed=3)[0]).save(tmp_path / "scene.png")
+    assert main(["segment", "--model", "s3://models/seg", "--classes", "sky,grass", str(tmp_path / "scene.png"),
+                 "--output", "s3://models/labels", "--s3-endpoint", s3_endpoint, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 1
+    assert Location("s3://models/labels/scene.png", s3).exists()
+    assert (CACHE_DIR / "folders").is_dir()
+
+    from mining.train.clip_trainer import train_clip
+    from mining.train.config import build_train_config
+
+    clip_record = train_clip(build_train_config({"steps": 1, "batch_size": 2, "shuffle_buffer": 4}), [mined],
+                             "s3://models/clip", s3=s3)
+    assert clip_record["model"] == "local-dir:s3://models/clip"
+    loaded = load_clip(RegionsConfig(model="local-dir:s3://models/clip", pretrained=None), CPU, s3)
+    with torch.no_grad():
+        assert torch.isfinite(loaded.model.encode_image(torch.randn(1, 3, loaded.input_size, loaded.input_size))).all()

@@ -336,6 +336,7 @@ def test_a_run_resumed_at_its_last_step_finishes_its_folder(mined, tmp_path):
     assert again["step"] == 2 and again["metrics"] == final["metrics"]
     assert all(torch.equal(again["visual"][k], v) for k, v in final["visual"].items())
     finish(plan, again, tmp_path / "model", [mined], "local", 1.0, 1)
+    assert [p.name for p in tmp_path.iterdir()] == ["model"], "published whole: no staging folder is left"
     assert load_clip(RegionsConfig(model=f"local-dir:{tmp_path / 'model'}", pretrained=None), CPU).input_size == 64
 
 
@@ -456,3 +457,16 @@ def test_pictures_are_streamed_in_record_order_as_load_images_finds_them(mined, 
     assert [k for k, _ in got] == wanted and got[-1][1] is None
     for key, image in got[:-1]:
         assert np.array_equal(image, expected[(stem, key)])
+
+
+def test_a_cluster_run_with_checkpoints_on_a_local_disk_is_refused(monkeypatch):
+    import ray
+
+    from mining.train.ray_train import refuse_local_storage_on_a_cluster
+
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True}, {"Alive": True}, {"Alive": False}])
+    with pytest.raises(ValueError, match=r"storage_path /tmp/x/_ray is on this machine's disk, but the cluster has 2 "
+                                         r"nodes: set storage_path to s3://"):
+        refuse_local_storage_on_a_cluster("/tmp/x/_ray", workers=2)
+    refuse_local_storage_on_a_cluster("s3://b/x/_ray", workers=2)     # reachable from every node
+    refuse_local_storage_on_a_cluster("/tmp/x/_ray", workers=1)       # one worker: one disk

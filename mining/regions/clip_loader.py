@@ -43,6 +43,23 @@ def fetch_s3(checkpoint: Where) -> Path:
     return target
 
 
+def fetch_s3_folder(folder: Where, descriptor: str) -> Path:
+    """Copy a model folder on S3 (a trained CLIP, a segmenter) into the cache, once per version of it: the key is
+    its URI and its `descriptor`'s modification time, which publishing writes last. The descriptor is copied last
+    too, so a copy cut short is never taken for a model."""
+    folder = Location.of(folder)
+    files = folder.files_below()
+    if descriptor not in files:
+        raise FileNotFoundError(f"{folder}: no {descriptor} there: not a model folder (or not published yet)")
+    digest = hashlib.sha256(f"{folder.uri}@{files[descriptor]}".encode()).hexdigest()[:16]
+    target = CACHE_DIR / "folders" / f"{digest}-{folder.name}"
+    if not (target / descriptor).exists():
+        for name in sorted(files, key=lambda n: n == descriptor):
+            with folder.join(*name.split("/")).open_stream() as src:
+                Location(str(target / name)).write_stream(src)
+    return target
+
+
 def register_model_configs(extra_dir: str | None = None) -> None:
     open_clip.add_model_config(MODEL_CONFIG_DIR)
     if extra_dir:
@@ -51,6 +68,9 @@ def register_model_configs(extra_dir: str | None = None) -> None:
 
 def load_clip(cfg: RegionsConfig, device: torch.device, s3: S3Options | None = None) -> LoadedClip:
     register_model_configs(cfg.model_config_dir)
+    if cfg.model.startswith("local-dir:s3://"):   # a folder `ovmine train clip --output s3://...` published
+        local = fetch_s3_folder(Location.of(cfg.model[len("local-dir:"):], s3), "open_clip_config.json")
+        cfg = cfg.model_copy(update={"model": f"local-dir:{local}"})
     pretrained = cfg.pretrained
     if pretrained and is_s3(pretrained):
         pretrained = str(fetch_s3(Location.of(pretrained, s3)))

@@ -19,11 +19,12 @@ import torch
 import torch.nn.functional as F
 
 from mining.config import Mask2FormerConfig, RegionsConfig
-from mining.regions.clip_loader import load_clip
+from mining.regions.clip_loader import fetch_s3_folder, load_clip
 from mining.segmentation.clip_scores import CropClassifier
 from mining.segmentation.ensemble import geometric_ensemble
 from mining.train.clip_trainer import text_embeddings
-from mining.train.segmenter import load_mask2former, load_segmenter
+from mining.storage import Location, S3Options, is_s3
+from mining.train.segmenter import META_FILE, load_mask2former, load_segmenter
 from mining.train.segmenter_trainer import valid_size
 
 NONE = -1   # a pixel no query claims (no queries at all)
@@ -80,14 +81,16 @@ class SegmenterPredictor:
     """Model B, optionally ensembled with a CLIP's masked-crop probabilities at weight `lam`."""
 
     def __init__(self, folder: str, device: torch.device, clip: CropClassifier | None = None,
-                 lam: float = 0.7) -> None:
+                 lam: float = 0.7, s3: S3Options | None = None) -> None:
         if not 0.0 <= lam <= 1.0:
             raise ValueError(f"--ensemble-lambda must be in [0, 1], got {lam}")
+        if is_s3(folder):   # a segmenter `ovmine train segmenter --output s3://...` published
+            folder = str(fetch_s3_folder(Location.of(folder, s3), META_FILE))
         loaded = load_segmenter(folder, device)
         self.model, self.processor, self.meta = loaded.model, loaded.processor, loaded.meta
         self.device, self.crops, self.lam = device, clip, lam
         regions = RegionsConfig.model_validate(loaded.clip)
-        self.text_clip, self.templates = load_clip(regions, device), regions.templates
+        self.text_clip, self.templates = load_clip(regions, device, s3), regions.templates
         self._text: dict[tuple[str, ...], torch.Tensor] = {}
 
     def ensembled(self, clip: CropClassifier, lam: float) -> "SegmenterPredictor":

@@ -53,7 +53,7 @@ def build_variants(model: str | None = None, teacher_config: str | None = None, 
         for name, clip in crops.items():
             variants[f"teacher+{name}"] = TeacherClipPredictor(run_cfg.teacher.mask2former, clip, dev)
     if model is not None:
-        segmenter = variants["segmenter"] = SegmenterPredictor(model, dev)
+        segmenter = variants["segmenter"] = SegmenterPredictor(model, dev, s3=s3)
         for name, clip in crops.items():
             variants[f"segmenter+{name}"] = segmenter.ensembled(clip, lam)
     return variants

@@ -36,7 +36,7 @@ from mining.train.config import TrainConfig
 from mining.train.data import (CropSpec, ExampleStream, NoTrainingData, PairFilter, ShardSource,
                                output_manifest, scan_pairs, shard_sources)
 from mining.train.grounding import ImageStream, grounding_loss, noun_rows, scan_entity_nouns
-from mining.train.model_output import claim_model_folder
+from mining.train.model_output import claim_model_folder, publish_folder, staging
 from mining.regions.mask_prompts import MaskPromptedViT, save_mask_prompts, strip_mask_prompts
 
 
@@ -418,14 +418,16 @@ def write_local_dir(plan: TrainPlan, visual_state: dict[str, torch.Tensor], out:
     return out
 
 
-def finish(plan: TrainPlan, final: dict[str, Any], out: Path, outputs: list[str], executor: str,
+def finish(plan: TrainPlan, final: dict[str, Any], out: Location | Path | str, outputs: list[str], executor: str,
            seconds: float, workers: int) -> dict[str, Any]:
-    """Write the model folder, metrics.jsonl and training.json; return the training record."""
+    """Write the model folder, metrics.jsonl and training.json (staged locally, then published whole: see
+    `mining.train.model_output`); return the training record."""
+    out = out if isinstance(out, Location) else Location.of(str(out), plan.s3_options())
     history = final["metrics"]
     rates = [m["samples_per_s"] for m in history if m.get("samples_per_s")]
     steps_run = final["step"]
     record = {
-        "model": f"local-dir:{out.resolve()}",
+        "model": f"local-dir:{out.absolute().uri}",
         "started_from": {"model": plan.regions["model"], "pretrained": plan.regions["pretrained"]},
         "data": outputs, "executor": executor, "workers": workers, "method": plan.train.method,
         "mask_prompts": final.get("prompts") is not None,
@@ -441,14 +443,21 @@ def finish(plan: TrainPlan, final: dict[str, Any], out: Path, outputs: list[str]
         "counts": {"scan": plan.scan, "rank0_stream": final.get("counts"), "rank0_passes": final.get("passes")},
         "config": plan.cfg,
     }
-    write_local_dir(plan, final["visual"], out, {k: record[k] for k in ("started_from", "data", "steps",
-                                                                          "final_loss", "executor", "method")},
-                    final.get("prompts"))
-    with open(out / "metrics.jsonl", "w") as f:
+    with staging(out) as local:
+        write_local_dir(plan, final["visual"], local, {k: record[k] for k in ("started_from", "data", "steps",
+                                                                                "final_loss", "executor", "method")},
+                        final.get("prompts"))
+        write_records(local, history, record)
+        publish_folder(local, out, "open_clip_config.json")
+    return record
+
+
+def write_records(folder: Path, history: list[dict[str, Any]], record: dict[str, Any]) -> None:
+    """metrics.jsonl (a line per logged step) and training.json (the record) of a model folder."""
+    with open(folder / "metrics.jsonl", "w") as f:
         for m in history:
             f.write(json.dumps(m) + "\n")
-    (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
-    return record
+    (folder / "training.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
 def run_local(plan: TrainPlan) -> dict[str, Any]:
@@ -458,10 +467,11 @@ def run_local(plan: TrainPlan) -> dict[str, Any]:
     return train_loop(plan, 0, 1, device)
 
 
-def train_clip(cfg: TrainConfig, outputs: list[str], out: str | Path, executor: str = "local",
+def train_clip(cfg: TrainConfig, outputs: list[str], out: str | Path | Location, executor: str = "local",
                s3: S3Options | None = None, overwrite: bool = False) -> dict[str, Any]:
-    """Train Model A on the pairs of `outputs` and write it to `out`; returns training.json's content."""
-    out = Path(out)
+    """Train Model A on the pairs of `outputs` and write it to `out` (local or s3://); returns training.json's
+    content."""
+    out = out if isinstance(out, Location) else Location.of(str(out), s3)
     workers = cfg.workers if executor == "ray" else 1
     lease = claim_model_folder(out, CLIP_MODEL, outputs, [cfg.regions.get("model")], overwrite, s3)
     plan = make_plan(cfg, outputs, s3, workers)
@@ -469,7 +479,7 @@ def train_clip(cfg: TrainConfig, outputs: list[str], out: str | Path, executor: 
         return _train(plan, out, outputs, executor, workers)
 
 
-def _train(plan: TrainPlan, out: Path, outputs: list[str], executor: str, workers: int) -> dict[str, Any]:
+def _train(plan: TrainPlan, out: Location, outputs: list[str], executor: str, workers: int) -> dict[str, Any]:
     start = time.time()
     if executor == "ray":
         from mining.train.ray_train import run_ray

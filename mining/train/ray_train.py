@@ -31,6 +31,16 @@ def init_local_ray(address: str | None = None) -> bool:
     return init_ray(address)
 
 
+def refuse_local_storage_on_a_cluster(storage: str, workers: int) -> None:
+    """Workers on other nodes would checkpoint into their own disks, and a restarted worker would find nothing:
+    a run over several nodes needs storage every node reaches."""
+    nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+    if not is_s3(storage) and nodes > 1 and workers > 1:
+        raise ValueError(f"storage_path {storage} is on this machine's disk, but the cluster has {nodes} nodes: set "
+                         f"storage_path to s3://... (or train into an --output on s3://) so that every worker "
+                         f"reaches the checkpoints")
+
+
 def load_state(directory: str | Path) -> dict[str, Any]:
     return torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
 
@@ -64,19 +74,22 @@ def _worker(config: dict[str, Any]) -> None:
                       report=report, resume=resume)
 
 
-def run_ray(plan: Any, out: Path, address: str | None = None, kind: str = "clip") -> dict[str, Any]:
+def run_ray(plan: Any, out: Location | Path | str, address: str | None = None, kind: str = "clip") -> dict[str, Any]:
     """Train with Ray Train (`kind`: a key of TRAINERS, the plan being that trainer's); returns the state of
-    the latest checkpoint (the last step's)."""
+    the latest checkpoint (the last step's). Checkpoints go to `storage_path`, by default `<out>/_ray` on the
+    output's own storage (an s3:// output keeps them in its bucket)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     cfg = plan.train
-    storage = cfg.storage_path or str((Path(out) / "_ray").resolve())
+    out = Location.of(str(out), plan.s3_options()) if not isinstance(out, Location) else out
+    storage = cfg.storage_path or out.absolute().join("_ray").uri
     storage_kwargs: dict[str, Any] = {"storage_path": storage}
     if is_s3(storage):
         fs, path = Location.of(storage, plan.s3_options()).filesystem()
         storage_kwargs = {"storage_path": path, "storage_filesystem": fs}
     init_local_ray(address)
+    refuse_local_storage_on_a_cluster(storage, cfg.workers)
     if kind not in TRAINERS:
         raise ValueError(f"unknown trainer kind {kind!r}; known: {', '.join(TRAINERS)}")
     trainer = TorchTrainer(

@@ -7,7 +7,6 @@ is transformers' Mask2Former loss over that vocabulary. `train_loop` is shared b
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -24,11 +23,12 @@ from mining.logs import logger
 from mining.regions.clip_loader import load_clip
 from mining.sinks.guard import SEGMENTER
 from mining.storage import Location, S3Options
-from mining.train.clip_trainer import ReportFn, _unwrap, accumulating, make_scheduler, text_embeddings
+from mining.train.clip_trainer import (ReportFn, _unwrap, accumulating, make_scheduler, text_embeddings,
+                                       write_records)
 from mining.train.data import NoTrainingData, PairFilter, ShardSource, output_manifest, scan_pairs, shard_sources
-from mining.train.segmenter import (OpenVocabSegmenter, build_segmenter, freeze_unused_parameters, make_criterion,
-                                    save_segmenter, segmentation_loss)
-from mining.train.model_output import claim_model_folder
+from mining.train.segmenter import (META_FILE, OpenVocabSegmenter, build_segmenter, freeze_unused_parameters,
+                                    make_criterion, save_segmenter, segmentation_loss)
+from mining.train.model_output import claim_model_folder, publish_folder, staging
 from mining.train.segmenter_config import SegmenterConfig
 from mining.train.segmenter_data import ImageTargets, TargetStream, count_images_with_pairs
 
@@ -223,14 +223,16 @@ def run_local(plan: SegmenterPlan) -> dict[str, Any]:
     return train_loop(plan, 0, 1, device)
 
 
-def finish(plan: SegmenterPlan, final: dict[str, Any], out: Path, outputs: list[str], executor: str,
-           seconds: float, workers: int) -> dict[str, Any]:
-    """Write the segmenter folder, metrics.jsonl and training.json; return the training record."""
+def finish(plan: SegmenterPlan, final: dict[str, Any], out: Location | Path | str, outputs: list[str],
+           executor: str, seconds: float, workers: int) -> dict[str, Any]:
+    """Write the segmenter folder, metrics.jsonl and training.json (staged locally, then published whole: see
+    `mining.train.model_output`); return the training record."""
+    out = out if isinstance(out, Location) else Location.of(str(out), plan.s3_options())
     history = final["metrics"]
     rates = [m["samples_per_s"] for m in history if m.get("samples_per_s")]
     cfg = plan.train
     record = {
-        "model": str(out.resolve()), "started_from": {"teacher": plan.teacher, "clip": plan.clip["model"]},
+        "model": out.absolute().uri, "started_from": {"teacher": plan.teacher, "clip": plan.clip["model"]},
         "data": outputs, "executor": executor, "workers": workers,
         "steps": final["step"], "total_steps": plan.total_steps, "resumed_from_step": final.get("resumed_from", 0),
         "first_loss": history[0]["loss"] if history else None,
@@ -244,19 +246,19 @@ def finish(plan: SegmenterPlan, final: dict[str, Any], out: Path, outputs: list[
     dim = final["model"]["head.no_object"].shape[0]
     model, processor = build_segmenter(plan.teacher, dim, cfg.logit_scale)
     model.load_state_dict(final["model"])
-    save_segmenter(model, processor, out, plan.clip, plan.vocabulary,
-                   {k: record[k] for k in ("started_from", "data", "steps", "final_loss", "executor")})
-    with open(out / "metrics.jsonl", "w") as f:
-        for m in history:
-            f.write(json.dumps(m) + "\n")
-    (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+    with staging(out) as local:
+        save_segmenter(model, processor, local, plan.clip, plan.vocabulary,
+                       {k: record[k] for k in ("started_from", "data", "steps", "final_loss", "executor")})
+        write_records(local, history, record)
+        publish_folder(local, out, META_FILE)
     return record
 
 
-def train_segmenter(cfg: SegmenterConfig, outputs: list[str], out: str | Path, executor: str = "local",
+def train_segmenter(cfg: SegmenterConfig, outputs: list[str], out: str | Path | Location, executor: str = "local",
                     s3: S3Options | None = None, overwrite: bool = False) -> dict[str, Any]:
-    """Train Model B on the pairs of `outputs` and write it to `out`; returns training.json's content."""
-    out = Path(out)
+    """Train Model B on the pairs of `outputs` and write it to `out` (local or s3://); returns training.json's
+    content."""
+    out = out if isinstance(out, Location) else Location.of(str(out), s3)
     workers = cfg.workers if executor == "ray" else 1
     lease = claim_model_folder(out, SEGMENTER, outputs, [cfg.teacher, cfg.clip.get("model")], overwrite, s3)
     plan = make_plan(cfg, outputs, s3, workers)
@@ -264,7 +266,7 @@ def train_segmenter(cfg: SegmenterConfig, outputs: list[str], out: str | Path, e
         return _train(plan, out, outputs, executor, workers)
 
 
-def _train(plan: SegmenterPlan, out: Path, outputs: list[str], executor: str, workers: int) -> dict[str, Any]:
+def _train(plan: SegmenterPlan, out: Location, outputs: list[str], executor: str, workers: int) -> dict[str, Any]:
     start = time.time()
     if executor == "ray":
         from mining.train.ray_train import run_ray
