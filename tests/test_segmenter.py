@@ -316,3 +316,30 @@ def test_train_to_s3_then_segment_and_mine_load_from_the_bucket(mined, s3_endpoi
     loaded = load_clip(RegionsConfig(model="local-dir:s3://models/clip", pretrained=None), CPU, s3)
     with torch.no_grad():
         assert torch.isfinite(loaded.model.encode_image(torch.randn(1, 3, loaded.input_size, loaded.input_size))).all()
+
+
+def test_an_interrupted_segmenter_run_resumes_exactly(mined, tmp_path, monkeypatch):
+    """Model B's resume puts back its stream position, its flips and the loss's point sampling (torch's random
+    state): killed after step 1 and rerun, it ends with the weights of an uninterrupted run."""
+    from mining.storage import Location
+    from mining.train.checkpoints import CheckpointStore
+    from mining.train.segmenter_trainer import train_segmenter
+
+    cfg = tiny_cfg(steps=3, checkpoint_every=1)
+    train_segmenter(cfg, [mined], tmp_path / "whole")
+    real_save = CheckpointStore.save
+
+    def killed_after_step_1(self, state):
+        real_save(self, state)
+        if state["step"] == 1:
+            raise KeyboardInterrupt("killed")
+    monkeypatch.setattr(CheckpointStore, "save", killed_after_step_1)
+    with pytest.raises(KeyboardInterrupt):
+        train_segmenter(cfg, [mined], tmp_path / "parts")
+    monkeypatch.setattr(CheckpointStore, "save", real_save)
+    assert train_segmenter(cfg, [mined], tmp_path / "parts")["resumed_from_step"] == 1
+    a = CheckpointStore.of_output(Location(str(tmp_path / "whole"))).latest()
+    b = CheckpointStore.of_output(Location(str(tmp_path / "parts"))).latest()
+    assert a["workers"][0]["targets"] == b["workers"][0]["targets"]
+    for k, v in a["model"].items():
+        torch.testing.assert_close(b["model"][k], v, rtol=1e-4, atol=1e-5)

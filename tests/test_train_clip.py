@@ -18,8 +18,9 @@ from mining.regions.clip_loader import load_clip
 from mining.regions.masked_crop import masked_crops
 from mining.sinks.images import load_images
 from mining.sinks.reader import iter_records, read_manifest
-from mining.train.clip_trainer import (crop_spec, finish, make_optimizer, make_plan, run_local, text_embeddings,
-                                       train_step)
+from mining.storage import Location
+from mining.train.clip_trainer import (crop_spec, finish, make_optimizer, make_plan, resumed_stream, run_local,
+                                       text_embeddings, train_step)
 from mining.train.config import build_train_config, load_train_config
 from mining.train.data import (DataCounts, ExampleStream, NoTrainingData, PairFilter, shard_examples,
                                shard_sources)
@@ -444,7 +445,6 @@ def test_pictures_are_streamed_in_record_order_as_load_images_finds_them(mined, 
     """One decoded picture at a time (memory flat in the shard's size), the same pixels as the report's reader,
     whatever order the keys are asked in, and None for a key the shard does not have."""
     from mining.sinks.images import stream_images
-    from mining.storage import Location
 
     manifest = read_manifest(mined)
     stem = shard_sources([Location(mined)])[0].stem
@@ -470,3 +470,84 @@ def test_a_cluster_run_with_checkpoints_on_a_local_disk_is_refused(monkeypatch):
         refuse_local_storage_on_a_cluster("/tmp/x/_ray", workers=2)
     refuse_local_storage_on_a_cluster("s3://b/x/_ray", workers=2)     # reachable from every node
     refuse_local_storage_on_a_cluster("/tmp/x/_ray", workers=1)       # one worker: one disk
+
+
+def _recording(monkeypatch, module, seen):
+    """Record what each training stream hands the loop (its item ids, in order)."""
+    real = resumed_stream   # imported before any test patched the module: not an earlier recorder
+
+    def recorded(stream, saved):
+        name = type(stream).__name__
+        for item in real(stream, saved):
+            seen.setdefault(name, []).append((item.stem, item.key, getattr(item, "mask_index", None)))
+            yield item
+    monkeypatch.setattr(module, "resumed_stream", recorded)
+
+
+def test_an_interrupted_local_run_resumes_exactly(mined, tmp_path, monkeypatch):
+    """Killed right after its step-2 checkpoint, the same command resumes there: together the two runs see the
+    samples an uninterrupted run sees, in order, and end with its weights."""
+    import mining.train.clip_trainer as trainer
+    from mining.train.checkpoints import CheckpointStore
+    from mining.train.clip_trainer import train_clip
+
+    cfg = tiny_cfg(steps=5, checkpoint_every=2, grounding={"weight": 1.0, "images": 2, "shuffle_buffer": 3},
+                   shuffle_buffer=5)
+    whole: dict = {}
+    _recording(monkeypatch, trainer, whole)
+    train_clip(cfg, [mined], tmp_path / "whole")
+    parts: dict = {}
+    _recording(monkeypatch, trainer, parts)
+    real_save = CheckpointStore.save
+
+    def killed_after_step_2(self, state):
+        real_save(self, state)
+        if state["step"] == 2:
+            raise KeyboardInterrupt("killed")
+    monkeypatch.setattr(CheckpointStore, "save", killed_after_step_2)
+    with pytest.raises(KeyboardInterrupt):
+        train_clip(cfg, [mined], tmp_path / "parts")
+    monkeypatch.setattr(CheckpointStore, "save", real_save)
+    record = train_clip(cfg, [mined], tmp_path / "parts")
+    assert record["resumed_from_step"] == 2 and record["steps"] == 5
+    for name in whole:
+        first = next((i for i, (x, y) in enumerate(zip(parts[name], whole[name])) if x != y), None)
+        assert (first, len(parts[name])) == (None, len(whole[name])), (name, first)
+    assert set(whole) == {"ExampleStream", "ImageStream"}
+    a = CheckpointStore.of_output(Location(str(tmp_path / "whole"))).latest()
+    b = CheckpointStore.of_output(Location(str(tmp_path / "parts"))).latest()
+    assert a["step"] == b["step"] == 5 and a["counts"] == b["counts"]
+    for k, v in a["visual"].items():
+        torch.testing.assert_close(b["visual"][k], v, rtol=1e-5, atol=1e-6)
+
+
+def test_a_rerun_with_another_config_is_refused_and_overwrite_starts_over(mined, tmp_path, capsys):
+    from mining.train.checkpoints import TrainingConflict
+    from mining.train.clip_trainer import train_clip
+
+    out = tmp_path / "model"
+    train_clip(tiny_cfg(steps=2), [mined], out)
+    again = train_clip(tiny_cfg(steps=2, log_every=2), [mined], out)   # how it is watched is not its config
+    assert again["resumed_from_step"] == 2
+    for changed in ({"steps": 3}, {"lr": 2e-3}, {"seed": 1}):
+        with pytest.raises(TrainingConflict, match="holds a clip training with another config"):
+            train_clip(tiny_cfg(**changed), [mined], out)
+    fresh = train_clip(tiny_cfg(steps=3), [mined], out, overwrite=True)
+    assert fresh["resumed_from_step"] == 0 and fresh["steps"] == 3
+
+
+def test_a_damaged_latest_checkpoint_is_named_and_the_one_before_used(mined, tmp_path, caplog):
+    from mining.train.checkpoints import CheckpointStore
+    from mining.train.clip_trainer import train_clip
+
+    out = tmp_path / "model"
+    train_clip(tiny_cfg(steps=3, checkpoint_every=1), [mined], out)
+    store = CheckpointStore.of_output(Location(str(out)))
+    latest = out / "_checkpoints" / "step-00000003.pt"
+    assert sorted(p.name for p in (out / "_checkpoints").glob("*.pt")) == ["step-00000002.pt", latest.name]
+    latest.write_bytes(latest.read_bytes()[:100])   # torn
+    with caplog.at_level("WARNING", logger="ovmine"):
+        state = store.latest()
+    assert state["step"] == 2 and f"checkpoint {latest} is damaged" in caplog.text
+    record = train_clip(tiny_cfg(steps=3, checkpoint_every=1), [mined], out)
+    assert record["resumed_from_step"] == 2 and record["steps"] == 3

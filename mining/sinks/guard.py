@@ -81,9 +81,14 @@ def folder_kind(folder: Location, names: Iterable[str] | None = None) -> str | N
         return CLIP_MODEL if "training.json" in names else MODEL
     if "segmenter.json" in names:
         return SEGMENTER
-    if "_ray" in names:   # a training interrupted before its folder was written: its checkpoints
-        runs = set(folder.join("_ray").entry_names())
-        return SEGMENTER if "train_segmenter" in runs else CLIP_MODEL
+    if "_checkpoints" in names or "_ray" in names:   # a training stopped before its folder was written
+        try:
+            run = json.loads(folder.join("_checkpoints", "run.json").read())
+        except (OSError, ValueError):
+            run = {}
+        runs = set(folder.join("_ray").entry_names()) if "_ray" in names else set()
+        segmenter = (run.get("kind") if isinstance(run, dict) else None) == "segmenter" or "train_segmenter" in runs
+        return SEGMENTER if segmenter else CLIP_MODEL
     if "config.json" in names and any(n.endswith(".safetensors") for n in names):
         return MODEL
     if SEGMENTATION_DONE in names:

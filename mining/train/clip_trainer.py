@@ -33,7 +33,9 @@ from mining.regions.text import embedder_for
 from mining.sinks.guard import CLIP_MODEL
 from mining.storage import Location, S3Options
 from mining.train.config import TrainConfig
-from mining.train.data import (CropSpec, ExampleStream, NoTrainingData, PairFilter, ShardSource,
+from mining.train.checkpoints import (CheckpointStore, checkpointing, plan_hash, restore_rng, rng_state,
+                                      worker_resume)
+from mining.train.data import (CropSpec, EpochStream, ExampleStream, NoTrainingData, PairFilter, ShardSource,
                                output_manifest, scan_pairs, shard_sources)
 from mining.train.grounding import ImageStream, grounding_loss, noun_rows, scan_entity_nouns
 from mining.train.model_output import claim_model_folder, publish_folder, staging
@@ -306,17 +308,20 @@ def train_loop(plan: TrainPlan, rank: int, world: int, device: torch.device,
 
     sources = ShardSource.from_plan(plan.sources, plan.s3_options())
     filters, crop = PairFilter.from_config(cfg.filters), crop_spec(plan, clip)
-    # a resumed run starts its data at a fresh epoch seed rather than replaying the stream
-    start_epoch = step * 1_000_003 if step else 0
-    stream = examples = images = None
+    # a resumed run lands its streams where the checkpoint left them, and its random state with them
+    mine = worker_resume(resume, rank) or {}
+    if mine:
+        restore_rng(mine["rng"])
+    streams: dict[str, EpochStream] = {}
+    examples = images = None
     if cfg.pair_weight > 0:
-        stream = ExampleStream(sources, filters, crop, rank, world, cfg.seed, cfg.shuffle_buffer)
-        examples = stream.forever(start_epoch)
+        streams["pairs"] = ExampleStream(sources, filters, crop, rank, world, cfg.seed, cfg.shuffle_buffer)
+        examples = resumed_stream(streams["pairs"], mine.get("pairs"))
     if cfg.grounding.weight > 0:
-        image_stream = ImageStream(sources, filters, crop, cfg.grounding.max_masks, rank, world, cfg.seed + 1,
-                                   cfg.grounding.shuffle_buffer)
-        images = image_stream.forever(start_epoch)
-        stream = stream or image_stream
+        streams["images"] = ImageStream(sources, filters, crop, cfg.grounding.max_masks, rank, world,
+                                        cfg.seed + 1, cfg.grounding.shuffle_buffer)
+        images = resumed_stream(streams["images"], mine.get("images"))
+    stream = streams.get("pairs") or streams["images"]
 
     def micro_batch() -> tuple:
         pixels = labels = batch_images = words = None
@@ -348,7 +353,8 @@ def train_loop(plan: TrainPlan, rank: int, world: int, device: torch.device,
                 "optimizer": optimizer.state_dict() if optimizer is not None else earlier.get("optimizer"),
                 "scheduler": scheduler.state_dict() if scheduler is not None else earlier.get("scheduler"),
                 "phase": number, "step": step, "metrics": history, "counts": stream.counts.to_json(),
-                "passes": stream.passes, "resumed_from": resumed_from}
+                "passes": stream.passes, "resumed_from": resumed_from,
+                "workers": [{name: st.state() for name, st in streams.items()} | {"rng": rng_state()}]}
 
     for number, phase in enumerate(phases):
         if step >= phase.end:
@@ -382,6 +388,13 @@ def train_loop(plan: TrainPlan, rank: int, world: int, device: torch.device,
     final = state()
     final["final_loss"] = history[-1]["loss"] if history else None   # the last step is always logged
     return final
+
+
+def resumed_stream(stream: EpochStream, saved: dict[str, Any] | None):
+    """The stream's items for ever, from where a checkpoint left it (`saved`: its `state()`), or from the start."""
+    if saved is None:
+        return stream.forever()
+    return stream.forever(tuple(saved["position"]), saved)
 
 
 def model_files_config(regions: RegionsConfig, clip: LoadedClip) -> dict[str, Any]:
@@ -460,11 +473,11 @@ def write_records(folder: Path, history: list[dict[str, Any]], record: dict[str,
     (folder / "training.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
-def run_local(plan: TrainPlan) -> dict[str, Any]:
-    """In-process, one worker: for debugging and tests."""
+def run_local(plan: TrainPlan, store: CheckpointStore | None = None) -> dict[str, Any]:
+    """In-process, one worker; with a `store`, checkpointed and resumed like a Ray run."""
     cfg = plan.train
     device = torch.device("cuda" if cfg.use_gpu and torch.cuda.is_available() else "cpu")
-    return train_loop(plan, 0, 1, device)
+    return train_loop(plan, 0, 1, device, **checkpointing(store))
 
 
 def train_clip(cfg: TrainConfig, outputs: list[str], out: str | Path | Location, executor: str = "local",
@@ -476,17 +489,22 @@ def train_clip(cfg: TrainConfig, outputs: list[str], out: str | Path | Location,
     lease = claim_model_folder(out, CLIP_MODEL, outputs, [cfg.regions.get("model")], overwrite, s3)
     plan = make_plan(cfg, outputs, s3, workers)
     with lease:
-        return _train(plan, out, outputs, executor, workers)
+        return _train(plan, out, outputs, executor, workers, overwrite)
 
 
-def _train(plan: TrainPlan, out: Location, outputs: list[str], executor: str, workers: int) -> dict[str, Any]:
+def _train(plan: TrainPlan, out: Location, outputs: list[str], executor: str, workers: int,
+           overwrite: bool = False) -> dict[str, Any]:
+    """Checkpoints in `out` (`mining.train.checkpoints`): the same run resumes, another is refused (or, with
+    `overwrite`, started over)."""
+    if executor not in ("local", "ray"):
+        raise ValueError(f"executor must be 'local' or 'ray', got {executor!r}")
+    store = CheckpointStore.of_output(out)
+    store.begin("clip", plan_hash("clip", plan), overwrite)
     start = time.time()
     if executor == "ray":
         from mining.train.ray_train import run_ray
 
-        final = run_ray(plan, out)
-    elif executor == "local":
-        final = run_local(plan)
+        final = run_ray(plan, out, store)
     else:
-        raise ValueError(f"executor must be 'local' or 'ray', got {executor!r}")
+        final = run_local(plan, store)
     return finish(plan, final, out, outputs, executor, time.time() - start, workers)

@@ -221,51 +221,83 @@ class ShuffleBuffer:
         self.items = []
 
 
-class ExampleStream:
-    """The examples of one worker's shards, shuffled; `epochs(start)` repeats them for ever, reshuffled."""
+class EpochStream:
+    """The items of one worker's shards (`shard_items`, a subclass's), shuffled, repeated for ever, reshuffled per
+    epoch: deterministic given (seed, worker, epoch). `position` is (epoch, items emitted in it) after the last
+    item taken, and `forever(position)` lands exactly there again (reading, not training on, the part of that
+    epoch before it): with the checkpointed counts, a resumed run sees the samples an uninterrupted one would."""
 
-    def __init__(self, sources: list[ShardSource], filters: PairFilter, crop: CropSpec, rank: int = 0,
-                 world: int = 1, seed: int = 0, shuffle_buffer: int = 256) -> None:
+    def __init__(self, sources: list[ShardSource], rank: int = 0, world: int = 1, seed: int = 0,
+                 shuffle_buffer: int = 256, what: str = "example") -> None:
         self.shards = worker_shards(sources, rank, world)
         if not self.shards:
             raise NoTrainingData(f"worker {rank} of {world} has no shard: {len(sources)} shard(s) for {world} "
                                  f"workers; use at most {len(sources)} workers")
-        self.filters, self.crop, self.rank, self.seed = filters, crop, rank, seed
-        self.shuffle_buffer = shuffle_buffer
+        self.rank, self.seed, self.shuffle_buffer, self.what = rank, seed, shuffle_buffer, what
         self.manifests: dict[Location, dict] = {}
         self.counts = DataCounts()          # of everything read so far (all passes)
         self.passes = 0                     # complete passes
+        self.position = (0, 0)
 
     def _manifest(self, output: Location) -> dict:
         if output not in self.manifests:
             self.manifests[output] = output_manifest(output)
         return self.manifests[output]
 
-    def shard_items(self, src: ShardSource, counts: DataCounts) -> Iterator[Example]:
-        """What one shard contributes to the stream (subclasses stream other units: whole images)."""
-        return shard_examples(src, self._manifest(src.output), self.filters, self.crop, counts)
+    def shard_items(self, src: ShardSource, counts: DataCounts) -> Iterator:
+        raise NotImplementedError
 
-    def epoch(self, epoch: int = 0) -> Iterator[Example]:
+    def epoch(self, epoch: int = 0) -> Iterator:
         """One pass over this worker's shards: shard order and buffer seeded by (seed, worker, epoch)."""
         rng = np.random.default_rng([self.seed, self.rank, epoch])
         order = [self.shards[i] for i in rng.permutation(len(self.shards))]
         counts = self.counts
 
-        def examples() -> Iterator:
+        def items() -> Iterator:
             for src in order:
                 yield from self.shard_items(src, counts)
 
-        yield from ShuffleBuffer(self.shuffle_buffer, rng)(examples())
+        yield from ShuffleBuffer(self.shuffle_buffer, rng)(items())
         self.passes += 1
 
-    def forever(self, start_epoch: int = 0) -> Iterator[Example]:
-        epoch = start_epoch
+    def forever(self, start: tuple[int, int] = (0, 0), state: dict | None = None) -> Iterator:
+        """From `start` = (epoch, items already taken in it) on; `state` (a `state()` taken there) puts the counts
+        back once the start is reached, so they are those of the interrupted run."""
+        epoch, skip = start
         while True:
-            produced = False
-            for example in self.epoch(epoch):
-                produced = True
-                yield example
-            if not produced:
+            emitted = 0
+            for item in self.epoch(epoch):
+                emitted += 1
+                if emitted <= skip:
+                    if emitted == skip and state is not None:
+                        self._restore(state)
+                    continue
+                self.position = (epoch, emitted)
+                yield item
+            if emitted == 0:
                 raise NoTrainingData(f"worker {self.rank}: its shards ({', '.join(s.shard.uri for s in self.shards)}) "
-                                     f"gave no example (pictures missing? see the counts)")
-            epoch += 1
+                                     f"gave no {self.what} (pictures missing? see the counts)")
+            if skip and state is not None and emitted < skip:
+                self._restore(state)
+            epoch, skip = epoch + 1, 0
+
+    def state(self) -> dict:
+        return {"position": list(self.position), "counts": self.counts.to_json(), "passes": self.passes}
+
+    def _restore(self, state: dict) -> None:
+        for name, value in state["counts"].items():
+            setattr(self.counts, name, value)
+        self.passes = state["passes"]
+
+
+class ExampleStream(EpochStream):
+    """The crops of one worker's kept pairs, shuffled; `forever(start)` repeats them for ever, reshuffled."""
+
+    def __init__(self, sources: list[ShardSource], filters: PairFilter, crop: CropSpec, rank: int = 0,
+                 world: int = 1, seed: int = 0, shuffle_buffer: int = 256) -> None:
+        super().__init__(sources, rank, world, seed, shuffle_buffer)
+        self.filters, self.crop = filters, crop
+
+    def shard_items(self, src: ShardSource, counts: DataCounts) -> Iterator[Example]:
+        """What one shard contributes to the stream (subclasses stream other units: whole images)."""
+        return shard_examples(src, self._manifest(src.output), self.filters, self.crop, counts)

@@ -7,7 +7,6 @@ running the same command again resumes from the latest one (`ray.train.get_check
 from __future__ import annotations
 
 import importlib
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import ray
 import torch
 
 from mining.executors.ray_start import init_ray
+from mining.train.checkpoints import CheckpointStore
 from mining.storage import Location, is_s3
 
 STATE_FILE = "state.pt"
@@ -54,19 +54,18 @@ def _worker(config: dict[str, Any]) -> None:
     plan = getattr(module, plan_class)(**config["plan"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    resume = None
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            resume = load_state(d)
+    # ovmine's own checkpoints (a restarted worker group reads them as a rerun does): the latest that loads
+    store = CheckpointStore(Location.of(config["checkpoints"], plan.s3_options()))
+    resume = store.latest()
 
     def report(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
+        if state is not None and world > 1:   # every worker's stream positions and random state, in rank order
+            workers: list[Any] = [None] * world
+            torch.distributed.all_gather_object(workers, state["workers"][0])
+            state = state | {"workers": workers}
         if rank == 0 and state is not None:
-            with tempfile.TemporaryDirectory() as tmp:
-                torch.save(state, Path(tmp) / STATE_FILE)
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-        else:
-            ray.train.report(metrics)
+            store.save(state)
+        ray.train.report(metrics)
 
     module.train_loop(plan, rank, world, ray.train.torch.get_device(),
                       wrap=lambda m: ray.train.torch.prepare_model(
@@ -74,11 +73,12 @@ def _worker(config: dict[str, Any]) -> None:
                       report=report, resume=resume)
 
 
-def run_ray(plan: Any, out: Location | Path | str, address: str | None = None, kind: str = "clip") -> dict[str, Any]:
+def run_ray(plan: Any, out: Location | Path | str, store: CheckpointStore, address: str | None = None,
+            kind: str = "clip") -> dict[str, Any]:
     """Train with Ray Train (`kind`: a key of TRAINERS, the plan being that trainer's); returns the state of
-    the latest checkpoint (the last step's). Checkpoints go to `storage_path`, by default `<out>/_ray` on the
-    output's own storage (an s3:// output keeps them in its bucket)."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    the latest checkpoint (the last step's). Checkpoints go to `store` (`mining.train.checkpoints`); Ray
+    Train's own run folder to `storage_path`, by default `<out>/_ray` on the output's own storage."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     cfg = plan.train
@@ -89,23 +89,21 @@ def run_ray(plan: Any, out: Location | Path | str, address: str | None = None, k
         fs, path = Location.of(storage, plan.s3_options()).filesystem()
         storage_kwargs = {"storage_path": path, "storage_filesystem": fs}
     init_local_ray(address)
-    refuse_local_storage_on_a_cluster(storage, cfg.workers)
+    refuse_local_storage_on_a_cluster(store.folder.uri, cfg.workers)
     if kind not in TRAINERS:
         raise ValueError(f"unknown trainer kind {kind!r}; known: {', '.join(TRAINERS)}")
     trainer = TorchTrainer(
         _worker,
-        train_loop_config={"plan": asdict(plan), "kind": kind},
+        train_loop_config={"plan": asdict(plan), "kind": kind, "checkpoints": store.folder.uri},
         torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.use_gpu),
         run_config=RunConfig(name=TRAINERS[kind][2], failure_config=FailureConfig(max_failures=cfg.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2), **storage_kwargs),
+                             **storage_kwargs),
     )
     result = trainer.fit()
     if result.error is not None:
         raise result.error
-    if result.checkpoint is None:
-        raise RuntimeError(f"Ray Train finished without a checkpoint under {storage}")
-    with result.checkpoint.as_directory() as d:
-        state = load_state(d)
-    state["checkpoint"] = result.checkpoint.path
+    state = store.latest()
+    if state is None:
+        raise RuntimeError(f"Ray Train finished without a checkpoint in {store.folder}")
     return state

@@ -9,9 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mining.sinks.reader import read_shard_records
-from mining.storage import Location
-from mining.train.data import (DataCounts, NoTrainingData, PairFilter, ShardSource, ShuffleBuffer, output_manifest,
-                               records_with_pictures, worker_shards)
+from mining.train.data import (DataCounts, EpochStream, PairFilter, ShardSource, records_with_pictures)
 
 
 
@@ -45,49 +43,17 @@ def shard_targets(src: ShardSource, manifest: dict, filters: PairFilter,
             yield ImageTargets(image, np.stack(masks), nouns, src.stem, record.key)
 
 
-class TargetStream:
-    """The images of one worker's shards, shuffled; `forever(start)` repeats them, reshuffled per epoch.
-    Deterministic given (seed, worker, epoch), as `mining.train.data.ExampleStream`."""
+class TargetStream(EpochStream):
+    """The images of one worker's shards with their targets, shuffled and repeated like
+    `mining.train.data.ExampleStream`'s crops (the same epochs, positions and resume)."""
 
     def __init__(self, sources: list[ShardSource], filters: PairFilter, rank: int = 0, world: int = 1,
                  seed: int = 0, shuffle_buffer: int = 64) -> None:
-        self.shards = worker_shards(sources, rank, world)
-        if not self.shards:
-            raise NoTrainingData(f"worker {rank} of {world} has no shard: {len(sources)} shard(s) for {world} "
-                                 f"workers; use at most {len(sources)} workers")
-        self.filters, self.rank, self.seed = filters, rank, seed
-        self.shuffle_buffer = shuffle_buffer
-        self.manifests: dict[Location, dict] = {}
-        self.counts = DataCounts()   # examples = images with targets
-        self.passes = 0
+        super().__init__(sources, rank, world, seed, shuffle_buffer, what="image with a usable pair")
+        self.filters = filters
 
-    def _manifest(self, output: Location) -> dict:
-        if output not in self.manifests:
-            self.manifests[output] = output_manifest(output)
-        return self.manifests[output]
-
-    def epoch(self, epoch: int = 0) -> Iterator[ImageTargets]:
-        rng = np.random.default_rng([self.seed, self.rank, epoch])
-        order = [self.shards[i] for i in rng.permutation(len(self.shards))]
-
-        def targets() -> Iterator[ImageTargets]:
-            for src in order:
-                yield from shard_targets(src, self._manifest(src.output), self.filters, self.counts)
-
-        yield from ShuffleBuffer(self.shuffle_buffer, rng)(targets())
-        self.passes += 1
-
-    def forever(self, start_epoch: int = 0) -> Iterator[ImageTargets]:
-        epoch = start_epoch
-        while True:
-            produced = False
-            for item in self.epoch(epoch):
-                produced = True
-                yield item
-            if not produced:
-                raise NoTrainingData(f"worker {self.rank}: its shards ({', '.join(s.shard.uri for s in self.shards)}) "
-                                     f"gave no image with a usable pair (pictures missing? see the counts)")
-            epoch += 1
+    def shard_items(self, src: ShardSource, counts) -> Iterator[ImageTargets]:
+        return shard_targets(src, self._manifest(src.output), self.filters, counts)
 
 
 def count_images_with_pairs(sources: list[ShardSource], filters: PairFilter) -> int:

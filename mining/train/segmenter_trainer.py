@@ -23,8 +23,10 @@ from mining.logs import logger
 from mining.regions.clip_loader import load_clip
 from mining.sinks.guard import SEGMENTER
 from mining.storage import Location, S3Options
-from mining.train.clip_trainer import (ReportFn, _unwrap, accumulating, make_scheduler, text_embeddings,
-                                       write_records)
+from mining.train.checkpoints import (CheckpointStore, checkpointing, plan_hash, restore_rng, rng_state,
+                                      worker_resume)
+from mining.train.clip_trainer import (ReportFn, _unwrap, accumulating, make_scheduler, resumed_stream,
+                                       text_embeddings, write_records)
 from mining.train.data import NoTrainingData, PairFilter, ShardSource, output_manifest, scan_pairs, shard_sources
 from mining.train.segmenter import (META_FILE, OpenVocabSegmenter, build_segmenter, freeze_unused_parameters,
                                     make_criterion, save_segmenter, segmentation_loss)
@@ -181,9 +183,13 @@ def train_loop(plan: SegmenterPlan, rank: int, world: int, device: torch.device,
 
     sources = ShardSource.from_plan(plan.sources, plan.s3_options())
     stream = TargetStream(sources, PairFilter.from_config(cfg.filters), rank, world, cfg.seed, cfg.shuffle_buffer)
-    # a resumed run starts its data at a fresh epoch seed rather than replaying the stream
-    items = stream.forever(start_epoch=step * 1_000_003 if step else 0)
-    flip_rng = np.random.default_rng([cfg.seed, rank, step])
+    # a resumed run lands its stream, its flips and its random state where the checkpoint left them
+    mine = worker_resume(resume, rank) or {}
+    items = resumed_stream(stream, mine.get("targets"))
+    flip_rng = np.random.default_rng([cfg.seed, rank, 0])
+    if mine:
+        restore_rng(mine["rng"])
+        flip_rng.bit_generator.state = mine["flips"]
     autocast = cfg.bf16 and device.type == "cuda"
 
     def micro_batch() -> tuple:
@@ -194,7 +200,8 @@ def train_loop(plan: SegmenterPlan, rank: int, world: int, device: torch.device,
     def state() -> dict[str, Any]:
         return {"model": _unwrap(net).state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "step": step, "metrics": history,
-                "counts": stream.counts.to_json(), "passes": stream.passes, "resumed_from": resumed_from}
+                "counts": stream.counts.to_json(), "passes": stream.passes, "resumed_from": resumed_from,
+                "workers": [{"targets": stream.state(), "rng": rng_state(), "flips": flip_rng.bit_generator.state}]}
 
     per_step = cfg.batch_size * cfg.grad_accum * world
     tic, since = time.perf_counter(), 0
@@ -217,10 +224,10 @@ def train_loop(plan: SegmenterPlan, rank: int, world: int, device: torch.device,
     return state()
 
 
-def run_local(plan: SegmenterPlan) -> dict[str, Any]:
-    """In-process, one worker: for debugging and tests."""
+def run_local(plan: SegmenterPlan, store: CheckpointStore | None = None) -> dict[str, Any]:
+    """In-process, one worker; with a `store`, checkpointed and resumed like a Ray run."""
     device = torch.device("cuda" if plan.train.use_gpu and torch.cuda.is_available() else "cpu")
-    return train_loop(plan, 0, 1, device)
+    return train_loop(plan, 0, 1, device, **checkpointing(store))
 
 
 def finish(plan: SegmenterPlan, final: dict[str, Any], out: Location | Path | str, outputs: list[str],
@@ -263,17 +270,22 @@ def train_segmenter(cfg: SegmenterConfig, outputs: list[str], out: str | Path | 
     lease = claim_model_folder(out, SEGMENTER, outputs, [cfg.teacher, cfg.clip.get("model")], overwrite, s3)
     plan = make_plan(cfg, outputs, s3, workers)
     with lease:
-        return _train(plan, out, outputs, executor, workers)
+        return _train(plan, out, outputs, executor, workers, overwrite)
 
 
-def _train(plan: SegmenterPlan, out: Location, outputs: list[str], executor: str, workers: int) -> dict[str, Any]:
+def _train(plan: SegmenterPlan, out: Location, outputs: list[str], executor: str, workers: int,
+           overwrite: bool = False) -> dict[str, Any]:
+    """Checkpoints in `out` (`mining.train.checkpoints`): the same run resumes, another is refused (or, with
+    `overwrite`, started over)."""
+    if executor not in ("local", "ray"):
+        raise ValueError(f"executor must be 'local' or 'ray', got {executor!r}")
+    store = CheckpointStore.of_output(out)
+    store.begin("segmenter", plan_hash("segmenter", plan), overwrite)
     start = time.time()
     if executor == "ray":
         from mining.train.ray_train import run_ray
 
-        final = run_ray(plan, out, kind="segmenter")
-    elif executor == "local":
-        final = run_local(plan)
+        final = run_ray(plan, out, store, kind="segmenter")
     else:
-        raise ValueError(f"executor must be 'local' or 'ray', got {executor!r}")
+        final = run_local(plan, store)
     return finish(plan, final, out, outputs, executor, time.time() - start, workers)
