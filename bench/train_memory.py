@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -32,12 +31,22 @@ def one_pass(mined: str) -> dict:
     plan = make_plan(cfg, [mined])
     clip = load_clip(plan.regions_config(), torch.device("cpu"))
     sources, crop = ShardSource.from_plan(plan.sources, None), crop_spec(plan, clip)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # the pass's own peak: Linux resets the high-water mark on request (ru_maxrss would carry the parent's
+    # over fork and exec)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    base = memory("VmRSS")
     start = time.perf_counter()
     crops = sum(1 for _ in ExampleStream(sources, PairFilter.from_config(cfg.filters), crop).epoch(0))
     images = sum(1 for _ in ImageStream(sources, PairFilter.from_config(cfg.filters), crop, 16).epoch(0))
     return {"crops": crops, "images": images, "seconds": round(time.perf_counter() - start, 1),
-            "rss_before_mib": round(base), "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+            "rss_before_mib": round(base), "peak_rss_mib": round(memory("VmHWM"))}
+
+
+def memory(field: str) -> float:
+    """MiB of /proc/self/status's `field` (VmRSS now, VmHWM the peak since the last reset)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 1024
 
 
 def main() -> None:

@@ -238,13 +238,16 @@ def test_ray_train_checkpoints_and_resumes(mined, tmp_path):
     started = init_local_ray()
     try:
         out = tmp_path / "ray"
-        first = train_segmenter(tiny_cfg(steps=2, workers=2, checkpoint_every=1), [mined], out, executor="ray")
+        cfg = tiny_cfg(steps=2, workers=2, checkpoint_every=1)
+        first = train_segmenter(cfg, [mined], out, executor="ray")
         assert first["steps"] == 2 and first["resumed_from_step"] == 0
-        checkpoints = sorted(p for p in (out / "_ray" / "train_segmenter").glob("checkpoint_*") if p.is_dir())
-        assert checkpoints and all((c / "state.pt").is_file() for c in checkpoints)
-        second = train_segmenter(tiny_cfg(steps=3, workers=2, checkpoint_every=1), [mined], out, executor="ray")
-        assert second["resumed_from_step"] == 2 and second["steps"] == 3
-        assert load_segmenter(out).meta["vocabulary"] == second["vocabulary"]
+        assert sorted(p.name for p in (out / "_checkpoints").glob("*.pt")) == ["step-00000001.pt", "step-00000002.pt"]
+        second = train_segmenter(cfg, [mined], out, executor="ray")   # the same command: resumed at its end
+        assert second["resumed_from_step"] == 2 and second["steps"] == 2
+        third = train_segmenter(tiny_cfg(steps=3, workers=2, checkpoint_every=1), [mined], out, executor="ray",
+                                overwrite=True)   # another length: only by starting over
+        assert third["resumed_from_step"] == 0 and third["steps"] == 3
+        assert load_segmenter(out).meta["vocabulary"] == third["vocabulary"]
     finally:
         if started:
             ray.shutdown()

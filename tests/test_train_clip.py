@@ -306,25 +306,82 @@ def test_cli_trains_with_the_shipped_config(mined, tmp_path, capsys):
 def test_ray_train_checkpoints_and_resumes(mined, tmp_path):
     import ray
 
+    from mining.train.checkpoints import CheckpointStore, TrainingConflict
     from mining.train.clip_trainer import train_clip
     from mining.train.ray_train import init_local_ray
 
     started = init_local_ray()
     try:
         out = tmp_path / "ray"
-        first = train_clip(tiny_cfg(steps=2, workers=2, checkpoint_every=1), [mined], out, executor="ray")
+        cfg = tiny_cfg(steps=2, workers=2, checkpoint_every=1)
+        first = train_clip(cfg, [mined], out, executor="ray")
         assert first["steps"] == 2 and first["resumed_from_step"] == 0
-        checkpoints = sorted(p for p in (out / "_ray" / "train_clip").glob("checkpoint_*") if p.is_dir())
-        assert checkpoints and all((c / "state.pt").is_file() for c in checkpoints)
-        # the same command with more steps resumes at the saved step
-        second = train_clip(tiny_cfg(steps=4, workers=2, checkpoint_every=1), [mined], out, executor="ray")
-        assert second["resumed_from_step"] == 2 and second["steps"] == 4
+        assert sorted(p.name for p in (out / "_checkpoints").glob("*.pt")) == ["step-00000001.pt", "step-00000002.pt"]
+        assert len(CheckpointStore.of_output(Location(str(out))).latest()["workers"]) == 2   # every worker's place
+        # the same command again resumes at the saved (last) step; another length is another training
+        second = train_clip(cfg, [mined], out, executor="ray")
+        assert second["resumed_from_step"] == 2 and second["steps"] == 2
+        longer = tiny_cfg(steps=4, workers=2, checkpoint_every=1)
+        with pytest.raises(TrainingConflict):
+            train_clip(longer, [mined], out, executor="ray")
+        third = train_clip(longer, [mined], out, executor="ray", overwrite=True)
+        assert third["resumed_from_step"] == 0 and third["steps"] == 4
         lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
         assert [m["step"] for m in lines] == [1, 2, 3, 4]
         assert load_clip(RegionsConfig(model=f"local-dir:{out}", pretrained=None), CPU).input_size == 64
     finally:
         if started:
             ray.shutdown()
+
+
+@pytest.mark.slow
+def test_a_ray_run_whose_worker_or_driver_is_killed_ends_as_an_uninterrupted_one(mined, tmp_path):
+    """A worker SIGKILLed mid-run (Ray restarts the group from ovmine's latest checkpoint), then the driver
+    SIGKILLed and the command run again: the weights are an uninterrupted run's."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from mining.train.checkpoints import CheckpointStore
+
+    def command(out, *extra):
+        return [sys.executable, "-m", "mining.cli", "train", "clip", "--config", "configs/train_clip_toyworld.yaml",
+                "--data", mined, "--output", str(out), "--executor", "ray", "--set", "steps=16",
+                "--set", "workers=2", "--set", "checkpoint_every=2", "--set", "batch_size=4",
+                "--set", "shuffle_buffer=8", "--set", "max_failures=2", "--set", "filters.min_similarity=null",
+                "--set", "filters.min_margin=null", "--set", "warmup_steps=0", *extra]
+
+    def wait_for(path, proc):
+        while not path.exists():
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.1)
+
+    assert subprocess.run(command(tmp_path / "whole"), cwd=ROOT, capture_output=True).returncode == 0
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(command(out), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(out / "_checkpoints" / "step-00000004.pt", proc)
+        workers = [p for p in psutil.Process(proc.pid).children(recursive=True) if "RayTrainWorker" in p.name()
+                   or any("RayTrainWorker" in part for part in p.cmdline())]
+        assert workers, "no Ray Train worker found"
+        workers[-1].kill()
+        wait_for(out / "_checkpoints" / "step-00000010.pt", proc)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        proc.kill()
+    rerun = subprocess.run(command(out), cwd=ROOT, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    record = json.loads((out / "training.json").read_text())
+    assert record["resumed_from_step"] >= 10 and record["steps"] == 16
+    a = CheckpointStore.of_output(Location(str(tmp_path / "whole"))).latest()
+    b = CheckpointStore.of_output(Location(str(out))).latest()
+    for k, v in a["visual"].items():
+        torch.testing.assert_close(b["visual"][k], v, rtol=1e-4, atol=1e-5)
 
 
 def test_a_run_resumed_at_its_last_step_finishes_its_folder(mined, tmp_path):

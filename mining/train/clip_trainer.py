@@ -33,12 +33,12 @@ from mining.regions.text import embedder_for
 from mining.sinks.guard import CLIP_MODEL
 from mining.storage import Location, S3Options
 from mining.train.config import TrainConfig
-from mining.train.checkpoints import (CheckpointStore, checkpointing, plan_hash, restore_rng, rng_state,
-                                      worker_resume)
+from mining.train.checkpoints import CheckpointStore, checkpointing, restore_rng, rng_state, worker_resume
 from mining.train.data import (CropSpec, EpochStream, ExampleStream, NoTrainingData, PairFilter, ShardSource,
                                output_manifest, scan_pairs, shard_sources)
 from mining.train.grounding import ImageStream, grounding_loss, noun_rows, scan_entity_nouns
-from mining.train.model_output import claim_model_folder, publish_folder, staging
+from mining.train.model_output import publish_folder, staging
+from mining.train.run import run_training
 from mining.regions.mask_prompts import MaskPromptedViT, save_mask_prompts, strip_mask_prompts
 
 
@@ -385,6 +385,8 @@ def train_loop(plan: TrainPlan, rank: int, world: int, device: torch.device,
                     logger.info("step %d/%d (%s) loss %.4f lr %.3g", step, plan.total_steps, phase.method, loss, lr)
             if report is not None and (step % cfg.checkpoint_every == 0 or last):
                 report({"step": step, "loss": loss}, state())
+    if report is not None and step == resumed_from:   # resumed at its end: this run's state is still reported
+        report({"step": step, "loss": None}, state())
     final = state()
     final["final_loss"] = history[-1]["loss"] if history else None   # the last step is always logged
     return final
@@ -484,27 +486,5 @@ def train_clip(cfg: TrainConfig, outputs: list[str], out: str | Path | Location,
                s3: S3Options | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Train Model A on the pairs of `outputs` and write it to `out` (local or s3://); returns training.json's
     content."""
-    out = out if isinstance(out, Location) else Location.of(str(out), s3)
-    workers = cfg.workers if executor == "ray" else 1
-    lease = claim_model_folder(out, CLIP_MODEL, outputs, [cfg.regions.get("model")], overwrite, s3)
-    plan = make_plan(cfg, outputs, s3, workers)
-    with lease:
-        return _train(plan, out, outputs, executor, workers, overwrite)
-
-
-def _train(plan: TrainPlan, out: Location, outputs: list[str], executor: str, workers: int,
-           overwrite: bool = False) -> dict[str, Any]:
-    """Checkpoints in `out` (`mining.train.checkpoints`): the same run resumes, another is refused (or, with
-    `overwrite`, started over)."""
-    if executor not in ("local", "ray"):
-        raise ValueError(f"executor must be 'local' or 'ray', got {executor!r}")
-    store = CheckpointStore.of_output(out)
-    store.begin("clip", plan_hash("clip", plan), overwrite)
-    start = time.time()
-    if executor == "ray":
-        from mining.train.ray_train import run_ray
-
-        final = run_ray(plan, out, store)
-    else:
-        final = run_local(plan, store)
-    return finish(plan, final, out, outputs, executor, time.time() - start, workers)
+    return run_training("clip", CLIP_MODEL, cfg, outputs, out, executor, s3, overwrite,
+                        [cfg.regions.get("model")], make_plan, run_local, finish)

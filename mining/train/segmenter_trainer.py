@@ -23,14 +23,14 @@ from mining.logs import logger
 from mining.regions.clip_loader import load_clip
 from mining.sinks.guard import SEGMENTER
 from mining.storage import Location, S3Options
-from mining.train.checkpoints import (CheckpointStore, checkpointing, plan_hash, restore_rng, rng_state,
-                                      worker_resume)
+from mining.train.checkpoints import CheckpointStore, checkpointing, restore_rng, rng_state, worker_resume
 from mining.train.clip_trainer import (ReportFn, _unwrap, accumulating, make_scheduler, resumed_stream,
                                        text_embeddings, write_records)
 from mining.train.data import NoTrainingData, PairFilter, ShardSource, output_manifest, scan_pairs, shard_sources
 from mining.train.segmenter import (META_FILE, OpenVocabSegmenter, build_segmenter, freeze_unused_parameters,
                                     make_criterion, save_segmenter, segmentation_loss)
-from mining.train.model_output import claim_model_folder, publish_folder, staging
+from mining.train.model_output import publish_folder, staging
+from mining.train.run import run_training
 from mining.train.segmenter_config import SegmenterConfig
 from mining.train.segmenter_data import ImageTargets, TargetStream, count_images_with_pairs
 
@@ -221,6 +221,8 @@ def train_loop(plan: SegmenterPlan, rank: int, world: int, device: torch.device,
                 logger.info("step %d/%d loss %.4f lr %.3g", step, plan.total_steps, loss, lr)
         if report is not None and (step % cfg.checkpoint_every == 0 or last):
             report({"step": step, "loss": loss}, state())
+    if report is not None and step == resumed_from:   # resumed at its end: this run's state is still reported
+        report({"step": step, "loss": None}, state())
     return state()
 
 
@@ -265,27 +267,5 @@ def train_segmenter(cfg: SegmenterConfig, outputs: list[str], out: str | Path | 
                     s3: S3Options | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Train Model B on the pairs of `outputs` and write it to `out` (local or s3://); returns training.json's
     content."""
-    out = out if isinstance(out, Location) else Location.of(str(out), s3)
-    workers = cfg.workers if executor == "ray" else 1
-    lease = claim_model_folder(out, SEGMENTER, outputs, [cfg.teacher, cfg.clip.get("model")], overwrite, s3)
-    plan = make_plan(cfg, outputs, s3, workers)
-    with lease:
-        return _train(plan, out, outputs, executor, workers, overwrite)
-
-
-def _train(plan: SegmenterPlan, out: Location, outputs: list[str], executor: str, workers: int,
-           overwrite: bool = False) -> dict[str, Any]:
-    """Checkpoints in `out` (`mining.train.checkpoints`): the same run resumes, another is refused (or, with
-    `overwrite`, started over)."""
-    if executor not in ("local", "ray"):
-        raise ValueError(f"executor must be 'local' or 'ray', got {executor!r}")
-    store = CheckpointStore.of_output(out)
-    store.begin("segmenter", plan_hash("segmenter", plan), overwrite)
-    start = time.time()
-    if executor == "ray":
-        from mining.train.ray_train import run_ray
-
-        final = run_ray(plan, out, store, kind="segmenter")
-    else:
-        final = run_local(plan, store)
-    return finish(plan, final, out, outputs, executor, time.time() - start, workers)
+    return run_training("segmenter", SEGMENTER, cfg, outputs, out, executor, s3, overwrite,
+                        [cfg.teacher, cfg.clip.get("model")], make_plan, run_local, finish)
