@@ -273,7 +273,8 @@ def test_the_mask_loss_is_normalised_by_the_global_batchs_masks():
 
     assert float(masks_per_worker([torch.zeros(3), torch.zeros(0)], torch.device("cpu"))) == 3.0   # one worker
     out = mp.Manager().dict()
-    mp.spawn(_masks_seen_by, args=(2, free_port(), [3, 1], out), nprocs=2, join=True)
+    mp.start_processes(_masks_seen_by, args=(2, free_port(), [3, 1], out), nprocs=2, join=True,
+                       start_method="fork")   # no CUDA here: forking spares each worker the imports
     assert dict(out) == {0: 2.0, 1: 2.0}
 
 
@@ -323,12 +324,12 @@ def test_train_to_s3_then_segment_and_mine_load_from_the_bucket(mined, s3_endpoi
 
 def test_an_interrupted_segmenter_run_resumes_exactly(mined, tmp_path, monkeypatch):
     """Model B's resume puts back its stream position, its flips and the loss's point sampling (torch's random
-    state): killed after step 1 and rerun, it ends with the weights of an uninterrupted run."""
+    state): killed after step 1 of 2 and rerun, it ends with the weights of an uninterrupted run."""
     from mining.storage import Location
     from mining.train.checkpoints import CheckpointStore
     from mining.train.segmenter_trainer import train_segmenter
 
-    cfg = tiny_cfg(steps=3, checkpoint_every=1)
+    cfg = tiny_cfg(steps=2, checkpoint_every=1)
     train_segmenter(cfg, [mined], tmp_path / "whole")
     real_save = CheckpointStore.save
 
