@@ -517,3 +517,18 @@ def test_the_guard_and_the_lease_on_s3(ws, s3_endpoint, capsys):
         code, _, err = run(capsys, *argv, *s3)
         assert code == 1 and "s3://guard/" in err and err.count("\n") == 1, (argv, err)
     assert objects() == before
+
+
+def test_a_tampered_segmentation_listing_never_deletes_outside_its_folder(tmp_path):
+    from PIL import Image
+    from mining.segmentation.run import segment_inputs
+
+    Image.new("RGB", (8, 6)).save(tmp_path / "x.jpg")
+    out = tmp_path / "labels"
+    segment_inputs(_Labels(), ["thing"], [str(tmp_path / "x.jpg")], out)
+    victim = tmp_path / "victim.json"
+    victim.write_text("keep")
+    done = json.loads((out / "segmentation.json").read_text())
+    (out / "segmentation.json").write_text(json.dumps(done | {"files": ["../victim.json", "x.png", "x.json"]}))
+    segment_inputs(_Labels(), ["thing"], [str(tmp_path / "x.jpg")], out)
+    assert victim.read_text() == "keep"

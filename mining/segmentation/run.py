@@ -132,10 +132,13 @@ def _unique(base: str, used: set[str]) -> str:
 
 
 def _earlier_files(out: Location) -> list[str]:
+    """The files an earlier run listed, those that are names this command makes (never a path out of `out`)."""
     try:
-        return json.loads((out / SEGMENTATION_DONE).read()).get("files", [])
+        files = json.loads((out / SEGMENTATION_DONE).read()).get("files", [])
     except (OSError, ValueError, AttributeError):
         return []
+    return [f for f in files if isinstance(f, str) and f.endswith((".png", ".json"))
+            and output_base(f.rsplit(".", 1)[0]) == f.rsplit(".", 1)[0]]
 
 
 def segment_inputs(predictor, names: list[str], inputs: list[str], out: Where, max_size: int = 1024,
