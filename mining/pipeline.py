@@ -88,7 +88,8 @@ def startup_timings(times: StartupTimes, wall_seconds: float, imports: float = 0
 
 def run_mining(cfg: RunConfig, inputs: list[str], output: Where, limit: int | None = None,
                on_shard: Callable[[dict[str, Any]], None] | None = None,
-               progress: MiningProgress | bool | None = None, overwrite: bool = False) -> dict[str, Any]:
+               progress: MiningProgress | bool | None = None, overwrite: bool = False,
+               stages: list | None = None) -> dict[str, Any]:
     """Mine `inputs` into `output`; returns the manifest. Bad inputs and an output that cannot be written (or
     that another run holds, or that the write guard refuses: see `mining.sinks.guard`) raise before any model
     is loaded.
@@ -99,7 +100,8 @@ def run_mining(cfg: RunConfig, inputs: list[str], output: Where, limit: int | No
     read are not committed; they are listed in the manifest's `failed_shards` and a rerun retries them.
 
     `progress` hears about the plan, the phases and each shard (a bool, from older callers, shows nothing:
-    Ray Data's own bars are never drawn); `on_shard` is called with each committed shard's marker."""
+    Ray Data's own bars are never drawn); `on_shard` is called with each committed shard's marker. `stages`
+    replaces the config's stages (the toy world's oracle writes its ground truth this way)."""
     listener = MiningProgress() if progress is None or isinstance(progress, bool) else progress
     s3 = S3Options.from_source(cfg.source)
     output = Location.of(output, s3)
@@ -148,7 +150,7 @@ def run_mining(cfg: RunConfig, inputs: list[str], output: Where, limit: int | No
                 executor.start(listener.phase)
                 listener.phase("loading models")
                 before = time.perf_counter()
-                stages = build_stages(cfg)   # imports torch, open_clip, spaCy: part of loading the models
+                stages = stages or build_stages(cfg)   # imports torch, open_clip, spaCy: part of loading the models
                 imports = time.perf_counter() - before
                 writer = ShardWriter.from_config(cfg, output.absolute(), config_hash)
                 cpu_start = time.process_time()   # the driver's own work while it streams (Ray Data's threads too)

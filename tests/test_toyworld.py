@@ -104,3 +104,28 @@ def test_world_has_the_promised_variety():
     assert any(n in text for n in ABSENT_NOUNS), "absent nouns"
     assert any(p in text for p in ("a picture of", "a photo of", "on top of")), "filler"
     assert any(w in text for w in ("small ", "large ")), "size adjectives"
+
+
+def test_the_oracle_pairs_every_true_mask_with_its_name(world, tmp_path, capsys):
+    """`ovmine toyworld oracle`: a mining output whose pairs are the ground truth, so a model trained on it is
+    the upper bound. `ovmine eval` of it finds every pair right and every instance recalled; `validate` and the
+    trainer's reader take it like any mined run; and it is refused inside the world it reads."""
+    from mining.cli import main
+    from mining.evaluation.run import evaluate
+    from mining.sinks.reader import iter_records
+
+    out, gt = world
+    oracle = tmp_path / "oracle"
+    assert main(["toyworld", "oracle", str(out), str(oracle), "--json"]) == 0
+    counts = json.loads(capsys.readouterr().out)["counts"]
+    assert counts["pairs"] == len(gt["annotations"]) and counts["images_in"] == len(gt["images"])
+    report = evaluate(str(oracle), str(out / "ground_truth.json"), progress=False)
+    assert report["precision"] == 1.0 and report["recall"] == 1.0 and report["pairs"] == len(gt["annotations"])
+    names = {c["id"]: c["name"] for c in gt["categories"]}
+    ids = {image["key"]: image["id"] for image in gt["images"]}
+    for record in iter_records(str(oracle)):
+        truth = sorted(names[a["category_id"]] for a in gt["annotations"] if a["image_id"] == ids[record.key])
+        assert sorted(p.noun for p in record.pairs) == truth
+    assert main(["validate", str(oracle)]) == 0
+    assert main(["toyworld", "oracle", str(out), str(out / "shards" / "oracle")]) == 1
+    assert "inside the toy world" in capsys.readouterr().err

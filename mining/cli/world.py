@@ -87,6 +87,19 @@ def cmd_toyworld(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_oracle(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mining.toyworld.oracle import write_oracle
+
+    manifest = write_oracle(Path(args.world), args.output, overwrite=args.overwrite)
+    counts = manifest["totals"]
+    print(json.dumps({"output": args.output, "counts": counts}) if args.json else
+          f"wrote the ground truth of {args.world} as {counts['pairs']} pairs of {counts['images_with_pairs']} images "
+          f"to {args.output}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from mining.cli.mine import ConsoleProgress, progress_mode
     from mining.toyworld.demo import format_demo, run_demo
@@ -138,6 +151,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_json(t)
     add_s3_endpoint(t)
     t.set_defaults(func=cmd_toyworld)
+    t = add_command(what, "oracle", "write a world's ground truth as a mining output: every true mask paired "
+                    "with its category's name (train on it for the upper bound)",
+                    "ovmine toyworld oracle world/ world-oracle/")
+    t.add_argument("world", metavar="WORLD", help="a folder `ovmine toyworld make` wrote")
+    t.add_argument("output", metavar="OUTPUT", help="a new or empty folder, or an earlier oracle of WORLD")
+    t.add_argument("--overwrite", action="store_true", help="write it again")
+    add_json(t)
+    t.set_defaults(func=cmd_oracle)
 
     p = add_command(sub, "demo", "make a toy world, mine it on local Ray with the shipped models, and score it",
                     "ovmine demo", "ovmine demo --out demo/ --shards 2 --executor local")

@@ -1,0 +1,134 @@
+"""Things and stuff, class by class: what each CLIP makes of the toy world's objects (issue 21).
+
+One row per category (7 things, 5 stuff), one column per model:
+  shipped    the toy CLIP as shipped (mining/toyworld/weights/clip)
+  pairs      adapted on the training world's mined pairs (configs/train_clip_toyworld.yaml)
+  grounding  the same, with OpenSeg's grounding loss added (grounding.weight=1)
+  oracle     the same training on the training world's ground truth (`ovmine toyworld oracle`): every true
+             mask with its true name, the upper bound beside the others
+and three figures for each, all on an evaluation world whose seed nothing was trained or tuned on:
+  top-1      region top-1 on its ground-truth masks (Uni-OVSeg Table 4's protocol)
+  precision, recall   of its pairs when that world is mined again with that CLIP (`ovmine eval`)
+The figures are `mining.evaluation.run.evaluate`'s, the numbers `ovmine eval --region-top1` prints.
+
+    .venv/bin/python bench/things.py                         # 256 training images, 300 steps, 128 eval images
+    .venv/bin/python bench/things.py --per-shard 128 --steps 1000 --json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from mining.evaluation.run import evaluate
+from mining.pipeline import run_mining
+from mining.sinks.reader import shard_files
+from mining.toyworld.demo import demo_config
+from mining.toyworld.make import make_world
+from mining.toyworld.oracle import write_oracle
+from mining.toyworld.vocab import STUFF, THINGS
+from mining.train.clip_trainer import train_clip
+from mining.train.config import load_train_config
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN_SEED = 7_100_000   # the trainer benches' training world
+EVAL_SEED = 2_026_120    # used by no training, test or tuning
+
+
+def mined(cfg, world: dict, out: Path) -> str:
+    if not shard_files(str(out)):
+        run_mining(cfg, [world["shards_uri"]], str(out))
+    return str(out)
+
+
+def trained(data: str, out: Path, steps: int, extra: list[str]) -> str:
+    cfg = load_train_config(ROOT / "configs" / "train_clip_toyworld.yaml", [f"steps={steps}", *extra])
+    return train_clip(cfg, [data], out)["model"]
+
+
+def scored(model: str | None, eval_world: dict, work: Path, name: str) -> dict:
+    """Mine the evaluation world with `model` (None: the shipped CLIP) and score it as `ovmine eval` does."""
+    overrides = ["execution.executor=local"]
+    if model:
+        overrides += [f"regions.model={model}", "regions.pretrained=null"]
+    output = mined(demo_config(overrides), eval_world, work / f"eval-mined-{name}")
+    report = evaluate(output, eval_world["ground_truth"], region_top1=True, progress=False)
+    per = report["per_category"]
+    top1 = report["region_top1"]["per_category"]
+    return {"precision": report["precision"], "recall": report["recall"], "top1": report["region_top1"]["top1"],
+            "per_category": {c: {"top1": top1.get(c), "precision": per.get(c, {}).get("precision"),
+                                 "recall": per.get(c, {}).get("recall")} for c in top1}}
+
+
+def mean(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def table(result: dict) -> str:
+    models = list(result["models"])
+    lines = []
+    for figure in ("top1", "precision", "recall"):
+        lines.append(f"{figure:<12}" + "".join(f"{m:>11}" for m in models))
+        for group, cats in (("things", THINGS), ("stuff", STUFF)):
+            for c in cats:
+                cells = [result["models"][m]["per_category"].get(c.name, {}).get(figure) for m in models]
+                lines.append(f"  {c.name:<10}" + "".join(f"{'-' if v is None else f'{v:.1%}':>11}" for v in cells))
+            means = [mean([result["models"][m]["per_category"].get(c.name, {}).get(figure) for c in cats])
+                     for m in models]
+            lines.append(f"  {'mean ' + group:<10}" + "".join(f"{'-' if v is None else f'{v:.1%}':>11}"
+                                                         for v in means))
+        overall = [result["models"][m][figure] for m in models]
+        lines.append(f"  {'overall':<10}" + "".join(f"{'-' if v is None else f'{v:.1%}':>11}" for v in overall))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shards", type=int, default=4)
+    ap.add_argument("--per-shard", type=int, default=64)
+    ap.add_argument("--eval-per-shard", type=int, default=32, help="the evaluation world: 4 shards of this")
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--models", default="shipped,pairs,grounding,oracle")
+    ap.add_argument("--work", help="working directory (default: a temporary one); a rerun reuses what is there")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    work = Path(args.work or tempfile.mkdtemp(prefix="ovmine-things-"))
+    start = time.time()
+    train_world = make_world(str(work / "train-world"), args.shards, args.per_shard, TRAIN_SEED, progress=False,
+                             overwrite=True)
+    eval_world = make_world(str(work / "eval-world"), 4, args.eval_per_shard, EVAL_SEED, progress=False,
+                            overwrite=True)
+    wanted = args.models.split(",")
+    models: dict[str, str | None] = {"shipped": None}
+    if {"pairs", "grounding"} & set(wanted):
+        train_mined = mined(demo_config(["execution.executor=local"]), train_world, work / "train-mined")
+        if "pairs" in wanted:
+            models["pairs"] = trained(train_mined, work / "clip-pairs", args.steps, [])
+        if "grounding" in wanted:
+            models["grounding"] = trained(train_mined, work / "clip-grounding", args.steps, ["grounding.weight=1.0"])
+    if "oracle" in wanted:
+        oracle = work / "train-oracle"
+        if not shard_files(str(oracle)):
+            write_oracle(work / "train-world", str(oracle))
+        models["oracle"] = trained(str(oracle), work / "clip-oracle", args.steps, [])
+    result = {"train_world": {"seed": TRAIN_SEED, "images": train_world["images"]},
+              "eval_world": {"seed": EVAL_SEED, "images": eval_world["images"]}, "steps": args.steps,
+              "models": {name: scored(model, eval_world, work, name) for name, model in models.items()
+                         if name in wanted},
+              "seconds": round(time.time() - start)}
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"training world seed {TRAIN_SEED} ({train_world['images']} images), {args.steps} steps of "
+          f"configs/train_clip_toyworld.yaml; evaluation world seed {EVAL_SEED} ({eval_world['images']} images); "
+          f"{result['seconds']} s")
+    print(table(result))
+
+
+if __name__ == "__main__":
+    main()
