@@ -72,3 +72,27 @@ def test_training_records_travel_with_the_weights():
         assert meta["script"].startswith("python -m mining.toyworld.train_") and meta["steps"] > 0
     sizes = [p.stat().st_size for p in WEIGHTS_DIR.rglob("*.safetensors")]
     assert len(sizes) == 2 and sum(sizes) < 20 * 2**20
+
+
+def test_shipped_clip_tells_every_category_name_apart():
+    """A frozen text tower that maps two categories to one point caps every method built on it (issue 21): the
+    shipped toy CLIP keeps every two categories' names and synonyms apart under the ViLD template ensemble."""
+    from mining.toyworld.text_separation import MAX_CROSS_COSINE, load_folder, text_separation
+
+    sep = text_separation(*load_folder(WEIGHTS_DIR / "clip"))
+    assert sep.matrix.shape == (12, 12)
+    assert sep.worst <= MAX_CROSS_COSINE, f"{sep.worst_pair} at {sep.worst:.3f}\n{sep.table()}"
+
+
+def test_text_separation_finds_categories_that_collapse(tmp_path):
+    """The measure itself: a text tower whose output ignores the noun puts every category at cosine 1."""
+    import torch
+
+    from mining.toyworld.text_separation import load_folder, text_separation
+
+    model, tokenizer = load_folder(WEIGHTS_DIR / "clip")
+    with torch.no_grad():   # the final norm's output no longer depends on its input: every text is one point
+        model.ln_final.weight.zero_()
+        model.ln_final.bias.fill_(1.0)
+    sep = text_separation(model, tokenizer)
+    assert sep.worst > 0.999 and sep.matrix.min() > 0.999

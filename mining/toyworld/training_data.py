@@ -1,7 +1,7 @@
 """Scenes of the toy world held in memory for training (the shipped models never see the demo's seeds)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing import get_context
 
 import numpy as np
@@ -18,6 +18,8 @@ class TrainingSet:
     captions: list[list[str]]       # two per image
     grounds: list[str]              # the ground stuff of each image
     masks: list[np.ndarray]         # ground-truth masks (things then stuff), bool[n, size, size]; if asked
+    colours: list[str | None] = field(default_factory=list)   # the colour of each image's biggest thing
+    subjects: list[tuple[str, str, str] | None] = field(default_factory=list)   # its (size, colour, category)
 
 
 def _render_block(args: tuple[int, int, int, int, bool, float, float]):
@@ -28,6 +30,9 @@ def _render_block(args: tuple[int, int, int, int, bool, float, float]):
         out.images.append(scene.image)
         out.captions.append(caps)
         out.grounds.append(scene.ground)
+        biggest = max(scene.things, key=lambda i: i.mask.sum()) if scene.things else None
+        out.colours.append(biggest.colour if biggest else None)
+        out.subjects.append((biggest.size_word or "medium", biggest.colour, biggest.category.name) if biggest else None)
         if with_masks:
             out.masks.append(np.stack([i.mask for i in scene.things + scene.stuff]))
     return out
@@ -44,4 +49,5 @@ def render_training_set(count: int, size: int = 128, seed: int = TRAIN_SEED, wit
             parts.append(part)
     return TrainingSet(np.stack([im for p in parts for im in p.images])[:count],
                        [c for p in parts for c in p.captions][:count], [g for p in parts for g in p.grounds][:count],
-                       [m for p in parts for m in p.masks][:count])
+                       [m for p in parts for m in p.masks][:count], [c for p in parts for c in p.colours][:count],
+                       [s for p in parts for s in p.subjects][:count])
