@@ -81,7 +81,7 @@ def main() -> None:
     eval_world = make_world(str(work / "eval-world"), 4, args.eval_images // 4, 0, progress=False,
                             overwrite=True)   # a --work rerun makes the same world again
     cfg = load_train_config(ROOT / "configs" / "train_clip_toyworld.yaml",
-                            ["filters.min_similarity=0.2", "filters.min_margin=0.15", *args.overrides])
+                            ["filters.min_similarity=0.2", "filters.min_margin=0.25", *args.overrides])
     rows = [{"round": 0, "model": "shipped", **score_eval(eval_world, work, "r0", None)}]
     if not args.json:
         print_row(rows[0], header=True)

@@ -24,7 +24,6 @@ from pathlib import Path
 
 from mining.evaluation.run import evaluate
 from mining.pipeline import run_mining
-from mining.sinks.reader import shard_files
 from mining.toyworld.demo import demo_config
 from mining.toyworld.make import make_world
 from mining.toyworld.oracle import write_oracle
@@ -38,8 +37,7 @@ EVAL_SEED = 2_026_120    # used by no training, test or tuning
 
 
 def mined(cfg, world: dict, out: Path) -> str:
-    if not shard_files(str(out)):
-        run_mining(cfg, [world["shards_uri"]], str(out))
+    run_mining(cfg, [world["shards_uri"]], str(out))   # a --work rerun finds it mined (another config: refused)
     return str(out)
 
 
@@ -93,7 +91,8 @@ def main() -> None:
     ap.add_argument("--eval-per-shard", type=int, default=32, help="the evaluation world: 4 shards of this")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--models", default="shipped,pairs,grounding,oracle")
-    ap.add_argument("--work", help="working directory (default: a temporary one); a rerun reuses what is there")
+    ap.add_argument("--work", help="working directory (default: a temporary one); a rerun with the same settings "
+                    "reuses what is there")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -113,8 +112,7 @@ def main() -> None:
             models["grounding"] = trained(train_mined, work / "clip-grounding", args.steps, ["grounding.weight=1.0"])
     if "oracle" in wanted:
         oracle = work / "train-oracle"
-        if not shard_files(str(oracle)):
-            write_oracle(work / "train-world", str(oracle))
+        write_oracle(work / "train-world", str(oracle))
         models["oracle"] = trained(str(oracle), work / "clip-oracle", args.steps, [])
     result = {"train_world": {"seed": TRAIN_SEED, "images": train_world["images"]},
               "eval_world": {"seed": EVAL_SEED, "images": eval_world["images"]}, "steps": args.steps,
