@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from mining.evaluation.per_class import class_figures, class_table
 from mining.evaluation.run import evaluate
 from mining.pipeline import run_mining
 from mining.toyworld.demo import demo_config
@@ -52,36 +53,7 @@ def scored(model: str | None, eval_world: dict, work: Path, name: str) -> dict:
     if model:
         overrides += [f"regions.model={model}", "regions.pretrained=null"]
     output = mined(demo_config(overrides), eval_world, work / f"eval-mined-{name}")
-    report = evaluate(output, eval_world["ground_truth"], region_top1=True, progress=False)
-    per = report["per_category"]
-    top1 = report["region_top1"]["per_category"]
-    return {"precision": report["precision"], "recall": report["recall"], "top1": report["region_top1"]["top1"],
-            "per_category": {c: {"top1": top1.get(c), "precision": per.get(c, {}).get("precision"),
-                                 "recall": per.get(c, {}).get("recall")} for c in top1}}
-
-
-def mean(values: list) -> float | None:
-    values = [v for v in values if v is not None]
-    return sum(values) / len(values) if values else None
-
-
-def table(result: dict) -> str:
-    models = list(result["models"])
-    lines = []
-    for figure in ("top1", "precision", "recall"):
-        lines.append(f"{figure:<12}" + "".join(f"{m:>11}" for m in models))
-        for group, cats in (("things", THINGS), ("stuff", STUFF)):
-            for c in cats:
-                cells = [result["models"][m]["per_category"].get(c.name, {}).get(figure) for m in models]
-                lines.append(f"  {c.name:<10}" + "".join(f"{'-' if v is None else f'{v:.1%}':>11}" for v in cells))
-            means = [mean([result["models"][m]["per_category"].get(c.name, {}).get(figure) for c in cats])
-                     for m in models]
-            lines.append(f"  {'mean ' + group:<10}" + "".join(f"{'-' if v is None else f'{v:.1%}':>11}"
-                                                         for v in means))
-        overall = [result["models"][m][figure] for m in models]
-        lines.append(f"  {'overall':<10}" + "".join(f"{'-' if v is None else f'{v:.1%}':>11}" for v in overall))
-        lines.append("")
-    return "\n".join(lines)
+    return class_figures(evaluate(output, eval_world["ground_truth"], region_top1=True, progress=False))
 
 
 def main() -> None:
@@ -125,7 +97,7 @@ def main() -> None:
     print(f"training world seed {TRAIN_SEED} ({train_world['images']} images), {args.steps} steps of "
           f"configs/train_clip_toyworld.yaml; evaluation world seed {EVAL_SEED} ({eval_world['images']} images); "
           f"{result['seconds']} s")
-    print(table(result))
+    print(class_table(result["models"], {"things": [c.name for c in THINGS], "stuff": [c.name for c in STUFF]}))
 
 
 if __name__ == "__main__":

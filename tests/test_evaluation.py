@@ -320,3 +320,38 @@ def test_text_shows_unjudged_and_duplicates_on_the_precision_line(overlapping, t
     assert main(["eval", overlapping, "--gt", gt, "--iou", "0.4", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert (report["unjudged_pairs"], report["duplicate_pairs"]) == (1, 1)
+
+
+def test_the_per_class_table_says_what_ovmine_eval_prints(world_mined, capsys):
+    """`mining.evaluation.per_class` (bench/things.py's table): each cell is the figure `ovmine eval --json
+    --region-top1` prints for that run and category, and the group means are the means of the rows above."""
+    from mining.cli import main
+    from mining.evaluation.per_class import class_figures, class_table
+    from mining.evaluation.run import evaluate
+
+    root, gt = world_mined
+    output = str(root / "all")
+    assert main(["eval", output, "--gt", gt, "--json", "--region-top1"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    figures = class_figures(evaluate(output, gt, region_top1=True, progress=False))
+    groups = {"things": ["circle", "square"], "stuff": ["grass", "sky"]}
+    lines = class_table({"one": figures, "two": figures}, groups).splitlines()
+
+    def row(block: str, label: str) -> list[str]:
+        start = next(i for i, line in enumerate(lines) if line.startswith(block))
+        cells = next(line for line in lines[start:] if line.strip().startswith(label)).split()[-2:]
+        assert cells[0] == cells[1]
+        return cells
+
+    def shown(value) -> str:
+        return "-" if value is None else f"{value:.1%}"
+
+    for name in ("circle", "square", "grass", "sky"):
+        assert row("top1", name)[0] == shown(printed["region_top1"]["per_category"].get(name))
+        assert row("precision", name)[0] == shown(printed["per_category"].get(name, {}).get("precision"))
+        assert row("recall", name)[0] == shown(printed["per_category"].get(name, {}).get("recall"))
+    assert row("recall", "overall")[0] == shown(printed["recall"])
+    assert row("top1", "overall")[0] == shown(printed["region_top1"]["top1"])
+    stuff = [printed["per_category"][n]["recall"] for n in groups["stuff"] if n in printed["per_category"]
+             and printed["per_category"][n]["recall"] is not None]
+    assert row("recall", "mean stuff")[0] == shown(sum(stuff) / len(stuff) if stuff else None)
