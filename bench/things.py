@@ -63,6 +63,8 @@ def main() -> None:
     ap.add_argument("--eval-per-shard", type=int, default=32, help="the evaluation world: 4 shards of this")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--models", default="shipped,pairs,grounding,oracle")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a field of configs/train_clip_toyworld.yaml for every training")
     ap.add_argument("--work", help="working directory (default: a temporary one); a rerun with the same settings "
                     "reuses what is there")
     ap.add_argument("--json", action="store_true")
@@ -79,13 +81,14 @@ def main() -> None:
     if {"pairs", "grounding"} & set(wanted):
         train_mined = mined(demo_config(["execution.executor=local"]), train_world, work / "train-mined")
         if "pairs" in wanted:
-            models["pairs"] = trained(train_mined, work / "clip-pairs", args.steps, [])
+            models["pairs"] = trained(train_mined, work / "clip-pairs", args.steps, args.overrides)
         if "grounding" in wanted:
-            models["grounding"] = trained(train_mined, work / "clip-grounding", args.steps, ["grounding.weight=1.0"])
+            models["grounding"] = trained(train_mined, work / "clip-grounding", args.steps,
+                                          ["grounding.weight=1.0", *args.overrides])
     if "oracle" in wanted:
         oracle = work / "train-oracle"
         write_oracle(work / "train-world", str(oracle))
-        models["oracle"] = trained(str(oracle), work / "clip-oracle", args.steps, [])
+        models["oracle"] = trained(str(oracle), work / "clip-oracle", args.steps, args.overrides)
     result = {"train_world": {"seed": TRAIN_SEED, "images": train_world["images"]},
               "eval_world": {"seed": EVAL_SEED, "images": eval_world["images"]}, "steps": args.steps,
               "models": {name: scored(model, eval_world, work, name) for name, model in models.items()

@@ -271,6 +271,37 @@ def test_grounding_learns_from_an_output_without_pairs(mined, tmp_path):
     assert final["counts"]["examples"] >= 2
 
 
+def test_the_grounding_temperature_is_learned(mined, tmp_path):
+    """OpenSeg's learnable temperature: it starts at the model's logit scale, moves with training, is logged, and
+    stays put with learn_scale off."""
+    grounding = {"weight": 1.0, "images": 2, "max_masks": 3}
+    plan = make_plan(tiny_cfg(steps=3, log_every=1, grounding=grounding | {"learn_scale": True, "scale_lr": 0.1}),
+                     [mined])
+    final = run_local(plan)
+    start = float(load_clip(RegionsConfig(**TINY), CPU).model.logit_scale.detach())
+    assert abs(final["grounding_log_scale"] - start) > 0.05
+    logged = [m["grounding_scale"] for m in final["metrics"]]
+    assert len(set(logged)) == len(logged) == 3
+    fixed = run_local(make_plan(tiny_cfg(steps=3, grounding=grounding), [mined]))   # off by default
+    assert fixed["grounding_log_scale"] is None and "grounding_scale" not in fixed["metrics"][-1]
+
+
+def test_word_dropping_keeps_a_noun_per_caption():
+    """OpenSeg's word keep-probability: each noun of a caption survives with probability `keep`, never all
+    dropped; keep = 1 drops nothing."""
+    from mining.train.grounding import ImageExample, noun_rows
+
+    index = {n: i for i, n in enumerate("abcdef")}
+    pixels = torch.zeros(1, 3, 4, 4)
+    batch = [ImageExample(pixels, list("abcdef"), "s", "k"), ImageExample(pixels, ["c"], "s", "j")]
+    torch.manual_seed(0)
+    kept = [int((noun_rows(batch, index, CPU, keep=0.5)[0] > 0).sum()) for _ in range(200)]
+    assert min(kept) >= 1 and kept.count(6) < 20 and 2.5 < sum(kept) / len(kept) < 3.6
+    rows = noun_rows(batch, index, CPU, keep=0.5)
+    assert torch.allclose(rows.sum(1), torch.ones(2)) and rows[1, 2] == 1.0
+    assert torch.equal(noun_rows(batch, index, CPU), torch.tensor([[1 / 6] * 6, [0, 0, 1.0, 0, 0, 0]]))
+
+
 def test_grounding_loss_known_answers():
     from mining.train.grounding import alignment_scores, grounding_loss
 
@@ -548,8 +579,8 @@ def test_an_interrupted_local_run_resumes_exactly(mined, tmp_path, monkeypatch):
     from mining.train.checkpoints import CheckpointStore
     from mining.train.clip_trainer import train_clip
 
-    cfg = tiny_cfg(steps=5, checkpoint_every=2, grounding={"weight": 1.0, "images": 2, "shuffle_buffer": 3},
-                   shuffle_buffer=5)
+    cfg = tiny_cfg(steps=5, checkpoint_every=2, shuffle_buffer=5,
+                   grounding={"weight": 1.0, "images": 2, "shuffle_buffer": 3, "learn_scale": True, "word_keep": 0.5})
     whole: dict = {}
     _recording(monkeypatch, trainer, whole)
     train_clip(cfg, [mined], tmp_path / "whole")
@@ -576,6 +607,7 @@ def test_an_interrupted_local_run_resumes_exactly(mined, tmp_path, monkeypatch):
     assert a["step"] == b["step"] == 5 and a["counts"] == b["counts"]
     for k, v in a["visual"].items():
         torch.testing.assert_close(b["visual"][k], v, rtol=1e-5, atol=1e-6)
+    assert a["grounding_log_scale"] == pytest.approx(b["grounding_log_scale"], abs=1e-6)
 
 
 def test_a_rerun_with_another_config_is_refused_and_overwrite_starts_over(mined, tmp_path, capsys):
@@ -608,3 +640,36 @@ def test_a_damaged_latest_checkpoint_is_named_and_the_one_before_used(mined, tmp
     assert state["step"] == 2 and f"checkpoint {latest} is damaged" in caplog.text
     record = train_clip(tiny_cfg(steps=3, checkpoint_every=1), [mined], out)
     assert record["resumed_from_step"] == 2 and record["steps"] == 3
+
+
+def _scaled_tower_step(rank, world, port, out):
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from mining.train.clip_trainer import mixed_loss
+    from mining.train.grounding import ImageExample, ScaledTower
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    tower = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+    wrapped = DistributedDataParallel(ScaledTower(tower, torch.nn.Parameter(torch.tensor(2.0))))
+    opt = torch.optim.SGD(wrapped.parameters(), lr=0.5)
+    torch.manual_seed(1 + rank)   # each worker its own images
+    images = [ImageExample(torch.randn(2, 3, 2, 2), ["a"], "s", str(i)) for i in range(2)]
+    words = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    mixed_loss(wrapped, None, None, images, words, torch.eye(3), 100.0, 0.0, 1.0).backward()
+    opt.step()
+    out[rank] = float(wrapped.module.log_scale)
+    dist.destroy_process_group()
+
+
+def test_the_learned_temperature_is_one_value_across_workers():
+    """The temperature is used in the loss, outside the tower's forward, yet DDP all-reduces its gradient like the
+    tower's: after a step on different images the workers hold the same moved value."""
+    import torch.multiprocessing as mp
+
+    from conftest import free_port
+
+    out = mp.Manager().dict()
+    mp.start_processes(_scaled_tower_step, args=(2, free_port(), out), nprocs=2, join=True, start_method="fork")
+    assert out[0] == pytest.approx(out[1], abs=1e-7) and abs(out[0] - 2.0) > 1e-4

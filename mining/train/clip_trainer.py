@@ -36,7 +36,8 @@ from mining.train.config import TrainConfig
 from mining.train.checkpoints import CheckpointStore, checkpointing, restore_rng, rng_state, worker_resume
 from mining.train.data import (CropSpec, EpochStream, ExampleStream, NoTrainingData, PairFilter, ShardSource,
                                output_manifest, scan_pairs, shard_sources)
-from mining.train.grounding import ImageStream, grounding_loss, noun_rows, scan_entity_nouns
+from mining.train.grounding import (ImageStream, ScaledTower, grounding_loss, noun_rows, scan_entity_nouns,
+                                    temperature_scale)
 from mining.train.model_output import publish_folder, staging
 from mining.train.run import run_training
 from mining.regions.mask_prompts import MaskPromptedViT, save_mask_prompts, strip_mask_prompts
@@ -130,14 +131,17 @@ def make_optimizer(visual: torch.nn.Module, cfg: TrainConfig, lr: float | None =
                    weight_decay: float | None = None) -> torch.optim.Optimizer:
     """AdamW over the parameters that require grad; weights decay, biases, norms, other 1-d parameters and what
     the tower itself exempts (a ViT's positional and class embeddings) do not (as CLIP and OVSeg train).
-    `lr`/`weight_decay` default to the FT ones of `cfg`."""
+    `lr`/`weight_decay` default to the FT ones of `cfg`; a `ScaledTower`'s temperature trains at
+    `grounding.scale_lr`."""
     exempt = no_weight_decay(visual)
-    named = [(n, p) for n, p in visual.named_parameters() if p.requires_grad]
+    named = [(n, p) for n, p in visual.named_parameters() if p.requires_grad and n != "log_scale"]
     decay = [p for n, p in named if p.ndim >= 2 and n not in exempt]
     rest = [p for n, p in named if p.ndim < 2 or n in exempt]
     wd = cfg.weight_decay if weight_decay is None else weight_decay
-    return torch.optim.AdamW([{"params": decay, "weight_decay": wd}, {"params": rest, "weight_decay": 0.0}],
-                             lr=cfg.lr if lr is None else lr, betas=(0.9, 0.98), eps=1e-6)
+    groups = [{"params": decay, "weight_decay": wd}, {"params": rest, "weight_decay": 0.0}]
+    if isinstance(visual, ScaledTower):   # the grounding temperature, at its own rate
+        groups.append({"params": [visual.log_scale], "weight_decay": 0.0, "lr": cfg.grounding.scale_lr})
+    return torch.optim.AdamW(groups, lr=cfg.lr if lr is None else lr, betas=(0.9, 0.98), eps=1e-6)
 
 
 def no_weight_decay(module: torch.nn.Module) -> set[str]:
@@ -214,7 +218,8 @@ def mixed_loss(visual: torch.nn.Module, pixels: torch.Tensor | None, labels: tor
                images: list | None, words: torch.Tensor | None, text: torch.Tensor, logit_scale: float,
                pair_weight: float = 1.0, grounding_weight: float = 0.0) -> torch.Tensor:
     """pair_weight * the pairs' cross-entropy + grounding_weight * OpenSeg's grounding loss over `images`
-    (ImageExamples: all masks, all nouns; `words` their `noun_rows`), in one forward pass over every crop."""
+    (ImageExamples: all masks, all nouns; `words` their `noun_rows`), in one forward pass over every crop. The
+    grounding loss takes its temperature from a `ScaledTower` when `visual` is one (learned), else `logit_scale`."""
     # the pairs' crops and the images' crops come from two streams: one device for both
     parts = ([pixels] if pixels is not None else []) + [im.pixels for im in images or []]
     emb = F.normalize(visual(torch.cat([p.to(text.device) for p in parts])).float(), dim=-1)
@@ -228,7 +233,9 @@ def mixed_loss(visual: torch.nn.Module, pixels: torch.Tensor | None, labels: tor
         for im in images:
             regions.append(emb[n:n + len(im.pixels)])
             n += len(im.pixels)
-        loss = loss + grounding_weight * grounding_loss(regions, words, text, logit_scale)
+        tower = _unwrap(visual)
+        scale = tower.scale() if isinstance(tower, ScaledTower) else logit_scale
+        loss = loss + grounding_weight * grounding_loss(regions, words, text, scale)
     return loss
 
 
@@ -287,6 +294,9 @@ def train_loop(plan: TrainPlan, rank: int, world: int, device: torch.device,
     logit_scale = float(scale.detach().exp()) if scale is not None else 100.0
     index = {noun: i for i, noun in enumerate(plan.vocabulary)}
     phases = training_phases(cfg, plan.total_steps)
+    log_scale = None   # the grounding loss's learnable temperature, from the model's logit scale
+    if cfg.grounding.weight > 0 and cfg.grounding.learn_scale:
+        log_scale = torch.nn.Parameter(torch.tensor(math.log(logit_scale), device=device))
     # built (and refused for a non-ViT tower) before any data is read; seeded alike on every worker
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
@@ -303,6 +313,8 @@ def train_loop(plan: TrainPlan, rank: int, world: int, device: torch.device,
         if prompted is not None and resume.get("prompts") is not None:
             prompted.prompts.data.copy_(resume["prompts"])
         step, history = int(resume["step"]), list(resume["metrics"])
+        if log_scale is not None and resume.get("grounding_log_scale") is not None:
+            log_scale.data.fill_(float(resume["grounding_log_scale"]))
         logger.info("resuming at step %d of %d", step, plan.total_steps)
     resumed_from = step
 
@@ -331,7 +343,7 @@ def train_loop(plan: TrainPlan, rank: int, world: int, device: torch.device,
             labels = torch.tensor([index[e.noun] for e in batch], device=device)
         if images is not None:
             batch_images = [next(images) for _ in range(cfg.grounding.images)]
-            words = noun_rows(batch_images, index, device)
+            words = noun_rows(batch_images, index, device, cfg.grounding.word_keep)
         return pixels, labels, batch_images, words
 
     def loss_fn(module, pixels, labels, batch_images, words, text_emb, scale_value):
@@ -350,6 +362,7 @@ def train_loop(plan: TrainPlan, rank: int, world: int, device: torch.device,
         earlier = resume or {}
         return {"visual": model.visual.state_dict(),
                 "prompts": prompted.prompts.detach().clone() if prompted is not None else None,
+                "grounding_log_scale": float(log_scale.detach()) if log_scale is not None else None,
                 "optimizer": optimizer.state_dict() if optimizer is not None else earlier.get("optimizer"),
                 "scheduler": scheduler.state_dict() if scheduler is not None else earlier.get("scheduler"),
                 "phase": number, "step": step, "metrics": history, "counts": stream.counts.to_json(),
@@ -360,6 +373,8 @@ def train_loop(plan: TrainPlan, rank: int, world: int, device: torch.device,
         if step >= phase.end:
             continue
         module = trainable_module(model, phase, prompted)
+        if log_scale is not None:
+            module = ScaledTower(module, log_scale)
         optimizer = make_optimizer(module, cfg, phase.lr, phase.weight_decay)
         scheduler = make_scheduler(optimizer, min(cfg.warmup_steps, phase.end - phase.start - 1),
                                    phase.end - phase.start)
@@ -379,7 +394,9 @@ def train_loop(plan: TrainPlan, rank: int, world: int, device: torch.device,
             if step % cfg.log_every == 0 or step == phase.end or step == 1:
                 elapsed = time.perf_counter() - tic
                 history.append({"step": step, "loss": round(loss, 6), "lr": lr, "phase": phase.method,
-                                "samples_per_s": round(since * per_step / elapsed, 2) if elapsed > 0 else None})
+                                "samples_per_s": round(since * per_step / elapsed, 2) if elapsed > 0 else None}
+                               | ({"grounding_scale": round(float(temperature_scale(log_scale.detach())), 4)}
+                                  if log_scale is not None else {}))
                 tic, since = time.perf_counter(), 0
                 if rank == 0:
                     logger.info("step %d/%d (%s) loss %.4f lr %.3g", step, plan.total_steps, phase.method, loss, lr)

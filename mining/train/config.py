@@ -40,6 +40,12 @@ class GroundingConfig(_Section):
                                                "the negatives)")
     max_masks: int = Field(16, ge=1, description="masks of an image used, the teacher's best first")
     shuffle_buffer: int = Field(64, ge=1, description="images held for shuffling, per worker")
+    # learn_scale and word_keep are off by default: neither helped on the toy world (README, bench/things.py)
+    learn_scale: bool = Field(False, description="learn the loss's temperature (OpenSeg's τ), starting at the "
+                                                 "model's logit scale; false: keep the model's")
+    scale_lr: float = Field(1e-2, gt=0, description="learning rate of the temperature's log (learn_scale)")
+    word_keep: float = Field(1.0, gt=0, le=1, description="keep each caption noun with this probability at "
+                                                        "train time, at least one (OpenSeg's kp: 0.5-0.75 best)")
 
 
 class TrainingRun(_Section):

@@ -16,6 +16,7 @@ image), at the model's logit scale s. A noun is grounded by contrast: a triangle
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -111,7 +112,7 @@ def alignment_scores(regions: list[torch.Tensor], text: torch.Tensor, scale: flo
 
 
 def grounding_loss(regions: list[torch.Tensor], words: torch.Tensor, text: torch.Tensor,
-                   scale: float) -> torch.Tensor:
+                   scale: float | torch.Tensor) -> torch.Tensor:
     """OpenSeg's grounding loss. words: float[B, V], row j the caption's nouns (a multi-hot row, each row
     summing to 1 over its nouns), so G = alignment @ words.T averages the alignments over caption j's nouns;
     captions with the same nouns share the target."""
@@ -122,10 +123,40 @@ def grounding_loss(regions: list[torch.Tensor], words: torch.Tensor, text: torch
     return 0.5 * (F.cross_entropy(scale * g, target) + F.cross_entropy(scale * g.T, target))
 
 
-def noun_rows(batch: list[ImageExample], index: dict[str, int], device: torch.device) -> torch.Tensor:
-    """float[B, V] rows of `grounding_loss`'s `words` for a batch of images."""
+def noun_rows(batch: list[ImageExample], index: dict[str, int], device: torch.device,
+              keep: float = 1.0) -> torch.Tensor:
+    """float[B, V] rows of `grounding_loss`'s `words` for a batch of images. With `keep` < 1 each noun stays with
+    that probability, at least one per caption (OpenSeg's word dropping; drawn from torch's generator, which
+    checkpoints carry)."""
     words = torch.zeros(len(batch), len(index), device=device)
     for j, example in enumerate(batch):
         ids = [index[n] for n in example.nouns if n in index]
+        if keep < 1 and len(ids) > 1:
+            kept = [i for i, draw in zip(ids, torch.rand(len(ids)).tolist()) if draw < keep]
+            ids = kept or [ids[int(torch.randint(len(ids), (1,)))]]
         words[j, ids] = 1.0 / len(ids)
     return words
+
+
+MAX_LOG_SCALE = math.log(100.0)   # CLIP's own bound on its logit scale
+
+
+class ScaledTower(torch.nn.Module):
+    """The tower a phase trains with the grounding loss's learnable temperature beside it (OpenSeg's τ, here its
+    inverse, kept as a log): one module, so one optimizer, one DDP wrapper and one gradient all-reduce carry both.
+    Calling it calls the tower."""
+
+    def __init__(self, tower: torch.nn.Module, log_scale: torch.nn.Parameter) -> None:
+        super().__init__()
+        self.tower, self.log_scale = tower, log_scale
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.tower(pixels)
+
+    def scale(self) -> torch.Tensor:
+        return temperature_scale(self.log_scale)
+
+
+def temperature_scale(log_scale: torch.Tensor) -> torch.Tensor:
+    """The scale the loss multiplies similarities by: exp(log), held in [1, 100] as CLIP holds its own."""
+    return log_scale.clamp(0.0, MAX_LOG_SCALE).exp()
