@@ -142,6 +142,26 @@ def test_reader_splits_shards_filters_and_is_deterministic(mined):
     assert noun not in vocabulary and vocabulary == sorted({p.noun for p in pairs} - {noun})
 
 
+def test_held_out_nouns_never_reach_a_training_batch(mined):
+    """A noun held out (`filters.nouns_deny`, for unseen-class evaluation) is in no pair, no grounding caption and
+    not in the vocabulary, so neither loss ever sees it, as a positive or a negative."""
+    from mining.train.grounding import ImageStream
+
+    sources = shard_sources([mined])
+    everything = list(ImageStream(sources, PairFilter(), _spec(mined), max_masks=4).epoch(0))
+    counts = {}
+    for e in everything:
+        for n in e.nouns:
+            counts[n] = counts.get(n, 0) + 1
+    held = max(counts, key=counts.get)   # the commonest caption noun
+    filters = PairFilter(deny=frozenset([held]))
+    images = list(ImageStream(sources, filters, _spec(mined), max_masks=4).epoch(0))
+    assert images and all(held not in e.nouns for e in images)
+    assert all(n != held for *_, n in ids(ExampleStream(sources, filters, _spec(mined)).epoch(0)))
+    cfg = build_train_config({"steps": 1, "grounding": {"weight": 1.0}, "filters": {"nouns_deny": [held]}})
+    assert held not in make_plan(cfg, [mined]).vocabulary
+
+
 def _spec(mined):
     manifest = read_manifest(mined)
     clip = load_clip(RegionsConfig.model_validate(manifest["config"]["regions"]), CPU)
