@@ -691,5 +691,6 @@ def test_the_learned_temperature_is_one_value_across_workers():
     from conftest import free_port
 
     out = mp.Manager().dict()
-    mp.start_processes(_scaled_tower_step, args=(2, free_port(), out), nprocs=2, join=True, start_method="fork")
+    # spawn, not fork: a child forked after this process's intra-op threads ran can deadlock in its first torch op
+    mp.start_processes(_scaled_tower_step, args=(2, free_port(), out), nprocs=2, join=True, start_method="spawn")
     assert out[0] == pytest.approx(out[1], abs=1e-7) and abs(out[0] - 2.0) > 1e-4
