@@ -13,13 +13,14 @@ folder that `regions.model: local-dir:<dir>` loads unchanged.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import open_clip
 import torch
@@ -33,66 +34,45 @@ from mining.regions.text import embedder_for
 from mining.sinks.guard import CLIP_MODEL
 from mining.storage import Location, S3Options
 from mining.train.config import TrainConfig
-from mining.train.checkpoints import CheckpointStore, checkpointing, restore_rng, rng_state, worker_resume
-from mining.train.data import (CropSpec, EpochStream, ExampleStream, NoTrainingData, PairFilter, ShardSource,
-                               output_manifest, scan_pairs, shard_sources)
+from mining.train.checkpoints import restore_rng, rng_state, worker_resume
+from mining.train import run
+from mining.train.data import CropSpec, EpochStream, ExampleStream, NoTrainingData, PairFilter, ShardSource, scan_pairs
 from mining.train.grounding import (ImageStream, ScaledTower, grounding_loss, noun_rows, scan_entity_nouns,
                                     temperature_scale)
-from mining.train.model_output import publish_folder, staging
-from mining.train.run import run_training
+from mining.train.run import Plan, ReportFn, Trainer, TrainingData
 from mining.regions.mask_prompts import MaskPromptedViT, save_mask_prompts, strip_mask_prompts
 
 
-@dataclass
-class TrainPlan:
-    """Everything a worker needs, resolved on the driver (picklable: plain values only)."""
-    cfg: dict[str, Any]                 # TrainConfig, resolved
+@dataclass(kw_only=True)
+class TrainPlan(Plan):
+    """Model A's plan: the CLIP to start from and its crop settings besides the common fields."""
     regions: dict[str, Any]             # RegionsConfig of the model to start from, resolved
-    sources: list[tuple[str, str]]      # (output, shard URI)
-    vocabulary: list[str]
-    total_steps: int
     crop: dict[str, Any]                # CropSpec fields except mean/std/size (from the model)
-    s3: dict[str, Any] | None = None
-    scan: dict[str, int] = field(default_factory=dict)   # DataCounts of the driver's scan
-
-    @property
-    def train(self) -> TrainConfig:
-        return TrainConfig.model_validate(self.cfg)
+    config_class: ClassVar[type] = TrainConfig
 
     def regions_config(self) -> RegionsConfig:
         return RegionsConfig.model_validate(self.regions)
-
-    def s3_options(self) -> S3Options | None:
-        return S3Options(**self.s3) if self.s3 else None
 
 
 def make_plan(cfg: TrainConfig, outputs: list[str], s3: S3Options | None = None, workers: int | None = None) -> TrainPlan:
     """Read the outputs' manifests and records (no pictures): the model to start from, the crop settings, the
     vocabulary and the number of steps. With several outputs, the first one's `regions` config is the
     default model and crop settings (each output's own manifest still decodes its pictures)."""
-    if not outputs:
-        raise NoTrainingData("no training data given (--data OUTPUT ...)")
-    outputs = [Location.of(o, s3) for o in outputs]
-    names = ", ".join(o.uri for o in outputs)
-    manifests = [output_manifest(o) for o in outputs]
-    run_regions = manifests[0]["config"]["regions"]
+    data = TrainingData.read(outputs, s3, workers)
+    run_regions = data.manifests[0]["config"]["regions"]
     regions = RegionsConfig.model_validate(run_regions | cfg.regions)
     if regions.mode != "masked_crop":
         # Model A trains on masked crops whatever the run embedded with; a pooling run has no crop context
         # of its own (its crop_context is the default [1.0]): crops are tight, as OVSeg's
         regions = regions.model_copy(update={"mode": "masked_crop", "scales": None})
-    sources = shard_sources(outputs)
     filters = PairFilter.from_config(cfg.filters)
-    vocabulary, counts = scan_pairs(sources, filters, require=cfg.pair_weight > 0)
+    vocabulary, counts = scan_pairs(data.sources, filters, require=cfg.pair_weight > 0)
     if cfg.grounding.weight > 0:
         # the caption nouns no pair kept are negatives (and, for the grounding loss, words to ground)
-        vocabulary = sorted(set(vocabulary) | scan_entity_nouns(sources, filters))
+        vocabulary = sorted(set(vocabulary) | scan_entity_nouns(data.sources, filters))
         if not vocabulary:
-            raise NoTrainingData(f"{names}: no caption noun to ground ({counts.records} records)")
+            raise NoTrainingData(f"{data.names}: no caption noun to ground ({counts.records} records)")
     world = workers or 1
-    if world > len(sources):
-        raise NoTrainingData(f"{world} workers but only {len(sources)} shard(s) in {names}: "
-                             f"shards are split between workers; use --set workers={len(sources)} or fewer")
     if cfg.steps is not None:
         steps = cfg.steps
     elif cfg.pair_weight > 0:
@@ -105,7 +85,7 @@ def make_plan(cfg: TrainConfig, outputs: list[str], s3: S3Options | None = None,
     crop = {"context": cfg.crop_context if cfg.crop_context is not None else regions.crop_context[0],
             "fit": cfg.crop_fit or regions.crop_fit}
     return TrainPlan(cfg=cfg.resolved(), regions=regions.model_dump(mode="json"),
-                     sources=[s.to_plan() for s in sources], vocabulary=vocabulary, total_steps=steps,
+                     sources=[s.to_plan() for s in data.sources], vocabulary=vocabulary, total_steps=steps,
                      crop=crop, s3=asdict(s3) if s3 else None, scan=counts.to_json())
 
 
@@ -270,9 +250,6 @@ def train_step(visual: torch.nn.Module, micro_batches: list[tuple], text: torch.
 
 def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
     return module.module if hasattr(module, "module") else module
-
-
-ReportFn = Callable[[dict[str, Any], dict[str, Any] | None], None]
 
 
 def train_loop(plan: TrainPlan, rank: int, world: int, device: torch.device,
@@ -450,58 +427,32 @@ def write_local_dir(plan: TrainPlan, visual_state: dict[str, torch.Tensor], out:
     return out
 
 
-def finish(plan: TrainPlan, final: dict[str, Any], out: Location | Path | str, outputs: list[str], executor: str,
-           seconds: float, workers: int) -> dict[str, Any]:
-    """Write the model folder, metrics.jsonl and training.json (staged locally, then published whole: see
-    `mining.train.model_output`); return the training record."""
-    out = out if isinstance(out, Location) else Location.of(str(out), plan.s3_options())
-    history = final["metrics"]
-    rates = [m["samples_per_s"] for m in history if m.get("samples_per_s")]
-    steps_run = final["step"]
-    record = {
-        "model": f"local-dir:{out.absolute().uri}",
-        "started_from": {"model": plan.regions["model"], "pretrained": plan.regions["pretrained"]},
-        "data": outputs, "executor": executor, "workers": workers, "method": plan.train.method,
-        "mask_prompts": final.get("prompts") is not None,
-        "steps": steps_run, "total_steps": plan.total_steps, "resumed_from_step": final.get("resumed_from", 0),
-        "final_loss": history[-1]["loss"] if history else None,
-        "first_loss": history[0]["loss"] if history else None,
-        "samples_per_step": plan.train.grad_accum * workers * (
-            plan.train.batch_size * (plan.train.pair_weight > 0) +
-            plan.train.grounding.images * (plan.train.grounding.weight > 0)),
-        "samples_per_s": round(sum(rates) / len(rates), 2) if rates else None,
-        "seconds": round(seconds, 2),
-        "vocabulary": plan.vocabulary, "crop": plan.crop,
-        "counts": {"scan": plan.scan, "rank0_stream": final.get("counts"), "rank0_passes": final.get("passes")},
-        "config": plan.cfg,
-    }
-    with staging(out) as local:
-        write_local_dir(plan, final["visual"], local, {k: record[k] for k in ("started_from", "data", "steps",
-                                                                                "final_loss", "executor", "method")},
-                        final.get("prompts"))
-        write_records(local, history, record)
-        publish_folder(local, out, "open_clip_config.json")
-    return record
-
-
-def write_records(folder: Path, history: list[dict[str, Any]], record: dict[str, Any]) -> None:
-    """metrics.jsonl (a line per logged step) and training.json (the record) of a model folder."""
-    with open(folder / "metrics.jsonl", "w") as f:
-        for m in history:
-            f.write(json.dumps(m) + "\n")
-    (folder / "training.json").write_text(json.dumps(record, indent=2) + "\n")
-
-
-def run_local(plan: TrainPlan, store: CheckpointStore | None = None) -> dict[str, Any]:
-    """In-process, one worker; with a `store`, checkpointed and resumed like a Ray run."""
+def own_record(plan: TrainPlan, final: dict[str, Any], out: Location, workers: int) -> dict[str, Any]:
+    """Model A's fields of training.json."""
     cfg = plan.train
-    device = torch.device("cuda" if cfg.use_gpu and torch.cuda.is_available() else "cpu")
-    return train_loop(plan, 0, 1, device, **checkpointing(store))
+    return {"model": f"local-dir:{out.absolute().uri}",
+            "started_from": {"model": plan.regions["model"], "pretrained": plan.regions["pretrained"]},
+            "method": cfg.method, "mask_prompts": final.get("prompts") is not None, "crop": plan.crop,
+            "samples_per_step": cfg.grad_accum * workers * (cfg.batch_size * (cfg.pair_weight > 0) +
+                                                            cfg.grounding.images * (cfg.grounding.weight > 0))}
+
+
+def models_named(cfg: TrainConfig) -> list[str | None]:
+    return [cfg.regions.get("model")]
+
+
+def write_folder(plan: TrainPlan, final: dict[str, Any], folder: Path, meta: dict[str, Any]) -> None:
+    write_local_dir(plan, final["visual"], folder, meta, final.get("prompts"))
+
+
+CLIP_TRAINER = Trainer(kind="clip", folder_kind=CLIP_MODEL, descriptor="open_clip_config.json",
+                       make_plan=make_plan, train_loop=train_loop, starts_from=models_named, record=own_record, write_folder=write_folder)
+finish = functools.partial(run.finish, CLIP_TRAINER)
+run_local = functools.partial(run.run_local, CLIP_TRAINER)
 
 
 def train_clip(cfg: TrainConfig, outputs: list[str], out: str | Path | Location, executor: str = "local",
                s3: S3Options | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Train Model A on the pairs of `outputs` and write it to `out` (local or s3://); returns training.json's
     content."""
-    return run_training("clip", CLIP_MODEL, cfg, outputs, out, executor, s3, overwrite,
-                        [cfg.regions.get("model")], make_plan, run_local, finish)
+    return run.run_training(CLIP_TRAINER, cfg, outputs, out, executor, s3, overwrite)

@@ -1,4 +1,4 @@
-"""Ray Train execution of the trainers: `TorchTrainer` runs a trainer's `train_loop` on each worker (gloo on
+"""Ray Train execution of the trainers (`mining.train.run.Trainer`): `TorchTrainer` runs a trainer's `train_loop` on each worker (gloo on
 CPU, NCCL on GPUs), the trained module wrapped for data parallelism by `prepare_model`: Model A's image tower
 (`clip_trainer`) or Model B, the segmenter (`segmenter_trainer`). Checkpoints (trained weights, optimizer,
 scheduler, step, metrics so far) go to the run's storage path through `ray.train.report`;
@@ -6,8 +6,6 @@ running the same command again resumes from the latest one (`ray.train.get_check
 `FailureConfig(max_failures)` restarts lost workers from it."""
 from __future__ import annotations
 
-import importlib
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +17,6 @@ from mining.train.checkpoints import CheckpointStore
 from mining.storage import Location, is_s3
 
 STATE_FILE = "state.pt"
-RUN_NAME = "train_clip"
-# kind -> (module, plan class, Ray Train run name): each module has a `train_loop(plan, rank, world, device,
-# wrap, report, resume)`
-TRAINERS = {"clip": ("mining.train.clip_trainer", "TrainPlan", RUN_NAME),
-            "segmenter": ("mining.train.segmenter_trainer", "SegmenterPlan", "train_segmenter")}
 
 
 def init_local_ray(address: str | None = None) -> bool:
@@ -49,9 +42,7 @@ def _worker(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
-    module_name, plan_class, _ = TRAINERS[config.get("kind", "clip")]
-    module = importlib.import_module(module_name)
-    plan = getattr(module, plan_class)(**config["plan"])
+    trainer, plan = config["trainer"], config["plan"]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     # ovmine's own checkpoints (a restarted worker group reads them as a rerun does): the latest that loads
@@ -67,15 +58,15 @@ def _worker(config: dict[str, Any]) -> None:
             store.save(state)
         ray.train.report(metrics)
 
-    module.train_loop(plan, rank, world, ray.train.torch.get_device(),
+    trainer.train_loop(plan, rank, world, ray.train.torch.get_device(),
                       wrap=lambda m: ray.train.torch.prepare_model(
                           m, parallel_strategy_kwargs={"find_unused_parameters": False}),
                       report=report, resume=resume)
 
 
-def run_ray(plan: Any, out: Location | Path | str, store: CheckpointStore, address: str | None = None,
-            kind: str = "clip") -> dict[str, Any]:
-    """Train with Ray Train (`kind`: a key of TRAINERS, the plan being that trainer's); returns the state of
+def run_ray(trainer: Any, plan: Any, out: Location | Path | str, store: CheckpointStore,
+            address: str | None = None) -> dict[str, Any]:
+    """Train `plan` with Ray Train and `trainer`'s loop (both travel to the workers pickled); returns the state of
     the latest checkpoint (the last step's). Checkpoints go to `store` (`mining.train.checkpoints`); Ray
     Train's own run folder to `storage_path`, by default `<out>/_ray` on the output's own storage."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
@@ -90,14 +81,12 @@ def run_ray(plan: Any, out: Location | Path | str, store: CheckpointStore, addre
         storage_kwargs = {"storage_path": path, "storage_filesystem": fs}
     init_local_ray(address)
     refuse_local_storage_on_a_cluster(store.folder.uri, cfg.workers)
-    if kind not in TRAINERS:
-        raise ValueError(f"unknown trainer kind {kind!r}; known: {', '.join(TRAINERS)}")
     trainer = TorchTrainer(
         _worker,
-        train_loop_config={"plan": asdict(plan), "kind": kind, "checkpoints": store.folder.uri},
+        train_loop_config={"trainer": trainer, "plan": plan, "checkpoints": store.folder.uri},
         torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.use_gpu),
-        run_config=RunConfig(name=TRAINERS[kind][2], failure_config=FailureConfig(max_failures=cfg.max_failures),
+        run_config=RunConfig(name=f"train_{trainer.kind}", failure_config=FailureConfig(max_failures=cfg.max_failures),
                              **storage_kwargs),
     )
     result = trainer.fit()

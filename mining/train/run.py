@@ -1,36 +1,148 @@
-"""What both trainers do around their loop, once: claim the output folder (write guard and lease), plan, take the
-checkpoint store (resume, or refuse another config), run in-process or on Ray Train, and write the folder."""
+"""One run machinery for both trainers. A `Trainer` (Model A, `mining.train.clip_trainer`; Model B,
+`mining.train.segmenter_trainer`) fills in its plan, its loop and its folder; everything around them is here,
+once: reading the training data, claiming the output folder (write guard and lease), the checkpoint store
+(resume, or refuse another config), running in-process or on Ray Train (`mining.train.ray_train`), and
+publishing the folder with its records."""
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+import torch
 
 from mining.storage import Location, S3Options
-from mining.train.checkpoints import CheckpointStore, plan_hash
-from mining.train.model_output import claim_model_folder
+from mining.train.checkpoints import CheckpointStore, checkpointing, plan_hash
+from mining.train.data import NoTrainingData, ShardSource, output_manifest, shard_sources
+from mining.train.model_output import claim_model_folder, publish_folder, staging
+
+# what a model folder's own descriptor repeats of training.json
+FOLDER_META = ("started_from", "data", "steps", "final_loss", "executor", "method")
+
+ReportFn = Callable[[dict[str, Any], dict[str, Any] | None], None]
 
 
-def run_training(kind: str, folder_kind: str, cfg: Any, outputs: list[str], out: str | Path | Location,
-                 executor: str, s3: S3Options | None, overwrite: bool, starts_from: list[str | None],
-                 make_plan: Callable, run_local: Callable, finish: Callable) -> dict[str, Any]:
-    """Train `kind` ('clip' or 'segmenter', a key of `mining.train.ray_train.TRAINERS`) into `out`; returns the
-    training record. `make_plan`, `run_local` and `finish` are the trainer's own."""
+@dataclass(kw_only=True)
+class Plan:
+    """Everything a worker needs, resolved on the driver (picklable: plain values only); each trainer's plan
+    adds the models it starts from."""
+    cfg: dict[str, Any]                 # the trainer's config, resolved
+    sources: list[tuple[str, str]]      # (output, shard URI)
+    vocabulary: list[str]
+    total_steps: int
+    s3: dict[str, Any] | None = None
+    scan: dict[str, int] = field(default_factory=dict)   # DataCounts of the driver's scan
+    config_class: ClassVar[type]
+
+    @property
+    def train(self):
+        return self.config_class.model_validate(self.cfg)
+
+    def s3_options(self) -> S3Options | None:
+        return S3Options(**self.s3) if self.s3 else None
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The mining outputs a training reads: their manifests (read once, here) and committed shards."""
+    outputs: list[Location]
+    manifests: list[dict[str, Any]]
+    sources: list[ShardSource]
+
+    @property
+    def names(self) -> str:
+        return ", ".join(o.uri for o in self.outputs)
+
+    @classmethod
+    def read(cls, outputs: list[str], s3: S3Options | None, workers: int | None) -> "TrainingData":
+        if not outputs:
+            raise NoTrainingData("no training data given (--data OUTPUT ...)")
+        located = [Location.of(o, s3) for o in outputs]
+        data = cls(located, [output_manifest(o) for o in located], shard_sources(located))
+        world = workers or 1
+        if world > len(data.sources):
+            raise NoTrainingData(f"{world} workers but only {len(data.sources)} shard(s) in {data.names}: shards "
+                                 f"are split between workers; use --set workers={len(data.sources)} or fewer")
+        return data
+
+
+@dataclass(frozen=True)
+class Trainer:
+    """What a trainer fills in. Functions, not methods of a live object, so that Ray ships a trainer to its
+    workers by reference (module-level functions pickle by name)."""
+    kind: str                 # 'clip' or 'segmenter': the checkpoints' and Ray Train run's name
+    folder_kind: str          # the write guard's kind of its output (`mining.sinks.guard`)
+    descriptor: str           # the folder's file loaders look for first: published last
+    make_plan: Callable[..., Plan]                  # (cfg, outputs, s3, workers) -> Plan
+    train_loop: Callable[..., dict[str, Any]]       # (plan, rank, world, device, wrap, report, resume) -> state
+    starts_from: Callable[[Any], list[str | None]]  # cfg -> the models it names (the guard protects them)
+    record: Callable[[Plan, dict[str, Any], Location, int], dict[str, Any]]   # its own training.json fields
+    write_folder: Callable[[Plan, dict[str, Any], Path, dict[str, Any]], None]  # (plan, final, folder, meta)
+
+
+def device_for(use_gpu: bool) -> torch.device:
+    return torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+
+
+def run_local(trainer: Trainer, plan: Plan, store: CheckpointStore | None = None) -> dict[str, Any]:
+    """In-process, one worker; with a `store`, checkpointed and resumed like a Ray run."""
+    return trainer.train_loop(plan, 0, 1, device_for(plan.train.use_gpu), **checkpointing(store))
+
+
+def finish(trainer: Trainer, plan: Plan, final: dict[str, Any], out: Location | Path | str, outputs: list[str],
+           executor: str, seconds: float, workers: int) -> dict[str, Any]:
+    """Write the model folder, metrics.jsonl and training.json (staged locally, then published whole: see
+    `mining.train.model_output`); return the training record."""
+    out = out if isinstance(out, Location) else Location.of(str(out), plan.s3_options())
+    history = final["metrics"]
+    rates = [m["samples_per_s"] for m in history if m.get("samples_per_s")]
+    own = trainer.record(plan, final, out, workers)
+    record = {
+        "model": own.pop("model"), "started_from": own.pop("started_from"),
+        "data": outputs, "executor": executor, "workers": workers, **own,
+        "steps": final["step"], "total_steps": plan.total_steps, "resumed_from_step": final.get("resumed_from", 0),
+        "first_loss": history[0]["loss"] if history else None,
+        "final_loss": history[-1]["loss"] if history else None,
+        "samples_per_s": round(sum(rates) / len(rates), 2) if rates else None,
+        "seconds": round(seconds, 2), "vocabulary": plan.vocabulary,
+        "counts": {"scan": plan.scan, "rank0_stream": final.get("counts"), "rank0_passes": final.get("passes")},
+        "config": plan.cfg,
+    }
+    with staging(out) as local:
+        trainer.write_folder(plan, final, local, {k: record[k] for k in FOLDER_META if k in record})
+        write_records(local, history, record)
+        publish_folder(local, out, trainer.descriptor)
+    return record
+
+
+def write_records(folder: Path, history: list[dict[str, Any]], record: dict[str, Any]) -> None:
+    """metrics.jsonl (a line per logged step) and training.json (the record) of a model folder."""
+    with open(folder / "metrics.jsonl", "w") as f:
+        for m in history:
+            f.write(json.dumps(m) + "\n")
+    (folder / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+def run_training(trainer: Trainer, cfg: Any, outputs: list[str], out: str | Path | Location, executor: str,
+                 s3: S3Options | None, overwrite: bool) -> dict[str, Any]:
+    """Train into `out` (local or s3://) on the pairs of `outputs`; returns the training record."""
     if executor not in ("local", "ray"):
         raise ValueError(f"executor must be 'local' or 'ray', got {executor!r}")
     out = out if isinstance(out, Location) else Location.of(str(out), s3)
     workers = cfg.workers if executor == "ray" else 1
-    lease = claim_model_folder(out, folder_kind, outputs, starts_from, overwrite, s3)   # before any work
-    plan = make_plan(cfg, outputs, s3, workers)
+    lease = claim_model_folder(out, trainer.folder_kind, outputs, trainer.starts_from(cfg), overwrite, s3)
+    plan = trainer.make_plan(cfg, outputs, s3, workers)   # after the guard: nothing is read for a refused run
     with lease:
         store = CheckpointStore.of_output(out)
-        store.begin(kind, plan_hash(kind, plan), overwrite)
+        store.begin(trainer.kind, plan_hash(trainer.kind, plan), overwrite)
         start = time.time()
         if executor == "ray":
             from mining.train.ray_train import run_ray
 
-            final = run_ray(plan, out, store, kind=kind)
+            final = run_ray(trainer, plan, out, store)
         else:
-            final = run_local(plan, store)
-        return finish(plan, final, out, outputs, executor, time.time() - start, workers)
+            final = run_local(trainer, plan, store)
+        return finish(trainer, plan, final, out, outputs, executor, time.time() - start, workers)

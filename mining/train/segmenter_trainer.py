@@ -7,12 +7,13 @@ is transformers' Mask2Former loss over that vocabulary. `train_loop` is shared b
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -23,72 +24,50 @@ from mining.logs import logger
 from mining.regions.clip_loader import load_clip
 from mining.sinks.guard import SEGMENTER
 from mining.storage import Location, S3Options
-from mining.train.checkpoints import CheckpointStore, checkpointing, restore_rng, rng_state, worker_resume
-from mining.train.clip_trainer import (ReportFn, _unwrap, accumulating, make_scheduler, resumed_stream,
-                                       text_embeddings, write_records)
-from mining.train.data import NoTrainingData, PairFilter, ShardSource, output_manifest, scan_pairs, shard_sources
+from mining.train.checkpoints import restore_rng, rng_state, worker_resume
+from mining.train import run
+from mining.train.clip_trainer import _unwrap, accumulating, make_scheduler, resumed_stream, text_embeddings
+from mining.train.data import PairFilter, ShardSource, scan_pairs
 from mining.train.segmenter import (META_FILE, OpenVocabSegmenter, build_segmenter, freeze_unused_parameters,
                                     make_criterion, save_segmenter, segmentation_loss)
-from mining.train.model_output import publish_folder, staging
-from mining.train.run import run_training
+from mining.train.run import Plan, ReportFn, Trainer, TrainingData
 from mining.train.segmenter_config import SegmenterConfig
 from mining.train.segmenter_data import ImageTargets, TargetStream, count_images_with_pairs
 
 
-@dataclass
-class SegmenterPlan:
-    """Everything a worker needs, resolved on the driver (picklable: plain values only)."""
-    cfg: dict[str, Any]                 # SegmenterConfig, resolved
+@dataclass(kw_only=True)
+class SegmenterPlan(Plan):
+    """Model B's plan: the teacher and the CLIP whose text tower names classes, besides the common fields."""
     teacher: str                        # Mask2Former folder or hub id to start from
     clip: dict[str, Any]                # RegionsConfig of the CLIP whose text tower names classes
-    sources: list[tuple[str, str]]      # (output, shard URI)
-    vocabulary: list[str]
-    total_steps: int
-    s3: dict[str, Any] | None = None
-    scan: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def train(self) -> SegmenterConfig:
-        return SegmenterConfig.model_validate(self.cfg)
+    config_class: ClassVar[type] = SegmenterConfig
 
     def clip_config(self) -> RegionsConfig:
         return RegionsConfig.model_validate(self.clip)
-
-    def s3_options(self) -> S3Options | None:
-        return S3Options(**self.s3) if self.s3 else None
 
 
 def make_plan(cfg: SegmenterConfig, outputs: list[str], s3: S3Options | None = None,
               workers: int | None = None) -> SegmenterPlan:
     """Read the outputs' manifests and records (no pictures): the teacher and CLIP to start from (the first
     output's, unless the config names them), the vocabulary and the number of steps."""
-    if not outputs:
-        raise NoTrainingData("no training data given (--data OUTPUT ...)")
-    outputs = [Location.of(o, s3) for o in outputs]
-    names = ", ".join(o.uri for o in outputs)
-    manifests = [output_manifest(o) for o in outputs]
-    run = manifests[0]["config"]
+    data = TrainingData.read(outputs, s3, workers)
+    run_config = data.manifests[0]["config"]
     teacher = cfg.teacher
     if teacher is None:
-        if run["teacher"]["kind"] != "mask2former":
-            raise ValueError(f"{outputs[0]} was mined with teacher.kind={run['teacher']['kind']!r}, not a "
-                             f"Mask2Former: name the Mask2Former to start from with --set teacher=PATH")
-        teacher = run["teacher"]["mask2former"]["model"]
-    clip = RegionsConfig.model_validate(run["regions"] | cfg.clip)
-    sources = shard_sources(outputs)
+        if run_config["teacher"]["kind"] != "mask2former":
+            raise ValueError(f"{data.outputs[0]} was mined with teacher.kind={run_config['teacher']['kind']!r}, not "
+                             f"a Mask2Former: name the Mask2Former to start from with --set teacher=PATH")
+        teacher = run_config["teacher"]["mask2former"]["model"]
+    clip = RegionsConfig.model_validate(run_config["regions"] | cfg.clip)
     filters = PairFilter.from_config(cfg.filters)
-    vocabulary, counts = scan_pairs(sources, filters)
-    world = workers or 1
-    if world > len(sources):
-        raise NoTrainingData(f"{world} workers but only {len(sources)} shard(s) in {names}: "
-                             f"shards are split between workers; use --set workers={len(sources)} or fewer")
+    vocabulary, counts = scan_pairs(data.sources, filters)
     if cfg.steps is not None:
         steps = cfg.steps
     else:
-        images = count_images_with_pairs(sources, filters)
-        steps = max(1, math.ceil(cfg.epochs * images / (cfg.batch_size * cfg.grad_accum * world)))
+        images = count_images_with_pairs(data.sources, filters)
+        steps = max(1, math.ceil(cfg.epochs * images / (cfg.batch_size * cfg.grad_accum * (workers or 1))))
     return SegmenterPlan(cfg=cfg.resolved(), teacher=teacher, clip=clip.model_dump(mode="json"),
-                         sources=[s.to_plan() for s in sources], vocabulary=vocabulary, total_steps=steps,
+                         sources=[s.to_plan() for s in data.sources], vocabulary=vocabulary, total_steps=steps,
                          s3=asdict(s3) if s3 else None, scan=counts.to_json())
 
 
@@ -226,46 +205,33 @@ def train_loop(plan: SegmenterPlan, rank: int, world: int, device: torch.device,
     return state()
 
 
-def run_local(plan: SegmenterPlan, store: CheckpointStore | None = None) -> dict[str, Any]:
-    """In-process, one worker; with a `store`, checkpointed and resumed like a Ray run."""
-    device = torch.device("cuda" if plan.train.use_gpu and torch.cuda.is_available() else "cpu")
-    return train_loop(plan, 0, 1, device, **checkpointing(store))
-
-
-def finish(plan: SegmenterPlan, final: dict[str, Any], out: Location | Path | str, outputs: list[str],
-           executor: str, seconds: float, workers: int) -> dict[str, Any]:
-    """Write the segmenter folder, metrics.jsonl and training.json (staged locally, then published whole: see
-    `mining.train.model_output`); return the training record."""
-    out = out if isinstance(out, Location) else Location.of(str(out), plan.s3_options())
-    history = final["metrics"]
-    rates = [m["samples_per_s"] for m in history if m.get("samples_per_s")]
+def own_record(plan: SegmenterPlan, final: dict[str, Any], out: Location, workers: int) -> dict[str, Any]:
+    """Model B's fields of training.json."""
     cfg = plan.train
-    record = {
-        "model": out.absolute().uri, "started_from": {"teacher": plan.teacher, "clip": plan.clip["model"]},
-        "data": outputs, "executor": executor, "workers": workers,
-        "steps": final["step"], "total_steps": plan.total_steps, "resumed_from_step": final.get("resumed_from", 0),
-        "first_loss": history[0]["loss"] if history else None,
-        "final_loss": history[-1]["loss"] if history else None,
-        "samples_per_step": cfg.batch_size * cfg.grad_accum * workers,
-        "samples_per_s": round(sum(rates) / len(rates), 2) if rates else None,
-        "seconds": round(seconds, 2), "vocabulary": plan.vocabulary,
-        "counts": {"scan": plan.scan, "rank0_stream": final.get("counts"), "rank0_passes": final.get("passes")},
-        "config": plan.cfg,
-    }
+    return {"model": out.absolute().uri, "started_from": {"teacher": plan.teacher, "clip": plan.clip["model"]},
+            "samples_per_step": cfg.batch_size * cfg.grad_accum * workers}
+
+
+def write_folder(plan: SegmenterPlan, final: dict[str, Any], folder: Path, meta: dict[str, Any]) -> None:
     dim = final["model"]["head.no_object"].shape[0]
-    model, processor = build_segmenter(plan.teacher, dim, cfg.logit_scale)
+    model, processor = build_segmenter(plan.teacher, dim, plan.train.logit_scale)
     model.load_state_dict(final["model"])
-    with staging(out) as local:
-        save_segmenter(model, processor, local, plan.clip, plan.vocabulary,
-                       {k: record[k] for k in ("started_from", "data", "steps", "final_loss", "executor")})
-        write_records(local, history, record)
-        publish_folder(local, out, META_FILE)
-    return record
+    save_segmenter(model, processor, folder, plan.clip, plan.vocabulary, meta)
+
+
+def models_named(cfg: SegmenterConfig) -> list[str | None]:
+    return [cfg.teacher, cfg.clip.get("model")]
+
+
+SEGMENTER_TRAINER = Trainer(kind="segmenter", folder_kind=SEGMENTER, descriptor=META_FILE, make_plan=make_plan,
+                            train_loop=train_loop, starts_from=models_named, record=own_record,
+                            write_folder=write_folder)
+finish = functools.partial(run.finish, SEGMENTER_TRAINER)
+run_local = functools.partial(run.run_local, SEGMENTER_TRAINER)
 
 
 def train_segmenter(cfg: SegmenterConfig, outputs: list[str], out: str | Path | Location, executor: str = "local",
                     s3: S3Options | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Train Model B on the pairs of `outputs` and write it to `out` (local or s3://); returns training.json's
     content."""
-    return run_training("segmenter", SEGMENTER, cfg, outputs, out, executor, s3, overwrite,
-                        [cfg.teacher, cfg.clip.get("model")], make_plan, run_local, finish)
+    return run.run_training(SEGMENTER_TRAINER, cfg, outputs, out, executor, s3, overwrite)
