@@ -36,9 +36,20 @@ class SourceConfig(_Section):
     )
     max_image_pixels: int = Field(50_000_000, gt=0, description="decompression-bomb guard on the stored size")
     working_size: int = Field(1024, ge=32, description="longest image side after decode; masks use this frame")
-    s3_endpoint_url: str | None = Field(None, description="S3 endpoint; falls back to AWS_ENDPOINT_URL")
-    s3_region: str | None = None
-    s3_max_attempts: int = Field(10, ge=1, description="attempts per S3 request before an error is final")
+
+
+class StorageConfig(_Section):
+    """How S3 is reached, for every command: mining, training and what reads their outputs. Credentials come
+    from the environment only (the standard AWS chain), never from a config file."""
+    endpoint_url: str | None = Field(None, description="S3 endpoint (--s3-endpoint); null: AWS_ENDPOINT_URL_S3, "
+                                                       "AWS_ENDPOINT_URL or AWS's own")
+    region: str | None = Field(None, description="S3 region; null: AWS_REGION or the SDK's default")
+    max_attempts: int = Field(10, ge=1, description="attempts per S3 request before an error is final")
+
+
+# settings that have a new home: an old config that still names them is told where
+MOVED_FIELDS = {"source.s3_endpoint_url": "storage.endpoint_url", "source.s3_region": "storage.region",
+                "source.s3_max_attempts": "storage.max_attempts"}
 
 
 class FelzenszwalbConfig(_Section):
@@ -200,6 +211,7 @@ class ExecutionConfig(_Section):
 
 class RunConfig(_Section):
     source: SourceConfig = Field(default_factory=SourceConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     entities: EntitiesConfig = Field(default_factory=EntitiesConfig)
     regions: RegionsConfig = Field(default_factory=RegionsConfig)
@@ -211,9 +223,11 @@ class RunConfig(_Section):
         return self.model_dump(mode="json")
 
     def config_hash(self) -> str:
-        """Hash of what decides the outputs; execution settings (actors, address) do not change them."""
+        """Hash of what decides the outputs; execution settings (actors, address) and how S3 is reached do
+        not change them."""
         payload = self.resolved()
         payload.pop("execution")
+        payload.pop("storage")
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         for name, value in PLACEHOLDERS.items():   # the same config hashes the same wherever it is installed
             blob = blob.replace(json.dumps(str(value))[1:-1], f"${{{name}}}")
@@ -326,6 +340,11 @@ def validated(model: type[ModelT], tree: dict[str, Any] | None = None, overrides
         _set_dotted(tree, key, value)
         set_keys[key] = item.split("=", 1)[1]
     tree = fill_placeholders(tree)
+    for old, new in MOVED_FIELDS.items():
+        section, key = old.split(".")
+        if key in (tree.get(section) or {}):
+            given = "--set " + old if old in set_keys else origin
+            raise ConfigError(f"{given}: {old} is now {new} (one storage section for every command)")
     try:
         return model.model_validate(tree)
     except ValidationError as err:

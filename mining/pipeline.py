@@ -103,7 +103,7 @@ def run_mining(cfg: RunConfig, inputs: list[str], output: Where, limit: int | No
     Ray Data's own bars are never drawn); `on_shard` is called with each committed shard's marker. `stages`
     replaces the config's stages (the toy world's oracle writes its ground truth this way)."""
     listener = MiningProgress() if progress is None or isinstance(progress, bool) else progress
-    s3 = S3Options.from_source(cfg.source)
+    s3 = S3Options.from_config(cfg.storage)
     output = Location.of(output, s3)
     shards = expand_inputs(inputs, s3)
     check_folder_output(output, MINED, shards, overwrite, noun="input shard")

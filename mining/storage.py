@@ -34,9 +34,9 @@ class S3Options:
     max_attempts: int = 10   # transient errors (throttling, 5xx, dropped connections) retried with backoff
 
     @classmethod
-    def from_source(cls, source) -> "S3Options":
-        """From a SourceConfig: the run's S3 settings."""
-        return cls(source.s3_endpoint_url, source.s3_region, source.s3_max_attempts)
+    def from_config(cls, storage) -> "S3Options":
+        """From a config's `storage` section (`mining.config.StorageConfig`)."""
+        return cls(storage.endpoint_url, storage.region, storage.max_attempts)
 
     def resolved_endpoint(self) -> str | None:
         return self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
@@ -66,7 +66,7 @@ def explain_s3_error(exn: BaseException) -> str | None:
     if name in ("EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError") or (
             "AWS Error" in text and ("NETWORK_CONNECTION" in text or "curlCode" in text)):
         return (f"cannot reach the S3 endpoint {endpoint}: check --s3-endpoint, AWS_ENDPOINT_URL or "
-                f"source.s3_endpoint_url, and that the server is up")
+                f"storage.endpoint_url, and that the server is up")
     refused = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "INVALID_ACCESS_KEY_ID", "SIGNATURE_DOES_NOT_MATCH",
                "ExpiredToken", "InvalidToken")
     if any(code in text for code in refused) or (name == "ClientError" and "(403)" in text):
@@ -88,7 +88,7 @@ def _probe(endpoint: str) -> None:
         socket.create_connection((parsed.hostname, port), timeout=10).close()
     except OSError as exn:
         raise S3Unreachable(f"cannot reach the S3 endpoint {endpoint} ({exn.strerror or exn}): check --s3-endpoint, "
-                            f"AWS_ENDPOINT_URL or source.s3_endpoint_url, and that the server is up") from None
+                            f"AWS_ENDPOINT_URL or storage.endpoint_url, and that the server is up") from None
 
 
 @functools.lru_cache(maxsize=16)

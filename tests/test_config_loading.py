@@ -47,7 +47,7 @@ def test_mine_command_runs_the_demo_config(tmp_path):
 
 
 @pytest.mark.parametrize("yaml_text,field", [
-    ("source:\n  s3_region: 2024-01-01\n", "source.s3_region"),
+    ("storage:\n  region: 2024-01-01\n", "storage.region"),
     ("regions:\n  mode: mask_pooling\n  model: convnext_base\n  scales: [0]\n", "regions.scales.0"),
     ("regions:\n  mode: mask_pooling\n  model: convnext_base\n  scales: [-64]\n", "regions.scales.0"),
     ("teacher:\n  felzenszwalb:\n    scales: [-1]\n", "teacher.felzenszwalb.scales.0"),
@@ -82,3 +82,30 @@ def test_limit_must_be_a_positive_count(tmp_path, capsys, limit):
         main(["mine", "--config", "configs/tiny.yaml", "--input", "x.tar", "--output", str(tmp_path / "o"),
               "--limit", limit])
     assert exit_.value.code == 2 and "--limit" in capsys.readouterr().err
+
+
+def test_one_storage_section_for_mining_and_training():
+    """S3 settings live in `storage:` for every config; they decide how data is reached, not what is computed,
+    so they are outside both the mining and the training hash. An old config's `source.s3_*` is told where
+    its setting went."""
+    from mining.train.checkpoints import plan_hash
+    from mining.train.clip_trainer import TrainPlan
+    from mining.train.config import build_train_config
+
+    plain, elsewhere = build_config({}), build_config({"storage": {"endpoint_url": "http://127.0.0.1:9000"}})
+    assert elsewhere.storage.endpoint_url == "http://127.0.0.1:9000"
+    assert plain.config_hash() == elsewhere.config_hash()
+    assert plain.config_hash() != build_config({}, ["match.min_similarity=0.3"]).config_hash()
+    with pytest.raises(ConfigError, match=r"source\.s3_endpoint_url is now storage\.endpoint_url"):
+        build_config({"source": {"s3_endpoint_url": "http://127.0.0.1:9000"}})
+    with pytest.raises(ConfigError, match=r"--set source\.s3_max_attempts: .* is now storage\.max_attempts"):
+        build_config({}, ["source.s3_max_attempts=3"])
+
+    def plan(storage):
+        cfg = build_train_config({"steps": 1, "storage": storage})
+        return TrainPlan(cfg=cfg.resolved(), sources=[], vocabulary=["a"], total_steps=1, regions={}, crop={})
+    near, far = plan({}), plan({"endpoint_url": "http://127.0.0.1:9000", "max_attempts": 3})
+    assert far.s3_options().endpoint_url == "http://127.0.0.1:9000" and far.s3_options().max_attempts == 3
+    assert plan_hash("clip", near) == plan_hash("clip", far)
+    with pytest.raises(ConfigError, match=r"storage\.regoin"):
+        build_train_config({"steps": 1, "storage": {"regoin": "x"}})

@@ -29,7 +29,7 @@ def bucket(s3_endpoint, tmp_path, request):
 
 def s3_config(endpoint, **extra):
     tree = {k: dict(v) for k, v in TINY.items()}
-    tree["source"]["s3_endpoint_url"] = endpoint
+    tree["storage"] = {"endpoint_url": endpoint}
     for k, v in extra.items():
         tree.setdefault(k, {}).update(v)
     return build_config(tree)
@@ -122,7 +122,7 @@ def test_throttled_s3_is_retried(s3_endpoint, bucket, tmp_path):
     dead = FlakyS3Proxy(s3_endpoint, fail_every=1, methods=("GET", "HEAD", "PUT", "POST"))
     try:
         with pytest.raises(OSError):   # an endpoint that never recovers gives an error, not a hang
-            run_mining(s3_config(dead.endpoint, source={"s3_max_attempts": 2}), [f"s3://{name}/data/"],
+            run_mining(s3_config(dead.endpoint, storage={"max_attempts": 2}), [f"s3://{name}/data/"],
                        str(tmp_path / "never"))
     finally:
         dead.close()

@@ -299,7 +299,7 @@ def test_train_to_s3_then_segment_and_mine_load_from_the_bucket(mined, s3_endpoi
     monkeypatch.setattr(Location, "publish", recording)
     from mining.train.segmenter_trainer import train_segmenter
 
-    record = train_segmenter(tiny_cfg(steps=1), [mined], "s3://models/seg", s3=s3)
+    record = train_segmenter(tiny_cfg(steps=1, storage={"endpoint_url": s3_endpoint}), [mined], "s3://models/seg")
     monkeypatch.setattr(Location, "publish", real_publish)
     assert record["model"] == "s3://models/seg" and not (tmp_path / "s3:").exists()
     assert published[-1] == "segmenter.json" and "training.json" in published
@@ -311,12 +311,10 @@ def test_train_to_s3_then_segment_and_mine_load_from_the_bucket(mined, s3_endpoi
     assert Location("s3://models/labels/scene.png", s3).exists()
     assert (CACHE_DIR / "folders").is_dir()
 
-    from mining.train.clip_trainer import train_clip
-    from mining.train.config import build_train_config
-
-    clip_record = train_clip(build_train_config({"steps": 1, "batch_size": 2, "shuffle_buffer": 4}), [mined],
-                             "s3://models/clip", s3=s3)
-    assert clip_record["model"] == "local-dir:s3://models/clip"
+    (tmp_path / "clip.yaml").write_text("steps: 1\nbatch_size: 2\nshuffle_buffer: 4\n")
+    assert main(["train", "clip", "--config", str(tmp_path / "clip.yaml"), "--data", mined, "--output",
+                 "s3://models/clip", "--s3-endpoint", s3_endpoint, "--json"]) == 0   # the flag is storage.endpoint_url
+    assert json.loads(capsys.readouterr().out)["model"] == "local-dir:s3://models/clip"
     loaded = load_clip(RegionsConfig(model="local-dir:s3://models/clip", pretrained=None), CPU, s3)
     with torch.no_grad():
         assert torch.isfinite(loaded.model.encode_image(torch.randn(1, 3, loaded.input_size, loaded.input_size))).all()

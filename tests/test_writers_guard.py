@@ -376,7 +376,7 @@ def test_an_unreachable_s3_endpoint_is_one_line_naming_it(capsys):
     code, out, err = run(capsys, "validate", "s3://bucket/run", "--s3-endpoint", endpoint)
     assert (code, out) == (1, "")
     assert err.startswith(f"ovmine: error: cannot reach the S3 endpoint {endpoint} (") and err.count("\n") == 1
-    assert err.endswith("): check --s3-endpoint, AWS_ENDPOINT_URL or source.s3_endpoint_url, and that the server is "
+    assert err.endswith("): check --s3-endpoint, AWS_ENDPOINT_URL or storage.endpoint_url, and that the server is "
                         "up\n")
 
 
@@ -389,7 +389,7 @@ def test_missing_s3_credentials_are_one_line_naming_the_endpoint(s3_endpoint, tm
     make_shards(tmp_path / "in", shards=1, per_shard=1, size=32)
     result = subprocess.run(
         [sys.executable, "-m", "mining.cli", "mine", "--config", "configs/tiny.yaml", "--input", str(tmp_path / "in"),
-         "--output", "s3://nobucket/run", "--executor", "local", "--set", f"source.s3_endpoint_url={s3_endpoint}"],
+         "--output", "s3://nobucket/run", "--executor", "local", "--s3-endpoint", s3_endpoint],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert (result.returncode, result.stdout) == (1, ""), result.stderr
     assert result.stderr == (f"ovmine: error: no AWS credentials for the S3 endpoint {s3_endpoint}: set "

@@ -39,13 +39,22 @@ def add_config_args(p: argparse.ArgumentParser, required: bool = False) -> None:
 
 
 def add_s3_endpoint(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--s3-endpoint", help="S3 endpoint URL (default: AWS_ENDPOINT_URL)")
+    p.add_argument("--s3-endpoint", help="S3 endpoint URL; with a config, the same as --set storage.endpoint_url "
+                                         "(default: AWS_ENDPOINT_URL)")
 
 
 def s3_options(args: argparse.Namespace):
+    """The S3 settings of a command that takes no config: the `storage` section's defaults and --s3-endpoint."""
+    from mining.config import StorageConfig
     from mining.storage import S3Options
 
-    return S3Options(endpoint_url=getattr(args, "s3_endpoint", None))
+    return S3Options.from_config(StorageConfig(endpoint_url=getattr(args, "s3_endpoint", None)))
+
+
+def config_overrides(args: argparse.Namespace) -> list[str]:
+    """The command's --set overrides, with --s3-endpoint as the storage.endpoint_url it stands for."""
+    endpoint = getattr(args, "s3_endpoint", None)
+    return [*args.overrides, *([f"storage.endpoint_url={endpoint}"] if endpoint else [])]
 
 
 def location(args: argparse.Namespace, uri: str | None):

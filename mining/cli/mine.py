@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from mining.cli.common import add_command, add_config_args, add_json, positive_int
+from mining.cli.common import add_command, add_config_args, add_json, add_s3_endpoint, config_overrides, positive_int
 from mining.config import load_config
 
 
@@ -191,7 +191,7 @@ def _summary(manifest: dict[str, Any], output: str, tally: Tally | None = None) 
 def cmd_mine(args: argparse.Namespace) -> int:
     from mining.pipeline import run_mining
 
-    overrides = list(args.overrides)
+    overrides = config_overrides(args)
     if args.executor:
         overrides.append(f"execution.executor={args.executor}")
     cfg = load_config(args.config, overrides)
@@ -231,6 +231,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", required=True, help="output directory or s3:// prefix")
     p.add_argument("--limit", type=positive_int, help="mine only the first N images (in input order)")
     p.add_argument("--executor", choices=["ray", "local"], help="shortcut for --set execution.executor=...")
+    add_s3_endpoint(p)
     p.add_argument("--overwrite", action="store_true",
                    help="mine every shard again, even those already committed in OUTPUT")
     add_json(p)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from mining.cli.common import add_command, add_config_args, add_json, add_s3_endpoint, s3_options
+from mining.cli.common import add_command, add_config_args, add_json, add_s3_endpoint, config_overrides
 
 
 OVERWRITE_HELP = ("write into a non-empty folder that is no ovmine output (never over the data, the model trained "
@@ -15,9 +15,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from mining.train.clip_trainer import train_clip
     from mining.train.config import load_train_config
 
-    cfg = load_train_config(args.config, args.overrides)
-    record = train_clip(cfg, args.data, args.output, executor=args.executor, s3=s3_options(args),
-                        overwrite=args.overwrite)
+    cfg = load_train_config(args.config, config_overrides(args))
+    record = train_clip(cfg, args.data, args.output, executor=args.executor, overwrite=args.overwrite)
     if args.json:
         print(json.dumps({k: v for k, v in record.items() if k != "config"}))
     else:
@@ -40,9 +39,8 @@ def cmd_train_segmenter(args: argparse.Namespace) -> int:
     from mining.train.segmenter_config import load_segmenter_config
     from mining.train.segmenter_trainer import train_segmenter
 
-    cfg = load_segmenter_config(args.config, args.overrides)
-    record = train_segmenter(cfg, args.data, args.output, executor=args.executor, s3=s3_options(args),
-                             overwrite=args.overwrite)
+    cfg = load_segmenter_config(args.config, config_overrides(args))
+    record = train_segmenter(cfg, args.data, args.output, executor=args.executor, overwrite=args.overwrite)
     if args.json:
         print(json.dumps({k: v for k, v in record.items() if k != "config"}))
     else:

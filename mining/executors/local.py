@@ -16,7 +16,7 @@ from mining.storage import Location, S3Options
 
 class LocalExecutor:
     def __init__(self, cfg: RunConfig) -> None:
-        self.cfg, self.s3 = cfg, S3Options.from_source(cfg.source)
+        self.cfg, self.s3 = cfg, S3Options.from_config(cfg.storage)
         self.times = StartupTimes()
         self.received_bytes = 0   # what the writes' results would weigh on the wire, for comparison with Ray
 

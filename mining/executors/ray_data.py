@@ -179,7 +179,7 @@ def _terminate(signum: int, frame: object) -> None:
 
 class RayExecutor:
     def __init__(self, cfg: RunConfig) -> None:
-        self.cfg, self.s3 = cfg, S3Options.from_source(cfg.source)
+        self.cfg, self.s3 = cfg, S3Options.from_config(cfg.storage)
         self.started_ray = False
         self.times = StartupTimes()
         self.received_bytes = 0   # the results the driver was sent: the whole of what it receives per chunk

@@ -33,7 +33,7 @@ class RegionStage(Stage):
 
     @classmethod
     def from_config(cls, cfg: RunConfig) -> "RegionStage":
-        return cls(cfg.regions, cfg.execution.regions, cfg.source.working_size, S3Options.from_source(cfg.source))
+        return cls(cfg.regions, cfg.execution.regions, cfg.source.working_size, S3Options.from_config(cfg.storage))
 
     def setup(self) -> None:
         rc = self.settings

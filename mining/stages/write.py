@@ -24,7 +24,7 @@ class ShardWriter:
     @classmethod
     def from_config(cls, cfg: RunConfig, output: Where, config_hash: str) -> "ShardWriter":
         image_ext = cfg.output.image_format if cfg.output.write_images else None
-        return cls(Location.of(output, S3Options.from_source(cfg.source)), config_hash, cfg.execution.write, image_ext)
+        return cls(Location.of(output, S3Options.from_config(cfg.storage)), config_hash, cfg.execution.write, image_ext)
 
     def write(self, chunk: ShardChunk) -> dict[str, Any]:
         """Write the chunk; returns {"committed": marker}, {"part": ...} or {"failed": ...}, and the chunk's

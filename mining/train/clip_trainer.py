@@ -18,7 +18,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -54,11 +54,11 @@ class TrainPlan(Plan):
         return RegionsConfig.model_validate(self.regions)
 
 
-def make_plan(cfg: TrainConfig, outputs: list[str], s3: S3Options | None = None, workers: int | None = None) -> TrainPlan:
+def make_plan(cfg: TrainConfig, outputs: list[str], workers: int | None = None) -> TrainPlan:
     """Read the outputs' manifests and records (no pictures): the model to start from, the crop settings, the
     vocabulary and the number of steps. With several outputs, the first one's `regions` config is the
     default model and crop settings (each output's own manifest still decodes its pictures)."""
-    data = TrainingData.read(outputs, s3, workers)
+    data = TrainingData.read(outputs, S3Options.from_config(cfg.storage), workers)
     run_regions = data.manifests[0]["config"]["regions"]
     regions = RegionsConfig.model_validate(run_regions | cfg.regions)
     if regions.mode != "masked_crop":
@@ -86,7 +86,7 @@ def make_plan(cfg: TrainConfig, outputs: list[str], s3: S3Options | None = None,
             "fit": cfg.crop_fit or regions.crop_fit}
     return TrainPlan(cfg=cfg.resolved(), regions=regions.model_dump(mode="json"),
                      sources=[s.to_plan() for s in data.sources], vocabulary=vocabulary, total_steps=steps,
-                     crop=crop, s3=asdict(s3) if s3 else None, scan=counts.to_json())
+                     crop=crop, scan=counts.to_json())
 
 
 def crop_spec(plan: TrainPlan, clip: LoadedClip) -> CropSpec:
@@ -446,13 +446,14 @@ def write_folder(plan: TrainPlan, final: dict[str, Any], folder: Path, meta: dic
 
 
 CLIP_TRAINER = Trainer(kind="clip", folder_kind=CLIP_MODEL, descriptor="open_clip_config.json",
-                       make_plan=make_plan, train_loop=train_loop, starts_from=models_named, record=own_record, write_folder=write_folder)
+                       make_plan=make_plan, train_loop=train_loop, starts_from=models_named, record=own_record,
+                       write_folder=write_folder)
 finish = functools.partial(run.finish, CLIP_TRAINER)
 run_local = functools.partial(run.run_local, CLIP_TRAINER)
 
 
 def train_clip(cfg: TrainConfig, outputs: list[str], out: str | Path | Location, executor: str = "local",
-               s3: S3Options | None = None, overwrite: bool = False) -> dict[str, Any]:
-    """Train Model A on the pairs of `outputs` and write it to `out` (local or s3://); returns training.json's
-    content."""
-    return run.run_training(CLIP_TRAINER, cfg, outputs, out, executor, s3, overwrite)
+               overwrite: bool = False) -> dict[str, Any]:
+    """Train Model A on the pairs of `outputs` and write it to `out` (local or s3://, reached as `cfg.storage`
+    says); returns training.json's content."""
+    return run.run_training(CLIP_TRAINER, cfg, outputs, out, executor, overwrite)

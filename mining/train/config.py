@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from mining.config import RegionsConfig, _Section, read_config_file, validated
+from mining.config import RegionsConfig, StorageConfig, _Section, read_config_file, validated
 
 
 class TrainFilters(_Section):
@@ -63,6 +63,7 @@ class TrainingRun(_Section):
     grad_clip: float | None = Field(1.0, gt=0, description="max gradient norm; null: off")
     bf16: bool = Field(True, description="bfloat16 autocast on GPU (ignored on CPU)")
     filters: TrainFilters = Field(default_factory=TrainFilters)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
 
     @model_validator(mode="after")
     def _one_length(self) -> "TrainingRun":

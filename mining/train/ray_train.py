@@ -1,9 +1,8 @@
-"""Ray Train execution of the trainers (`mining.train.run.Trainer`): `TorchTrainer` runs a trainer's `train_loop` on each worker (gloo on
-CPU, NCCL on GPUs), the trained module wrapped for data parallelism by `prepare_model`: Model A's image tower
-(`clip_trainer`) or Model B, the segmenter (`segmenter_trainer`). Checkpoints (trained weights, optimizer,
-scheduler, step, metrics so far) go to the run's storage path through `ray.train.report`;
-running the same command again resumes from the latest one (`ray.train.get_checkpoint()`), and
-`FailureConfig(max_failures)` restarts lost workers from it."""
+"""Ray Train execution of a trainer (`mining.train.run.Trainer`): `TorchTrainer` runs the trainer's
+`train_loop` on each worker (gloo on CPU, NCCL on GPUs), the trained module wrapped for data parallelism by
+`prepare_model`. Rank 0 writes the checkpoints (`mining.train.checkpoints`, every worker's stream position and
+random state gathered into it) to the output's own storage; a restarted worker group, or the same command run
+again, resumes from the latest one, and `FailureConfig(max_failures)` restarts lost workers."""
 from __future__ import annotations
 
 from pathlib import Path

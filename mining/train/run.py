@@ -33,7 +33,6 @@ class Plan:
     sources: list[tuple[str, str]]      # (output, shard URI)
     vocabulary: list[str]
     total_steps: int
-    s3: dict[str, Any] | None = None
     scan: dict[str, int] = field(default_factory=dict)   # DataCounts of the driver's scan
     config_class: ClassVar[type]
 
@@ -41,8 +40,9 @@ class Plan:
     def train(self):
         return self.config_class.model_validate(self.cfg)
 
-    def s3_options(self) -> S3Options | None:
-        return S3Options(**self.s3) if self.s3 else None
+    def s3_options(self) -> S3Options:
+        """How the data and the output are reached: the config's `storage` section."""
+        return S3Options.from_config(self.train.storage)
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class Trainer:
     kind: str                 # 'clip' or 'segmenter': the checkpoints' and Ray Train run's name
     folder_kind: str          # the write guard's kind of its output (`mining.sinks.guard`)
     descriptor: str           # the folder's file loaders look for first: published last
-    make_plan: Callable[..., Plan]                  # (cfg, outputs, s3, workers) -> Plan
+    make_plan: Callable[..., Plan]                  # (cfg, outputs, workers) -> Plan
     train_loop: Callable[..., dict[str, Any]]       # (plan, rank, world, device, wrap, report, resume) -> state
     starts_from: Callable[[Any], list[str | None]]  # cfg -> the models it names (the guard protects them)
     record: Callable[[Plan, dict[str, Any], Location, int], dict[str, Any]]   # its own training.json fields
@@ -127,14 +127,16 @@ def write_records(folder: Path, history: list[dict[str, Any]], record: dict[str,
 
 
 def run_training(trainer: Trainer, cfg: Any, outputs: list[str], out: str | Path | Location, executor: str,
-                 s3: S3Options | None, overwrite: bool) -> dict[str, Any]:
-    """Train into `out` (local or s3://) on the pairs of `outputs`; returns the training record."""
+                 overwrite: bool) -> dict[str, Any]:
+    """Train into `out` (local or s3://, reached as `cfg.storage` says) on the pairs of `outputs`; returns the
+    training record."""
     if executor not in ("local", "ray"):
         raise ValueError(f"executor must be 'local' or 'ray', got {executor!r}")
+    s3 = S3Options.from_config(cfg.storage)
     out = out if isinstance(out, Location) else Location.of(str(out), s3)
     workers = cfg.workers if executor == "ray" else 1
     lease = claim_model_folder(out, trainer.folder_kind, outputs, trainer.starts_from(cfg), overwrite, s3)
-    plan = trainer.make_plan(cfg, outputs, s3, workers)   # after the guard: nothing is read for a refused run
+    plan = trainer.make_plan(cfg, outputs, workers)   # after the guard: nothing is read for a refused run
     with lease:
         store = CheckpointStore.of_output(out)
         store.begin(trainer.kind, plan_hash(trainer.kind, plan), overwrite)

@@ -11,7 +11,7 @@ import functools
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -46,11 +46,10 @@ class SegmenterPlan(Plan):
         return RegionsConfig.model_validate(self.clip)
 
 
-def make_plan(cfg: SegmenterConfig, outputs: list[str], s3: S3Options | None = None,
-              workers: int | None = None) -> SegmenterPlan:
+def make_plan(cfg: SegmenterConfig, outputs: list[str], workers: int | None = None) -> SegmenterPlan:
     """Read the outputs' manifests and records (no pictures): the teacher and CLIP to start from (the first
     output's, unless the config names them), the vocabulary and the number of steps."""
-    data = TrainingData.read(outputs, s3, workers)
+    data = TrainingData.read(outputs, S3Options.from_config(cfg.storage), workers)
     run_config = data.manifests[0]["config"]
     teacher = cfg.teacher
     if teacher is None:
@@ -68,7 +67,7 @@ def make_plan(cfg: SegmenterConfig, outputs: list[str], s3: S3Options | None = N
         steps = max(1, math.ceil(cfg.epochs * images / (cfg.batch_size * cfg.grad_accum * (workers or 1))))
     return SegmenterPlan(cfg=cfg.resolved(), teacher=teacher, clip=clip.model_dump(mode="json"),
                          sources=[s.to_plan() for s in data.sources], vocabulary=vocabulary, total_steps=steps,
-                         s3=asdict(s3) if s3 else None, scan=counts.to_json())
+                         scan=counts.to_json())
 
 
 def valid_size(pixel_mask: torch.Tensor | None, b: int, padded: tuple[int, int]) -> tuple[int, int]:
@@ -231,7 +230,7 @@ run_local = functools.partial(run.run_local, SEGMENTER_TRAINER)
 
 
 def train_segmenter(cfg: SegmenterConfig, outputs: list[str], out: str | Path | Location, executor: str = "local",
-                    s3: S3Options | None = None, overwrite: bool = False) -> dict[str, Any]:
-    """Train Model B on the pairs of `outputs` and write it to `out` (local or s3://); returns training.json's
-    content."""
-    return run.run_training(SEGMENTER_TRAINER, cfg, outputs, out, executor, s3, overwrite)
+                    overwrite: bool = False) -> dict[str, Any]:
+    """Train Model B on the pairs of `outputs` and write it to `out` (local or s3://, reached as `cfg.storage`
+    says); returns training.json's content."""
+    return run.run_training(SEGMENTER_TRAINER, cfg, outputs, out, executor, overwrite)
