@@ -10,8 +10,12 @@ and three figures for each, all on an evaluation world whose seed nothing was tr
   top-1      region top-1 on its ground-truth masks (Uni-OVSeg Table 4's protocol)
   precision, recall   of its pairs when that world is mined again with that CLIP (`ovmine eval`)
 The figures are `mining.evaluation.run.evaluate`'s, the numbers `ovmine eval --region-top1` prints.
+With `--unseen`, those categories (their names and synonyms) are held out of every training with a read-time
+noun deny-list (`filters.nouns_deny`): no pair, grounding caption or vocabulary entry names them, as OVSeg
+holds datasets out. The evaluation still asks for them by name, and the table reports them apart.
 
     .venv/bin/python bench/things.py                         # 256 training images, 300 steps, 128 eval images
+    .venv/bin/python bench/things.py --unseen star,heart,sand --models shipped,pairs,grounding
     .venv/bin/python bench/things.py --per-shard 128 --steps 1000 --json
 """
 from __future__ import annotations
@@ -28,7 +32,7 @@ from mining.pipeline import run_mining
 from mining.toyworld.demo import demo_config
 from mining.toyworld.make import make_world
 from mining.toyworld.oracle import write_oracle
-from mining.toyworld.vocab import STUFF, THINGS
+from mining.toyworld.vocab import CATEGORIES, STUFF, THINGS
 from mining.train.clip_trainer import train_clip
 from mining.train.config import load_train_config
 
@@ -56,6 +60,29 @@ def scored(model: str | None, eval_world: dict, work: Path, name: str) -> dict:
     return class_figures(evaluate(output, eval_world["ground_truth"], region_top1=True, progress=False))
 
 
+def held_out(names: str | None) -> list[str]:
+    """The categories named (comma-separated), checked against the toy world's."""
+    if not names:
+        return []
+    known = {c.name: c for c in CATEGORIES}
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in known]
+    if unknown:
+        raise SystemExit(f"--unseen: no such category {', '.join(unknown)} (known: {', '.join(known)})")
+    return wanted
+
+
+def deny_list(categories: list[str]) -> list[str]:
+    """Every noun a caption may use for these categories: `filters.nouns_deny`."""
+    return sorted({n for c in CATEGORIES if c.name in categories for n in (c.name, *c.synonyms)})
+
+
+def groups(unseen: list[str]) -> dict[str, list[str]]:
+    seen = "seen " if unseen else ""
+    return {f"{seen}things": [c.name for c in THINGS if c.name not in unseen],
+            f"{seen}stuff": [c.name for c in STUFF if c.name not in unseen]} | ({"unseen": unseen} if unseen else {})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shards", type=int, default=4)
@@ -65,12 +92,16 @@ def main() -> None:
     ap.add_argument("--models", default="shipped,pairs,grounding,oracle")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a field of configs/train_clip_toyworld.yaml for every training")
+    ap.add_argument("--unseen", help="categories to hold out of every training (comma-separated), reported apart")
     ap.add_argument("--work", help="working directory (default: a temporary one); a rerun with the same settings "
                     "reuses what is there")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
     work = Path(args.work or tempfile.mkdtemp(prefix="ovmine-things-"))
+    unseen = held_out(args.unseen)
+    overrides = [*args.overrides, *([f"filters.nouns_deny={json.dumps(deny_list(unseen))}"] if unseen else [])]
+    tag = "-without-" + "-".join(unseen) if unseen else ""   # a --work rerun keeps each setting's models apart
     start = time.time()
     train_world = make_world(str(work / "train-world"), args.shards, args.per_shard, TRAIN_SEED, progress=False,
                              overwrite=True)
@@ -81,26 +112,27 @@ def main() -> None:
     if {"pairs", "grounding"} & set(wanted):
         train_mined = mined(demo_config(["execution.executor=local"]), train_world, work / "train-mined")
         if "pairs" in wanted:
-            models["pairs"] = trained(train_mined, work / "clip-pairs", args.steps, args.overrides)
+            models["pairs"] = trained(train_mined, work / f"clip-pairs{tag}", args.steps, overrides)
         if "grounding" in wanted:
-            models["grounding"] = trained(train_mined, work / "clip-grounding", args.steps,
-                                          ["grounding.weight=1.0", *args.overrides])
+            models["grounding"] = trained(train_mined, work / f"clip-grounding{tag}", args.steps,
+                                          ["grounding.weight=1.0", *overrides])
     if "oracle" in wanted:
         oracle = work / "train-oracle"
         write_oracle(work / "train-world", str(oracle))
-        models["oracle"] = trained(str(oracle), work / "clip-oracle", args.steps, args.overrides)
+        models["oracle"] = trained(str(oracle), work / f"clip-oracle{tag}", args.steps, overrides)
     result = {"train_world": {"seed": TRAIN_SEED, "images": train_world["images"]},
               "eval_world": {"seed": EVAL_SEED, "images": eval_world["images"]}, "steps": args.steps,
-              "models": {name: scored(model, eval_world, work, name) for name, model in models.items()
-                         if name in wanted},
+              "unseen": unseen, "held_out_nouns": deny_list(unseen),
+              "models": {name: scored(model, eval_world, work, name + (tag if model else ""))
+                         for name, model in models.items() if name in wanted},
               "seconds": round(time.time() - start)}
     if args.json:
         print(json.dumps(result))
         return
     print(f"training world seed {TRAIN_SEED} ({train_world['images']} images), {args.steps} steps of "
           f"configs/train_clip_toyworld.yaml; evaluation world seed {EVAL_SEED} ({eval_world['images']} images); "
-          f"{result['seconds']} s")
-    print(class_table(result["models"], {"things": [c.name for c in THINGS], "stuff": [c.name for c in STUFF]}))
+          f"{result['seconds']} s" + (f"; held out of training: {', '.join(deny_list(unseen))}" if unseen else ""))
+    print(class_table(result["models"], groups(unseen)))
 
 
 if __name__ == "__main__":
