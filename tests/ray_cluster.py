@@ -36,7 +36,9 @@ def _agent_ports() -> list[str]:
 
 
 class LocalCluster:
-    def __init__(self) -> None:
+    def __init__(self, home: str | None = None) -> None:
+        """`home`: a HOME holding `.ray/auth_token`, in which `ray start --head` turns token authentication on
+        (as it does by default once a token exists); None: authentication off."""
         # short: Ray's unix sockets live under it and their paths may not exceed 107 bytes
         self.temp_dir = Path(tempfile.mkdtemp(prefix="ovr", dir="/tmp"))
         self.port = free_port()
@@ -50,6 +52,12 @@ class LocalCluster:
         self.env = dict(os.environ, PATH=path, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled",
                         **FAST_NODE_DEATH)
         self.env.pop("RAY_ADDRESS", None)
+        self.headers: dict[str, str] = {}
+        if home is not None:
+            for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+                self.env.pop(name, None)
+            self.env["HOME"] = home
+            self.headers = {"Authorization": "Bearer " + (Path(home) / ".ray" / "auth_token").read_text().strip()}
         self.workers: list[dict] = []
 
     @property
@@ -72,7 +80,8 @@ class LocalCluster:
         deadline = time.time() + 120
         while time.time() < deadline:   # the job API answers a little after `ray start` returns
             try:
-                with urllib.request.urlopen(f"{self.dashboard}/api/version", timeout=5) as r:
+                request = urllib.request.Request(f"{self.dashboard}/api/version", headers=self.headers)
+                with urllib.request.urlopen(request, timeout=5) as r:
                     if json.loads(r.read()).get("ray_version"):
                         return
             except OSError:

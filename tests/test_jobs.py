@@ -13,9 +13,9 @@ from mining.toyworld.make import make_shards
 pytestmark = pytest.mark.timeout(900)
 
 
-def ovmine(*args, check=True):
+def ovmine(*args, check=True, env=None):
     return subprocess.run([sys.executable, "-m", "mining.cli", *args], capture_output=True, text=True,
-                          check=check, timeout=300)
+                          check=check, timeout=300, env=env)
 
 
 def wait_for(cluster, job_id, timeout=600):
@@ -23,13 +23,14 @@ def wait_for(cluster, job_id, timeout=600):
     poll through the CLI costs a Python start-up each)."""
     from ray.job_submission import JobSubmissionClient
 
-    jobs = JobSubmissionClient(cluster.dashboard)
+    jobs = JobSubmissionClient(cluster.dashboard, headers=cluster.headers or None)
     deadline = time.time() + timeout
     while not jobs.get_job_status(job_id).is_terminal():
         if time.time() > deadline:
             raise TimeoutError(job_id)
         time.sleep(0.5)
-    return json.loads(ovmine("jobs", "status", job_id, "--address", cluster.dashboard, "--json").stdout)["status"]
+    return json.loads(ovmine("jobs", "status", job_id, "--address", cluster.dashboard, "--json",
+                             env=getattr(cluster, "client_env", None)).stdout)["status"]
 
 
 def test_submit_mine_runs_on_the_cluster(ray_cluster, tmp_path):
@@ -64,3 +65,54 @@ def test_bad_config_is_refused_before_submission(ray_cluster, tmp_path):
     assert result.returncode == 2 and "teacher.kind" in result.stderr
     listed = json.loads(ovmine("jobs", "list", "--address", ray_cluster.dashboard, "--json").stdout)
     assert all("yolo" not in j["entrypoint"] for j in listed)
+
+
+@pytest.fixture(scope="module")
+def token_cluster(tmp_path_factory):
+    """A head started the default way on a machine that has a token (~/.ray/auth_token, as Ray writes it at a
+    first local `ray.init()`): `ray start --head` turns token authentication on."""
+    import secrets
+
+    from ray_cluster import LocalCluster
+
+    home = tmp_path_factory.mktemp("home")
+    (home / ".ray").mkdir()
+    (home / ".ray" / "auth_token").write_text(secrets.token_hex(32))
+    cluster = LocalCluster(home=str(home))
+    # the user's shell: the same HOME, nothing else set
+    cluster.client_env = {k: v for k, v in cluster.env.items() if not k.startswith("RAY_AUTH")}
+    try:
+        cluster.start_head(num_cpus=2)
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def test_submit_and_jobs_find_the_token_as_rays_cli_does(token_cluster, tmp_path):
+    make_shards(tmp_path / "in", shards=1, per_shard=2, size=64)
+    env = token_cluster.client_env
+    submitted = json.loads(ovmine("submit", "mine", "--address", token_cluster.dashboard, "--config",
+                                  "configs/tiny.yaml", "--input", str(tmp_path / "in"), "--output",
+                                  str(tmp_path / "out"), "--json", env=env).stdout)
+    assert wait_for(token_cluster, submitted["submission_id"]) == "SUCCEEDED"
+    assert read_manifest(str(tmp_path / "out"))["totals"]["images_in"] == 2
+    listed = json.loads(ovmine("jobs", "list", "--address", token_cluster.dashboard, "--json", env=env).stdout)
+    assert [j["status"] for j in listed] == ["SUCCEEDED"]
+    # the token from the environment instead of the file
+    elsewhere = dict(env, HOME=str(tmp_path), RAY_AUTH_TOKEN=token_cluster.headers["Authorization"].split()[1])
+    assert ovmine("jobs", "list", "--address", token_cluster.dashboard, env=elsewhere).returncode == 0
+
+
+@pytest.mark.parametrize("token,message", [
+    (None, "requires an authentication token and none was found: set RAY_AUTH_TOKEN"),
+    ("wrong", "refused the authentication token from RAY_AUTH_TOKEN: set RAY_AUTH_TOKEN"),
+])
+def test_a_missing_or_wrong_token_is_one_line_naming_where_it_goes(token_cluster, tmp_path, token, message):
+    env = dict(token_cluster.client_env, HOME=str(tmp_path), **({"RAY_AUTH_TOKEN": token} if token else {}))
+    for args in (["jobs", "list"], ["submit", "mine", "--config", "configs/tiny.yaml", "--input", "x", "--output",
+                                    str(tmp_path / "out")]):
+        result = ovmine(*args, "--address", token_cluster.dashboard, env=env, check=False)
+        assert result.returncode == 1 and result.stdout == ""
+        assert result.stderr == (f"ovmine: error: the Ray cluster at {token_cluster.dashboard} {message} to the "
+                                 f"cluster's token, or put it in ~/.ray/auth_token (or the file RAY_AUTH_TOKEN_PATH "
+                                 f"names); `ray get-auth-token` on the head node prints it\n")

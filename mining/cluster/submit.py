@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlparse
 
+from ray.exceptions import AuthenticationError
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 WORKING_DIR_EXCLUDES = [".venv", ".git", "**/__pycache__", "runs", "demo-data", "demo-output", "*.tar",
@@ -66,19 +67,59 @@ class JobsApiError(ValueError):
     """The dashboard refused a request (unknown job id, not a Ray dashboard, ...): its own words, on one line."""
 
 
+TOKEN_FILE = os.path.join("~", ".ray", "auth_token")
+
+
+def cluster_token() -> tuple[str, str] | None:
+    """The token for a cluster started with token authentication (what `ray start --head` does once a token
+    exists), found where Ray's own CLI looks: RAY_AUTH_TOKEN, the file RAY_AUTH_TOKEN_PATH names, then
+    ~/.ray/auth_token. Returns (token, where it came from), or None."""
+    if os.environ.get("RAY_AUTH_TOKEN", "").strip():
+        return os.environ["RAY_AUTH_TOKEN"].strip(), "RAY_AUTH_TOKEN"
+    for path, name in ((os.environ.get("RAY_AUTH_TOKEN_PATH"), "RAY_AUTH_TOKEN_PATH"),
+                       (os.path.expanduser(TOKEN_FILE), TOKEN_FILE)):
+        if path and os.path.isfile(path):
+            with open(path) as f:
+                token = f.read().strip()
+            if token:
+                return token, f"{name} ({path})" if name == "RAY_AUTH_TOKEN_PATH" else name
+    return None
+
+
+def _token_problem(address: str, err: AuthenticationError, token: tuple[str, str] | None) -> JobsApiError:
+    fix = ("set RAY_AUTH_TOKEN to the cluster's token, or put it in ~/.ray/auth_token (or the file "
+           "RAY_AUTH_TOKEN_PATH names); `ray get-auth-token` on the head node prints it")
+    if token is None:
+        return JobsApiError(f"the Ray cluster at {address} requires an authentication token and none was found: "
+                            f"{fix}")
+    return JobsApiError(f"the Ray cluster at {address} refused the authentication token from {token[1]}: {fix}")
+
+
 @contextlib.contextmanager
-def _api_errors(address: str) -> Iterator[None]:
+def _api_errors(address: str, token: tuple[str, str] | None = None) -> Iterator[None]:
     try:
         yield
+    except AuthenticationError as err:   # a RuntimeError too: told apart first
+        raise _token_problem(address, err, token) from None
     except RuntimeError as err:   # Ray's client raises RuntimeError with the server's reply
         raise JobsApiError(f"{address}: {' '.join(str(err).split()).rstrip('.')}") from None
 
 
-def client(address: str) -> JobSubmissionClient:
-    check_address(address)
-    probe(address)
-    with _api_errors(address):
-        return JobSubmissionClient(address)
+class Jobs:
+    """Ray's job client for `address`, its requests carrying the cluster's token when there is one, and its
+    errors (the server's reply, a missing or refused token) turned into one line each."""
+
+    def __init__(self, address: str) -> None:
+        check_address(address)
+        probe(address)
+        self.address, self.token = address, cluster_token()
+        # a cluster without token authentication ignores the header
+        headers = {"Authorization": f"Bearer {self.token[0]}"} if self.token else None
+        with self.errors():
+            self.api = JobSubmissionClient(address, headers=headers)
+
+    def errors(self):
+        return _api_errors(self.address, self.token)
 
 
 def mine_entrypoint(config: str | None, inputs: list[str], output: str, overrides: list[str],
@@ -115,36 +156,36 @@ def runtime_env(working_dir: str | None, env: dict[str, str]) -> dict[str, Any]:
 
 def submit(address: str, entrypoint: str, working_dir: str | None, env: dict[str, str],
            submission_id: str | None = None) -> str:
-    api = client(address)
-    with _api_errors(address):
-        return api.submit_job(entrypoint=entrypoint, runtime_env=runtime_env(working_dir, env),
+    jobs = Jobs(address)
+    with jobs.errors():
+        return jobs.api.submit_job(entrypoint=entrypoint, runtime_env=runtime_env(working_dir, env),
                               submission_id=submission_id, metadata={"tool": "ovmine"})
 
 
 def list_jobs(address: str) -> list[dict[str, Any]]:
-    api = client(address)
-    with _api_errors(address):
-        jobs = api.list_jobs()
+    client = Jobs(address)
+    with client.errors():
+        jobs = client.api.list_jobs()
     return [{"submission_id": j.submission_id, "status": str(j.status.value), "entrypoint": j.entrypoint,
              "start_time": j.start_time, "end_time": j.end_time} for j in jobs]
 
 
 def status(address: str, job_id: str) -> str:
-    api = client(address)
-    with _api_errors(address):
-        return str(api.get_job_status(job_id).value)
+    jobs = Jobs(address)
+    with jobs.errors():
+        return str(jobs.api.get_job_status(job_id).value)
 
 
 def logs(address: str, job_id: str) -> str:
-    api = client(address)
-    with _api_errors(address):
-        return api.get_job_logs(job_id)
+    jobs = Jobs(address)
+    with jobs.errors():
+        return jobs.api.get_job_logs(job_id)
 
 
 def stop(address: str, job_id: str) -> bool:
-    api = client(address)
-    with _api_errors(address):
-        return api.stop_job(job_id)
+    jobs = Jobs(address)
+    with jobs.errors():
+        return jobs.api.stop_job(job_id)
 
 
 def is_terminal(state: str) -> bool:

@@ -6,6 +6,7 @@ when that process is killed."""
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import sys
 
@@ -18,6 +19,9 @@ from mining.executors.reaper import Reaper
 LOCAL_NODE_IP = "127.0.0.2" if sys.platform.startswith("linux") else None
 
 _reaper: Reaper | None = None
+# Ray says on every start that token authentication is on (a Ray of our own has it on, which is right): a
+# notice, not a warning; `-v` shows it
+TOKEN_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"
 
 
 def init_ray(address: str | None = None) -> bool:
@@ -27,6 +31,8 @@ def init_ray(address: str | None = None) -> bool:
     if ray.is_initialized():
         return False
     own = address is None and not os.environ.get("RAY_ADDRESS")
+    if not logging.getLogger("mining").isEnabledFor(logging.INFO):
+        logging.getLogger(TOKEN_NOTICE_LOGGER).setLevel(logging.ERROR)
     local = {"_node_ip_address": LOCAL_NODE_IP} if own and LOCAL_NODE_IP else {}
     ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, logging_level="WARNING",
              log_to_driver=True, **local)
