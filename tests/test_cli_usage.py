@@ -174,3 +174,22 @@ def test_sample_data_json_names_what_it_wrote(tmp_path, capsys):
     code, out, _ = run_main(capsys, "sample-data", str(tmp_path / "d"), "--shards", "2", "--per-shard", "3", "--json")
     doc = json.loads(out)
     assert code == 0 and doc["images"] == 6 and [Path(p).name for p in doc["shards"]] == ["00000.tar", "00001.tar"]
+
+
+def test_jobs_actions_are_commands_of_their_own_and_the_address_defaults_as_rays_cli(capsys, monkeypatch):
+    commands = dict(leaf_commands(build_parser()))
+    assert {("jobs", a) for a in ("list", "status", "logs", "stop")} <= set(commands)
+    assert "JOB_ID" in commands[("jobs", "logs")].format_help()
+    assert "JOB_ID" not in commands[("jobs", "list")].format_help()
+    code, _, err = run_main(capsys, "jobs", "stop", "--address", "http://127.0.0.1:9")
+    assert code == 2 and "required: JOB_ID" in err
+    for name in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS"):
+        monkeypatch.delenv(name, raising=False)
+    code, _, err = run_main(capsys, "jobs", "list")
+    assert code == 2 and "--address" in err
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")   # a GCS address, as `ray start` prints it
+    code, _, err = run_main(capsys, "jobs", "list")
+    assert code == 1 and "--address 127.0.0.1:6379 has no scheme: use http://127.0.0.1:6379" in err
+    monkeypatch.setenv("RAY_API_SERVER_ADDRESS", "http://127.0.0.1:9")   # first, as in Ray's job CLI
+    code, _, err = run_main(capsys, "jobs", "list")
+    assert code == 1 and "no Ray dashboard answers at http://127.0.0.1:9" in err

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 from mining.cli.common import add_command, add_config_args, add_json, positive_int
 from mining.config import load_config
@@ -58,8 +59,6 @@ def cmd_jobs(args: argparse.Namespace) -> int:
             for row in rows:
                 print(f"{row['submission_id']:<28}{row['status']:<11}{row['entrypoint']}")
         return 0
-    if not args.job_id:
-        raise ValueError(f"ovmine jobs {args.action} needs a submission id")
     if args.action == "status":
         state = jobs_api.status(args.address, args.job_id)
         print(json.dumps({"submission_id": args.job_id, "status": state}) if args.json else state)
@@ -81,7 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     m = add_command(what, "mine", "submit `ovmine mine` as a Ray job",
                     "ovmine submit mine --address http://HEAD:8265 --config configs/coco.yaml "
                     "--input 's3://bucket/cc3m/{00000..00331}.tar' --output s3://bucket/mined/cc3m")
-    m.add_argument("--address", required=True, help="the dashboard address, e.g. http://HEAD:8265")
+    add_address(m)
     add_config_args(m, required=True)
     m.add_argument("--input", nargs="+", required=True, help="shards: paths, brace patterns, s3:// URIs")
     m.add_argument("--output", required=True, help="output s3:// prefix (or a folder the cluster shares)")
@@ -93,7 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "ovmine submit train clip --address http://HEAD:8265 --config configs/train_clip_toyworld.yaml "
                     "--data s3://bucket/mined/cc3m --output s3://bucket/models/clip-adapted --set workers=4")
     t.add_argument("model", choices=["clip", "segmenter"], help="Model A (mask-adapted CLIP) or Model B (segmenter)")
-    t.add_argument("--address", required=True, help="the dashboard address, e.g. http://HEAD:8265")
+    add_address(t)
     add_config_args(t, required=True)
     t.add_argument("--data", nargs="+", required=True, help="mining (or curated) outputs, s3:// or shared folders")
     t.add_argument("--output", required=True, help="where the trained model goes (s3:// or a shared folder)")
@@ -101,11 +100,29 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = add_command(sub, "jobs", "list, follow and stop Ray jobs",
                     "ovmine jobs list --address http://HEAD:8265", "ovmine jobs logs JOB_ID --address http://HEAD:8265")
-    p.add_argument("action", choices=["list", "status", "logs", "stop"])
-    p.add_argument("job_id", nargs="?")
-    p.add_argument("--address", required=True, help="the dashboard address, e.g. http://HEAD:8265")
-    add_json(p, "the jobs, the status, the logs or the stop result")
-    p.set_defaults(func=cmd_jobs)
+    actions = p.add_subparsers(dest="action", required=True, metavar="{list,status,logs,stop}")
+    for action, summary, printed in JOB_ACTIONS:
+        a = add_command(actions, action, summary, f"ovmine jobs {action}{'' if action == 'list' else ' JOB_ID'} "
+                                                  f"--address http://HEAD:8265")
+        if action != "list":
+            a.add_argument("job_id", metavar="JOB_ID", help="the submission id (`ovmine jobs list` shows them)")
+        add_address(a)
+        add_json(a, printed)
+        a.set_defaults(func=cmd_jobs)
+
+
+JOB_ACTIONS = (("list", "the cluster's jobs: id, state and command", "the jobs"),
+               ("status", "a job's state (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED)", "the state"),
+               ("logs", "a job's output so far", "the logs"),
+               ("stop", "stop a job that is still running", "whether a stop was requested"))
+
+
+def add_address(p: argparse.ArgumentParser) -> None:
+    """--address, defaulting as Ray's own job CLI does to RAY_API_SERVER_ADDRESS, then RAY_ADDRESS."""
+    default = os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS")
+    p.add_argument("--address", default=default, required=default is None,
+                   help="the Ray dashboard's address, e.g. http://HEAD:8265 (default: RAY_API_SERVER_ADDRESS, "
+                        "else RAY_ADDRESS)")
 
 
 def _add_job_options(p: argparse.ArgumentParser) -> None:
