@@ -694,3 +694,29 @@ def test_the_learned_temperature_is_one_value_across_workers():
     # spawn, not fork: a child forked after this process's intra-op threads ran can deadlock in its first torch op
     mp.start_processes(_scaled_tower_step, args=(2, free_port(), out), nprocs=2, join=True, start_method="spawn")
     assert out[0] == pytest.approx(out[1], abs=1e-7) and abs(out[0] - 2.0) > 1e-4
+
+
+def test_wise_ft_mixes_the_trained_tower_with_its_start_and_a_rerun_remixes_without_training(mined, tmp_path):
+    """wise_ft=alpha saves alpha x trained + (1 - alpha) x starting weights; the value decides only the folder,
+    so a rerun with another one takes the last checkpoint and rewrites the folder, training nothing."""
+    from safetensors.torch import load_file
+
+    from mining.train.clip_trainer import train_clip
+
+    out = tmp_path / "model"
+    first = train_clip(tiny_cfg(steps=2), [mined], out)
+    trained = load_file(str(out / "open_clip_model.safetensors"))
+    start = load_clip(RegionsConfig(**TINY), CPU).model.state_dict()
+    mixed = train_clip(tiny_cfg(steps=2, wise_ft=0.25), [mined], out)
+    assert (first["wise_ft"], mixed["wise_ft"]) == (1.0, 0.25)
+    assert mixed["resumed_from_step"] == 2 and mixed["steps"] == 2   # nothing trained again
+    saved = load_file(str(out / "open_clip_model.safetensors"))
+    moved = [k for k, v in trained.items() if k.startswith("visual.") and v.is_floating_point()
+             and not torch.equal(v, start[k])]
+    assert moved
+    for k in moved:
+        assert torch.allclose(saved[k], 0.25 * trained[k] + 0.75 * start[k], atol=1e-6), k
+    assert all(torch.equal(saved[k], v) for k, v in trained.items() if not k.startswith("visual."))
+    assert json.loads((out / "open_clip_config.json").read_text())["training"]["wise_ft"] == 0.25
+    with pytest.raises(ConfigError, match="wise_ft"):
+        tiny_cfg(wise_ft=0)

@@ -31,14 +31,15 @@ def class_table(models: dict[str, dict[str, Any]], groups: dict[str, list[str]])
     """A block per figure: a row per category of each group (e.g. things, stuff), the group's mean, and the
     overall figure; a column per model (`class_figures` of each)."""
     lines = []
+    width = max(10, *(len("mean " + group) for group in groups))
     for figure in FIGURES:
-        lines.append(f"{figure:<12}" + "".join(f"{m:>11}" for m in models))
+        lines.append(f"{figure:<{width + 2}}" + "".join(f"{m:>11}" for m in models))
         for group, names in groups.items():
             for name in names:
-                lines.append(f"  {name:<10}" + "".join(_cell(f["per_category"].get(name, {}).get(figure))
-                                                       for f in models.values()))
-            lines.append(f"  {'mean ' + group:<10}" + "".join(
+                lines.append(f"  {name:<{width}}" + "".join(_cell(f["per_category"].get(name, {}).get(figure))
+                                                            for f in models.values()))
+            lines.append(f"  {'mean ' + group:<{width}}" + "".join(
                 _cell(mean([f["per_category"].get(n, {}).get(figure) for n in names])) for f in models.values()))
-        lines.append(f"  {'overall':<10}" + "".join(_cell(f[figure]) for f in models.values()))
+        lines.append(f"  {'overall':<{width}}" + "".join(_cell(f[figure]) for f in models.values()))
         lines.append("")
     return "\n".join(lines)

@@ -24,7 +24,7 @@ CHECKPOINTS = "_checkpoints"
 RUN_FILE = "run.json"
 KEEP = 2
 # settings that change how a run is watched, not what it computes
-NOT_HASHED = ("log_every", "checkpoint_every", "max_failures", "storage_path", "storage")
+NOT_HASHED = ("log_every", "checkpoint_every", "max_failures", "storage_path", "storage", "wise_ft")
 
 
 class TrainingConflict(ValueError):

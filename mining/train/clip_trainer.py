@@ -406,14 +406,24 @@ def model_files_config(regions: RegionsConfig, clip: LoadedClip) -> dict[str, An
                                "interpolation": "bicubic", "resize_mode": "shortest"}}
 
 
+def wise_ft(start: dict[str, torch.Tensor], trained: dict[str, torch.Tensor], alpha: float) -> dict[str, torch.Tensor]:
+    """alpha x trained + (1 - alpha) x start, weight by weight (WiSE-FT); integer buffers (a batch-norm's
+    step count) are the trained ones."""
+    if alpha == 1.0:
+        return trained
+    return {k: torch.lerp(start[k].to(v.device, v.dtype), v, alpha) if v.is_floating_point() else v
+            for k, v in trained.items()}
+
+
 def write_local_dir(plan: TrainPlan, visual_state: dict[str, torch.Tensor], out: Path, meta: dict[str, Any],
                     prompts: torch.Tensor | None = None) -> Path:
-    """The trained model as an open_clip local-dir folder: the starting model with the trained image tower,
-    a plain CLIP whatever the method; mask prompts, if any, beside it (`mining.regions.mask_prompts`)."""
+    """The trained model as an open_clip local-dir folder: the starting model with the trained image tower
+    (mixed with its starting weights by `wise_ft`), a plain CLIP whatever the method; mask prompts, if any,
+    beside it (`mining.regions.mask_prompts`)."""
     regions = plan.regions_config()
     clip = load_clip(regions, torch.device("cpu"), plan.s3_options())
     strip_mask_prompts(clip.model)   # a prompted starting folder: the trained prompts are saved beside
-    clip.model.visual.load_state_dict(visual_state)
+    clip.model.visual.load_state_dict(wise_ft(clip.model.visual.state_dict(), visual_state, plan.train.wise_ft))
     dtype = torch.float16 if plan.train.save_dtype == "float16" else torch.float32
     out.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
@@ -433,6 +443,7 @@ def own_record(plan: TrainPlan, final: dict[str, Any], out: Location, workers: i
     return {"model": f"local-dir:{out.absolute().uri}",
             "started_from": {"model": plan.regions["model"], "pretrained": plan.regions["pretrained"]},
             "method": cfg.method, "mask_prompts": final.get("prompts") is not None, "crop": plan.crop,
+            "wise_ft": cfg.wise_ft,
             "samples_per_step": cfg.grad_accum * workers * (cfg.batch_size * (cfg.pair_weight > 0) +
                                                             cfg.grounding.images * (cfg.grounding.weight > 0))}
 

@@ -110,6 +110,12 @@ class TrainConfig(TrainingRun):
     shuffle_buffer: int = Field(256, ge=1, description="crops held for shuffling, per worker")
     save_dtype: Literal["float32", "float16"] = "float32"
     grad_clip: float | None = Field(None, gt=0, description="max gradient norm; null: off (OVSeg clips none)")
+    wise_ft: float = Field(
+        1.0, gt=0, le=1,
+        description="WiSE-FT's alpha (Wortsman et al., 2022): the saved image tower is alpha x the trained weights + "
+                    "(1 - alpha) x the starting ones, which keeps what the starting CLIP knew of names the mined "
+                    "data lacks; 1: the trained tower. Applied when the folder is written: a rerun with another "
+                    "value rewrites the folder from the last checkpoint without training again")
 
     @model_validator(mode="after")
     def _some_loss(self) -> "TrainConfig":

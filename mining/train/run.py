@@ -20,7 +20,7 @@ from mining.train.data import NoTrainingData, ShardSource, output_manifest, shar
 from mining.train.model_output import claim_model_folder, publish_folder, staging
 
 # what a model folder's own descriptor repeats of training.json
-FOLDER_META = ("started_from", "data", "steps", "final_loss", "executor", "method")
+FOLDER_META = ("started_from", "data", "steps", "final_loss", "executor", "method", "wise_ft")
 
 ReportFn = Callable[[dict[str, Any], dict[str, Any] | None], None]
 
