@@ -41,7 +41,7 @@ def test_version(capsys):
 
 def test_every_command_describes_itself_with_an_example_and_its_defaults():
     commands = dict(leaf_commands(build_parser()))
-    assert {("mine",), ("stats",), ("export", "coco"), ("train", "clip"), ("config",)} <= set(commands)
+    assert {("mine",), ("stats",), ("export", "coco"), ("train", "clip"), ("config", "show")} <= set(commands)
     for words, parser in commands.items():
         text = parser.format_help()
         assert parser.description, words
@@ -193,3 +193,28 @@ def test_jobs_actions_are_commands_of_their_own_and_the_address_defaults_as_rays
     monkeypatch.setenv("RAY_API_SERVER_ADDRESS", "http://127.0.0.1:9")   # first, as in Ray's job CLI
     code, _, err = run_main(capsys, "jobs", "list")
     assert code == 1 and "no Ray dashboard answers at http://127.0.0.1:9" in err
+
+
+def test_config_show_tells_every_shipped_kind_and_init_copies_one_that_loads_anywhere(tmp_path, capsys):
+    from mining.config import load_config, shipped_configs
+    from mining.train.config import load_train_config
+
+    for name in shipped_configs():
+        code, out, err = run_main(capsys, "config", "show", "--config", name, "--json")
+        assert code == 0, (name, err)
+        resolved = json.loads(out)
+        kind = ("train-segmenter" if "no_object_weight" in resolved else
+                "train-clip" if "pair_weight" in resolved else "mine")
+        assert kind == ("mine" if not name.startswith("train_") else
+                        "train-segmenter" if name.startswith("train_segmenter") else "train-clip"), name
+    copy = tmp_path / "mine.yaml"
+    assert run_main(capsys, "config", "init", "demo", str(copy))[0] == 0
+    text = copy.read_text()
+    assert text.startswith("#") and "${TOYWORLD_WEIGHTS}" in text and str(ROOT) not in text
+    assert load_config(copy).resolved() == load_config("demo").resolved()
+    code, _, err = run_main(capsys, "config", "init", "train_clip_toyworld", str(copy))
+    assert code == 1 and "exists" in err and copy.read_text() == text   # nothing replaced without --overwrite
+    assert run_main(capsys, "config", "init", "train_clip_toyworld", str(copy), "--overwrite")[0] == 0
+    assert load_train_config(copy).wise_ft == load_train_config("train_clip_toyworld").wise_ft
+    code, out, _ = run_main(capsys, "config", "show", "--config", str(copy))
+    assert code == 0 and out.startswith("# train-clip config resolved from ")
