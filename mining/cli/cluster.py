@@ -91,12 +91,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     t = add_command(what, "train", "submit `ovmine train clip|segmenter` as a Ray job (Ray Train on the cluster)",
                     "ovmine submit train clip --address http://HEAD:8265 --config configs/train_clip_toyworld.yaml "
                     "--data s3://bucket/mined/cc3m --output s3://bucket/models/clip-adapted --set workers=4")
-    t.add_argument("model", choices=["clip", "segmenter"], help="Model A (mask-adapted CLIP) or Model B (segmenter)")
-    add_address(t)
-    add_config_args(t, required=True)
-    t.add_argument("--data", nargs="+", required=True, help="mining (or curated) outputs, s3:// or shared folders")
-    t.add_argument("--output", required=True, help="where the trained model goes (s3:// or a shared folder)")
-    _add_job_options(t)
+    models = t.add_subparsers(dest="model", required=True, metavar="{clip,segmenter}")
+    for model, summary, config in (("clip", "Model A, the mask-adapted CLIP", "train_clip_toyworld"),
+                                   ("segmenter", "Model B, the open-vocabulary segmenter", "train_segmenter_swinl")):
+        m = add_command(models, model, f"submit `ovmine train {model}` ({summary}) as a Ray job",
+                        f"ovmine submit train {model} --address http://HEAD:8265 --config {config} "
+                        f"--data s3://bucket/mined/cc3m --output s3://bucket/models/{model} --set workers=4")
+        add_address(m)
+        add_config_args(m, required=True)
+        m.add_argument("--data", nargs="+", required=True, help="mining (or curated) outputs, s3:// or shared folders")
+        m.add_argument("--output", required=True, help="where the trained model goes (s3:// or a shared folder)")
+        _add_job_options(m)
 
     p = add_command(sub, "jobs", "list, follow and stop Ray jobs",
                     "ovmine jobs list --address http://HEAD:8265", "ovmine jobs logs JOB_ID --address http://HEAD:8265")
