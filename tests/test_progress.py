@@ -231,6 +231,9 @@ def test_a_healthy_ray_run_prints_no_deprecation_and_no_error_line(tmp_path):
     assert "Running Dataset" not in err and "row/s" not in err and "Progress bars" not in err, \
         "Ray Data draws no bars of its own, and does not say so"
     assert len([line for line in err.splitlines() if line.startswith("shard ")]) == 2
+    for noise in ("Token authentication is enabled", "No pretrained weights loaded", "Loading weights"):
+        assert noise not in err, f"{noise!r}: Ray's token notice, open_clip's word on a random model by request, " \
+                                 f"transformers' loading bars are not ovmine's lines"
     t = json.loads(result.stdout.strip().splitlines()[-1])["timings"]
     assert t["wall_ray_startup"] > 0 and t["wall_model_loading"] > 0
     assert {"setup_entities", "setup_teacher", "setup_regions"} <= set(t)

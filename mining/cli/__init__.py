@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.verbose:  # Ray Data narrates every operator at INFO; the summary says what matters
         os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
+        # transformers' "Loading weights" bars, one per model per worker (read at its import: set before it)
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None

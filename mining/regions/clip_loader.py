@@ -3,7 +3,9 @@
 (fetched once into a local cache). Project model configs in model_configs/ are always registered."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +68,23 @@ def register_model_configs(extra_dir: str | None = None) -> None:
         open_clip.add_model_config(Path(extra_dir))
 
 
+@contextlib.contextmanager
+def _quiet_random_init(deliberate: bool):
+    """open_clip warns on the root logger that a model without weights is random: asked for by the config
+    (`pretrained: null`, recorded as "random init" in the manifest), that is a fact, not a warning, and every
+    Ray worker would print it."""
+    def drop(record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("No pretrained weights loaded")
+
+    root = logging.getLogger()
+    if deliberate:
+        root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
+
+
 def load_clip(cfg: RegionsConfig, device: torch.device, s3: S3Options | None = None) -> LoadedClip:
     register_model_configs(cfg.model_config_dir)
     if cfg.model.startswith("local-dir:s3://"):   # a folder `ovmine train clip --output s3://...` published
@@ -76,7 +95,8 @@ def load_clip(cfg: RegionsConfig, device: torch.device, s3: S3Options | None = N
         pretrained = str(fetch_s3(Location.of(pretrained, s3)))
     if cfg.model.startswith(("hf-hub:", "local-dir:")):
         pretrained = None  # the schema carries its own weights
-    with torch.random.fork_rng(devices=[]):
+    deliberate = cfg.pretrained is None and not cfg.model.startswith(("hf-hub:", "local-dir:"))
+    with torch.random.fork_rng(devices=[]), _quiet_random_init(deliberate):
         # without weights, a fixed seed makes every worker (and every rerun) build the same random model
         torch.manual_seed(0)
         model, _, _ = open_clip.create_model_and_transforms(cfg.model, pretrained=pretrained, device=device)
