@@ -64,7 +64,8 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         print(json.dumps({"submission_id": args.job_id, "status": state}) if args.json else state)
     elif args.action == "logs":
         text = jobs_api.logs(args.address, args.job_id)
-        print(json.dumps({"submission_id": args.job_id, "logs": text}) if args.json else text, end="\n" if args.json else "")
+        print(json.dumps({"submission_id": args.job_id, "logs": text}) if args.json else text,
+              end="\n" if args.json else "")
     elif args.action == "stop":
         stopped = jobs_api.stop(args.address, args.job_id)
         print(json.dumps({"submission_id": args.job_id, "stopped": stopped}) if args.json else
