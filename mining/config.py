@@ -290,7 +290,9 @@ def _format_validation_error(err: ValidationError, origin: str, model: type[Base
             hint = ".".join([*map(str, e["loc"][:-1]), close[0]]) if close else None
             msg = f"unknown field (did you mean {hint}?)" if hint else \
                 "unknown field (check the spelling; `ovmine config show` lists the known fields)"
-        given = next((k for k in set_keys if field == k or field.startswith(k + ".")), None)
+        # the --set that gave this field, or that made up this section (`--set foo.bar=1`: unknown `foo`)
+        given = next((k for k in set_keys if field == k or field.startswith(k + ".") or k.startswith(field + ".")),
+                     None)
         lines.append(f"--set {given}={set_keys[given]}: {msg}" if given else f"{origin}: {field}: {msg}")
     return lines[0] if len(lines) == 1 else f"invalid config ({len(lines)} problems):\n  " + "\n  ".join(lines)
 

@@ -78,6 +78,8 @@ def test_a_set_typo_is_blamed_on_set_not_on_the_config_file(capsys):
     code, _, err = run_main(capsys, "config", "show", "--config", "tiny", "--set", "match.min_similarty=0.3")
     assert (code, err) == (2, "ovmine: --set match.min_similarty=0.3: unknown field "
                               "(did you mean match.min_similarity?)\n")
+    code, _, err = run_main(capsys, "config", "show", "--config", "tiny", "--set", "matchh.min_margin=0.3")
+    assert (code, err) == (2, "ovmine: --set matchh.min_margin=0.3: unknown field (did you mean match?)\n")
     code, _, err = run_main(capsys, "config", "show", "--config", "tiny", "--set", "match.min_margin=high")
     assert code == 2 and err.startswith("ovmine: --set match.min_margin=high: Input should be a valid number")
 
