@@ -370,3 +370,25 @@ def test_toyworld_counts_an_s3_prefix_with_objects_as_non_empty(s3_endpoint, cap
     objects = client.list_objects_v2(Bucket="worlds")["Contents"]
     keys = sorted(o["Key"] for o in objects if not o["Key"].endswith("/"))   # pyarrow keeps folder markers
     assert keys == ["w/ground_truth.json", "w/shards/00000.tar"], "the stale shard 00007 is gone"
+
+
+@pytest.mark.parametrize("flag,target,why", [
+    ("--nouns-deny", "missing.txt", "no such file"), ("--nouns-allow", ".", "a folder, not a file"),
+    ("--merge-synonyms", "missing.yaml", "no such file")])
+def test_a_file_a_flag_names_that_cannot_be_read_is_blamed_on_the_flag(flag, target, why, mined, tmp_path,
+                                                                        capsys):
+    path = tmp_path / target
+    code = main(["curate", str(mined), str(tmp_path / "curated"), flag, str(path)])
+    err = capsys.readouterr().err
+    assert (code, err) == (1, f"ovmine: error: {flag} {path}: {why}\n")
+    assert not (tmp_path / "curated").exists()
+
+
+def test_a_world_folder_given_as_input_points_at_its_shards(tmp_path, capsys):
+    from mining.toyworld.make import make_world
+
+    make_world(str(tmp_path / "world"), shards=1, per_shard=1, seed=3, size=32, progress=False)
+    code = main(["mine", "--config", "tiny", "--input", str(tmp_path / "world"), "--output", str(tmp_path / "out"),
+                 "--executor", "local"])
+    assert code == 1 and capsys.readouterr().err.endswith(
+        f"holds no .tar shard: did you mean {tmp_path / 'world' / 'shards'}?\n")

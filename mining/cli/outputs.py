@@ -30,15 +30,25 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read(flag: str, reader, path: str):
+    """A file a flag names, read by `reader`; a file that cannot be read is one line naming the flag."""
+    try:
+        return reader(path)
+    except (FileNotFoundError, IsADirectoryError, PermissionError, UnicodeDecodeError) as err:
+        why = {FileNotFoundError: "no such file", IsADirectoryError: "a folder, not a file",
+               PermissionError: "not readable"}.get(type(err), "not UTF-8 text")
+        raise ValueError(f"{flag} {path}: {why}") from None
+
+
 def cmd_curate(args: argparse.Namespace) -> int:
     from mining.postrun.curate import CurationFilters, curate, read_noun_list, read_synonyms
 
     filters = CurationFilters(
         min_similarity=args.min_similarity, min_margin=args.min_margin, min_noun_count=args.min_noun_count,
         max_per_noun=args.max_per_noun,
-        nouns_allow=read_noun_list(args.nouns_allow) if args.nouns_allow else None,
-        nouns_deny=read_noun_list(args.nouns_deny) if args.nouns_deny else [],
-        synonyms=read_synonyms(args.merge_synonyms) if args.merge_synonyms else {})
+        nouns_allow=_read("--nouns-allow", read_noun_list, args.nouns_allow) if args.nouns_allow else None,
+        nouns_deny=_read("--nouns-deny", read_noun_list, args.nouns_deny) if args.nouns_deny else [],
+        synonyms=_read("--merge-synonyms", read_synonyms, args.merge_synonyms) if args.merge_synonyms else {})
     manifest = curate(location(args, args.input), location(args, args.output), filters, overwrite=args.overwrite)
     t, before = manifest["totals"], manifest["lineage"]["input_totals"]
     if args.json:

@@ -39,7 +39,9 @@ def _expand_one(pattern: str, s3: S3Options | None) -> list[str]:
         elif os.path.isdir(uri):
             listed = _list_dir(uri, s3)
             if not listed:
-                raise InputError(f"input directory {uri} holds no .tar shard")
+                inner = os.path.join(uri, "shards")   # a toy world's folder, or an output's
+                hint = f": did you mean {inner}?" if os.path.isdir(inner) and _list_dir(inner, s3) else ""
+                raise InputError(f"input directory {uri} holds no .tar shard{hint}")
             found.extend(listed)
         elif any(ch in uri for ch in "*?["):
             matched = sorted(m for m in glob.glob(uri) if m.endswith(".tar"))
