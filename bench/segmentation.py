@@ -50,6 +50,8 @@ def main() -> None:
     ap.add_argument("--lam", type=float, default=0.7, help="ensemble λ (OVSeg: 0.6-0.7)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a field of configs/train_segmenter_toyworld.yaml")
+    ap.add_argument("--clip-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a field of configs/train_clip_toyworld.yaml (the adapted CLIP)")
     ap.add_argument("--mining-set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a field of the demo mining config (e.g. match.min_margin=null)")
     ap.add_argument("--work", help="working directory (default: a temporary one); reused: a mined output or "
@@ -72,8 +74,8 @@ def main() -> None:
     clip_dir, seg_dir = work / "adapted-clip", work / "segmenter"
     t0 = time.time()
     if not (clip_dir / "training.json").is_file():
-        train_clip(load_train_config(ROOT / "configs" / "train_clip_toyworld.yaml", [f"steps={args.clip_steps}"]),
-                   [mined], clip_dir)
+        train_clip(load_train_config(ROOT / "configs" / "train_clip_toyworld.yaml",
+                                     [f"steps={args.clip_steps}", *args.clip_set]), [mined], clip_dir)
     clip_seconds = time.time() - t0
     seg_overrides = ([f"steps={args.seg_steps}"] if args.seg_steps else []) + args.overrides
     t0 = time.time()

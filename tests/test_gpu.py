@@ -117,7 +117,7 @@ def test_model_a_trains_on_pairs_and_grounding_together_on_the_device():
     opt = make_optimizer(visual, build_train_config({"steps": 1}))
     images = [ImageExample(torch.randn(3, 3, 64, 64), ["circle", "grass"], "s", "a"),
               ImageExample(torch.randn(2, 3, 64, 64), ["square"], "s", "b")]
-    words = noun_rows(images, {n: i for i, n in enumerate(vocabulary)}, device)
+    words = noun_rows([e.nouns for e in images], {n: i for i, n in enumerate(vocabulary)}, device)
     batch = (torch.randn(4, 3, 64, 64, device=device), torch.tensor([0, 1, 2, 0], device=device), images, words)
 
     def loss_fn(module, pixels, labels, batch_images, batch_words, text_emb, scale):

@@ -345,3 +345,65 @@ def test_an_interrupted_segmenter_run_resumes_exactly(mined, tmp_path, monkeypat
     assert a["workers"][0]["targets"] == b["workers"][0]["targets"]
     for k, v in a["model"].items():
         torch.testing.assert_close(b["model"][k], v, rtol=1e-4, atol=1e-5)
+
+
+def test_grounding_trains_the_segmenter_on_an_image_without_targets_and_never_calls_it_background():
+    """With grounding, an image that keeps no pair still teaches: the Mask2Former loss sees only the images
+    with targets (the unpaired one is not pushed to "no object"), and the grounding loss aligns every image's
+    queries with its caption nouns, so the query head gets a gradient from the unpaired image alone."""
+    from mining.train.segmenter_trainer import batch_loss
+
+    torch.manual_seed(0)
+    model, processor = build_segmenter(TEACHER, 16, 20.0)
+    freeze_unused_parameters(model)
+    text = torch.nn.functional.normalize(torch.randn(4, 16), dim=-1)
+    criterion = make_criterion(model.mask2former, 4, 0.1, 2.0, 5.0, 5.0, 256)
+    vocabulary = {n: i for i, n in enumerate("abcd")}
+    image, masks = sky_over_grass()
+    paired = ImageTargets(image, masks, ["b", "d"], "s", "k1", ["b", "d"])
+    unpaired = ImageTargets(sky_over_grass(seed=1)[0], np.zeros((0, 128, 128), bool), [], "s", "k2", ["a", "c"])
+    model.eval()   # no dropout: the same input gives the same loss
+
+    def loss(items, weight):
+        torch.manual_seed(1)   # the loss samples points
+        return batch_loss(model, criterion, prepare_batch(processor, items, vocabulary, CPU, grounding=weight > 0),
+                          text, weight, 20.0)
+
+    alone, together = loss([paired], 0.0), loss([paired, unpaired], 0.0)
+    assert torch.allclose(alone, together, rtol=1e-4), (alone, together)   # the unpaired image adds no target
+    words = prepare_batch(processor, [paired, unpaired], vocabulary, CPU, grounding=True)[4]
+    assert torch.equal(words, torch.tensor([[0, 0.5, 0, 0.5], [0.5, 0, 0.5, 0]]))
+    model.zero_grad()
+    (loss([paired, unpaired], 1.0) - loss([paired, unpaired], 0.0)).backward()   # the grounding term alone
+    assert model.head.proj.weight.grad.abs().sum() > 0
+    with pytest.raises(ConfigError, match="grounding_weight"):
+        build_segmenter_config({"steps": 1, "grounding_weight": -1})
+
+
+def test_grounding_takes_every_caption_noun_and_every_image_that_names_one(tmp_path):
+    """Mined with no confidence filter and read with one, the images whose pairs the filter drops still reach
+    the segmenter with their caption nouns, and the vocabulary holds every caption noun."""
+    from mining.pipeline import run_mining
+    from mining.toyworld.demo import demo_config
+    from mining.toyworld.make import make_world
+    from mining.storage import Location
+    from mining.train.data import PairFilter, shard_sources
+    from mining.train.segmenter_data import TargetStream
+
+    world = make_world(str(tmp_path / "world"), 1, 6, 7_100_013, progress=False)
+    cfg = demo_config(["execution.executor=local", "match.min_similarity=null", "match.min_margin=null"])
+    run_mining(cfg, [world["shards_uri"]], str(tmp_path / "mined"))
+    strict = {"filters": {"min_similarity": 0.2, "min_margin": 0.25}}
+    plain = make_plan(tiny_cfg(**strict), [str(tmp_path / "mined")])
+    grounded = make_plan(tiny_cfg(**strict, grounding_weight=1.0), [str(tmp_path / "mined")])
+    assert set(plain.vocabulary) < set(grounded.vocabulary)
+    sources, filters = shard_sources([Location(str(tmp_path / "mined"))]), PairFilter.from_config(plain.train.filters)
+
+    def images(grounding):
+        stream = TargetStream(sources, filters, shuffle_buffer=1, grounding=grounding)
+        return {it.key: it for it in stream.epoch(0)}
+    without, with_nouns = images(False), images(True)
+    assert set(without) < set(with_nouns)
+    assert any(len(it.masks) == 0 and it.caption_nouns for it in with_nouns.values())
+    assert all(set(it.nouns) <= set(it.caption_nouns) for it in with_nouns.values())
+    assert all(not it.caption_nouns for it in without.values())

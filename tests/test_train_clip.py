@@ -315,11 +315,12 @@ def test_word_dropping_keeps_a_noun_per_caption():
     pixels = torch.zeros(1, 3, 4, 4)
     batch = [ImageExample(pixels, list("abcdef"), "s", "k"), ImageExample(pixels, ["c"], "s", "j")]
     torch.manual_seed(0)
-    kept = [int((noun_rows(batch, index, CPU, keep=0.5)[0] > 0).sum()) for _ in range(200)]
+    kept = [int((noun_rows([e.nouns for e in batch], index, CPU, keep=0.5)[0] > 0).sum()) for _ in range(200)]
     assert min(kept) >= 1 and kept.count(6) < 20 and 2.5 < sum(kept) / len(kept) < 3.6
-    rows = noun_rows(batch, index, CPU, keep=0.5)
+    rows = noun_rows([e.nouns for e in batch], index, CPU, keep=0.5)
     assert torch.allclose(rows.sum(1), torch.ones(2)) and rows[1, 2] == 1.0
-    assert torch.equal(noun_rows(batch, index, CPU), torch.tensor([[1 / 6] * 6, [0, 0, 1.0, 0, 0, 0]]))
+    assert torch.equal(noun_rows([e.nouns for e in batch], index, CPU),
+                       torch.tensor([[1 / 6] * 6, [0, 0, 1.0, 0, 0, 0]]))
 
 
 def test_grounding_loss_known_answers():
@@ -545,7 +546,7 @@ def test_pair_and_grounding_crops_from_two_devices_meet_on_the_texts(monkeypatch
     images = [ImageExample(torch.randn(2, 1, 2, 2), ["a", "b"], "s", "k"),
               ImageExample(torch.randn(3, 1, 2, 2), ["c"], "s", "j")]
     loss = mixed_loss(Tower(), torch.randn(4, 1, 2, 2), torch.tensor([0, 1, 2, 0]), images,
-                      noun_rows(images, {"a": 0, "b": 1, "c": 2}, CPU), text, 10.0, 1.0, 1.0)
+                      noun_rows([e.nouns for e in images], {"a": 0, "b": 1, "c": 2}, CPU), text, 10.0, 1.0, 1.0)
     assert torch.isfinite(loss) and moved.count(text.device) >= 3   # each of the three parts, before the cat
 
 

@@ -320,7 +320,7 @@ def train_loop(plan: TrainPlan, rank: int, world: int, device: torch.device,
             labels = torch.tensor([index[e.noun] for e in batch], device=device)
         if images is not None:
             batch_images = [next(images) for _ in range(cfg.grounding.images)]
-            words = noun_rows(batch_images, index, device, cfg.grounding.word_keep)
+            words = noun_rows([e.nouns for e in batch_images], index, device, cfg.grounding.word_keep)
         return pixels, labels, batch_images, words
 
     def loss_fn(module, pixels, labels, batch_images, words, text_emb, scale_value):

@@ -8,7 +8,7 @@ Shards are the unit of distribution: worker i of n reads shards i, i+n, ...; wit
 and a shuffle buffer are seeded, so a stream is deterministic given (seed, worker, epoch)."""
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -156,18 +156,20 @@ def scan_pairs(sources: list[ShardSource], filters: PairFilter, require: bool = 
     return sorted(nouns), counts
 
 
-def records_with_pictures(src: ShardSource, manifest: dict, filters: PairFilter,
-                          counts: DataCounts) -> Iterator[tuple[MinedRecord, list[MinedPair], np.ndarray]]:
-    """One shard's records that keep pairs under `filters`, in record order, with those pairs and the picture
-    (from the output, or read again from the input shard); a record whose picture cannot be read again is
-    skipped and its pairs counted (`missing_image`). Both trainers read their shards through this."""
+def records_with_pictures(src: ShardSource, manifest: dict, filters: PairFilter, counts: DataCounts,
+                          unpaired: Callable[[MinedRecord], bool] | None = None,
+                          ) -> Iterator[tuple[MinedRecord, list[MinedPair], np.ndarray]]:
+    """One shard's records that keep pairs under `filters` (and those without any for which `unpaired` says
+    so), in record order, with those pairs and the picture (from the output, or read again from the input
+    shard); a record whose picture cannot be read again is skipped and its pairs counted (`missing_image`).
+    Both trainers read their shards through this."""
     wanted = []
     for record in read_shard_records(src.shard):
         counts.records += 1
         counts.pairs += len(record.pairs)
         kept = [p for p in record.pairs if filters.keep(p)]
         counts.filtered += len(record.pairs) - len(kept)
-        if kept:
+        if kept or (unpaired is not None and unpaired(record)):
             wanted.append((record, kept))
     if not wanted:
         return

@@ -123,14 +123,14 @@ def grounding_loss(regions: list[torch.Tensor], words: torch.Tensor, text: torch
     return 0.5 * (F.cross_entropy(scale * g, target) + F.cross_entropy(scale * g.T, target))
 
 
-def noun_rows(batch: list[ImageExample], index: dict[str, int], device: torch.device,
+def noun_rows(nouns: list[list[str]], index: dict[str, int], device: torch.device,
               keep: float = 1.0) -> torch.Tensor:
-    """float[B, V] rows of `grounding_loss`'s `words` for a batch of images. With `keep` < 1 each noun stays with
-    that probability, at least one per caption (OpenSeg's word dropping; drawn from torch's generator, which
-    checkpoints carry)."""
-    words = torch.zeros(len(batch), len(index), device=device)
-    for j, example in enumerate(batch):
-        ids = [index[n] for n in example.nouns if n in index]
+    """float[B, V] rows of `grounding_loss`'s `words` for a batch of images, from each image's caption nouns.
+    With `keep` < 1 each noun stays with that probability, at least one per caption (OpenSeg's word dropping;
+    drawn from torch's generator, which checkpoints carry)."""
+    words = torch.zeros(len(nouns), len(index), device=device)
+    for j, caption in enumerate(nouns):
+        ids = [index[n] for n in caption if n in index]
         if keep < 1 and len(ids) > 1:
             kept = [i for i, draw in zip(ids, torch.rand(len(ids)).tolist()) if draw < keep]
             ids = kept or [ids[int(torch.randint(len(ids), (1,)))]]

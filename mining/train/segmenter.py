@@ -41,8 +41,12 @@ class TextSpaceHead(nn.Module):
         self.no_object = nn.Parameter(torch.randn(embed_dim) / embed_dim ** 0.5)
         self.logit_scale = logit_scale
 
+    def embed(self, states: torch.Tensor) -> torch.Tensor:
+        """float[B, Q, D]: each query's L2-normalised embedding in CLIP's text space."""
+        return F.normalize(self.proj(states).float(), dim=-1)
+
     def forward(self, states: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        queries = F.normalize(self.proj(states).float(), dim=-1)
+        queries = self.embed(states)
         classes = torch.cat([F.normalize(text.float(), dim=-1), F.normalize(self.no_object.float(), dim=0)[None]])
         return self.logit_scale * queries @ classes.T
 
@@ -56,13 +60,17 @@ class OpenVocabSegmenter(nn.Module):
             p.requires_grad_(False)
         self.head = TextSpaceHead(mask2former.config.hidden_dim, embed_dim, logit_scale)
 
-    def forward(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None,
-                text: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def forward(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None, text: torch.Tensor,
+                queries: bool = False) -> tuple:
         """Per decoder layer (last one last): class logits float[B, Q, V + 1] and mask logits float[B, Q, h, w]
-        at 1/4 of the padded input."""
+        at 1/4 of the padded input; with `queries`, also the last layer's query embeddings float[B, Q, D] (what
+        the grounding loss aligns with caption nouns)."""
         out = self.mask2former.model(pixel_values=pixel_values, pixel_mask=pixel_mask, output_hidden_states=True,
                                      return_dict=True)
-        classes = [self.head(s.transpose(0, 1), text) for s in out.transformer_decoder_intermediate_states]
+        states = out.transformer_decoder_intermediate_states
+        classes = [self.head(s.transpose(0, 1), text) for s in states]
+        if queries:
+            return classes, list(out.masks_queries_logits), self.head.embed(states[-1].transpose(0, 1))
         return classes, list(out.masks_queries_logits)
 
 

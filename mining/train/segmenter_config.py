@@ -37,6 +37,11 @@ class SegmenterConfig(TrainingRun):
     train_num_points: int | None = Field(None, ge=16, description="points sampled per mask in the loss; null: "
                                                                    "the teacher's config")
     hflip: bool = Field(True, description="random horizontal flips (image and masks together)")
+    grounding_weight: float = Field(
+        0.0, ge=0, description="OpenSeg's grounding loss on the segmenter itself: every query of every image "
+                               "against every noun of its captions (`mining.train.grounding`), so images and nouns "
+                               "without a kept pair teach too; an image with no kept pair is then trained by this "
+                               "loss alone. 0: off")
     seed: int = Field(0, description="shuffling, flips and anything random in training")
     shuffle_buffer: int = Field(64, ge=1, description="images held for shuffling, per worker")
 

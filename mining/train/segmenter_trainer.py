@@ -28,8 +28,9 @@ from mining.train.checkpoints import restore_rng, rng_state, worker_resume
 from mining.train import run
 from mining.train.clip_trainer import _unwrap, accumulating, make_scheduler, resumed_stream, text_embeddings
 from mining.train.data import PairFilter, ShardSource, scan_pairs
+from mining.train.grounding import grounding_loss, noun_rows, scan_entity_nouns
 from mining.train.segmenter import (META_FILE, OpenVocabSegmenter, build_segmenter, freeze_unused_parameters,
-                                    make_criterion, save_segmenter, segmentation_loss)
+                                    make_criterion, masks_per_worker, save_segmenter, segmentation_loss)
 from mining.train.run import Plan, ReportFn, Trainer, TrainingData
 from mining.train.segmenter_config import SegmenterConfig
 from mining.train.segmenter_data import ImageTargets, TargetStream, count_images_with_pairs
@@ -60,10 +61,13 @@ def make_plan(cfg: SegmenterConfig, outputs: list[str], workers: int | None = No
     clip = RegionsConfig.model_validate(run_config["regions"] | cfg.clip)
     filters = PairFilter.from_config(cfg.filters)
     vocabulary, counts = scan_pairs(data.sources, filters)
+    grounding = cfg.grounding_weight > 0
+    if grounding:   # the caption nouns no pair kept are words to ground (and classes to tell apart)
+        vocabulary = sorted(set(vocabulary) | scan_entity_nouns(data.sources, filters))
     if cfg.steps is not None:
         steps = cfg.steps
     else:
-        images = count_images_with_pairs(data.sources, filters)
+        images = count_images_with_pairs(data.sources, filters, grounding)
         steps = max(1, math.ceil(cfg.epochs * images / (cfg.batch_size * cfg.grad_accum * (workers or 1))))
     return SegmenterPlan(cfg=cfg.resolved(), teacher=teacher, clip=clip.model_dump(mode="json"),
                          sources=[s.to_plan() for s in data.sources], vocabulary=vocabulary, total_steps=steps,
@@ -78,9 +82,10 @@ def valid_size(pixel_mask: torch.Tensor | None, b: int, padded: tuple[int, int])
 
 
 def prepare_batch(processor: Any, items: list[ImageTargets], vocabulary: dict[str, int], device: torch.device,
-                  flips: list[bool] | None = None):
+                  flips: list[bool] | None = None, grounding: bool = False):
     """pixel_values, pixel_mask, mask_labels (float[N, Hp, Wp] per image, in the padded input's frame, as the
-    loss samples points over it) and class_labels (long[N])."""
+    loss samples points over it), class_labels (long[N]) and, with `grounding`, the grounding loss's words
+    (float[B, V], each image's caption nouns; None without)."""
     flips = flips or [False] * len(items)
     images = [np.ascontiguousarray(it.image[:, ::-1]) if f else it.image for it, f in zip(items, flips)]
     inputs = processor(images=images, return_tensors="pt")
@@ -88,12 +93,18 @@ def prepare_batch(processor: Any, items: list[ImageTargets], vocabulary: dict[st
     padded = tuple(pixels.shape[-2:])
     mask_labels, class_labels = [], []
     for b, (it, f) in enumerate(zip(items, flips)):
+        if not len(it.masks):   # an image taken for its caption nouns alone (grounding)
+            mask_labels.append(torch.zeros((0, *padded), device=device))
+            class_labels.append(torch.zeros(0, dtype=torch.long, device=device))
+            continue
         masks = torch.from_numpy(np.ascontiguousarray(it.masks[:, :, ::-1] if f else it.masks)).float()
         h, w = valid_size(pixel_mask, b, padded)
         masks = F.interpolate(masks[None], size=(h, w), mode="nearest")[0]
         mask_labels.append(F.pad(masks, (0, padded[1] - w, 0, padded[0] - h)).to(device))
         class_labels.append(torch.tensor([vocabulary[n] for n in it.nouns], dtype=torch.long, device=device))
-    return pixels.to(device), None if pixel_mask is None else pixel_mask.to(device), mask_labels, class_labels
+    words = noun_rows([it.caption_nouns for it in items], vocabulary, device) if grounding else None
+    return (pixels.to(device), None if pixel_mask is None else pixel_mask.to(device), mask_labels, class_labels,
+            words)
 
 
 def make_optimizer(model: OpenVocabSegmenter, cfg: SegmenterConfig) -> torch.optim.Optimizer:
@@ -108,17 +119,39 @@ def make_optimizer(model: OpenVocabSegmenter, cfg: SegmenterConfig) -> torch.opt
                               for (in_backbone, decays), ps in sorted(groups.items())], lr=cfg.lr)
 
 
+def batch_loss(model: torch.nn.Module, criterion: torch.nn.Module, batch: tuple, text: torch.Tensor,
+               grounding_weight: float = 0.0, scale: float = 50.0, autocast: bool = False) -> torch.Tensor:
+    """The Mask2Former loss over the images with targets, plus `grounding_weight` x OpenSeg's grounding loss of
+    every image's queries against its caption nouns (`words`, from prepare_batch). An image with no target is
+    not pushed to "no object" everywhere: only the grounding loss sees it."""
+    pixels, pixel_mask, mask_labels, class_labels, words = batch
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+        out = model(pixels, pixel_mask, text, queries=words is not None)
+    classes, masks = out[0], out[1]
+    paired = [b for b, labels in enumerate(class_labels) if len(labels)]
+    # every output stays in the graph, so that data parallelism finds a gradient for every parameter
+    loss = 0.0 * sum(c.float().sum() for c in classes) + 0.0 * sum(m.float().sum() for m in masks)
+    if paired:
+        pick = torch.tensor(paired, device=classes[-1].device)
+        loss = loss + segmentation_loss(criterion, [c[pick] for c in classes], [m[pick] for m in masks],
+                                        [mask_labels[b] for b in paired], [class_labels[b] for b in paired])
+    else:   # the loss's mask count is summed across workers: this worker still takes part, with none
+        masks_per_worker([], classes[-1].device)
+    if words is not None:
+        loss = loss + grounding_weight * grounding_loss(list(out[2]), words, F.normalize(text.float(), dim=-1),
+                                                        scale)
+    return loss
+
+
 def train_step(model: torch.nn.Module, criterion: torch.nn.Module, micro_batches: list[tuple], text: torch.Tensor,
                optimizer: torch.optim.Optimizer, scheduler=None, grad_clip: float | None = None,
-               autocast: bool = False) -> float:
+               autocast: bool = False, grounding_weight: float = 0.0, scale: float = 50.0) -> float:
     """One optimizer step over `micro_batches` of prepare_batch's output; returns the mean loss."""
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
-    for i, (pixels, pixel_mask, mask_labels, class_labels) in enumerate(micro_batches):
+    for i, batch in enumerate(micro_batches):
         with accumulating(model, i == len(micro_batches) - 1):
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
-                classes, masks = model(pixels, pixel_mask, text)
-            loss = segmentation_loss(criterion, classes, masks, mask_labels, class_labels) / len(micro_batches)
+            loss = batch_loss(model, criterion, batch, text, grounding_weight, scale, autocast) / len(micro_batches)
             loss.backward()
         total += float(loss.detach())
     if grad_clip is not None:
@@ -160,7 +193,9 @@ def train_loop(plan: SegmenterPlan, rank: int, world: int, device: torch.device,
     net.train()
 
     sources = ShardSource.from_plan(plan.sources, plan.s3_options())
-    stream = TargetStream(sources, PairFilter.from_config(cfg.filters), rank, world, cfg.seed, cfg.shuffle_buffer)
+    grounding = cfg.grounding_weight > 0
+    stream = TargetStream(sources, PairFilter.from_config(cfg.filters), rank, world, cfg.seed, cfg.shuffle_buffer,
+                          grounding)
     # a resumed run lands its stream, its flips and its random state where the checkpoint left them
     mine = worker_resume(resume, rank) or {}
     items = resumed_stream(stream, mine.get("targets"))
@@ -173,7 +208,7 @@ def train_loop(plan: SegmenterPlan, rank: int, world: int, device: torch.device,
     def micro_batch() -> tuple:
         batch = [next(items) for _ in range(cfg.batch_size)]
         flips = list(flip_rng.random(len(batch)) < 0.5) if cfg.hflip else None
-        return prepare_batch(processor, batch, index, device, flips)
+        return prepare_batch(processor, batch, index, device, flips, grounding)
 
     def state() -> dict[str, Any]:
         return {"model": _unwrap(net).state_dict(), "optimizer": optimizer.state_dict(),
@@ -186,7 +221,7 @@ def train_loop(plan: SegmenterPlan, rank: int, world: int, device: torch.device,
     while step < plan.total_steps:
         lr = max(g["lr"] for g in optimizer.param_groups)
         loss = train_step(net, criterion, [micro_batch() for _ in range(cfg.grad_accum)], text, optimizer,
-                          scheduler, cfg.grad_clip, autocast)
+                          scheduler, cfg.grad_clip, autocast, cfg.grounding_weight, cfg.logit_scale)
         step += 1
         since += 1
         last = step == plan.total_steps
