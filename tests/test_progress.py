@@ -79,6 +79,10 @@ def test_quiet_silences_progress_but_not_the_summary(local_runs):
     quiet = local_runs.quiet
     assert quiet.stderr == ""
     assert "shards             3 (3 already committed, 0 mined now)" in quiet.stdout and "images in" in quiet.stdout
+    # nothing was mined: no earlier run's timings passed off as this one's
+    assert f"timings            none: nothing was mined now (the runs that mined it: ovmine stats " \
+           f"{local_runs.out})" in quiet.stdout
+    assert "wall time" not in quiet.stdout and "images/s" not in quiet.stdout and "driver" not in quiet.stdout
 
 
 def test_summary_and_json_report_start_up_and_model_loading_apart(local_runs):

@@ -155,6 +155,7 @@ def wall_breakdown(manifest: dict[str, Any]) -> str:
 def _summary(manifest: dict[str, Any], output: str, tally: Tally | None = None) -> str:
     t = manifest["totals"]
     lines = [f"mined {output}"]
+    mined = None
     if tally is not None and tally.shards:
         mined = tally.done - tally.committed_before - tally.failed
         lines.append(f"  shards             {tally.shards} ({tally.committed_before} already committed, "
@@ -164,15 +165,22 @@ def _summary(manifest: dict[str, Any], output: str, tally: Tally | None = None) 
         f"  images with pairs  {t['images_with_pairs']}",
         f"  pairs              {t['pairs']}",
         f"  unique nouns       {t['unique_nouns']}",
-        f"  wall time          {wall_breakdown(manifest)}",
-        f"  images/s           {manifest['images_per_second']:.2f}",
     ]
+    idle = mined == 0 and not tally.failed   # the timings on record are then an earlier run's, not this one's
+    if idle:
+        lines.append(f"  timings            none: nothing was mined now (the runs that mined it: ovmine stats "
+                     f"{output})")
+    else:
+        lines += [f"  wall time          {wall_breakdown(manifest)}",
+                  f"  images/s           {manifest['images_per_second']:.2f}"]
     drops = t["drops"]
     lines.append(f"  dropped            {sum(drops.values())}" + ("" if drops else " (none)"))
     lines += [f"    {reason:<22}{n}" for reason, n in sorted(drops.items(), key=lambda kv: -kv[1])]
     errors = [e for s in manifest["shards"] for e in s["errors"]]
     if errors:
         lines.append(f"  shard errors       {len(errors)} (first: {errors[0]})")
+    if idle:
+        return "\n".join(lines)
     work = {k: v for k, v in manifest["timings"].items() if not k.startswith(("wall_", "setup_"))}
     if work:
         lines.append("  stage work (s)     " + ", ".join(f"{k} {v:.2f}" for k, v in _ordered(work))
