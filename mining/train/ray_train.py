@@ -80,15 +80,15 @@ def run_ray(trainer: Any, plan: Any, out: Location | Path | str, store: Checkpoi
         storage_kwargs = {"storage_path": path, "storage_filesystem": fs}
     init_local_ray(address)
     refuse_local_storage_on_a_cluster(store.folder.uri, cfg.workers)
-    trainer = TorchTrainer(
+    torch_trainer = TorchTrainer(
         _worker,
         train_loop_config={"trainer": trainer, "plan": plan, "checkpoints": store.folder.uri},
         torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.use_gpu),
-        run_config=RunConfig(name=f"train_{trainer.kind}", failure_config=FailureConfig(max_failures=cfg.max_failures),
-                             **storage_kwargs),
+        run_config=RunConfig(name=f"train_{trainer.kind}",
+                             failure_config=FailureConfig(max_failures=cfg.max_failures), **storage_kwargs),
     )
-    result = trainer.fit()
+    result = torch_trainer.fit()
     if result.error is not None:
         raise result.error
     state = store.latest()
