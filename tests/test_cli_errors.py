@@ -392,3 +392,20 @@ def test_a_world_folder_given_as_input_points_at_its_shards(tmp_path, capsys):
                  "--executor", "local"])
     assert code == 1 and capsys.readouterr().err.endswith(
         f"holds no .tar shard: did you mean {tmp_path / 'world' / 'shards'}?\n")
+
+
+def test_writers_take_output_as_a_flag_or_in_the_older_positional_form(mined, tmp_path, capsys):
+    assert main(["curate", str(mined), "--output", str(tmp_path / "flag"), "--json"]) == 0
+    assert main(["curate", str(mined), str(tmp_path / "positional"), "--json"]) == 0
+    capsys.readouterr()
+    assert sorted(p.name for p in (tmp_path / "flag" / "shards").iterdir()) == \
+        sorted(p.name for p in (tmp_path / "positional" / "shards").iterdir())
+    for argv, message in ((["curate", str(mined)], "the following arguments are required: --output"),
+                          (["curate", str(mined), str(tmp_path / "a"), "--output", str(tmp_path / "b")],
+                           "two outputs given")):
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        assert stop.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert main(["export", "coco", str(mined), "--output", str(tmp_path / "coco.json")]) == 0
+    assert json.loads((tmp_path / "coco.json").read_text())["annotations"]

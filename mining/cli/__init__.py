@@ -14,7 +14,7 @@ import threading
 
 from mining import __version__
 from mining.cli import cluster, configs, mine, outputs, segment, stats, train, world
-from mining.cli.common import Parser, add_verbosity
+from mining.cli.common import Parser, add_verbosity, resolve_outputs
 from mining.config import ConfigError
 from mining.sinks.lease import OutputBusy
 from mining.storage import explain_s3_error
@@ -49,7 +49,9 @@ def _terminate(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     Parser.argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = build_parser().parse_args(Parser.argv)
+        parser = build_parser()
+        args = parser.parse_args(Parser.argv)
+        resolve_outputs(parser, args)
     except BrokenPipeError:   # `ovmine --help | head -1`
         return _quiet_broken_pipe()
     level = logging.ERROR if args.quiet else [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]

@@ -140,5 +140,27 @@ def add_command(sub: argparse._SubParsersAction, name: str, summary: str, *examp
                           epilog=epilog, formatter_class=HelpFormatter, parents=[_COMMON])
 
 
+def add_output(p: argparse.ArgumentParser, dest: str, metavar: str, help: str) -> None:
+    """Where the command writes, as `--output` like every other writing command, or (the older form) as a
+    positional after its input; `resolve_outputs` takes whichever was given."""
+    p.add_argument(dest, metavar=metavar, nargs="?", help=f"{help} (or --output {metavar})")
+    p.add_argument("--output", dest=f"{dest}_flag", metavar=metavar, help=help)
+    p.set_defaults(output_positional=dest)
+
+
+def resolve_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """`args.<dest>` from the positional or --output (see `add_output`); neither, or two different ones, is a
+    usage error."""
+    dest = getattr(args, "output_positional", None)
+    if dest is None:
+        return
+    given, flag = getattr(args, dest), getattr(args, f"{dest}_flag")
+    if given is None and flag is None:
+        parser.error("the following arguments are required: --output")
+    if given is not None and flag is not None and given != flag:
+        parser.error(f"two outputs given ({given} and --output {flag}): give one")
+    setattr(args, dest, given if given is not None else flag)
+
+
 def add_json(p: argparse.ArgumentParser, what: str = "the summary") -> None:
     p.add_argument("--json", action="store_true", help=f"print {what} as one JSON object on stdout")

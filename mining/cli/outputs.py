@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from mining.cli.common import add_command, add_json, add_s3_endpoint, location, positive_int
+from mining.cli.common import add_command, add_json, add_output, add_s3_endpoint, location, positive_int
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -102,9 +102,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_validate)
 
     p = add_command(sub, "curate", "write a filtered copy of a mining output, in the same schema",
-                    "ovmine curate mined/ curated/ --min-similarity 0.25 --nouns-deny junk.txt")
+                    "ovmine curate mined/ --output curated/ --min-similarity 0.25 --nouns-deny junk.txt")
     p.add_argument("input", metavar="RUN", help="the mining (or curated) output to filter, local or s3://")
-    p.add_argument("output", metavar="NEW_RUN", help="where the filtered copy goes (a new folder or s3:// prefix)")
+    add_output(p, "output", "NEW_RUN", "where the filtered copy goes (a new folder or s3:// prefix)")
     p.add_argument("--min-similarity", type=float)
     p.add_argument("--min-margin", type=float)
     p.add_argument("--min-noun-count", type=positive_int, metavar="N", help="drop nouns with fewer surviving pairs")
@@ -120,12 +120,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_curate)
 
     p = add_command(sub, "export", "export a mining output to another format",
-                    "ovmine export coco mined/ coco.json --images-dir images/")
+                    "ovmine export coco mined/ --output coco.json --images-dir images/")
     fmt = p.add_subparsers(dest="format", required=True)
     c = add_command(fmt, "coco", "COCO instances JSON (RLE masks, one category per noun)",
-                    "ovmine export coco mined/ coco.json --images-dir images/")
+                    "ovmine export coco mined/ --output coco.json --images-dir images/")
     c.add_argument("output", metavar="RUN", help="a mining (or curated) output, local or s3://")
-    c.add_argument("dest", metavar="COCO_JSON", help="coco.json path or s3:// URI")
+    add_output(c, "dest", "COCO_JSON", "coco.json path or s3:// URI")
     c.add_argument("--images-dir", help="also write the images, in the masks' frame, named like file_name")
     c.add_argument("--overwrite", action="store_true",
                    help="replace a COCO_JSON that is not an earlier export, or write into a non-empty --images-dir "

@@ -6,8 +6,8 @@ import json
 import sys
 from typing import Any
 
-from mining.cli.common import (add_command, add_config_args, add_json, add_s3_endpoint, positive_int, s3_options,
-                               seed_number)
+from mining.cli.common import (add_command, add_config_args, add_json, add_output, add_s3_endpoint, positive_int,
+                               s3_options, seed_number)
 from mining.config import load_config
 
 MIN_SIDE = 16   # pixels: the generators draw shapes of a sixth of the side, and a mask needs a few pixels
@@ -128,7 +128,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = add_command(sub, "sample-data", "write a small toy-world image–caption dataset (webdataset shards, no ground truth)",
                     "ovmine sample-data data/ --shards 2 --per-shard 16")
-    p.add_argument("out", metavar="FOLDER", help="a new or empty folder: FOLDER/00000.tar, ...")
+    add_output(p, "out", "FOLDER", "a new or empty folder: FOLDER/00000.tar, ...")
     add_generator_args(p, shards=2, per_shard=16)
     p.add_argument("--size", type=image_side, default=128, help="image side in pixels")
     p.add_argument("--overwrite", action="store_true",
@@ -141,8 +141,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     what = p.add_subparsers(dest="action", required=True)
     t = add_command(what, "make", "write world shards (webdataset) and COCO ground truth",
                     "ovmine toyworld make world/ --shards 2 --per-shard 32 --seed 0")
-    t.add_argument("out", metavar="FOLDER",
-                   help="a new or empty folder or s3:// prefix: FOLDER/shards/*.tar and FOLDER/ground_truth.json")
+    add_output(t, "out", "FOLDER",
+               "a new or empty folder or s3:// prefix: FOLDER/shards/*.tar and FOLDER/ground_truth.json")
     add_generator_args(t, shards=2, per_shard=32)
     t.add_argument("--size", type=image_side, default=128, help="image side in pixels")
     t.add_argument("--overwrite", action="store_true",
@@ -155,7 +155,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "with its category's name (train on it for the upper bound)",
                     "ovmine toyworld oracle world/ world-oracle/")
     t.add_argument("world", metavar="WORLD", help="a folder `ovmine toyworld make` wrote")
-    t.add_argument("output", metavar="OUTPUT", help="a new or empty folder, or an earlier oracle of WORLD")
+    add_output(t, "output", "OUTPUT", "a new or empty folder, or an earlier oracle of WORLD")
     t.add_argument("--overwrite", action="store_true", help="write it again")
     add_json(t)
     t.set_defaults(func=cmd_oracle)
