@@ -48,6 +48,7 @@ def test_every_command_describes_itself_with_an_example_and_its_defaults():
         examples = text.split("examples:\n")[1].splitlines()
         assert examples and all(("ovmine " + " ".join(words)) in line for line in examples), words
         for action in parser._actions:
+            assert action.help, (words, action.option_strings or action.dest)   # every option says what it does
             if "--json" in action.option_strings:
                 assert "JSON" in action.help, words
     mine_help = commands[("mine",)].format_help()

@@ -105,8 +105,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "ovmine curate mined/ --output curated/ --min-similarity 0.25 --nouns-deny junk.txt")
     p.add_argument("input", metavar="RUN", help="the mining (or curated) output to filter, local or s3://")
     add_output(p, "output", "NEW_RUN", "where the filtered copy goes (a new folder or s3:// prefix)")
-    p.add_argument("--min-similarity", type=float)
-    p.add_argument("--min-margin", type=float)
+    p.add_argument("--min-similarity", type=float, help="keep pairs whose mask-noun cosine is at least this, in "
+                                                         "[-1, 1] (default: no threshold)")
+    p.add_argument("--min-margin", type=float, help="keep pairs whose margin over the next noun is at least this, "
+                                                     "in [0, 2]; a pair with no rival passes (default: none)")
     p.add_argument("--min-noun-count", type=positive_int, metavar="N", help="drop nouns with fewer surviving pairs")
     p.add_argument("--max-per-noun", type=positive_int, metavar="K", help="keep each noun's K most similar pairs")
     p.add_argument("--nouns-allow", metavar="FILE", help="only these nouns (one per line)")

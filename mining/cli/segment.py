@@ -30,7 +30,8 @@ def _add_clip_args(p: argparse.ArgumentParser, repeatable: bool) -> None:
                    help="how a mask's box becomes the CLIP's square input (default: what the CLIP was adapted "
                         "with, else the teacher config's regions.crop_fit, else pad)")
     p.add_argument("--crop-context", type=float, help="box growth of the crops (default: as --crop-fit)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="where the models run; auto: CUDA when there is a GPU, else the CPU")
 
 
 def cmd_segment(args: argparse.Namespace) -> int:

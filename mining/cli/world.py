@@ -23,9 +23,10 @@ def image_side(text: str) -> int:
 
 def add_generator_args(p: argparse.ArgumentParser, shards: int, per_shard: int) -> None:
     """The sizes and seed of a generated dataset: counts are refused below 1 before anything is written."""
-    p.add_argument("--shards", type=positive_int, default=shards)
+    p.add_argument("--shards", type=positive_int, default=shards, help="how many .tar shards")
     p.add_argument("--per-shard", type=positive_int, default=per_shard, help="images per shard")
-    p.add_argument("--seed", type=seed_number, default=0)
+    p.add_argument("--seed", type=seed_number, default=0,
+                   help="the world's seed: the same seed makes the same images, captions and ground truth")
 
 
 def _labelled(line: str, number: int) -> tuple[str, list[str]]:
@@ -166,7 +167,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_generator_args(p, shards=4, per_shard=32)
     p.add_argument("--teacher", choices=["mask2former", "felzenszwalb"], default="mask2former",
                    help="the shipped tiny Mask2Former, or the weights-free baseline")
-    p.add_argument("--executor", choices=["ray", "local"], default="ray")
+    p.add_argument("--executor", choices=["ray", "local"], default="ray",
+                   help="ray: a local Ray of its own, as a cluster runs it; local: in this process")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field of the demo config")
     add_json(p)
