@@ -86,7 +86,7 @@ def cluster_token() -> tuple[str, str] | None:
     return None
 
 
-def _token_problem(address: str, err: AuthenticationError, token: tuple[str, str] | None) -> JobsApiError:
+def _token_problem(address: str, token: tuple[str, str] | None) -> JobsApiError:
     fix = ("set RAY_AUTH_TOKEN to the cluster's token, or put it in ~/.ray/auth_token (or the file "
            "RAY_AUTH_TOKEN_PATH names); `ray get-auth-token` on the head node prints it")
     if token is None:
@@ -99,8 +99,8 @@ def _token_problem(address: str, err: AuthenticationError, token: tuple[str, str
 def _api_errors(address: str, token: tuple[str, str] | None = None) -> Iterator[None]:
     try:
         yield
-    except AuthenticationError as err:   # a RuntimeError too: told apart first
-        raise _token_problem(address, err, token) from None
+    except AuthenticationError:   # a RuntimeError too: told apart first
+        raise _token_problem(address, token) from None
     except RuntimeError as err:   # Ray's client raises RuntimeError with the server's reply
         raise JobsApiError(f"{address}: {' '.join(str(err).split()).rstrip('.')}") from None
 
@@ -159,7 +159,7 @@ def submit(address: str, entrypoint: str, working_dir: str | None, env: dict[str
     jobs = Jobs(address)
     with jobs.errors():
         return jobs.api.submit_job(entrypoint=entrypoint, runtime_env=runtime_env(working_dir, env),
-                              submission_id=submission_id, metadata={"tool": "ovmine"})
+                                   submission_id=submission_id, metadata={"tool": "ovmine"})
 
 
 def list_jobs(address: str) -> list[dict[str, Any]]:
