@@ -70,6 +70,10 @@ def test_cli_human_summary_and_errors(tmp_path):
     result = ovmine("mine", "--config", "configs/tiny.yaml", "--input", str(tmp_path / "in"),
                     "--output", str(tmp_path / "out"), "--executor", "local")
     assert "images in          2" in result.stdout and "images/s" in result.stdout
+    assert "driver" not in result.stdout   # in-process the driver does the work: its line only with -v (or on Ray)
+    verbose = ovmine("mine", "--config", "configs/tiny.yaml", "--input", str(tmp_path / "in"),
+                     "--output", str(tmp_path / "out-v"), "--executor", "local", "-v")
+    assert "  driver             received" in verbose.stdout
     missing = ovmine("mine", "--config", "configs/tiny.yaml", "--input", str(tmp_path / "nope.tar"),
                      "--output", str(tmp_path / "o2"), check=False)
     assert missing.returncode == 1 and "does not exist" in missing.stderr

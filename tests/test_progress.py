@@ -95,7 +95,7 @@ def test_summary_and_json_report_start_up_and_model_loading_apart(local_runs):
     assert re.search(r"stage work \(s\) +decode [\d.]+, entities [\d.]+, teacher [\d.]+, regions [\d.]+, match "
                      r"[\d.]+  \(summed worker seconds\)", first.stdout), first.stdout
     assert re.search(r"model loading \(s\) +entities [\d.]+, teacher [\d.]+, regions [\d.]+", first.stdout)
-    assert re.search(r"driver +received \d+ bytes per image, [\d.]+ CPU s per 1,000 images", first.stdout)
+    assert "driver" not in first.stdout, "in-process, the driver line says nothing (it shows with -v or on Ray)"
     t = json.loads(rerun.stdout.strip().splitlines()[-1])["timings"]
     assert t["wall_ray_startup"] == 0 and t["wall_model_loading"] > 0 and t["setup_regions"] >= 0
     assert {"setup_entities", "setup_teacher", "setup_regions"} <= set(t) and "setup_decode" not in t

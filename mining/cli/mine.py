@@ -152,7 +152,7 @@ def wall_breakdown(manifest: dict[str, Any]) -> str:
     return f"{wall:.1f} s = " + " + ".join(parts)
 
 
-def _summary(manifest: dict[str, Any], output: str, tally: Tally | None = None) -> str:
+def _summary(manifest: dict[str, Any], output: str, tally: Tally | None = None, verbose: bool = False) -> str:
     t = manifest["totals"]
     lines = [f"mined {output}"]
     mined = None
@@ -189,7 +189,8 @@ def _summary(manifest: dict[str, Any], output: str, tally: Tally | None = None) 
     if loading:
         lines.append("  model loading (s)  " + ", ".join(f"{k} {v:.1f}" for k, v in _ordered(loading))
                      + "  (summed worker seconds)")
-    if "driver" in manifest:   # the workers wrote the shards; what reached the driver
+    on_ray = manifest["config"]["execution"]["executor"] == "ray"
+    if "driver" in manifest and (on_ray or verbose):   # on Ray the workers write; what reached the driver
         d = manifest["driver"]
         lines.append(f"  driver             received {d['bytes_per_image']:.0f} bytes per image, "
                      f"{d['cpu_seconds_per_1000_images']:.2f} CPU s per 1,000 images")
@@ -218,7 +219,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
                             "shards": {"planned": tally.shards, "already_committed": tally.committed_before,
                                        "mined": tally.done - tally.committed_before - tally.failed}}))
     else:
-        print(_summary(manifest, args.output, tally))
+        print(_summary(manifest, args.output, tally, verbose=args.verbose > 0))
     if failed:
         print(f"ovmine: {len(failed)} shard(s) could not be read and were not committed: "
               + ", ".join(f"{f['input']} ({f['error']})" for f in failed[:5])
