@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 # The suite starts a few hundred Python processes (CLI runs, Ray workers) that import torch, Ray and open_clip:
-# with bytecode caching off (PYTHONDONTWRITEBYTECODE, and uv installs no .pyc) each one compiles them afresh,
-# ~4 s of CPU apiece. Let the first one write the cache for the rest.
+# set-up compiled the installed packages, but with bytecode caching off (PYTHONDONTWRITEBYTECODE) each one would
+# still compile this repository's own modules afresh. Let the first one write the cache for the rest.
 unset PYTHONDONTWRITEBYTECODE
 exec .venv/bin/python -m pytest --durations=15 "$@"
