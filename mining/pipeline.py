@@ -155,12 +155,12 @@ def run_mining(cfg: RunConfig, inputs: list[str], output: Where, limit: int | No
                 writer = ShardWriter.from_config(cfg, output.absolute(), config_hash)
                 cpu_start = time.process_time()   # the driver's own work while it streams (Ray Data's threads too)
                 for result in executor.run(todo, stages, writer, on_phase=listener.phase):
-                    if "failed" in result:
-                        failed.append(result["failed"])
-                        listener.failed(result["failed"])
-                    elif "committed" in result and result["committed"]["name"] not in markers:
+                    if result.failed is not None:
+                        failed.append(result.failed)
+                        listener.failed(result.failed)
+                    elif result.committed is not None and result.committed["name"] not in markers:
                         # (two writes that complete a chunked shard together both report it: counted once)
-                        marker = result["committed"]
+                        marker = result.committed
                         markers[marker["name"]] = marker
                         mined_images += marker["images_in"]
                         listener.committed(marker)

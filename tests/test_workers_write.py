@@ -13,7 +13,7 @@ from mining.sinks.parts import PARTS, join_parts, write_part
 from mining.storage import Location
 from mining.stages import build_stages
 from mining.stages.read import read_chunks
-from mining.stages.write import ShardWriter
+from mining.stages.write import ShardWriter, WriteResult
 from mining.toyworld.make import make_shards
 from same_output import assert_same_output
 
@@ -122,6 +122,10 @@ def test_the_write_reports_an_unreadable_shard_instead_of_committing_it(tmp_path
     chunk = ShardChunk(uri="in/x.tar", stem="x", limit=None, part=0, parts=1, samples=[sentinel], started=0.0,
                        stamps={"ready_at:teacher": 1.0})
     result = writer.write(chunk)
-    assert result == {"failed": {"input": "in/x.tar", "name": "x", "error": "boom"},
-                      "stamps": {"ready_at:teacher": 1.0}}
+    assert result.failed == {"input": "in/x.tar", "name": "x", "error": "boom"} and result.committed is None
+    assert result.stamps == {"ready_at:teacher": 1.0}
+    assert WriteResult.from_json(result.to_json()) == result   # what crosses from a Ray worker to the driver
+    assert json.loads(result.to_json(stamps=False)) == {"failed": result.failed}
+    with pytest.raises(ValueError, match="one of committed, part or failed"):
+        WriteResult(committed={"name": "x"}, failed={"name": "x"})
     assert not (tmp_path / "out").exists()

@@ -1,16 +1,14 @@
 """Sequential in-process execution: the same read, stages and write, no Ray. For tests, debugging and profiling."""
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
-from typing import Any
 
 from mining.config import RunConfig
 from mining.executors import PhaseCallback, StartupTimes
 from mining.stages.base import Stage
 from mining.stages.read import read_chunks
-from mining.stages.write import ShardWriter
+from mining.stages.write import ShardWriter, WriteResult
 from mining.storage import Location, S3Options
 
 
@@ -24,7 +22,7 @@ class LocalExecutor:
         """Nothing to start: stages run in this process."""
 
     def run(self, tasks, stages: list[Stage], writer: ShardWriter,
-            on_phase: PhaseCallback | None = None) -> Iterator[dict[str, Any]]:
+            on_phase: PhaseCallback | None = None) -> Iterator[WriteResult]:
         """Load every stage's models, then mine chunk after chunk; tells `on_phase` "mining" in between."""
         start = time.perf_counter()
         for stage in stages:
@@ -38,8 +36,7 @@ class LocalExecutor:
                 for stage in stages:
                     stage.run(chunk.samples)
                 result = writer.write(chunk)
-                result.pop("stamps")
-                self.received_bytes += len(json.dumps(result))
+                self.received_bytes += len(result.to_json(stamps=False))
                 yield result
 
     def close(self) -> None:

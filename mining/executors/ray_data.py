@@ -17,7 +17,6 @@ and `_spend_restart_notice`).
 """
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import signal
@@ -39,7 +38,7 @@ from mining.logs import logger
 from mining.records import ShardChunk
 from mining.stages.base import Stage
 from mining.stages.read import read_chunks
-from mining.stages.write import ShardWriter
+from mining.stages.write import ShardWriter, WriteResult
 from mining.storage import Location, S3Options
 
 
@@ -70,8 +69,7 @@ def _run_task_stage(batch: dict[str, np.ndarray], stage: Stage) -> dict[str, np.
 
 
 def _write_rows(batch: dict[str, np.ndarray], writer: ShardWriter) -> dict[str, np.ndarray]:
-    return {"result": _object_column([json.dumps(writer.write(chunk), separators=(",", ":")).encode()
-                                      for chunk in _from_column(batch)])}
+    return {"result": _object_column([writer.write(chunk).to_json().encode() for chunk in _from_column(batch)])}
 
 
 class _StageActor:
@@ -237,7 +235,7 @@ class RayExecutor:
         self._init_ray()
 
     def run(self, tasks, stages: list[Stage], writer: ShardWriter,
-            on_phase: PhaseCallback | None = None) -> Iterator[dict[str, Any]]:
+            on_phase: PhaseCallback | None = None) -> Iterator[WriteResult]:
         """Build and stream the plan; tells `on_phase` "mining" once every model stage has an actor ready."""
         phase = on_phase or (lambda name: None)
         if not ray.is_initialized():
@@ -257,8 +255,8 @@ class RayExecutor:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             for raw in batch["result"]:
                 self.received_bytes += len(raw)
-                result = json.loads(raw)
-                self.times.absorb(result.pop("stamps"))
+                result = WriteResult.from_json(raw)
+                self.times.absorb(result.stamps)
                 if waiting and waiting <= set(self.times.ready_at):
                     # wall clocks of different nodes: close enough for seconds, never negative
                     self.times.model_loading = max(0.0, max(self.times.ready_at.values()) - plan_start)

@@ -4,6 +4,8 @@ and committed by the write that completes it (`mining.sinks.parts`). What goes b
 the marker of a committed shard, a note of a written part, or why a shard could not be read."""
 from __future__ import annotations
 
+import json
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from mining.config import RunConfig, StageResources
@@ -11,6 +13,30 @@ from mining.records import ShardChunk
 from mining.sinks.parts import write_part
 from mining.sinks.writer import write_shard
 from mining.storage import Location, S3Options, Where
+
+
+@dataclass
+class WriteResult:
+    """What one write sends back to the driver: exactly one of `committed` (the shard's marker), `part` (a note
+    of a written part of a shard mined in chunks) or `failed` (why the shard could not be read), and the chunk's
+    executor stamps (model set-up times, for the driver's start-up figures)."""
+    committed: dict[str, Any] | None = None
+    part: dict[str, Any] | None = None
+    failed: dict[str, Any] | None = None
+    stamps: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        given = [k for k in ("committed", "part", "failed") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"a write result is one of committed, part or failed, not {given or 'none'}")
+
+    def to_json(self, stamps: bool = True) -> str:
+        doc = {k: v for k, v in asdict(self).items() if v is not None and (stamps or k != "stamps")}
+        return json.dumps(doc, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "WriteResult":
+        return cls(**json.loads(text))
 
 
 class ShardWriter:
@@ -26,19 +52,18 @@ class ShardWriter:
         image_ext = cfg.output.image_format if cfg.output.write_images else None
         return cls(Location.of(output, S3Options.from_config(cfg.storage)), config_hash, cfg.execution.write, image_ext)
 
-    def write(self, chunk: ShardChunk) -> dict[str, Any]:
-        """Write the chunk; returns {"committed": marker}, {"part": ...} or {"failed": ...}, and the chunk's
-        executor stamps under "stamps"."""
+    def write(self, chunk: ShardChunk) -> WriteResult:
+        """Write the chunk: its shard committed, a part of it written, or the shard failed."""
         first = chunk.samples[0]
         if first.read_error is not None:
-            return {"failed": {"input": chunk.uri, "name": chunk.stem, "error": first.read_error},
-                    "stamps": chunk.stamps}
+            return WriteResult(failed={"input": chunk.uri, "name": chunk.stem, "error": first.read_error},
+                               stamps=chunk.stamps)
         if chunk.parts == 1:
             marker = write_shard(chunk.samples, self.output, self.config_hash, limit=chunk.limit,
                                  started=chunk.started, image_ext=self.image_ext)
         else:
             marker = write_part(chunk, self.output, self.config_hash, self.image_ext)
         if marker is None:
-            return {"part": {"name": chunk.stem, "part": chunk.part, "parts": chunk.parts,
-                             "images": sum(not s.sentinel for s in chunk.samples)}, "stamps": chunk.stamps}
-        return {"committed": marker, "stamps": chunk.stamps}
+            return WriteResult(part={"name": chunk.stem, "part": chunk.part, "parts": chunk.parts,
+                                     "images": sum(not s.sentinel for s in chunk.samples)}, stamps=chunk.stamps)
+        return WriteResult(committed=marker, stamps=chunk.stamps)
