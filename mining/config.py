@@ -344,7 +344,8 @@ def validated(model: type[ModelT], tree: dict[str, Any] | None = None, overrides
     tree = fill_placeholders(tree)
     for old, new in MOVED_FIELDS.items():
         section, key = old.split(".")
-        if key in (tree.get(section) or {}):
+        node = tree.get(section)
+        if isinstance(node, dict) and key in node:
             given = "--set " + old if old in set_keys else origin
             raise ConfigError(f"{given}: {old} is now {new} (one storage section for every command)")
     try:

@@ -53,6 +53,7 @@ def test_mine_command_runs_the_demo_config(tmp_path):
     ("teacher:\n  felzenszwalb:\n    scales: [-1]\n", "teacher.felzenszwalb.scales.0"),
     ("match:\n  temperature: .inf\n", "match.temperature"),
     ("match:\n  min_similarity: .nan\n", "match.min_similarity"),
+    ("source: 5\n", "source: Input should be a valid dictionary"),   # not a section: no moved-field check trips
 ])
 def test_nonsense_values_are_refused_naming_the_field(tmp_path, yaml_text, field):
     path = tmp_path / "c.yaml"
