@@ -129,14 +129,16 @@ def batch_loss(model: torch.nn.Module, criterion: torch.nn.Module, batch: tuple,
         out = model(pixels, pixel_mask, text, queries=words is not None)
     classes, masks = out[0], out[1]
     paired = [b for b, labels in enumerate(class_labels) if len(labels)]
-    # every output stays in the graph, so that data parallelism finds a gradient for every parameter
-    loss = 0.0 * sum(c.float().sum() for c in classes) + 0.0 * sum(m.float().sum() for m in masks)
     if paired:
         pick = torch.tensor(paired, device=classes[-1].device)
-        loss = loss + segmentation_loss(criterion, [c[pick] for c in classes], [m[pick] for m in masks],
-                                        [mask_labels[b] for b in paired], [class_labels[b] for b in paired])
-    else:   # the loss's mask count is summed across workers: this worker still takes part, with none
+        loss = segmentation_loss(criterion, [c[pick] for c in classes], [m[pick] for m in masks],
+                                 [mask_labels[b] for b in paired], [class_labels[b] for b in paired])
+    else:
+        # no target in this micro-batch: the loss's mask count is summed across workers, so this worker still
+        # takes part (with none), and every output stays in the graph, so that data parallelism finds a
+        # gradient for every parameter
         masks_per_worker([], classes[-1].device)
+        loss = 0.0 * sum(c.float().sum() for c in classes) + 0.0 * sum(m.float().sum() for m in masks)
     if words is not None:
         loss = loss + grounding_weight * grounding_loss(list(out[2]), words, F.normalize(text.float(), dim=-1),
                                                         scale)
