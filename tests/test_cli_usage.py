@@ -217,6 +217,9 @@ def test_config_show_tells_every_shipped_kind_and_init_copies_one_that_loads_any
     assert load_config(copy).resolved() == load_config("demo").resolved()
     code, _, err = run_main(capsys, "config", "init", "train_clip_toyworld", str(copy))
     assert code == 1 and "exists" in err and copy.read_text() == text   # nothing replaced without --overwrite
+    shipped = str(shipped_configs()["demo"])
+    code, _, err = run_main(capsys, "config", "init", "demo", shipped, "--overwrite")   # the write guard's rules
+    assert code == 1 and "is the input" in err
     assert run_main(capsys, "config", "init", "train_clip_toyworld", str(copy), "--overwrite")[0] == 0
     assert load_train_config(copy).wise_ft == load_train_config("train_clip_toyworld").wise_ft
     code, out, _ = run_main(capsys, "config", "show", "--config", str(copy))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import yaml
 
@@ -12,6 +11,7 @@ from mining.cli.common import add_command, add_config_args, add_json
 from mining.config import ConfigError, RunConfig, config_path, load_config, read_config_file, shipped_configs
 
 KINDS = ("mine", "train-clip", "train-segmenter")
+CONFIG_FILE = "config file"
 
 
 def _training_fields(kind: str) -> set[str]:
@@ -76,14 +76,18 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_init(args: argparse.Namespace) -> int:
     """The shipped file as it is: its comments, and its weights named by placeholder (`${TOYWORLD_WEIGHTS}`),
-    never by this machine's paths, so the copy works wherever ovmine is installed."""
+    never by this machine's paths, so the copy works wherever ovmine is installed. Written through the write
+    guard: never over the shipped file or into an output's own files, and over another file only with
+    --overwrite."""
+    from mining.sinks.guard import check_file_output
+    from mining.storage import Location
+
     shipped = shipped_configs()
     if args.name not in shipped:
         raise ConfigError(f"config init: no shipped config {args.name!r} (shipped: {', '.join(shipped)})")
-    out = Path(args.file)
-    if out.exists() and not args.overwrite:
-        raise ValueError(f"{out} exists: choose another file, or --overwrite to replace it")
-    out.write_text(shipped[args.name].read_text())
+    out = Location.of(args.file)
+    check_file_output(out, CONFIG_FILE, [str(shipped[args.name])], args.overwrite, flag="config init FILE")
+    out.write_atomic(shipped[args.name].read_bytes())
     print(json.dumps({"name": args.name, "file": str(out)}) if args.json else
           f"wrote {out} (a copy of the shipped {args.name}); use it with --config {out}")
     return 0
