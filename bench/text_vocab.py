@@ -1,10 +1,12 @@
 """Embedding an OVSeg-size vocabulary: seconds and peak memory of the text embeddings of N nouns x 14 ViLD
 templates with a real-size text tower (open_clip ViT-L-14, random weights: they time and weigh the same as
-trained ones), encoded in bounded batches as ovmine does now, against all sequences in one forward pass as it
-did before. Each variant runs in a process of its own, so that its peak RSS is its own.
+trained ones), encoded as ovmine does (`batched`: at most 1,024 sequences a pass, each cut after the batch's
+longest prompt), against all sequences in one forward pass (`one-pass`) and against batches run over the full
+77-token context (`full-context`). Each variant runs in a process of its own, so that its peak RSS is its own.
 
-    .venv/bin/python bench/text_vocab.py --nouns 12000              # on a GPU machine: --device cuda
-    .venv/bin/python bench/text_vocab.py --nouns 48 --model ViT-L-14 # what a 2-core CPU can finish
+    .venv/bin/python bench/text_vocab.py --nouns 12000 --modes batched   # one-pass would need ~100 GB here
+    .venv/bin/python bench/text_vocab.py --nouns 150                     # the three variants side by side
+    .venv/bin/python bench/text_vocab.py --nouns 12000 --device cuda     # on a GPU machine
 """
 from __future__ import annotations
 
@@ -20,13 +22,16 @@ def run_one(model: str, nouns: int, mode: str, device: str) -> dict:
     import open_clip
     import torch
 
+    import mining.regions.text as text
     from mining.regions.text import SEQUENCES_PER_BATCH, VILD_TEMPLATES, TextEmbedder
 
+    if mode == "full-context":   # this process only: what encoding cost before the padding was cut off
+        text.encode_text_trimmed = lambda model, tokens: model.encode_text(tokens)
     torch.set_grad_enabled(False)
     clip = open_clip.create_model(model, pretrained=None, device=device).eval()
     tokenizer = open_clip.get_tokenizer(model)
     words = [f"noun{i}" for i in range(nouns)]
-    per_batch = SEQUENCES_PER_BATCH if mode == "batched" else nouns * len(VILD_TEMPLATES)
+    per_batch = nouns * len(VILD_TEMPLATES) if mode == "one-pass" else SEQUENCES_PER_BATCH
     embedder = TextEmbedder(clip, tokenizer, torch.device(device), VILD_TEMPLATES, sequences_per_batch=per_batch)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start = time.perf_counter()
@@ -45,7 +50,7 @@ def main() -> None:
     ap.add_argument("--nouns", type=int, default=12000)
     ap.add_argument("--model", default="ViT-L-14")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--modes", default="batched,one-pass")
+    ap.add_argument("--modes", default="batched,one-pass,full-context")
     ap.add_argument("--one", help=argparse.SUPPRESS)   # a variant's own process
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -66,9 +71,9 @@ def main() -> None:
     print(f"{args.model} text tower, {args.nouns} nouns x 14 templates on {args.device}")
     for r in rows:
         if "failed" in r:
-            print(f"  {r['mode']:<9} failed: {r['failed']}")
+            print(f"  {r['mode']:<12} failed: {r['failed']}")
         else:
-            print(f"  {r['mode']:<9} {r['seconds']:>8.1f} s ({r['ms_per_noun']} ms per noun)  peak RSS "
+            print(f"  {r['mode']:<12} {r['seconds']:>8.1f} s ({r['ms_per_noun']} ms per noun)  peak RSS "
                   f"{r['peak_rss_mib']} MiB (model loaded: {r['rss_before_mib']} MiB)"
                   + (f", peak GPU {r['peak_gpu_mib']} MiB" if r["peak_gpu_mib"] is not None else ""))
 

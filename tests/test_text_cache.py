@@ -6,7 +6,7 @@ import torch
 
 from mining.config import RegionsConfig
 from mining.regions.clip_loader import load_clip
-from mining.regions.text import VILD_TEMPLATES, TextEmbedder, embedder_for
+from mining.regions.text import VILD_TEMPLATES, TextEmbedder, embedder_for, encode_text_trimmed
 from mining.regions.text_cache import TextCache, text_tower_identity
 
 CPU = torch.device("cpu")
@@ -27,6 +27,29 @@ def test_batches_are_bounded_and_give_the_vectors_of_one_pass(clip):
     whole = TextEmbedder(clip.model, clip.tokenizer, CPU, VILD_TEMPLATES, sequences_per_batch=10**6)(NOUNS)
     assert max(sizes) == 5 and sum(sizes) == len(NOUNS)
     np.testing.assert_allclose(batched, whole, atol=1e-6)
+
+
+def test_the_padding_after_the_longest_prompt_is_not_computed_and_changes_nothing(clip):
+    seen = []
+    hook = clip.model.transformer.register_forward_pre_hook(lambda _m, args, kw=None: seen.append(args[0].shape[1]))
+    tokens = clip.tokenizer(["a photo of a dog.", "There is a large traffic light in the scene."])
+    try:
+        trimmed = encode_text_trimmed(clip.model, tokens)
+        full = clip.model.encode_text(tokens)
+    finally:
+        hook.remove()
+    last_word = int((tokens[1] != 0).nonzero().max()) + 1
+    assert seen == [last_word, tokens.shape[1]] and last_word < 20
+    torch.testing.assert_close(trimmed, full, atol=1e-5, rtol=1e-5)
+
+
+def test_a_tower_without_a_causal_mask_runs_whole(clip):
+    import copy
+
+    bidirectional = copy.deepcopy(clip.model)
+    bidirectional.attn_mask = None   # every position sees the padding: trimming would change the result
+    tokens = clip.tokenizer(["a photo of a dog."])
+    torch.testing.assert_close(encode_text_trimmed(bidirectional, tokens), bidirectional.encode_text(tokens))
 
 
 def test_a_second_embedder_reads_the_cache_and_encodes_nothing(clip, tmp_path, monkeypatch):

@@ -28,6 +28,33 @@ SINGLE_TEMPLATE = ("a photo of a {}.",)
 SEQUENCES_PER_BATCH = 1024   # text sequences per forward pass: memory stays flat whatever the vocabulary
 
 
+def encode_text_trimmed(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """`model.encode_text(tokens)`, computed on the batch's used positions only. In open_clip's own text towers
+    attention is causal and the embedding is read at the end-of-text token, so the padding after it (a prompt
+    of ~12 tokens padded to 77) changes nothing and costs most of the FLOPs. Towers of another shape (Hugging
+    Face encoders, CoCa's class token, no causal mask) are run as they are."""
+    tower = model.text if hasattr(model, "text") else model
+    names = ("token_embedding", "positional_embedding", "transformer", "ln_final", "text_projection")
+    pool = getattr(tower, "text_pool_type", getattr(tower, "pool_type", None))
+    mask = getattr(tower, "attn_mask", None)
+    if (not all(hasattr(tower, n) for n in names) or pool not in ("argmax", "eos") or mask is None
+            or getattr(tower, "cls_emb", None) is not None or tokens.dim() != 2):
+        return model.encode_text(tokens)
+    from open_clip.transformer import text_global_pool
+
+    used = int((tokens != 0).to(torch.int64).cumsum(1).argmax(1).max()) + 1   # up to the last non-pad token
+    text = tokens[:, :used]
+    cast = tower.transformer.get_cast_dtype() if hasattr(tower.transformer, "get_cast_dtype") else torch.float32
+    x = tower.token_embedding(text).to(cast) + tower.positional_embedding[:used].to(cast)
+    x = tower.ln_final(tower.transformer(x, attn_mask=mask[:used, :used]))
+    eos = getattr(tower, "text_eos_id", getattr(tower, "eos_id", None))
+    x = text_global_pool(x, text, pool, eos_token_id=eos)
+    projection = tower.text_projection
+    if projection is None:
+        return x
+    return projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
+
+
 class TextEmbedder:
     """float32[E, D] L2-normalised embeddings of nouns; each noun is encoded once per worker, in batches of at
     most SEQUENCES_PER_BATCH sequences, and, with a `store` (`mining.regions.text_cache.TextCache`: read at
@@ -44,7 +71,7 @@ class TextEmbedder:
     def _encode(self, nouns: list[str]) -> np.ndarray:
         prompts = [t.format(n) for n in nouns for t in self.templates]
         tokens = self.tokenizer(prompts).to(self.device)
-        emb = self.model.encode_text(tokens).float()
+        emb = encode_text_trimmed(self.model, tokens).float()
         emb = torch.nn.functional.normalize(emb, dim=-1).view(len(nouns), len(self.templates), -1).mean(1)
         return torch.nn.functional.normalize(emb, dim=-1).cpu().numpy()
 
