@@ -186,6 +186,15 @@ class StageResources(_Section):
                                                  "forward pass; regions: the masked crops of that many images)")
 
 
+class ModelStageResources(StageResources):
+    """A model stage's resources, and how its forward passes compute."""
+    precision: Literal["auto", "fp32", "tf32", "bf16", "fp16"] = Field(
+        "auto", description="forward passes in fp32, tf32 (fp32 with TF32 matmuls, CUDA only), bf16 or fp16 "
+                            "(autocast); auto: bf16 on CUDA, fp32 on the CPU")
+    compile: bool = Field(False, description="run the model through torch.compile (pays on a GPU over a long run; "
+                                             "the first batches wait for the compilation)")
+
+
 class ExecutionConfig(_Section):
     executor: Literal["ray", "local"] = "ray"
     ray_address: str | None = Field(None, description="None starts a local Ray; 'auto' joins a cluster")
@@ -194,8 +203,8 @@ class ExecutionConfig(_Section):
     max_actor_restarts: int = Field(-1, ge=-1, description="restarts of a dead stage actor (-1: as many as it takes)")
     decode: StageResources = Field(default_factory=lambda: StageResources(concurrency=2))
     entities: StageResources = Field(default_factory=StageResources)
-    teacher: StageResources = Field(default_factory=lambda: StageResources(num_gpus="auto", batch_size=4))
-    regions: StageResources = Field(default_factory=lambda: StageResources(num_gpus="auto", batch_size=4))
+    teacher: ModelStageResources = Field(default_factory=lambda: ModelStageResources(num_gpus="auto", batch_size=4))
+    regions: ModelStageResources = Field(default_factory=lambda: ModelStageResources(num_gpus="auto", batch_size=4))
     match: StageResources = Field(default_factory=StageResources)
     write: StageResources = Field(default_factory=lambda: StageResources(concurrency=2, num_cpus=0.25))
     chunk_size: int | None = Field(

@@ -27,6 +27,21 @@ def test_mask_weights_are_cell_coverage():
     torch.testing.assert_close(w, torch.tensor([[[0.25, 0.0], [0.0, 0.0]]]))
 
 
+def test_mask_boxes_are_each_masks_tight_box():
+    rng = np.random.default_rng(0)
+    masks = torch.from_numpy(rng.random((6, 17, 23)) > 0.97)
+    masks[0] = False
+    masks[0, 16, 22] = True                                   # the bottom-right pixel alone
+    masks[1] = True                                           # the whole frame
+    masks = masks[masks.flatten(1).any(1)]
+    expected = []
+    for m in masks.numpy():
+        ys, xs = np.nonzero(m)
+        expected.append((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1))
+    assert mask_boxes(masks) == expected and expected[:2] == [(22, 16, 23, 17), (0, 0, 23, 17)]
+    assert mask_boxes(masks[:0]) == []
+
+
 def test_masked_crop_fills_background_and_keeps_box():
     image = torch.rand(3, 20, 30)
     masks = torch.zeros(1, 20, 30, dtype=torch.bool)

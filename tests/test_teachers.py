@@ -33,6 +33,27 @@ def test_postfilter_area_dedupe_and_cap():
     assert len(capped) == 2
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_the_device_postfilter_keeps_what_the_host_postfilter_keeps(seed):
+    """The same masks as torch tensors (where a GPU teacher leaves them) and as numpy: the same kept masks,
+    scores and RLEs, with tied scores, tiny masks and near-duplicates in the mix."""
+    rng = np.random.default_rng(seed)
+    base = rng.random((12, 30, 40)) > rng.uniform(0.3, 0.95, (12, 1, 1))
+    dupes = base[:4] ^ (rng.random((4, 30, 40)) > 0.98)            # IoU around the dedupe threshold
+    tiny = np.zeros((2, 30, 40), bool)
+    tiny[:, :2, :2] = True
+    masks = np.concatenate([base, dupes, tiny])
+    scores = rng.choice([0.3, 0.5, 0.9], len(masks)).astype(np.float32)   # ties: the larger mask first
+    host = postfilter_masks(masks, scores, min_area=5, dedupe_iou=0.9, max_masks=10)
+    device = postfilter_masks(torch.from_numpy(masks), torch.from_numpy(scores), min_area=5, dedupe_iou=0.9,
+                              max_masks=10)
+    np.testing.assert_array_equal(device[0], host[0])
+    np.testing.assert_array_equal(device[1], host[1])
+    assert device[2] == host[2] and 2 <= len(host[0]) <= 10
+    empty = postfilter_masks(torch.zeros(0, 30, 40, dtype=torch.bool), torch.zeros(0), 5, 0.9, 10)
+    assert empty[0].shape == (0, 30, 40) and empty[2] == []
+
+
 @pytest.mark.parametrize("width", range(1, 18))
 def test_rle_of_packed_transpose_equals_the_plain_fortran_copy(width):
     """Every width mod 8 (the packed transpose pads the last byte of a row), odd heights, random masks."""

@@ -7,7 +7,7 @@ import numpy as np
 
 from mining.evaluation.ground_truth import GroundTruth
 from mining import masks as rle
-from mining.teachers.base import Teacher
+from mining.teachers.base import Teacher, on_host
 
 
 def teacher_instance_recall(teacher: Teacher, gt: GroundTruth, images: Iterable[tuple[str, np.ndarray]],
@@ -16,7 +16,7 @@ def teacher_instance_recall(teacher: Teacher, gt: GroundTruth, images: Iterable[
     truth's frame)."""
     found = total = proposed = seen = 0
     for key, pixels in images:
-        masks, _ = teacher.predict([pixels])[0]
+        masks = on_host(teacher.predict([pixels])[0][0])
         proposed += len(masks)
         seen += 1
         truth = gt.rles(gt.images[key])

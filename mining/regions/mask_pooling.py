@@ -69,6 +69,7 @@ class DenseMaskPooler:
             raise ValueError(REFUSAL.format(model=f"regions.model={model!r}", why=stride))
         self.visual = visual
         self.stride = stride
+        self.forward_features = visual.trunk.forward_features   # torch.compile may replace it
 
     def pooled_size(self, height: int, width: int, scale: int) -> tuple[int, int]:
         """(h, w) pixels at which a height x width image is embedded for a longest side of `scale`: each
@@ -79,7 +80,7 @@ class DenseMaskPooler:
 
     def feature_map(self, pixels: torch.Tensor) -> torch.Tensor:
         """float[1, 3, H, W] normalised pixels -> float[C, H / stride, W / stride] features before pooling."""
-        return self.visual.trunk.forward_features(pixels)[0]
+        return self.forward_features(pixels)[0]
 
     def embed(self, features: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """float[N, D] region embeddings (not normalised) of bool[N, H, W] masks."""

@@ -17,13 +17,15 @@ Fit = Literal["pad", "stretch"]
 
 
 def mask_boxes(masks: torch.Tensor) -> list[tuple[int, int, int, int]]:
-    """Tight (x0, y0, x1, y1) boxes, end-exclusive, of non-empty bool[N, H, W] masks."""
-    boxes = []
-    for m in masks:
-        ys = torch.nonzero(m.any(1)).flatten()
-        xs = torch.nonzero(m.any(0)).flatten()
-        boxes.append((int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1))
-    return boxes
+    """Tight (x0, y0, x1, y1) boxes, end-exclusive, of non-empty bool[N, H, W] masks, computed where the masks
+    are and read back once (not a device round trip per mask)."""
+    if len(masks) == 0:
+        return []
+    rows, cols = masks.any(2).to(torch.uint8), masks.any(1).to(torch.uint8)   # [N, H], [N, W]
+    first_row, first_col = rows.argmax(1), cols.argmax(1)                    # argmax: the first 1
+    end_row = rows.shape[1] - rows.flip(1).argmax(1)
+    end_col = cols.shape[1] - cols.flip(1).argmax(1)
+    return [tuple(b) for b in torch.stack([first_col, first_row, end_col, end_row], 1).tolist()]
 
 
 def crop_window(box: tuple[int, int, int, int], context: float, fit: Fit) -> tuple[int, int, int, int]:

@@ -2,15 +2,16 @@
 
 A scale is a crop context ratio in masked_crop mode (regions.crop_context) and an image size in
 mask_pooling mode (regions.scales, by default the working size). Masked crops of `execution.regions.batch_size`
-images go through CLIP in one forward pass; the device follows `execution.regions.num_gpus`."""
+images go through CLIP in one forward pass; the device follows `execution.regions.num_gpus`, the arithmetic
+`execution.regions.precision` (entity text stays fp32: its embeddings are cached across runs)."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mining.config import RegionsConfig, RunConfig, StageResources
-from mining.devices import stage_device
+from mining.config import ModelStageResources, RegionsConfig, RunConfig
+from mining.devices import compiled, inference_precision, resolve_precision, stage_device, to_device
 from mining.records import Sample
 from mining.regions.clip_loader import LoadedClip, load_clip
 from mining.regions.mask_pooling import DenseMaskPooler
@@ -23,7 +24,7 @@ from mining.storage import S3Options
 class RegionStage(Stage):
     name = "regions"
 
-    def __init__(self, regions: RegionsConfig, resources: StageResources, working_size: int,
+    def __init__(self, regions: RegionsConfig, resources: ModelStageResources, working_size: int,
                  s3: S3Options | None = None) -> None:
         """`working_size`: the working frame's longest side (mask pooling's default scale); `s3`: where an
         s3:// checkpoint is read from."""
@@ -38,10 +39,16 @@ class RegionStage(Stage):
     def setup(self) -> None:
         rc = self.settings
         self.device = stage_device(self.resources.num_gpus)
+        self.precision = resolve_precision(self.resources.precision, self.device)
         self.clip = load_clip(rc, self.device, self.s3)
         self.mean = torch.tensor(self.clip.mean, device=self.device)
         self.std = torch.tensor(self.clip.std, device=self.device)
         self.pooler = DenseMaskPooler(self.clip.model.visual, rc.model) if rc.mode == "mask_pooling" else None
+        if self.resources.compile:   # what each mode runs per batch: the pooled trunk, or the whole tower
+            if self.pooler is not None:
+                self.pooler.forward_features = compiled(self.pooler.forward_features, True)
+            else:
+                self.clip.model.visual = compiled(self.clip.model.visual, True)
         self.text = embedder_for(self.clip, self.device, rc.templates, persist=False)
         # CLIP classifies with softmax(logit_scale * cosine); the match probability uses the same scale
         scale = getattr(self.clip.model, "logit_scale", None)
@@ -78,14 +85,15 @@ class RegionStage(Stage):
     def batch_region_embeddings(self, images: list[np.ndarray], masks: list[np.ndarray]) -> list[list[np.ndarray]]:
         """Per image, per scale (see `scales`), float32[N, D] L2-normalised embeddings of the bool[N, H, W]
         masks of the uint8[H, W, 3] image; the matcher averages its cost over the scales."""
-        pixels = [torch.from_numpy(image).to(self.device).permute(2, 0, 1).float() / 255.0 for image in images]
-        mask_t = [torch.from_numpy(m).to(self.device) for m in masks]
+        pixels = [to_device(image, self.device).permute(2, 0, 1).float() / 255.0 for image in images]
+        mask_t = [to_device(m, self.device) for m in masks]
         per_scale = []
         for scale in self.scales():
-            if self.pooler is not None:
-                embedded = [self._pooled_embeddings(p, m, scale) for p, m in zip(pixels, mask_t)]
-            else:
-                embedded = self._crop_embeddings(pixels, mask_t, scale)
+            with inference_precision(self.device, self.precision):
+                if self.pooler is not None:
+                    embedded = [self._pooled_embeddings(p, m, scale) for p, m in zip(pixels, mask_t)]
+                else:
+                    embedded = self._crop_embeddings(pixels, mask_t, scale)
             per_scale.append([F.normalize(e.float(), dim=-1).cpu().numpy() for e in embedded])
         return [list(scales) for scales in zip(*per_scale)]
 

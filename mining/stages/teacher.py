@@ -2,14 +2,15 @@
 mask. Images go through the model `execution.teacher.batch_size` at a time, on the device its `num_gpus` gives."""
 from __future__ import annotations
 
-from mining.config import RunConfig, StageResources, TeacherConfig
+from mining.config import ModelStageResources, RunConfig, TeacherConfig
 from mining.records import Drop, Sample
 from mining.stages.base import Stage
 from mining.teachers.base import Teacher, postfilter_masks
 
 
-def build_teacher(cfg: TeacherConfig, device: str = "auto") -> Teacher:
-    """`device`: 'auto', 'cpu' or 'cuda' (the learned teachers; Felzenszwalb runs on the CPU)."""
+def build_teacher(cfg: TeacherConfig, device: str = "auto", precision: str = "fp32", compile: bool = False) -> Teacher:
+    """`device`: 'auto', 'cpu' or 'cuda', `precision` and `compile` as `execution.teacher` names them (the learned
+    teachers; Felzenszwalb runs on the CPU; SAM's pipeline is not compiled)."""
     if cfg.kind == "felzenszwalb":
         from mining.teachers.felzenszwalb import FelzenszwalbTeacher
 
@@ -17,18 +18,18 @@ def build_teacher(cfg: TeacherConfig, device: str = "auto") -> Teacher:
     if cfg.kind == "mask2former":
         from mining.teachers.mask2former import Mask2FormerTeacher
 
-        return Mask2FormerTeacher(cfg.mask2former, device)
+        return Mask2FormerTeacher(cfg.mask2former, device, precision, compile)
     if cfg.kind == "sam":
         from mining.teachers.sam import SamTeacher
 
-        return SamTeacher(cfg.sam, device)
+        return SamTeacher(cfg.sam, device, precision)
     raise ValueError(f"teacher.kind={cfg.kind!r} is not known")
 
 
 class TeacherStage(Stage):
     name = "teacher"
 
-    def __init__(self, teacher: TeacherConfig, resources: StageResources) -> None:
+    def __init__(self, teacher: TeacherConfig, resources: ModelStageResources) -> None:
         super().__init__(resources)
         self.settings = teacher
         self.teacher: Teacher | None = None
@@ -40,7 +41,8 @@ class TeacherStage(Stage):
     def setup(self) -> None:
         from mining.devices import stage_device   # torch: imported on the worker
 
-        self.teacher = build_teacher(self.settings, stage_device(self.resources.num_gpus).type)
+        res = self.resources
+        self.teacher = build_teacher(self.settings, stage_device(res.num_gpus).type, res.precision, res.compile)
 
     def process(self, samples: list[Sample]) -> None:
         assert self.teacher is not None

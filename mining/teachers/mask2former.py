@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from mining.config import Mask2FormerConfig
-from mining.devices import resolve_device
+from mining.devices import (AUTOCAST_DTYPES, compiled, inference_precision, keep_fp32, resolve_device,
+                            resolve_precision, to_device)
 
 
 def _model_class(model_type: str):
@@ -44,14 +45,34 @@ def _valid_size(pixel_mask: torch.Tensor | None, b: int, padded: tuple[int, int]
 
 
 class Mask2FormerTeacher:
-    def __init__(self, cfg: Mask2FormerConfig, device: str = "auto") -> None:
+    """Everything per image happens on the teacher's device: the uint8 pixels cross to it, transformers'
+    torchvision-backed processor resizes, normalises and pads there, and the masks stay there for the
+    post-filters (`postfilter_masks`), so only the kept masks come back. On the CPU the masks are returned as
+    numpy, where run-length encoding counts their areas on the way."""
+
+    def __init__(self, cfg: Mask2FormerConfig, device: str = "auto", precision: str = "fp32",
+                 compile: bool = False) -> None:
         from transformers import AutoConfig, AutoImageProcessor
 
         self.cfg = cfg
         self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
         model_type = AutoConfig.from_pretrained(cfg.model).model_type
         self.processor = AutoImageProcessor.from_pretrained(cfg.model)
-        self.model = _model_class(model_type).from_pretrained(cfg.model).to(self.device).eval()
+        model = _model_class(model_type).from_pretrained(cfg.model).to(self.device).eval()
+        decoder = getattr(model.model, "transformer_module", None)
+        if self.precision in AUTOCAST_DTYPES and decoder is not None:
+            # the backbone and pixel decoder (most of the FLOPs) run reduced; the query decoder, whose mask
+            # logits and class scores meet thresholds, stays fp32: all of it in bf16 moved 3% of the toy
+            # world's pairs, this 1-2% (bench/precision.py)
+            keep_fp32(decoder)
+        self.model = compiled(model, compile)
+
+    def preprocess(self, images: list[np.ndarray]) -> dict[str, torch.Tensor]:
+        """The processor's pixel_values (and pixel_mask), computed on the teacher's device."""
+        pixels = [to_device(image, self.device).permute(2, 0, 1) for image in images]
+        return self.processor(images=pixels, return_tensors="pt", device=self.device,
+                              input_data_format="channels_first")
 
     def _mask_probs(self, logits: torch.Tensor, padded: tuple[int, int], valid: tuple[int, int],
                     size: tuple[int, int]) -> torch.Tensor:
@@ -63,12 +84,14 @@ class Mask2FormerTeacher:
 
     @torch.inference_mode()
     def predict(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """For each uint8[H, W, 3] image: bool[N, H, W] masks and float32[N] scores, best first."""
-        inputs = self.processor(images=list(images), return_tensors="pt")
+        """For each uint8[H, W, 3] image: bool[N, H, W] masks and float32[N] scores, best first (torch tensors
+        on a CUDA device, numpy on the CPU)."""
+        inputs = self.preprocess(images)
         pixel_mask = inputs.get("pixel_mask")
-        out = self.model(pixel_values=inputs["pixel_values"].to(self.device),
-                         pixel_mask=None if pixel_mask is None else pixel_mask.to(self.device))
-        class_scores = 1.0 - out.class_queries_logits.softmax(-1)[..., -1]    # [B, Q]
+        with inference_precision(self.device, self.precision):
+            out = self.model(pixel_values=inputs["pixel_values"], pixel_mask=pixel_mask)
+        class_scores = 1.0 - out.class_queries_logits.float().softmax(-1)[..., -1]    # [B, Q]
+        mask_logits = out.masks_queries_logits.float()
         padded = tuple(inputs["pixel_values"].shape[-2:])
         results = []
         for b, image in enumerate(images):
@@ -80,7 +103,7 @@ class Mask2FormerTeacher:
                 results.append((np.zeros((0, h, w), bool), np.zeros(0, np.float32)))
                 continue
             # upsample only the chosen queries
-            probs = self._mask_probs(out.masks_queries_logits[b, top], padded, _valid_size(pixel_mask, b, padded),
+            probs = self._mask_probs(mask_logits[b, top], padded, _valid_size(pixel_mask, b, padded),
                                      (h, w))
             score = class_scores[b, top]
             if self.cfg.score == "instance":
@@ -88,6 +111,9 @@ class Mask2FormerTeacher:
                 order = torch.argsort(score, descending=True, stable=True)
                 order = order[score[order] >= self.cfg.min_score]
                 probs, score = probs[order], score[order]
-            masks = (probs > self.cfg.mask_threshold).cpu().numpy()
-            results.append((masks, score.float().cpu().numpy()))
+            masks = probs > self.cfg.mask_threshold
+            if self.device.type == "cuda":
+                results.append((masks, score))
+            else:
+                results.append((masks.numpy(), score.numpy()))
         return results

@@ -7,29 +7,24 @@ import torch
 from PIL import Image
 
 from mining.config import SamConfig
-from mining.devices import resolve_device
+from mining.devices import inference_precision, resolve_device, resolve_precision
 
 
 class SamTeacher:
-    def __init__(self, cfg: SamConfig, device: str = "auto") -> None:
+    def __init__(self, cfg: SamConfig, device: str = "auto", precision: str = "fp32") -> None:
         from transformers import pipeline
 
         self.cfg = cfg
         self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
         self.generator = pipeline("mask-generation", model=cfg.model, device=self.device)
 
     def predict(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
         results = []
         for image in images:
             h, w = image.shape[:2]
-            out = self.generator(
-                Image.fromarray(image),
-                points_per_crop=self.cfg.points_per_side,
-                points_per_batch=self.cfg.points_per_batch,
-                pred_iou_thresh=self.cfg.pred_iou_thresh,
-                stability_score_thresh=self.cfg.stability_score_thresh,
-                crops_nms_thresh=self.cfg.box_nms_thresh,
-            )
+            with inference_precision(self.device, self.precision):
+                out = self._generate(image)
             if len(out["masks"]) == 0:
                 results.append((np.zeros((0, h, w), bool), np.zeros(0, np.float32)))
                 continue
@@ -37,3 +32,13 @@ class SamTeacher:
             scores = torch.as_tensor(out["scores"]).float().cpu().numpy()
             results.append((masks, scores))
         return results
+
+    def _generate(self, image: np.ndarray) -> dict:
+        return self.generator(
+            Image.fromarray(image),
+            points_per_crop=self.cfg.points_per_side,
+            points_per_batch=self.cfg.points_per_batch,
+            pred_iou_thresh=self.cfg.pred_iou_thresh,
+            stability_score_thresh=self.cfg.stability_score_thresh,
+            crops_nms_thresh=self.cfg.box_nms_thresh,
+        )

@@ -1,0 +1,106 @@
+"""Inference precision and device-side work of the model stages, on the CPU: the precision settings resolve and
+fail as documented, reduced precision is really used (and kept out of the thresholded heads), the toy world's
+pairs at bf16 agree with fp32's, the teacher's on-device preprocessing is the processor's, and compiled stages
+embed as uncompiled ones do."""
+import numpy as np
+import pytest
+import torch
+
+from mining.config import ConfigError, load_config
+from mining.devices import inference_precision, keep_fp32, resolve_precision
+from mining.evaluation.agreement import pair_agreement
+from mining.evaluation.run import evaluate
+from mining.pipeline import run_mining
+from mining.toyworld.demo import demo_config
+from mining.toyworld.make import make_world
+
+CPU = torch.device("cpu")
+
+
+def test_auto_is_bf16_on_cuda_and_fp32_on_the_cpu_and_a_bad_setting_names_its_field():
+    assert resolve_precision("auto", torch.device("cuda")) == "bf16"
+    assert resolve_precision("auto", CPU) == "fp32"
+    assert resolve_precision("fp16", CPU) == "fp16"
+    with pytest.raises(ConfigError, match=r"execution.regions.precision"):
+        load_config("configs/tiny.yaml", ["execution.regions.precision=fp8"])
+    with pytest.raises(ConfigError, match=r"execution.match.precision"):   # only model stages have one
+        load_config("configs/tiny.yaml", ["execution.match.precision=bf16"])
+
+
+def test_bf16_computes_in_bf16_except_inside_a_module_kept_in_fp32():
+    torch.manual_seed(0)
+    head, tail = torch.nn.Linear(8, 8), torch.nn.Linear(8, 8)
+    x = torch.randn(4, 8)
+    with inference_precision(CPU, "bf16"):
+        assert head(x).dtype == torch.bfloat16
+    keep_fp32(tail)
+    with inference_precision(CPU, "bf16"):
+        reduced = head(x)
+        out = tail(reduced)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, tail(reduced.float()))
+    with inference_precision(CPU, "fp32"):
+        assert head(x).dtype == torch.float32
+
+
+def test_the_toy_worlds_pairs_at_bf16_are_fp32s(tmp_path):
+    """bench/precision.py measures 98.1% of 212 pairs on 256 images; here a 64-image world must agree at 95%
+    with precision and recall within a point."""
+    world = make_world(str(tmp_path / "world"), 2, 32, 2026120, progress=False)
+    reports = {}
+    for precision in ("fp32", "bf16"):
+        cfg = demo_config(["execution.executor=local", f"execution.teacher.precision={precision}",
+                           f"execution.regions.precision={precision}", "execution.teacher.num_gpus=0",
+                           "execution.regions.num_gpus=0"])
+        run_mining(cfg, [world["shards_uri"]], str(tmp_path / precision))
+        reports[precision] = evaluate(str(tmp_path / precision), world["ground_truth"], progress=False)
+    agreement = pair_agreement(str(tmp_path / "fp32"), str(tmp_path / "bf16"))
+    assert agreement["reference_pairs"] >= 40
+    assert agreement["agreement"] >= 0.95, agreement
+    for figure in ("precision", "recall"):
+        assert abs(reports["fp32"][figure] - reports["bf16"][figure]) <= 0.01
+
+
+def test_agreement_counts_a_moved_mask_as_another_pair(tmp_path):
+    world = make_world(str(tmp_path / "world"), 1, 8, 3, progress=False)
+    cfg = demo_config(["execution.executor=local", "execution.teacher.num_gpus=0", "execution.regions.num_gpus=0",
+                       "match.min_similarity=null", "match.min_margin=null"])
+    run_mining(cfg, [world["shards_uri"]], str(tmp_path / "a"))
+    assert pair_agreement(str(tmp_path / "a"), str(tmp_path / "a"))["agreement"] == 1.0
+    run_mining(cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"min_area": 400})}),
+               [world["shards_uri"]], str(tmp_path / "b"))
+    fewer = pair_agreement(str(tmp_path / "a"), str(tmp_path / "b"))
+    assert fewer["other_pairs"] < fewer["reference_pairs"] and fewer["agreement"] < 1.0
+
+
+def test_the_teachers_preprocessing_on_its_device_is_the_processors(tiny_mask2former):
+    from mining.config import Mask2FormerConfig
+    from mining.teachers.mask2former import Mask2FormerTeacher
+
+    teacher = Mask2FormerTeacher(Mask2FormerConfig(model=tiny_mask2former), "cpu")
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (60, 90, 3), np.uint8), rng.integers(0, 255, (80, 50, 3), np.uint8)]
+    ours = teacher.preprocess(images)
+    theirs = teacher.processor(images=images, return_tensors="pt")
+    torch.testing.assert_close(ours["pixel_values"], theirs["pixel_values"])
+    torch.testing.assert_close(ours["pixel_mask"], theirs["pixel_mask"])
+
+
+def test_a_compiled_region_stage_embeds_as_an_uncompiled_one(monkeypatch):
+    from mining.stages.regions import RegionStage
+    from conftest import scene
+
+    monkeypatch.setattr("mining.devices.COMPILE_BACKEND", "eager")   # the compile path, without a C++ build
+    image = scene(size=64)
+    masks = np.zeros((2, 64, 64), bool)
+    masks[0, 10:30, 10:30] = masks[1, 30:60, 5:60] = True
+    embeddings = {}
+    for compile in (False, True):
+        cfg = load_config("configs/tiny.yaml", ["execution.regions.num_gpus=0",
+                                                f"execution.regions.compile={str(compile).lower()}"])
+        stage = RegionStage.from_config(cfg)
+        stage.setup()
+        assert isinstance(stage.clip.model.visual, torch._dynamo.eval_frame.OptimizedModule) == compile
+        embeddings[compile] = stage.region_embeddings(image, masks)
+    for plain, compiled in zip(embeddings[False], embeddings[True]):
+        np.testing.assert_allclose(compiled, plain, atol=1e-5)
