@@ -45,7 +45,7 @@ def resolve_precision(setting: str, device: torch.device) -> str:
 
 
 @contextlib.contextmanager
-def inference_precision(device: torch.device, precision: str):
+def forward_precision(device: torch.device, precision: str):
     """Run the enclosed forward passes at `precision` (already resolved): bf16/fp16 under autocast (weights stay
     fp32; outputs may be reduced, so callers cast what they keep to float), tf32 as fp32 with TF32 matmuls and
     convolutions on CUDA (fp32 on the CPU), fp32 with TF32 off, whatever the process-wide default."""

@@ -104,6 +104,7 @@ def test_model_a_trains_on_pairs_and_grounding_together_on_the_device():
     """Model A's step with both losses on the device (the images' crops come from their stream on the CPU),
     under bf16 autocast and gradient clipping as a GPU run trains."""
     from mining.config import RegionsConfig
+    from mining.devices import resolve_precision
     from mining.regions.clip_loader import load_clip
     from mining.train.clip_trainer import make_optimizer, mixed_loss, text_embeddings, train_step
     from mining.train.config import build_train_config
@@ -123,6 +124,6 @@ def test_model_a_trains_on_pairs_and_grounding_together_on_the_device():
     def loss_fn(module, pixels, labels, batch_images, batch_words, text_emb, scale):
         return mixed_loss(module, pixels, labels, batch_images, batch_words, text_emb, scale, 1.0, 1.0)
     loss = train_step(visual, [batch, batch], text, 10.0, opt, loss_fn=loss_fn, grad_clip=1.0,
-                      autocast=device.type == "cuda")
+                      precision=resolve_precision("auto", device))
     assert np.isfinite(loss)
     assert all(p.device.type == device.type for p in visual.parameters())

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mining.config import ConfigError, load_config
-from mining.devices import inference_precision, keep_fp32, resolve_precision
+from mining.devices import forward_precision, keep_fp32, resolve_precision
 from mining.evaluation.agreement import pair_agreement
 from mining.evaluation.run import evaluate
 from mining.pipeline import run_mining
@@ -31,15 +31,15 @@ def test_bf16_computes_in_bf16_except_inside_a_module_kept_in_fp32():
     torch.manual_seed(0)
     head, tail = torch.nn.Linear(8, 8), torch.nn.Linear(8, 8)
     x = torch.randn(4, 8)
-    with inference_precision(CPU, "bf16"):
+    with forward_precision(CPU, "bf16"):
         assert head(x).dtype == torch.bfloat16
     keep_fp32(tail)
-    with inference_precision(CPU, "bf16"):
+    with forward_precision(CPU, "bf16"):
         reduced = head(x)
         out = tail(reduced)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, tail(reduced.float()))
-    with inference_precision(CPU, "fp32"):
+    with forward_precision(CPU, "fp32"):
         assert head(x).dtype == torch.float32
 
 
@@ -104,3 +104,23 @@ def test_a_compiled_region_stage_embeds_as_an_uncompiled_one(monkeypatch):
         embeddings[compile] = stage.region_embeddings(image, masks)
     for plain, compiled in zip(embeddings[False], embeddings[True]):
         np.testing.assert_allclose(compiled, plain, atol=1e-5)
+
+
+def test_training_names_the_renamed_bf16_switch_and_trains_under_cpu_bf16():
+    from mining.config import RegionsConfig
+    from mining.regions.clip_loader import load_clip
+    from mining.train.clip_trainer import make_optimizer, text_embeddings, train_step
+    from mining.train.config import build_train_config
+
+    with pytest.raises(Exception, match=r"bf16 is now precision"):
+        build_train_config({"steps": 1, "bf16": True})
+    with pytest.raises(Exception, match=r"precision"):
+        build_train_config({"steps": 1, "precision": "fp16"})   # would need loss scaling
+    clip = load_clip(RegionsConfig(model="ovmine-tiny-vit", pretrained=None), CPU)
+    text = text_embeddings(clip, ["circle", "square"], CPU, "single")
+    visual = clip.model.visual.train()
+    before = [p.detach().clone() for p in visual.parameters()]
+    opt = make_optimizer(visual, build_train_config({"steps": 1, "precision": "bf16"}))
+    pixels, labels = torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 0, 1])
+    assert np.isfinite(train_step(visual, [(pixels, labels)], text, 10.0, opt, precision="bf16"))
+    assert any(not torch.equal(a, b) for a, b in zip(before, visual.parameters()))

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from mining.config import ModelStageResources, RegionsConfig, RunConfig
-from mining.devices import compiled, inference_precision, resolve_precision, stage_device, to_device
+from mining.devices import compiled, forward_precision, resolve_precision, stage_device, to_device
 from mining.records import Sample
 from mining.regions.clip_loader import LoadedClip, load_clip
 from mining.regions.mask_pooling import DenseMaskPooler
@@ -89,7 +89,7 @@ class RegionStage(Stage):
         mask_t = [to_device(m, self.device) for m in masks]
         per_scale = []
         for scale in self.scales():
-            with inference_precision(self.device, self.precision):
+            with forward_precision(self.device, self.precision):
                 if self.pooler is not None:
                     embedded = [self._pooled_embeddings(p, m, scale) for p, m in zip(pixels, mask_t)]
                 else:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from mining.config import Mask2FormerConfig
-from mining.devices import (AUTOCAST_DTYPES, compiled, inference_precision, keep_fp32, resolve_device,
+from mining.devices import (AUTOCAST_DTYPES, compiled, forward_precision, keep_fp32, resolve_device,
                             resolve_precision, to_device)
 
 
@@ -88,7 +88,7 @@ class Mask2FormerTeacher:
         on a CUDA device, numpy on the CPU)."""
         inputs = self.preprocess(images)
         pixel_mask = inputs.get("pixel_mask")
-        with inference_precision(self.device, self.precision):
+        with forward_precision(self.device, self.precision):
             out = self.model(pixel_values=inputs["pixel_values"], pixel_mask=pixel_mask)
         class_scores = 1.0 - out.class_queries_logits.float().softmax(-1)[..., -1]    # [B, Q]
         mask_logits = out.masks_queries_logits.float()

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from mining.config import SamConfig
-from mining.devices import inference_precision, resolve_device, resolve_precision
+from mining.devices import forward_precision, resolve_device, resolve_precision
 
 
 class SamTeacher:
@@ -23,7 +23,7 @@ class SamTeacher:
         results = []
         for image in images:
             h, w = image.shape[:2]
-            with inference_precision(self.device, self.precision):
+            with forward_precision(self.device, self.precision):
                 out = self._generate(image)
             if len(out["masks"]) == 0:
                 results.append((np.zeros((0, h, w), bool), np.zeros(0, np.float32)))

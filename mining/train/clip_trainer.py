@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from mining.config import RegionsConfig
+from mining.devices import forward_precision, resolve_precision
 from mining.logs import logger
 from mining.regions.clip_loader import LoadedClip, load_clip, register_model_configs
 from mining.regions.text import embedder_for
@@ -228,15 +229,15 @@ def train_step(visual: torch.nn.Module, micro_batches: list[tuple], text: torch.
                logit_scale: float, optimizer: torch.optim.Optimizer,
                scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
                loss_fn: Callable[..., torch.Tensor] = crop_loss, grad_clip: float | None = None,
-               autocast: bool = False) -> float:
+               precision: str = "fp32") -> float:
     """One optimizer step over `micro_batches` (gradient accumulation); each is `loss_fn(visual, *batch, text,
-    logit_scale)`, by default (pixels, labels) of the pairs' cross-entropy, under bf16 autocast when asked
-    (CUDA). Returns the mean loss."""
+    logit_scale)`, by default (pixels, labels) of the pairs' cross-entropy, its forward pass at `precision`
+    (resolved: `mining.devices.resolve_precision`). Returns the mean loss."""
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
+    device = next(visual.parameters()).device
     for i, batch in enumerate(micro_batches):
-        with accumulating(visual, i == len(micro_batches) - 1), \
-                torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+        with accumulating(visual, i == len(micro_batches) - 1), forward_precision(device, precision):
             loss = loss_fn(visual, *batch, text, logit_scale) / len(micro_batches)
         loss.backward()
         total += float(loss.detach())
@@ -364,7 +365,7 @@ def train_loop(plan: TrainPlan, rank: int, world: int, device: torch.device,
         while step < phase.end:
             lr = optimizer.param_groups[0]["lr"]
             loss = train_step(trained, [micro_batch() for _ in range(cfg.grad_accum)], text, logit_scale,
-                              optimizer, scheduler, loss_fn, cfg.grad_clip, cfg.bf16 and device.type == "cuda")
+                              optimizer, scheduler, loss_fn, cfg.grad_clip, resolve_precision(cfg.precision, device))
             step += 1
             since += 1
             last = step == plan.total_steps

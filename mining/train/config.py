@@ -61,9 +61,18 @@ class TrainingRun(_Section):
     storage_path: str | None = Field(None, description="Ray Train storage (local or s3://); null: OUTPUT/_ray")
     log_every: int = Field(10, ge=1, description="steps between metrics.jsonl lines")
     grad_clip: float | None = Field(1.0, gt=0, description="max gradient norm; null: off")
-    bf16: bool = Field(True, description="bfloat16 autocast on GPU (ignored on CPU)")
+    precision: Literal["auto", "fp32", "tf32", "bf16"] = Field(
+        "auto", description="forward passes in fp32, tf32 (CUDA) or under bf16 autocast (fp16 would need loss "
+                            "scaling); auto: bf16 on CUDA, fp32 on the CPU")
     filters: TrainFilters = Field(default_factory=TrainFilters)
     storage: StorageConfig = Field(default_factory=StorageConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "bf16" in data:
+            raise ValueError("bf16 is now precision (auto|fp32|tf32|bf16; bf16: true was auto)")
+        return data
 
     @model_validator(mode="after")
     def _one_length(self) -> "TrainingRun":

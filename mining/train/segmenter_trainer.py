@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from mining.config import RegionsConfig
+from mining.devices import forward_precision, resolve_precision
 from mining.logs import logger
 from mining.regions.clip_loader import load_clip
 from mining.sinks.guard import SEGMENTER
@@ -120,12 +121,13 @@ def make_optimizer(model: OpenVocabSegmenter, cfg: SegmenterConfig) -> torch.opt
 
 
 def batch_loss(model: torch.nn.Module, criterion: torch.nn.Module, batch: tuple, text: torch.Tensor,
-               grounding_weight: float = 0.0, scale: float = 50.0, autocast: bool = False) -> torch.Tensor:
+               grounding_weight: float = 0.0, scale: float = 50.0, precision: str = "fp32") -> torch.Tensor:
     """The Mask2Former loss over the images with targets, plus `grounding_weight` x OpenSeg's grounding loss of
     every image's queries against its caption nouns (`words`, from prepare_batch). An image with no target is
-    not pushed to "no object" everywhere: only the grounding loss sees it."""
+    not pushed to "no object" everywhere: only the grounding loss sees it. The forward pass runs at `precision`
+    (resolved)."""
     pixels, pixel_mask, mask_labels, class_labels, words = batch
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+    with forward_precision(pixels.device, precision):
         out = model(pixels, pixel_mask, text, queries=words is not None)
     classes, masks = out[0], out[1]
     paired = [b for b, labels in enumerate(class_labels) if len(labels)]
@@ -147,13 +149,13 @@ def batch_loss(model: torch.nn.Module, criterion: torch.nn.Module, batch: tuple,
 
 def train_step(model: torch.nn.Module, criterion: torch.nn.Module, micro_batches: list[tuple], text: torch.Tensor,
                optimizer: torch.optim.Optimizer, scheduler=None, grad_clip: float | None = None,
-               autocast: bool = False, grounding_weight: float = 0.0, scale: float = 50.0) -> float:
+               precision: str = "fp32", grounding_weight: float = 0.0, scale: float = 50.0) -> float:
     """One optimizer step over `micro_batches` of prepare_batch's output; returns the mean loss."""
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
     for i, batch in enumerate(micro_batches):
         with accumulating(model, i == len(micro_batches) - 1):
-            loss = batch_loss(model, criterion, batch, text, grounding_weight, scale, autocast) / len(micro_batches)
+            loss = batch_loss(model, criterion, batch, text, grounding_weight, scale, precision) / len(micro_batches)
             loss.backward()
         total += float(loss.detach())
     if grad_clip is not None:
@@ -205,7 +207,7 @@ def train_loop(plan: SegmenterPlan, rank: int, world: int, device: torch.device,
     if mine:
         restore_rng(mine["rng"])
         flip_rng.bit_generator.state = mine["flips"]
-    autocast = cfg.bf16 and device.type == "cuda"
+    precision = resolve_precision(cfg.precision, device)
 
     def micro_batch() -> tuple:
         batch = [next(items) for _ in range(cfg.batch_size)]
@@ -223,7 +225,7 @@ def train_loop(plan: SegmenterPlan, rank: int, world: int, device: torch.device,
     while step < plan.total_steps:
         lr = max(g["lr"] for g in optimizer.param_groups)
         loss = train_step(net, criterion, [micro_batch() for _ in range(cfg.grad_accum)], text, optimizer,
-                          scheduler, cfg.grad_clip, autocast, cfg.grounding_weight, cfg.logit_scale)
+                          scheduler, cfg.grad_clip, precision, cfg.grounding_weight, cfg.logit_scale)
         step += 1
         since += 1
         last = step == plan.total_steps
