@@ -124,3 +124,39 @@ def test_training_names_the_renamed_bf16_switch_and_trains_under_cpu_bf16():
     pixels, labels = torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 0, 1])
     assert np.isfinite(train_step(visual, [(pixels, labels)], text, 10.0, opt, precision="bf16"))
     assert any(not torch.equal(a, b) for a, b in zip(before, visual.parameters()))
+
+
+@pytest.mark.slow
+def test_the_gpu_bench_script_runs_every_step_on_the_cpu(tmp_path):
+    """bench/gpu.sh --device cpu --quick (about a minute): every step passes and lands in its one JSON file."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "gpu.json"
+    done = subprocess.run(["bash", "bench/gpu.sh", "--device", "cpu", "--quick", "--out", str(out)],
+                          capture_output=True, text=True, env={**__import__("os").environ, "PYTHON": sys.executable})
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["failed"] == [] and result["device"] == "cpu"
+    assert "passed" in result["tests"]["summary"]
+    flops = result["flops"]["result"]
+    teacher = flops["teacher"]
+    assert 0.9 * teacher["total"] < teacher["backbone"] + teacher["pixel_decoder"] + teacher["query_decoder"] \
+        <= teacher["total"]
+    stages = result["stages"]["result"]["mining"]
+    assert [r["precision"] for r in stages] == ["fp32", "tf32", "bf16", "fp16"]
+    assert all(r[s]["images_per_second"] > 0 and 0 < r[s]["model_share"] <= 1 for r in stages
+               for s in ("teacher", "regions"))
+    assert result["precision"]["result"]["rows"][0]["precision"] == "fp32"
+
+
+def test_flops_are_counted_and_mfu_divides_by_the_peak():
+    import sys
+
+    sys.path.insert(0, "bench")
+    import flops
+
+    counted = flops.counted(lambda: torch.nn.Linear(10, 20)(torch.zeros(3, 10)))[0]
+    assert counted == 2 * 3 * 10 * 20
+    assert flops.mfu(1e12, 989.4 / 2, "H100 SXM") == pytest.approx(0.5)
