@@ -106,6 +106,7 @@ def mining_rows(device: torch.device, quick: bool, precisions: list[str], images
                 stages[name].prepare()
                 stages[name].run(prepared)
         row = {"precision": precision}
+        teacher_out: list = []
         for name in ("teacher", "regions"):
             stage = stages[name]
             stage.prepare()
@@ -163,7 +164,6 @@ def training_rows(device: torch.device, quick: bool, precision: str, work: Path,
     labels = torch.randint(0, 64, (crops,), device=device)
     model_a = step_seconds(lambda: clip_trainer.train_step(visual, [(pixels, labels)], text, 50.0, opt,
                                                            precision=resolved), device, steps)
-    del visual, opt, clip
     if quick:
         teacher = str(PLACEHOLDERS["TOYWORLD_WEIGHTS"] / "mask2former")
     else:
@@ -233,9 +233,9 @@ def main() -> None:
                   f"{r['host_cpu_ms_per_image']:>17.1f}{mfu_text:>8}")
     if training:
         a, b = training["model_a"], training["model_b"]
-        print(f"\ntraining at {training['precision']}: Model A {a['seconds_per_step']:.3f} s/step ({a['crops_per_step']}"
-              f" crops of {a['crop_px']} px), Model B {b['seconds_per_step']:.3f} s/step ({b['images_per_step']} "
-              f"images of {b['image_px']} px)")
+        print(f"\ntraining at {training['precision']}: Model A {a['seconds_per_step']:.3f} s/step "
+              f"({a['crops_per_step']} crops of {a['crop_px']} px), Model B {b['seconds_per_step']:.3f} s/step "
+              f"({b['images_per_step']} images of {b['image_px']} px)")
 
 
 if __name__ == "__main__":
