@@ -13,6 +13,13 @@ Stages: decode (DecodeStage: JPEG -> working frame), entities (EntityStage: spaC
 (MatchStage: Hungarian + filters, then the COCO RLE of the masks; RLE is also timed alone), write (write_shard:
 the shard tar, pairs and status parquet, stats and marker in a temp folder).
 
+The teacher's host side, both ways a GPU teacher can run (`--candidates` masks come out of the model, the
+input's masks are the ones kept): with its preprocessing on the device (how ovmine runs it), the host only copies
+the uint8 frame for the transfer (a plain copy here, a pinned one on CUDA), and the kept masks' RLE is the one
+counted in match; with the processor on the host (how it ran before), the host resizes, normalises and pads
+(Mask2Former's COCO processor: shortest side 800, longest 1333) and run-length encodes every candidate to filter
+them (areas, IoU).
+
 CPU time (time.process_time) with BLAS/OpenMP/torch threads pinned to 1, so a figure is ms of one core and
 does not depend on what else the machine runs; each stage is run `--repeat` times and the fastest pass is
 reported. Figures, not assertions.
@@ -57,6 +64,7 @@ class Input:
     jpeg: bytes
     captions: list[str]
     masks: np.ndarray          # bool[N, H, W] in the working frame
+    candidates: np.ndarray     # bool[C, H, W]: masks + blobs, what a teacher proposes before its post-filters
     scores: np.ndarray         # float32[N]
     regions: np.ndarray        # float32[N, D], L2-normalised
     rng_seed: list[int]
@@ -89,7 +97,7 @@ def _shape(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
 
 
 def make_inputs(count: int, seed: int, width: int, height: int, working_size: int, captions: int,
-                max_masks: int, dim: int) -> list[Input]:
+                max_masks: int, dim: int, candidates: int) -> list[Input]:
     scale = working_size / max(width, height)
     frame = (max(1, round(height * scale)), max(1, round(width * scale)))   # (H, W) as decode makes it
     inputs = []
@@ -107,7 +115,10 @@ def make_inputs(count: int, seed: int, width: int, height: int, working_size: in
                  for inst in scene.things + scene.stuff]
         n = int(rng.integers(min(max(len(masks), max_masks // 2), max_masks), max_masks + 1))
         masks += [_blob(rng, *frame) for _ in range(n - len(masks))]
-        inputs.append(Input(f"{i:06d}", buf.getvalue(), texts[:captions], np.stack(masks[:max_masks]),
+        kept = np.stack(masks[:max_masks])
+        blobs = np.random.default_rng([seed, i, 2])   # its own stream: the kept inputs are as they always were
+        extra = [_blob(blobs, *frame)[None] for _ in range(max(0, candidates - len(kept)))]
+        inputs.append(Input(f"{i:06d}", buf.getvalue(), texts[:captions], kept, np.concatenate([kept, *extra]),
                             np.sort(rng.uniform(0.3, 1.0, min(n, max_masks)))[::-1].astype(np.float32),
                             _unit(rng.normal(size=(min(n, max_masks), dim))), [seed, i]))
     return inputs
@@ -142,12 +153,35 @@ def in_batches(stage, samples: list[Sample], size: int) -> float:
     return time.process_time() - start
 
 
-def one_pass(inputs: list[Input], cfg: RunConfig, stages: dict, dim: int, out: str) -> dict[str, float]:
+def teacher_host(samples: list[Sample], inputs: list[Input], processor, batch_size: int) -> dict[str, float]:
+    """CPU seconds of the teacher's host side: the frame copy (device-side preprocessing) or the processor and the
+    post-filters over every candidate (host preprocessing)."""
+    import torch
+
+    from mining.teachers.base import postfilter_masks
+
+    frames = [s.image for s in samples]
+    start = time.process_time()
+    for frame in frames:
+        torch.from_numpy(frame).clone()
+    took = {"teacher_device_side": time.process_time() - start}
+    start = time.process_time()
+    for i in range(0, len(frames), batch_size):
+        processor(images=frames[i:i + batch_size], return_tensors="pt")
+    for x in inputs:
+        postfilter_masks(x.candidates, np.linspace(1, 0.3, len(x.candidates), dtype=np.float32), 64, 0.9,
+                         len(x.candidates))
+    took["teacher_host_side"] = time.process_time() - start
+    return took
+
+
+def one_pass(inputs: list[Input], cfg: RunConfig, stages: dict, dim: int, out: str, processor) -> dict[str, float]:
     """CPU seconds of each stage over all inputs, and of RLE alone."""
     samples = fresh_samples(inputs)
     ex = cfg.execution
     took = {"decode": in_batches(stages["decode"], samples, ex.decode.batch_size),
             "entities": in_batches(stages["entities"], samples, ex.entities.batch_size)}
+    took |= teacher_host(samples, inputs, processor, ex.teacher.batch_size)
     add_model_outputs(samples, inputs, dim)
     start = time.process_time()
     for x in inputs:
@@ -173,6 +207,8 @@ def main() -> None:
     ap.add_argument("--captions", type=int, default=5)
     ap.add_argument("--max-masks", type=int, default=24)
     ap.add_argument("--dim", type=int, default=512, help="embedding width")
+    ap.add_argument("--candidates", type=int, default=100, help="masks out of the teacher before its filters "
+                                                                "(teacher.mask2former.top_n)")
     ap.add_argument("--batch-size", type=int, default=None,
                     help="execution.{decode,entities,match}.batch_size (default: the config's)")
     ap.add_argument("--repeat", type=int, default=3, help="passes; the fastest of each stage is reported")
@@ -187,24 +223,30 @@ def main() -> None:
     cfg = RunConfig.model_validate({"source": {"captions_per_image": args.captions,
                                                "working_size": args.working_size}, "execution": execution})
     inputs = make_inputs(args.images, args.seed, args.width, args.height, args.working_size, args.captions,
-                         args.max_masks, args.dim)
+                         args.max_masks, args.dim, args.candidates)
+    from transformers import Mask2FormerImageProcessor
+
+    processor = Mask2FormerImageProcessor(size={"shortest_edge": 800, "longest_edge": 1333})
     stages = {"decode": DecodeStage.from_config(cfg), "entities": EntityStage.from_config(cfg),
               "match": MatchStage.from_config(cfg)}
     for stage in stages.values():
         stage.prepare()
     passes = []
     with tempfile.TemporaryDirectory() as tmp:
-        one_pass(inputs[:2], cfg, stages, args.dim, f"{tmp}/warm-up")   # lazy imports (pyarrow, pandas) untimed
+        # lazy imports (pyarrow, pandas) untimed
+        one_pass(inputs[:2], cfg, stages, args.dim, f"{tmp}/warm-up", processor)
         for r in range(args.repeat):
-            passes.append(one_pass(inputs, cfg, stages, args.dim, f"{tmp}/out{r}"))
+            passes.append(one_pass(inputs, cfg, stages, args.dim, f"{tmp}/out{r}", processor))
     ms = {k: round(1000 * min(p[k] for p in passes) / args.images, 2)
-          for k in ("decode", "entities", "match", "rle", "write")}
-    total = round(ms["decode"] + ms["entities"] + ms["match"] + ms["write"], 2)
+          for k in ("decode", "entities", "match", "rle", "write", "teacher_device_side", "teacher_host_side")}
+    total = round(ms["decode"] + ms["entities"] + ms["match"] + ms["write"] + ms["teacher_device_side"], 2)
+    host_preprocessing = round(total - ms["teacher_device_side"] + ms["teacher_host_side"], 2)
     result = {"images": args.images, "image_size": [args.width, args.height], "working_size": args.working_size,
               "captions": args.captions, "max_masks": args.max_masks, "kept_images": passes[0]["kept"],
               "mean_masks": round(float(np.mean([len(x.masks) for x in inputs])), 1),
               "mean_jpeg_kb": round(float(np.mean([len(x.jpeg) for x in inputs])) / 1024, 1),
               "ms_core_per_image": ms, "total_ms_core": total, "aim_ms_core": AIM_MS_CORE,
+              "total_ms_core_host_preprocessing": host_preprocessing, "candidates": args.candidates,
               "node_images_per_s": round(NODE_CORES * 1000 / total), "node_cores": NODE_CORES,
               "batch_size": cfg.execution.entities.batch_size, "repeat": args.repeat}
     if args.json:
@@ -218,7 +260,11 @@ def main() -> None:
     for name in ("decode", "entities", "match", "write"):
         print(f"{name + (' (incl. RLE)' if name == 'match' else ''):<22}{ms[name]:>14.2f}")
     print(f"{'  of which RLE':<22}{ms['rle']:>14.2f}")
+    print(f"{'teacher, host side':<22}{ms['teacher_device_side']:>14.2f}   (preprocessing and post-filters on the "
+          f"device: the frame's copy)")
     print(f"{'total':<22}{total:>14.2f}   aim <= {AIM_MS_CORE:g} ({total / AIM_MS_CORE:.1f}x the aim)")
+    print(f"with the teacher's processor and post-filters on the host ({args.candidates} candidates): teacher "
+          f"{ms['teacher_host_side']:.2f}, total {host_preprocessing:.2f}")
     print(f"one {NODE_CORES}-core node feeds {result['node_images_per_s']} images/s (aim >= 1,000)")
 
 
