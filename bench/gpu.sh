@@ -39,7 +39,7 @@ step() {   # step NAME COMMAND...: stdout to $work/NAME.json, status and seconds
 
 # the quick run keeps the GPU tests to the tiny models (the real-size architecture takes minutes on a CPU)
 tests=(tests/test_gpu.py)
-[ -n "$quick" ] && tests+=(-k "tiny or trains")
+[ -n "$quick" ] && tests+=(-k "tiny or trains or decode")
 step tests env OVMINE_TEST_DEVICE="$device" "$py" -m pytest -q -p no:cacheprovider -m gpu "${tests[@]}"
 step flops "$py" bench/flops.py $quick --json
 step stages "$py" bench/gpu_bench.py --device "$device" $quick --flops "$work/flops.out" --json

@@ -127,3 +127,23 @@ def test_model_a_trains_on_pairs_and_grounding_together_on_the_device():
                       precision=resolve_precision("auto", device))
     assert np.isfinite(loss)
     assert all(p.device.type == device.type for p in visual.parameters())
+
+
+def test_the_decode_stage_decodes_jpegs_on_the_gpu_as_on_the_host(tmp_path):
+    """execution.decode.num_gpus=1: nvJPEG decodes and resizes the batch; frames within a few levels of the
+    host's, captions and drops as on the host."""
+    make_shards(tmp_path / "in", shards=1, per_shard=6, size=256)
+    frames = {}
+    for gpus in (0, 1):
+        cfg = load_config("configs/tiny.yaml", ["execution.executor=local", f"execution.decode.num_gpus={gpus}",
+                                                "source.working_size=128"])
+        stage = build_stages(cfg)[0]
+        chunk = read_chunks(str(tmp_path / "in" / "00000.tar"), None, None)[0]
+        stage.run(chunk.samples)
+        frames[gpus] = chunk.samples
+        if gpus:
+            assert stage.device.type == DEVICE
+    for host, device in zip(frames[0], frames[1]):
+        assert host.drop is None and device.drop is None and host.captions == device.captions
+        assert host.image.shape == device.image.shape == (128, 128, 3)
+        assert np.abs(host.image.astype(int) - device.image.astype(int)).mean() < 2.0

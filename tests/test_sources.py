@@ -7,7 +7,7 @@ from PIL import Image
 from conftest import jpeg_bytes, scene, write_tar
 from mining.records import Drop
 from mining.sources import expand_inputs, read_shard
-from mining.sources.decode import decode_image, extract_captions
+from mining.sources.decode import decode_image, decode_images_on_device, extract_captions
 from mining.stages.decode import DecodeStage
 from mining.sources.uris import InputError
 from mining.toyworld.make import make_shards
@@ -127,6 +127,31 @@ def test_decode_converts_modes_and_guards_bombs():
     assert image.shape == (10, 20, 3) and image.dtype == np.uint8
     with pytest.raises(OverflowError, match="max_image_pixels"):
         decode_image(jpeg_bytes(np.zeros((100, 100, 3), np.uint8)), max_pixels=9999, working_size=64)
+
+
+def test_decoding_on_the_device_gives_the_hosts_frames_and_failures():
+    """The GPU path (nvJPEG on CUDA; run here by torchvision on the CPU): the same working frames within a few
+    levels (the host decodes at a reduced DCT scale first), EXIF turns, other formats and failures."""
+    import io
+
+    rng = np.random.default_rng(0)
+    photo = np.clip(scene(size=320).repeat(4, 0).repeat(4, 1).astype(float) + rng.normal(0, 3, (1280, 1280, 3)),
+                    0, 255).astype(np.uint8)[:960]
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    png = io.BytesIO()
+    Image.fromarray(scene(size=64)).save(png, format="PNG")
+    good = jpeg_bytes(photo)
+    raws = [good, jpeg_bytes(photo[:400, :200], exif=exif), png.getvalue(), good[: len(good) // 3], b"not an image",
+            jpeg_bytes(np.zeros((300, 300, 3), np.uint8))]
+    device = decode_images_on_device(raws, 2_000_000, 512, "cpu")
+    for raw, ours in zip(raws[:3], device[:3]):
+        host = decode_image(raw, 2_000_000, 512)
+        assert ours[1] == host[1] and ours[0].shape == host[0].shape and ours[0].dtype == np.uint8
+        assert np.abs(ours[0].astype(int) - host[0].astype(int)).mean() < 2.0
+    assert device[0][0].shape == (384, 512, 3) and device[1][0].shape == (200, 400, 3)   # the turned one
+    assert isinstance(device[3], Exception) and isinstance(device[4], Exception)
+    assert isinstance(decode_images_on_device(raws[5:], 10_000, 512, "cpu")[0], OverflowError)
 
 
 def test_decode_stage_names_every_bad_case(tmp_path, tiny_cfg):

@@ -100,3 +100,60 @@ def resize_bicubic(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
     channels_last = torch.from_numpy(pixels.copy()).permute(2, 0, 1).unsqueeze(0)   # a writable copy
     resized = torch.nn.functional.interpolate(channels_last, size=(height, width), mode="bicubic", antialias=True)
     return np.ascontiguousarray(resized[0].permute(1, 2, 0).numpy())
+
+
+def decode_images_on_device(raws: list[bytes], max_pixels: int, working_size: int,
+                            device) -> list[tuple[np.ndarray, tuple[int, int]] | Exception]:
+    """`decode_image` of each of `raws`, with the JPEGs decoded in one batch by `device` (nvJPEG through
+    torchvision on CUDA) and resized there, so only compressed bytes go to the device and the working frame comes
+    back: the host reads headers only. Other formats, and a batch the device decoder refuses, are decoded on the
+    host. A failure is returned in the image's place, as `decode_image` would raise it."""
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    results: list = [None] * len(raws)
+    jpegs: list[tuple[int, tuple[int, int]]] = []
+    for i, raw in enumerate(raws):
+        try:
+            with Image.open(io.BytesIO(raw)) as im:   # the header: size, format, orientation
+                if im.width * im.height > max_pixels:
+                    raise OverflowError(f"{im.width}x{im.height} exceeds source.max_image_pixels={max_pixels}")
+                turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+                orig = (im.height, im.width) if turned else (im.width, im.height)
+                is_jpeg = im.format == "JPEG" and im.mode in ("RGB", "L")
+            # a cut-off JPEG (no end-of-image marker) goes to the host, where it is refused, not half-decoded
+            if is_jpeg and raw.rstrip(b"\0").endswith(b"\xff\xd9"):
+                jpegs.append((i, orig))
+            else:
+                results[i] = decode_image(raw, max_pixels, working_size)
+        except Exception as exn:  # noqa: BLE001 - the caller names the drop reason by the exception's type
+            results[i] = exn
+    if not jpegs:
+        return results
+    data = [torch.frombuffer(bytearray(raws[i]), dtype=torch.uint8) for i, _ in jpegs]
+    try:
+        decoded = decode_jpeg(data, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True)
+    except RuntimeError:   # one corrupt JPEG fails the batch: each is decoded on the host and judged there
+        decoded = [None] * len(jpegs)
+    for (i, orig), image in zip(jpegs, decoded):
+        if image is None:
+            try:
+                results[i] = decode_image(raws[i], max_pixels, working_size)
+            except Exception as exn:  # noqa: BLE001
+                results[i] = exn
+            continue
+        results[i] = (_to_working_frame(image, working_size), orig)
+    return results
+
+
+def _to_working_frame(image, working_size: int) -> np.ndarray:
+    """uint8[H, W, 3] on the host of a uint8[3, h, w] device tensor, its longest side cut to `working_size`
+    (antialiased bicubic, as `resize_bicubic`)."""
+    import torch
+
+    scale = working_size / max(image.shape[1:])
+    if scale < 1:
+        size = [max(1, round(side * scale)) for side in image.shape[1:]]
+        image = torch.nn.functional.interpolate(image[None].float(), size=size, mode="bicubic", antialias=True)[0]
+        image = image.round().clamp(0, 255).to(torch.uint8)
+    return np.ascontiguousarray(image.permute(1, 2, 0).cpu().numpy())
