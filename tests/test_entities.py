@@ -228,3 +228,25 @@ def test_a_batch_of_images_parses_as_each_image_alone(parser):
               ["It is sunny."], ["Three geese near a teddy bear.", "Geese and a bear.", "A teddy bear on grass."]]
     assert parser.parse_batch(images) == [parser.parse(captions) for captions in images]
     assert parser.parse_batch(images)[2] == [] and parser.parse_batch([]) == []
+
+
+# --- issue 25: a colour-named thing in a list of things; a gerund after a noun is a verb, not part of the noun
+
+
+def test_a_colour_named_thing_listed_among_uncoloured_things_is_a_thing(parser):
+    assert nouns(parser, "Lemons, orange and limes piled in a crate.") == ["lemon", "orange", "lime", "crate"]
+    assert nouns(parser, "A basket holding pear and orange and apple.")[-3:] == ["pear", "orange", "apple"]
+    # beside a coloured thing, a bare colour word is as likely that thing's colour: no entity
+    assert "orange" not in nouns(parser, "A red kite and the orange on the beach.")
+    assert nouns(parser, "A woman in green on a bench.") == ["woman", "bench"]
+
+
+def test_a_gerund_after_a_noun_splits_the_chunk(parser):
+    entities = parser.parse(["Three horses eating hay near a barn."])
+    assert [e.noun for e in entities] == ["horse", "hay", "barn"]
+    assert entities[0].count == 3 and entities[0].phrase == "horses"
+    assert nouns(parser, "A girl with a hat and backpack walking to a bus.") == ["girl", "hat", "backpack", "bus"]
+    assert nouns(parser, "A goat drinking milk from a bucket.") == ["goat", "milk", "bucket"]
+    # nouns made from verbs stay nouns; gerunds inside a known object name stay in it
+    assert nouns(parser, "A brick building behind an oil painting.") == ["brick building", "oil painting"]
+    assert nouns(parser, "A frying pan on the stove.") == ["frying pan", "stove"]

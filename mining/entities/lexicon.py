@@ -16,6 +16,17 @@ COLOURS: frozenset[str] = frozenset(
 # colour words that also name a countable thing: "an orange", "oranges"
 COLOUR_OBJECTS: frozenset[str] = frozenset({"orange"})
 
+# Things named by an -ing word whose stem is also a verb: where the small model leaves a gerund inside a noun
+# chunk ("a dog drinking water"), the parser takes an -ing word for the verb unless it is one of these.
+ING_NOUNS: frozenset[str] = frozenset(
+    """
+    awning bedding building carving ceiling clothing covering crossing dressing drawing dwelling etching engraving
+    fencing filling flooring frosting housing icing landing lighting molding moulding opening painting paneling
+    piping planting plumbing railing recording seating setting siding stuffing tiling topping tubing wedding
+    wiring wrapping
+    """.split()
+)
+
 # Irregular plurals the small model tags as adjectives or leaves unlemmatised ("two geese", "oxen", "cacti").
 # Only words that are never verbs or adjectives, since the attribute ruler applies them whatever the context.
 # "people" -> "person" so that "people" and "a person" merge into COCO's category.

@@ -18,7 +18,7 @@ from mining.entities.lexicon import IRREGULAR_PLURALS, plurals
 
 
 class NounTables:
-    """The rule lemmatizer's noun and adjective tables, as plain lookups."""
+    """The rule lemmatizer's noun, adjective and verb tables, as plain lookups."""
 
     def __init__(self, nlp: Language) -> None:
         lookups = nlp.get_pipe("lemmatizer").lookups
@@ -27,6 +27,17 @@ class NounTables:
         self.adjectives = frozenset(index["adj"])
         self.exceptions: dict[str, list[str]] = dict(lookups.get_table("lemma_exc")["noun"])
         self.rules: list[list[str]] = list(lookups.get_table("lemma_rules")["noun"])
+        self.verbs = frozenset(index["verb"])
+        self.verb_exceptions: dict[str, list[str]] = dict(lookups.get_table("lemma_exc")["verb"])
+
+    def is_verb_form(self, word: str) -> bool:
+        """Whether `word` inflects a known verb ("riding" -> ride, "running" -> run), by the lemmatizer's own
+        exceptions and suffix rules."""
+        word = word.lower()
+        if word in self.verb_exceptions:
+            return True
+        return any(word.endswith(old) and word[: len(word) - len(old)] + new in self.verbs
+                   for old, new in (("ing", "e"), ("ing", "")))
 
     def singular(self, word: str) -> str | None:
         """The singular of a common noun ('dogs' -> 'dog'), None when word is no known common noun."""
