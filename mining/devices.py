@@ -69,7 +69,9 @@ def keep_fp32(module: torch.nn.Module) -> None:
     within it (for the heads whose outputs are thresholded, where a reduced-precision rounding flips a pair)."""
     forward = module.forward
 
-    def cast(value):
+    def cast(value):   # through the lists and tuples of features a decoder takes
+        if isinstance(value, (list, tuple)):
+            return type(value)(cast(v) for v in value)
         return value.float() if torch.is_tensor(value) and value.is_floating_point() else value
 
     def forward_fp32(*args, **kwargs):

@@ -250,3 +250,5 @@ def test_a_gerund_after_a_noun_splits_the_chunk(parser):
     # nouns made from verbs stay nouns; gerunds inside a known object name stay in it
     assert nouns(parser, "A brick building behind an oil painting.") == ["brick building", "oil painting"]
     assert nouns(parser, "A frying pan on the stove.") == ["frying pan", "stove"]
+    assert nouns(parser, "An airport waiting room.") == ["airport waiting room"]
+    assert nouns(parser, "A city parking lot at night.")[0] == "city parking lot"

@@ -23,7 +23,9 @@ def on_device(cfg_overrides: list[str], shards_dir, gpus: float):
     """Build and run the flow's stages on one chunk with the model stages on GPUs (`gpus` > 0) or the CPU;
     returns the mined samples and the devices seen by the teacher's and CLIP's forward outputs."""
     cfg = load_config("configs/tiny.yaml", [*cfg_overrides, "execution.executor=local",
-                                            f"execution.teacher.num_gpus={gpus}", f"execution.regions.num_gpus={gpus}"])
+                                            f"execution.teacher.num_gpus={gpus}", f"execution.regions.num_gpus={gpus}",
+                                            # the same arithmetic on both: bench/precision.py compares bf16
+                                            "execution.teacher.precision=fp32", "execution.regions.precision=fp32"])
     stages = {s.name: s for s in build_stages(cfg)}
     for stage in stages.values():
         stage.prepare()

@@ -160,3 +160,19 @@ def test_flops_are_counted_and_mfu_divides_by_the_peak():
     counted = flops.counted(lambda: torch.nn.Linear(10, 20)(torch.zeros(3, 10)))[0]
     assert counted == 2 * 3 * 10 * 20
     assert flops.mfu(1e12, 989.4 / 2, "H100 SXM") == pytest.approx(0.5)
+
+
+def test_both_learned_teachers_predict_under_bf16(tiny_mask2former, tiny_sam):
+    from conftest import scene
+    from mining.config import Mask2FormerConfig, SamConfig
+    from mining.teachers.mask2former import Mask2FormerTeacher
+    from mining.teachers.sam import SamTeacher
+
+    image = scene(size=64)
+    m2f = Mask2FormerTeacher(Mask2FormerConfig(model=tiny_mask2former, min_score=0.0, top_n=4), "cpu", "bf16")
+    sam = SamTeacher(SamConfig(model=tiny_sam, points_per_side=4, pred_iou_thresh=0, stability_score_thresh=0),
+                     "cpu", "bf16")
+    for teacher in (m2f, sam):
+        masks, scores = teacher.predict([image])[0]
+        assert masks.dtype == bool and masks.shape[1:] == (64, 64) and scores.dtype == np.float32
+        assert len(masks) == len(scores) > 0

@@ -152,6 +152,11 @@ def test_decoding_on_the_device_gives_the_hosts_frames_and_failures():
     assert device[0][0].shape == (384, 512, 3) and device[1][0].shape == (200, 400, 3)   # the turned one
     assert isinstance(device[3], Exception) and isinstance(device[4], Exception)
     assert isinstance(decode_images_on_device(raws[5:], 10_000, 512, "cpu")[0], OverflowError)
+    # the frame's size is the host's whatever the size: the host starts from Pillow's drafted (rounded-up) size
+    sizes = [(int(w), int(h)) for w, h in rng.integers(300, 2800, (16, 2))] + [(2664, 2493), (2048, 1536)]
+    raws = [jpeg_bytes(np.full((h, w, 3), 128, np.uint8)) for w, h in sizes]
+    for raw, ours in zip(raws, decode_images_on_device(raws, 10**8, 1024, "cpu")):
+        assert ours[0].shape == decode_image(raw, 10**8, 1024)[0].shape
 
 
 def test_decode_stage_names_every_bad_case(tmp_path, tiny_cfg):

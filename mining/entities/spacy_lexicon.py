@@ -75,7 +75,8 @@ class ObjectNames:
     def __init__(self, nlp: Language, tables: NounTables) -> None:
         self.matcher = PhraseMatcher(nlp.vocab, attr="LOWER")
         irregular = tables.irregular_plurals()
-        for name in lexicon.load_object_names():  # read once: the parser lives in a long-lived worker
+        # read once: the parser lives in a long-lived worker
+        for name in dict.fromkeys([*lexicon.load_object_names(), *lexicon.GERUND_COMPOUNDS]):
             forms = [name, *plurals(name, irregular)]
             self.matcher.add(name, list(nlp.tokenizer.pipe(forms)))
 

@@ -112,48 +112,61 @@ def decode_images_on_device(raws: list[bytes], max_pixels: int, working_size: in
     from torchvision.io import ImageReadMode, decode_jpeg
 
     results: list = [None] * len(raws)
-    jpegs: list[tuple[int, tuple[int, int]]] = []
+    jpegs: list[tuple[int, tuple[int, int], tuple[int, int]]] = []
     for i, raw in enumerate(raws):
         try:
             with Image.open(io.BytesIO(raw)) as im:   # the header: size, format, orientation
                 if im.width * im.height > max_pixels:
                     raise OverflowError(f"{im.width}x{im.height} exceeds source.max_image_pixels={max_pixels}")
-                turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)
-                orig = (im.height, im.width) if turned else (im.width, im.height)
-                is_jpeg = im.format == "JPEG" and im.mode in ("RGB", "L")
-            # a cut-off JPEG (no end-of-image marker) goes to the host, where it is refused, not half-decoded
-            if is_jpeg and raw.rstrip(b"\0").endswith(b"\xff\xd9"):
-                jpegs.append((i, orig))
+                # nvJPEG does not apply EXIF orientation: a turned photo, like a cut-off JPEG (no end-of-image
+                # marker, refused on the host rather than half-decoded) or another format, decodes on the host
+                upright = im.getexif().get(0x0112, 1) == 1
+                on_device = (im.format == "JPEG" and im.mode in ("RGB", "L") and upright
+                             and raw.rstrip(b"\0").endswith(b"\xff\xd9"))
+                orig = (im.width, im.height)
+                frame = _host_frame_size(im, working_size) if on_device else None
+            if on_device:
+                jpegs.append((i, orig, frame))
             else:
                 results[i] = decode_image(raw, max_pixels, working_size)
         except Exception as exn:  # noqa: BLE001 - the caller names the drop reason by the exception's type
             results[i] = exn
     if not jpegs:
         return results
-    data = [torch.frombuffer(bytearray(raws[i]), dtype=torch.uint8) for i, _ in jpegs]
+    data = [torch.frombuffer(bytearray(raws[i]), dtype=torch.uint8) for i, _, _ in jpegs]
     try:
-        decoded = decode_jpeg(data, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True)
+        decoded = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
     except RuntimeError:   # one corrupt JPEG fails the batch: each is decoded on the host and judged there
         decoded = [None] * len(jpegs)
-    for (i, orig), image in zip(jpegs, decoded):
+    for (i, orig, frame), image in zip(jpegs, decoded):
         if image is None:
             try:
                 results[i] = decode_image(raws[i], max_pixels, working_size)
             except Exception as exn:  # noqa: BLE001
                 results[i] = exn
             continue
-        results[i] = (_to_working_frame(image, working_size), orig)
+        results[i] = (_to_frame(image, frame), orig)
     return results
 
 
-def _to_working_frame(image, working_size: int) -> np.ndarray:
-    """uint8[H, W, 3] on the host of a uint8[3, h, w] device tensor, its longest side cut to `working_size`
-    (antialiased bicubic, as `resize_bicubic`)."""
+def _host_frame_size(im: Image.Image, working_size: int) -> tuple[int, int]:
+    """(height, width) of the working frame `decode_image` makes of this upright JPEG: Pillow's draft (which
+    only sets the decoder's scale, reading no pixels) decides the size the resize starts from, and its rounding
+    up decides the last pixel."""
+    target = working_size / max(im.width, im.height)
+    im.draft("RGB", (max(1, round(im.width * target)), max(1, round(im.height * target))))
+    scale = working_size / max(im.width, im.height)
+    if scale >= 1:
+        return im.height, im.width
+    return max(1, round(im.height * scale)), max(1, round(im.width * scale))
+
+
+def _to_frame(image, frame: tuple[int, int]) -> np.ndarray:
+    """uint8[H, W, 3] on the host of a uint8[3, h, w] device tensor resized to `frame` (antialiased bicubic, as
+    `resize_bicubic`)."""
     import torch
 
-    scale = working_size / max(image.shape[1:])
-    if scale < 1:
-        size = [max(1, round(side * scale)) for side in image.shape[1:]]
-        image = torch.nn.functional.interpolate(image[None].float(), size=size, mode="bicubic", antialias=True)[0]
+    if tuple(image.shape[1:]) != frame:
+        image = torch.nn.functional.interpolate(image[None].float(), size=frame, mode="bicubic", antialias=True)[0]
         image = image.round().clamp(0, 255).to(torch.uint8)
     return np.ascontiguousarray(image.permute(1, 2, 0).cpu().numpy())

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from mining.config import SamConfig
-from mining.devices import forward_precision, resolve_device, resolve_precision
+from mining.devices import AUTOCAST_DTYPES, forward_precision, keep_fp32, resolve_device, resolve_precision
 
 
 class SamTeacher:
@@ -18,6 +18,10 @@ class SamTeacher:
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
         self.generator = pipeline("mask-generation", model=cfg.model, device=self.device)
+        decoder = getattr(self.generator.model, "mask_decoder", None)
+        if self.precision in AUTOCAST_DTYPES and decoder is not None:
+            # its IoU scores meet the pipeline's thresholds and NMS on the host, in fp32 beside fp32 boxes
+            keep_fp32(decoder)
 
     def predict(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
         results = []
