@@ -39,13 +39,10 @@ def counted(fn) -> tuple[float, dict[str, float]]:
 def teacher_flops(size: int, quick: bool) -> dict[str, float]:
     from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, SwinConfig
 
-    if quick:
-        backbone = SwinConfig(image_size=64, patch_size=4, embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2],
-                              window_size=4, out_features=["stage1", "stage2", "stage3", "stage4"])
-        cfg = Mask2FormerConfig(backbone_config=backbone, hidden_dim=32, mask_feature_size=32, feature_size=32,
-                                num_queries=16, encoder_layers=1, decoder_layers=2, num_attention_heads=2,
-                                dim_feedforward=64, encoder_feedforward_dim=64, num_labels=3,
-                                use_timm_backbone=False, use_pretrained_backbone=False)
+    if quick:   # the shipped toy teacher's architecture
+        from mining.config import PLACEHOLDERS
+
+        cfg = Mask2FormerConfig.from_pretrained(PLACEHOLDERS["TOYWORLD_WEIGHTS"] / "mask2former")
     else:
         backbone = SwinConfig(image_size=384, patch_size=4, embed_dim=192, depths=[2, 2, 18, 2],
                               num_heads=[6, 12, 24, 48], window_size=12,
