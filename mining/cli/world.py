@@ -127,7 +127,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "and noun precision/recall on stderr")
     p.set_defaults(func=cmd_parse)
 
-    p = add_command(sub, "sample-data", "write a small toy-world image–caption dataset (webdataset shards, no ground truth)",
+    p = add_command(sub, "sample-data",
+                    "write a small toy-world image–caption dataset (webdataset shards, no ground truth)",
                     "ovmine sample-data data/ --shards 2 --per-shard 16")
     add_output(p, "out", "FOLDER", "a new or empty folder: FOLDER/00000.tar, ...")
     add_generator_args(p, shards=2, per_shard=16)

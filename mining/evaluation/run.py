@@ -82,17 +82,19 @@ def format_eval(report: dict[str, Any]) -> str:
         f"({report['images_with_pairs']} with pairs)",
         f"  pairs              {report['pairs']}",
         f"  precision          {percent(report['precision'])}  ({precision_detail(report)})",
-        f"  recall             {percent(report['recall'])}  ({report['recalled']}/{report['minable']} minable instances)",
+        f"  recall             {percent(report['recall'])}  ({report['recalled']}/{report['minable']} "
+        f"minable instances)",
         f"  noun recall        {percent(report['noun_recall'])}  ({report['noun_recalled']}/{report['noun_minable']} "
         f"mentioned present categories)",
     ]
     if "region_top1" in report:
         r = report["region_top1"]
-        lines.append(f"  region top-1       {percent(r['top1'])} of {r['masks']} ground-truth masks (chance {percent(r['chance'])})")
+        lines.append(f"  region top-1       {percent(r['top1'])} of {r['masks']} ground-truth masks "
+                     f"(chance {percent(r['chance'])})")
     lines.append(f"  {'category':<18}{'pairs':>6}{'precision':>11}{'minable':>9}{'recall':>9}" +
                  ("   top-1" if "region_top1" in report else ""))
     top1 = report.get("region_top1", {}).get("per_category", {})
     for name, t in report["per_category"].items():
-        lines.append(f"  {name:<18}{t['pairs']:>6}{percent(t['precision']):>11}{t['minable']:>9}{percent(t['recall']):>9}" +
-                     (f"{percent(top1.get(name)):>8}" if top1 else ""))
+        lines.append(f"  {name:<18}{t['pairs']:>6}{percent(t['precision']):>11}{t['minable']:>9}"
+                     f"{percent(t['recall']):>9}" + (f"{percent(top1.get(name)):>8}" if top1 else ""))
     return "\n".join(lines)

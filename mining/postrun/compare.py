@@ -57,7 +57,8 @@ def format_compare(comparison: dict[str, Any]) -> str:
              f"  {'':<22}{'A':>10}{'B':>10}{'B - A':>10}"]
 
     def row(name: str, pair: list[Any], indent: int = 2) -> str:
-        return f"{' ' * indent}{name:<{24 - indent}}{cell_text(pair[0]):>10}{cell_text(pair[1]):>10}{change_text(*pair):>10}"
+        return (f"{' ' * indent}{name:<{24 - indent}}{cell_text(pair[0]):>10}{cell_text(pair[1]):>10}"
+                f"{change_text(*pair):>10}")
 
     lines += [row(name.replace("_", " "), pair) for name, pair in comparison["totals"].items()]
     if comparison["drops"]:

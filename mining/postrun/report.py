@@ -100,7 +100,8 @@ ol.captions {{ margin: 4px 0 0 0; padding-left: 18px; color: #333; }} mark {{ ba
 .phrase, .detail {{ color: #666; }} .noimg {{ height: 96px; background: #eee; display: grid; place-items: center;
   color: #777; text-align: center; padding: 4px; }}
 section.noun {{ border-top: 1px solid #eee; padding: 8px 0; }}
-.nounhead {{ display: flex; flex-wrap: wrap; gap: 16px; align-items: center; }} .nounhead h3 {{ margin: 0; min-width: 120px; }}
+.nounhead {{ display: flex; flex-wrap: wrap; gap: 16px; align-items: center; }}
+.nounhead h3 {{ margin: 0; min-width: 120px; }}
 svg.hist rect {{ fill: #4c72b0; }} svg.hist text {{ font-size: 10px; fill: #666; }}
 .bar {{ display: inline-block; height: 9px; background: #4c72b0; }} .bar.b {{ background: #dd8452; }}
 .warning {{ background: #fff3cd; padding: 8px; border: 1px solid #e0c36c; }}

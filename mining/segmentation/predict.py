@@ -66,7 +66,8 @@ def semantic_prediction(probs: torch.Tensor, masks: torch.Tensor, names: list[st
     return Prediction(labels_np, segments)
 
 
-def _run_mask2former(processor: Any, image: np.ndarray, device: torch.device, forward) -> tuple[torch.Tensor, torch.Tensor]:
+def _run_mask2former(processor: Any, image: np.ndarray, device: torch.device,
+                     forward) -> tuple[torch.Tensor, torch.Tensor]:
     """(class logits float[Q, C + 1], mask probabilities float[Q, H, W]) of one image; `forward(pixels,
     pixel_mask)` returns the last layer's (class logits [1, Q, C + 1], mask logits [1, Q, h, w])."""
     inputs = processor(images=[image], return_tensors="pt")

@@ -110,7 +110,8 @@ def assemble_manifest(output: Where, stems: list[str], config: dict[str, Any], c
     markers = [markers[stem] if markers and stem in markers else json.loads(marker_file(output, stem).read())
                for stem in stems]
     summary = aggregate(markers)
-    shards = [{k: v for k, v in m.items() if k not in ("nouns", "schema_version", "config_hash", "written_by")} for m in markers]
+    per_run = ("nouns", "schema_version", "config_hash", "written_by")
+    shards = [{k: v for k, v in m.items() if k not in per_run} for m in markers]
     if timings is not None:
         summary["timings"] = timings
     images = summary["totals"]["images_in"] if images_this_run is None else images_this_run

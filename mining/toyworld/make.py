@@ -142,8 +142,8 @@ def make_world(out: str, shards: int = 2, per_shard: int = 32, seed: int = 0, si
         if len(images) % per_shard == 0:
             writers.pop(shard).close()
             folder.join("shards", f"{shard:05d}.tar").write_atomic(buffers.pop(shard).getvalue())
-    gt = {"info": {"description": "ovmine toy world", "exhaustive": True, "seed": seed, "shards": shards, "per_shard": per_shard,
-                   "size": size},
+    gt = {"info": {"description": "ovmine toy world", "exhaustive": True, "seed": seed, "shards": shards,
+                   "per_shard": per_shard, "size": size},
           "images": images, "annotations": annotations, "categories": coco_categories()}
     (folder / GT_NAME).write_atomic(json.dumps(gt).encode())
     logger.info("toy world: %d images, %d instances in %s", len(images), len(annotations), out)

@@ -74,7 +74,8 @@ def _polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> list[tu
                for i, a in enumerate(np.arange(10) * math.pi / 5 - math.pi / 2)]
     elif kind == "cross":
         a = 0.33
-        pts = [(-a, -1), (a, -1), (a, -a), (1, -a), (1, a), (a, a), (a, 1), (-a, 1), (-a, a), (-1, a), (-1, -a), (-a, -a)]
+        pts = [(-a, -1), (a, -1), (a, -a), (1, -a), (1, a), (a, a), (a, 1), (-a, 1), (-a, a), (-1, a), (-1, -a),
+               (-a, -a)]
     elif kind == "heart":
         t = np.linspace(0, 2 * math.pi, 40, endpoint=False)
         hx = 16 * np.sin(t) ** 3
@@ -107,7 +108,8 @@ def _stuff_layout(rng: np.random.Generator, size: int) -> tuple[list[str], np.nd
     ground = str(rng.choice(GROUNDS))
     if rng.random() < 0.45:
         x = np.arange(size)
-        horizon = size * rng.uniform(0.25, 0.5) + rng.uniform(1, 4) * np.sin(x / rng.uniform(6, 20) + rng.uniform(0, 6.3))
+        horizon = (size * rng.uniform(0.25, 0.5)
+                   + rng.uniform(1, 4) * np.sin(x / rng.uniform(6, 20) + rng.uniform(0, 6.3)))
         label = (np.arange(size)[:, None] >= horizon[None, :]).astype(np.int64)   # 0 sky, 1 ground
         return ["sky", ground], label
     return [ground], np.zeros((size, size), np.int64)

@@ -141,7 +141,8 @@ def train(out: Path, images_count: int, steps: int, batch: int, lr: float, seed:
                             lr=lr, betas=(0.9, 0.98), eps=1e-6)
     warmup = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / (steps - warmup))))
+        opt, lambda s: (s + 1) / warmup if s < warmup
+        else 0.5 * (1 + math.cos(math.pi * (s - warmup) / (steps - warmup))))
     loss_fn = ClipLoss()
     rng = np.random.default_rng(seed)
     start, last = time.time(), 0.0

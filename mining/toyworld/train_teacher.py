@@ -49,7 +49,8 @@ def train(out: Path, images_count: int, steps: int, batch: int, lr: float, seed:
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     warmup = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / (steps - warmup))))
+        opt, lambda s: (s + 1) / warmup if s < warmup
+        else 0.5 * (1 + math.cos(math.pi * (s - warmup) / (steps - warmup))))
     start, last = time.time(), 0.0
     for step in range(steps):
         idx = rng.choice(len(images), batch, replace=False)

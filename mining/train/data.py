@@ -1,8 +1,8 @@
 """Mined (or curated) ovmine outputs as training examples: one masked crop per kept pair.
 
 Records come through `mining.sinks.reader` and pictures through `mining.sinks.images.stream_images`, one at a
-time (the path stats, report and export use: the image stored in the output, or the input shard read and decoded again as
-the run decoded it), and crops through mining's own `masked_crops`: training sees exactly what mining embeds.
+time (the path stats, report and export use: the image stored in the output, or the input shard read and decoded
+again as the run decoded it), and crops through mining's own `masked_crops`: training sees exactly what mining embeds.
 
 Shards are the unit of distribution: worker i of n reads shards i, i+n, ...; within a worker the shard order
 and a shuffle buffer are seeded, so a stream is deterministic given (seed, worker, epoch)."""

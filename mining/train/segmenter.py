@@ -197,7 +197,8 @@ def load_segmenter(folder: str | Path, device: torch.device | str = "cpu") -> Lo
     except ValueError as err:
         raise ValueError(f"{meta_path} is not valid JSON ({err}): the segmenter folder is damaged") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ValueError(f"{meta_path}: not an {FORMAT} description (format {meta.get('format') if isinstance(meta, dict) else None!r})")
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise ValueError(f"{meta_path}: not an {FORMAT} description (format {found!r})")
     missing = [k for k in ("logit_scale", "embed_dim", "clip") if k not in meta]
     if missing:
         raise ValueError(f"{meta_path}: missing {', '.join(missing)}")
