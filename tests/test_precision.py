@@ -176,3 +176,28 @@ def test_both_learned_teachers_predict_under_bf16(tiny_mask2former, tiny_sam):
         masks, scores = teacher.predict([image])[0]
         assert masks.dtype == bool and masks.shape[1:] == (64, 64) and scores.dtype == np.float32
         assert len(masks) == len(scores) > 0
+
+
+def test_a_training_begun_with_the_bf16_switch_keeps_its_hash():
+    """`precision: auto` / `fp32` hash as `bf16: true` / `false` did, so a run begun before the rename resumes;
+    bf16 and tf32, new settings, hash apart."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    from mining.train.checkpoints import NOT_HASHED, plan_hash
+    from mining.train.clip_trainer import TrainPlan
+    from mining.train.config import build_train_config
+
+    def plan(precision):
+        cfg = build_train_config({"steps": 1, "precision": precision})
+        return TrainPlan(cfg=cfg.resolved(), sources=[], vocabulary=["a"], total_steps=1, regions={}, crop={})
+
+    def before_the_rename(p, bf16):   # the hash as it was computed with `bf16` in the config
+        doc = {k: v for k, v in asdict(p).items() if k not in ("scan", "s3")}
+        doc["cfg"] = {k: v for k, v in doc["cfg"].items() if k not in NOT_HASHED and k != "precision"} | {"bf16": bf16}
+        return hashlib.sha256(json.dumps(["clip", doc], sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    assert plan_hash("clip", plan("auto")) == before_the_rename(plan("auto"), True)
+    assert plan_hash("clip", plan("fp32")) == before_the_rename(plan("fp32"), False)
+    assert len({plan_hash("clip", plan(p)) for p in ("auto", "fp32", "bf16", "tf32")}) == 4

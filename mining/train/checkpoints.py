@@ -36,6 +36,10 @@ def plan_hash(kind: str, plan: Any) -> str:
     models it starts from and its length."""
     doc = {k: v for k, v in asdict(plan).items() if k not in ("scan", "s3")}
     doc["cfg"] = {k: v for k, v in doc["cfg"].items() if k not in NOT_HASHED}
+    if doc["cfg"].get("precision") in ("auto", "fp32"):
+        # hashed as the `bf16` switch these two replaced (true: auto, false: fp32), so a run begun before the
+        # rename resumes after it
+        doc["cfg"]["bf16"] = doc["cfg"].pop("precision") == "auto"
     return hashlib.sha256(json.dumps([kind, doc], sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
