@@ -99,12 +99,48 @@ class TeacherConfig(_Section):
         return getattr(self, self.kind).model
 
 
+class LLMConfig(_Section):
+    """entities.kind=llm: the model that reads each caption and answers its entities as JSON."""
+    backend: Literal["transformers", "http"] = Field(
+        "transformers", description="transformers: a causal LM run in the entity stage's workers; http: an "
+                                    "OpenAI-compatible server a user runs (vLLM, TGI, a hosted API)")
+    model: str | None = Field(None, description="transformers: hub id or local folder; http: the model name the "
+                                                "server is asked for")
+    endpoint: str | None = Field(None, description="http: the server's base URL, e.g. http://HOST:8000/v1")
+    api_key_env: str = Field("OPENAI_API_KEY", description="http: environment variable holding the API key "
+                                                           "(sent when set)")
+    max_new_tokens: int = Field(256, ge=16)
+    batch_size: int = Field(16, ge=1, description="captions per generate call (transformers) or requests in flight "
+                                                  "(http)")
+    timeout_s: float = Field(60.0, gt=0, description="http: seconds per request")
+    max_retries: int = Field(3, ge=0, description="http: retries of a failed or rate-limited request")
+    fallback: Literal["spacy", "none"] = Field(
+        "spacy", description="a caption whose answer does not parse, or names a word not in the caption: parsed "
+                             "by spaCy instead, or left without entities")
+    cache: bool = Field(True, description="answers kept on this machine per (model, prompt, caption)")
+
+    @model_validator(mode="after")
+    def _where(self) -> "LLMConfig":
+        if self.model is None:
+            raise ValueError("model: name the LLM (a hub id or folder; for http, the server's model name)")
+        if self.backend == "http" and not self.endpoint:
+            raise ValueError("endpoint: the http backend needs the server's URL (http://HOST:PORT/v1)")
+        return self
+
+
 class EntitiesConfig(_Section):
-    kind: Literal["spacy"] = "spacy"
-    spacy_model: str = "en_core_web_sm"
+    kind: Literal["spacy", "llm"] = "spacy"
+    spacy_model: str = Field("en_core_web_sm", description="the parser (kind=spacy) and the LLM's fallback")
     extra_stop_nouns: list[str] = Field(default_factory=list, description="added to the built-in stop-list")
     max_entities: int = Field(16, ge=1, description="per image, after merging captions")
     keep_compounds: bool = Field(True, description="'fire hydrant' rather than 'hydrant'")
+    llm: LLMConfig | None = Field(None, description="kind=llm only: the model, backend and fallback")
+
+    @model_validator(mode="after")
+    def _llm_given(self) -> "EntitiesConfig":
+        if self.kind == "llm" and self.llm is None:
+            raise ValueError("llm: entities.kind=llm needs an llm section (backend, model; endpoint for http)")
+        return self
 
 
 class RegionsConfig(_Section):
@@ -237,6 +273,8 @@ class RunConfig(_Section):
         payload = self.resolved()
         payload.pop("execution")
         payload.pop("storage")
+        if payload["entities"]["llm"] is None:   # added after outputs were hashed without it: unset, it is absent
+            payload["entities"].pop("llm")
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         for name, value in PLACEHOLDERS.items():   # the same config hashes the same wherever it is installed
             blob = blob.replace(json.dumps(str(value))[1:-1], f"${{{name}}}")

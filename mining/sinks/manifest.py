@@ -33,8 +33,13 @@ def model_ids(cfg: RunConfig) -> dict[str, str]:
         clip = f"{cfg.regions.model} @ {cfg.regions.pretrained}"
     else:
         clip = f"{cfg.regions.model} (random init)"
-    return {"teacher": f"{cfg.teacher.kind}: {cfg.teacher.model_id()}", "clip": clip,
-            "entities": f"spacy: {cfg.entities.spacy_model}"}
+    entities = f"spacy: {cfg.entities.spacy_model}"
+    if cfg.entities.kind == "llm":
+        from mining.entities.llm_parser import PROMPT_VERSION
+
+        llm = cfg.entities.llm
+        entities = f"llm ({llm.backend}): {llm.model}, prompt {PROMPT_VERSION}; fallback {llm.fallback}"
+    return {"teacher": f"{cfg.teacher.kind}: {cfg.teacher.model_id()}", "clip": clip, "entities": entities}
 
 
 def aggregate(markers: list[dict[str, Any]]) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Entities: the visual nouns of each image's captions (spaCy), the things a mask can be matched to."""
+"""Entities: the visual nouns of each image's captions (spaCy, or an LLM with spaCy as its fallback), the things a
+mask can be matched to."""
 from __future__ import annotations
 
 from mining.config import EntitiesConfig, RunConfig, StageResources
@@ -13,14 +14,19 @@ class EntityStage(Stage):
     def __init__(self, entities: EntitiesConfig, resources: StageResources) -> None:
         super().__init__(resources)
         self.settings = entities
-        self.parser: SpacyEntityParser | None = None
+        self.parser = None   # SpacyEntityParser or LLMEntityParser
 
     @classmethod
     def from_config(cls, cfg: RunConfig) -> "EntityStage":
         return cls(cfg.entities, cfg.execution.entities)
 
     def setup(self) -> None:
-        self.parser = SpacyEntityParser(self.settings)
+        if self.settings.kind == "llm":
+            from mining.entities.llm_parser import LLMEntityParser
+
+            self.parser = LLMEntityParser(self.settings)
+        else:
+            self.parser = SpacyEntityParser(self.settings)
 
     def process(self, samples: list[Sample]) -> None:
         assert self.parser is not None

@@ -1,0 +1,239 @@
+"""Entities read by a language model (Uni-OVSeg's LLM parser): each caption goes to the model with one prompt, the
+answer must be JSON of the entities schema, and every word it names must be in the caption. An answer that fails
+is a counted fallback reason, and the caption goes to the spaCy parser instead (`entities.llm.fallback`), so no
+caption is lost to a model's mistake. Answers are kept per (model, prompt, caption) on this machine, so a rerun
+or a second mining asks nothing again.
+
+Backends (`entities.llm.backend`): `transformers` (a causal LM with its chat template, batched greedy
+generation, in the entity stage's workers) and `http` (an OpenAI-compatible chat-completions server: vLLM, TGI or
+a hosted API; requests in flight up to the batch size, retried with backoff on errors and rate limits).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sqlite3
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from mining.config import EntitiesConfig, LLMConfig
+from mining.logs import logger
+from mining.records import Entity
+
+PROMPT_VERSION = "entities-v1"
+SYSTEM_PROMPT = (
+    "You list the visual entities of an image caption: the things and stuff a picture could show (objects, "
+    "people, animals, materials, ground, sky), not abstract words, actions, or the picture itself. Answer with "
+    'JSON only: {"entities": [{"noun": "...", "phrase": "...", "count": 1, "attributes": ["..."]}]}. noun: the '
+    "singular head noun with its compound (\"traffic light\"); phrase: the words of the caption that name it, "
+    "copied exactly; count: how many the caption says (1 if it does not say); attributes: its colour, size or "
+    "material words from the caption.")
+FALLBACK_REASONS = ("unparsable", "bad_schema", "not_in_caption", "backend_error")
+
+
+class ReplyError(ValueError):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def reply_entities(caption: str, reply: str, caption_index: int) -> list[Entity]:
+    """The entities of a model's `reply` for `caption`; raises ReplyError naming why it cannot be used:
+    not JSON (`unparsable`), not the schema (`bad_schema`), or a phrase that is not the caption's own words or a
+    noun none of whose words the phrase holds (`not_in_caption`: the model made it up)."""
+    text = reply.strip()
+    fenced = re.search(r"\{.*\}", text, re.S)   # models wrap JSON in prose or ``` fences
+    try:
+        doc = json.loads(fenced.group(0) if fenced else text)
+    except json.JSONDecodeError as err:
+        raise ReplyError("unparsable", f"{err.msg} in {text[:80]!r}") from None
+    items = doc.get("entities") if isinstance(doc, dict) else None
+    if not isinstance(items, list):
+        raise ReplyError("bad_schema", "no 'entities' list")
+    entities: list[Entity] = []
+    lowered = caption.lower()
+    for item in items:
+        if not (isinstance(item, dict) and isinstance(item.get("noun"), str) and isinstance(item.get("phrase"), str)):
+            raise ReplyError("bad_schema", f"an entity without noun and phrase: {item!r}")
+        noun, phrase = " ".join(_words(item["noun"])), item["phrase"].strip().lower()
+        count, attributes = item.get("count", 1), item.get("attributes", [])
+        if not isinstance(count, int) or not isinstance(attributes, list):
+            raise ReplyError("bad_schema", f"count or attributes of {noun!r}")
+        start = lowered.find(phrase) if phrase else -1
+        phrase_words = _words(phrase)
+        # the noun is the singular: "dogs" in the phrase holds "dog"
+        if start < 0 or not noun or not all(any(w.startswith(n[:-1] or n) for w in phrase_words) for n in noun.split()):
+            raise ReplyError("not_in_caption", f"{noun!r} / {phrase!r}")
+        adjectives = [a.lower() for a in attributes if isinstance(a, str) and a.lower() in lowered]
+        entities.append(Entity(noun=noun, phrase=phrase, span=(start, start + len(phrase)),
+                               caption_index=caption_index, count=max(1, min(count, 10)), adjectives=adjectives))
+    return entities
+
+
+class AnswerCache:
+    """Answers per (model, prompt version, caption) in one SQLite file: several workers of a node share it."""
+
+    def __init__(self, path: Path, model: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path, timeout=60, check_same_thread=False)
+        self.db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, reply TEXT)")
+        self.model = model
+
+    def key(self, caption: str) -> str:
+        return hashlib.sha256(f"{self.model}\0{PROMPT_VERSION}\0{caption}".encode()).hexdigest()
+
+    def get(self, captions: list[str]) -> dict[str, str]:
+        found = {}
+        for caption in captions:
+            row = self.db.execute("SELECT reply FROM answers WHERE key = ?", (self.key(caption),)).fetchone()
+            if row is not None:
+                found[caption] = row[0]
+        return found
+
+    def put(self, replies: dict[str, str]) -> None:
+        with self.db:
+            self.db.executemany("INSERT OR REPLACE INTO answers VALUES (?, ?)",
+                                [(self.key(c), r) for c, r in replies.items()])
+
+
+def messages(caption: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": caption}]
+
+
+class HttpBackend:
+    """An OpenAI-compatible /chat/completions endpoint, greedy, a request per caption."""
+
+    def __init__(self, cfg: LLMConfig) -> None:
+        self.cfg = cfg
+        self.url = cfg.endpoint.rstrip("/") + "/chat/completions"
+        key = os.environ.get(cfg.api_key_env)
+        self.headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+
+    def _ask(self, caption: str) -> str:
+        import requests
+
+        body = {"model": self.cfg.model, "messages": messages(caption), "temperature": 0,
+                "max_tokens": self.cfg.max_new_tokens}
+        for attempt in range(self.cfg.max_retries + 1):
+            try:
+                answer = requests.post(self.url, json=body, headers=self.headers, timeout=self.cfg.timeout_s)
+                if answer.status_code == 429 or answer.status_code >= 500:
+                    raise requests.HTTPError(f"HTTP {answer.status_code}")
+                answer.raise_for_status()
+                return answer.json()["choices"][0]["message"]["content"]
+            except (requests.RequestException, KeyError, ValueError) as err:
+                if attempt == self.cfg.max_retries:
+                    raise RuntimeError(f"{self.url}: {err}") from None
+                time.sleep(min(8.0, 0.5 * 2 ** attempt))
+        raise AssertionError("unreachable")
+
+    def generate(self, captions: list[str]) -> list[str | Exception]:
+        def ask(caption: str) -> str | Exception:
+            try:
+                return self._ask(caption)
+            except RuntimeError as err:
+                return err
+        with ThreadPoolExecutor(max_workers=self.cfg.batch_size) as pool:
+            return list(pool.map(ask, captions))
+
+
+class TransformersBackend:
+    """A causal LM with its tokenizer's chat template, batched greedy generation (left-padded)."""
+
+    def __init__(self, cfg: LLMConfig) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from mining.devices import resolve_device
+
+        self.cfg = cfg
+        self.device = resolve_device("auto")
+        self.tokenizer = AutoTokenizer.from_pretrained(cfg.model, padding_side="left")
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(cfg.model).to(self.device).eval()
+        self.torch = torch
+
+    def generate(self, captions: list[str]) -> list[str | Exception]:
+        out: list[str | Exception] = []
+        for start in range(0, len(captions), self.cfg.batch_size):
+            batch = captions[start:start + self.cfg.batch_size]
+            prompts = [self.tokenizer.apply_chat_template(messages(c), tokenize=False, add_generation_prompt=True)
+                       for c in batch]
+            inputs = self.tokenizer(prompts, return_tensors="pt", padding=True).to(self.device)
+            with self.torch.inference_mode():
+                tokens = self.model.generate(**inputs, max_new_tokens=self.cfg.max_new_tokens, do_sample=False,
+                                             pad_token_id=self.tokenizer.pad_token_id)
+            out += self.tokenizer.batch_decode(tokens[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        return out
+
+
+def build_backend(cfg: LLMConfig):
+    return HttpBackend(cfg) if cfg.backend == "http" else TransformersBackend(cfg)
+
+
+class LLMEntityParser:
+    """`parse_batch` as `SpacyEntityParser`'s; `fallbacks` counts, per reason, the captions the model's answer
+    could not serve."""
+
+    def __init__(self, cfg: EntitiesConfig, backend=None, cache_dir: Path | None = None) -> None:
+        from mining.entities.spacy_parser import SpacyEntityParser
+        from mining.regions.clip_loader import CACHE_DIR
+
+        assert cfg.llm is not None
+        self.cfg, self.llm = cfg, cfg.llm
+        self.backend = backend if backend is not None else build_backend(cfg.llm)
+        self.spacy = SpacyEntityParser(cfg) if cfg.llm.fallback == "spacy" else None
+        self.cache = AnswerCache((cache_dir or CACHE_DIR) / "llm" / "answers.sqlite", cfg.llm.model) \
+            if cfg.llm.cache else None
+        self.fallbacks: Counter[str] = Counter()
+
+    def _replies(self, captions: list[str]) -> dict[str, str | Exception]:
+        unique = list(dict.fromkeys(captions))
+        known: dict[str, str | Exception] = dict(self.cache.get(unique)) if self.cache else {}
+        asked = [c for c in unique if c not in known]
+        if asked:
+            answers = dict(zip(asked, self.backend.generate(asked)))
+            known.update(answers)
+            if self.cache:   # a failed request is asked again next time
+                self.cache.put({c: r for c, r in answers.items() if isinstance(r, str)})
+        return known
+
+    def _caption_entities(self, caption: str, reply: str | Exception, index: int) -> list[Entity]:
+        try:
+            if isinstance(reply, Exception):
+                raise ReplyError("backend_error", str(reply))
+            return reply_entities(caption, reply, index)
+        except ReplyError as err:
+            self.fallbacks[err.reason] += 1
+            logger.debug("LLM answer not used for %r (%s)", caption, err)
+            if self.spacy is None:
+                return []
+            entities = self.spacy.parse([caption])
+            for entity in entities:   # parsed alone, it was caption 0
+                entity.caption_index, entity.mentions = index, []
+            return entities
+
+    def parse_batch(self, images: list[list[str]]) -> list[list[Entity]]:
+        replies = self._replies([c for captions in images for c in captions])
+        result = []
+        for captions in images:
+            merged: dict[str, Entity] = {}
+            for index, caption in enumerate(captions):
+                for entity in self._caption_entities(caption, replies[caption], index):
+                    if entity.noun not in merged:
+                        merged[entity.noun] = entity
+                    else:
+                        merged[entity.noun].count = max(merged[entity.noun].count, entity.count)
+                    if index not in merged[entity.noun].mentions:
+                        merged[entity.noun].mentions.append(index)
+            result.append(list(merged.values())[: self.cfg.max_entities])
+        return result

@@ -1,0 +1,168 @@
+"""The LLM entity parser: answers are checked against the schema and the caption, a bad answer is a counted
+fallback to spaCy, answers are cached, the HTTP backend talks to a loopback OpenAI-compatible server the test
+runs (a scripted one: it answers from a word list), and the transformers backend runs a real generate loop on a
+tiny random causal LM (whose answers are noise: every caption falls back)."""
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from mining.config import ConfigError, build_config
+from mining.entities.llm_parser import LLMEntityParser, ReplyError, reply_entities
+
+THINGS = ("dog", "frisbee", "park", "cat", "sofa")
+
+
+def scripted_answer(caption: str) -> str:
+    """What the scripted server answers: the listed things the caption names; prose, or a made-up thing, on cue."""
+    if "garble" in caption:
+        return "Sure! The entities are a dog and a park."
+    words = caption.lower().replace(".", "").split()
+    found = [{"noun": t, "phrase": w, "count": 1, "attributes": []} for w in words for t in THINGS
+             if w in (t, t + "s")]
+    if "invent" in caption:
+        found.append({"noun": "unicorn", "phrase": "unicorn", "count": 1, "attributes": []})
+    return "```json\n" + json.dumps({"entities": found}) + "\n```"
+
+
+@pytest.fixture
+def server():
+    state = {"requests": 0, "fail": 0}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            state["requests"] += 1
+            if state["fail"]:
+                state["fail"] -= 1
+                self.send_response(503)
+                self.end_headers()
+                return
+            caption = body["messages"][-1]["content"]
+            reply = {"choices": [{"message": {"role": "assistant", "content": scripted_answer(caption)}}]}
+            data = json.dumps(reply).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    state["endpoint"] = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    yield state
+    httpd.shutdown()
+
+
+def llm_config(endpoint: str, **llm):
+    return build_config({"entities": {"kind": "llm", "llm": {"backend": "http", "model": "scripted",
+                                                             "endpoint": endpoint, "max_retries": 2, **llm}}}).entities
+
+
+def test_an_answer_is_taken_only_when_it_is_the_schema_and_the_captions_words():
+    caption = "Two brown dogs chase a frisbee."
+    good = json.dumps({"entities": [{"noun": "dog", "phrase": "brown dogs", "count": 2, "attributes": ["brown"]},
+                                    {"noun": "frisbee", "phrase": "a frisbee", "count": 1, "attributes": []}]})
+    dog, frisbee = reply_entities(caption, f"Here you go:\n```json\n{good}\n```", 3)
+    assert (dog.noun, dog.phrase, dog.count, dog.adjectives) == ("dog", "brown dogs", 2, ["brown"])
+    assert dog.caption_index == 3
+    assert caption[dog.span[0]:dog.span[1]].lower() == "brown dogs" and frisbee.phrase == "a frisbee"
+    for reply, reason in [("no json here", "unparsable"), ('{"nouns": []}', "bad_schema"),
+                          ('{"entities": [{"noun": "dog"}]}', "bad_schema"),
+                          ('{"entities": [{"noun": "cat", "phrase": "cat"}]}', "not_in_caption"),
+                          ('{"entities": [{"noun": "cat", "phrase": "brown dogs"}]}', "not_in_caption")]:
+        with pytest.raises(ReplyError) as err:
+            reply_entities(caption, reply, 0)
+        assert err.value.reason == reason, reply
+
+
+def test_the_http_backend_parses_counts_fallbacks_and_caches(server, tmp_path):
+    captions = [["A dog catches a frisbee in the park.", "A dog in a garble park."],
+                ["A cat invents a story on the sofa.", "Cats on a sofa."]]
+    parser = LLMEntityParser(llm_config(server["endpoint"]), cache_dir=tmp_path)
+    first, second = parser.parse_batch(captions)
+    assert [e.noun for e in first] == ["dog", "frisbee", "park"]
+    assert next(e for e in first if e.noun == "park").mentions == [0, 1]     # the spaCy fallback merges in
+    assert [e.noun for e in second] == ["cat", "story", "sofa"]              # "invents a unicorn": spaCy's instead
+    assert parser.fallbacks == {"unparsable": 1, "not_in_caption": 1}
+    assert server["requests"] == 4
+    again = LLMEntityParser(llm_config(server["endpoint"]), cache_dir=tmp_path)
+    assert [[e.noun for e in image] for image in again.parse_batch(captions)] == [["dog", "frisbee", "park"],
+                                                                                   ["cat", "story", "sofa"]]
+    assert server["requests"] == 4, "every answer came from the cache"
+
+
+def test_a_failing_server_is_retried_then_the_caption_falls_back(server, tmp_path):
+    server["fail"] = 2   # two 503s, then answers: the retries get through
+    parser = LLMEntityParser(llm_config(server["endpoint"], batch_size=1), cache_dir=tmp_path)
+    assert [e.noun for e in parser.parse_batch([["A dog on a sofa."]])[0]] == ["dog", "sofa"]
+    assert server["requests"] == 3 and not parser.fallbacks
+    server["fail"] = 10
+    none = LLMEntityParser(llm_config(server["endpoint"], batch_size=1, fallback="none", max_retries=1),
+                           cache_dir=tmp_path)
+    assert none.parse_batch([["A cat near the park."]]) == [[]]
+    assert none.fallbacks == {"backend_error": 1}
+
+
+def test_the_entity_stage_runs_the_llm_parser(server, tmp_path, monkeypatch):
+    from mining.entities.spacy_parser import SpacyEntityParser
+    from mining.records import Sample
+    from mining.stages.entities import EntityStage
+
+    monkeypatch.setattr("mining.regions.clip_loader.CACHE_DIR", tmp_path)
+    cfg = build_config({"entities": {"kind": "llm", "llm": {"backend": "http", "model": "scripted",
+                                                            "endpoint": server["endpoint"]}}})
+    samples = [Sample(shard="s.tar", shard_stem="s", key=k, index=i, members={}) for i, k in enumerate("ab")]
+    samples[0].captions, samples[1].captions = ["Two dogs in a park."], ["A cat by a garble box."]
+    stage = EntityStage.from_config(cfg)
+    stage.run(samples)
+    assert [e.noun for e in samples[0].entities] == ["dog", "park"] and samples[0].entities[0].count == 1
+    spacy = SpacyEntityParser(cfg.entities).parse(samples[1].captions)   # the unusable answer's fallback
+    assert [e.noun for e in samples[1].entities] == [e.noun for e in spacy]
+    assert stage.parser.fallbacks == {"unparsable": 1}
+
+
+def test_the_llm_settings_fail_fast_and_leave_spacy_configs_hash_alone():
+    with pytest.raises(ConfigError, match=r"entities.*llm"):
+        build_config({"entities": {"kind": "llm"}})
+    with pytest.raises(ConfigError, match=r"endpoint"):
+        build_config({"entities": {"kind": "llm", "llm": {"backend": "http", "model": "m"}}})
+    with pytest.raises(ConfigError, match=r"model"):
+        build_config({"entities": {"kind": "llm", "llm": {"backend": "transformers"}}})
+    spacy = build_config({})
+    llm = build_config({"entities": {"kind": "llm", "llm": {"model": "m"}}})
+    other = build_config({"entities": {"kind": "llm", "llm": {"model": "n"}}})
+    assert len({spacy.config_hash(), llm.config_hash(), other.config_hash()}) == 3
+
+
+def test_the_transformers_backend_generates_with_a_chat_template(tmp_path):
+    """A tiny random GPT-2 with a tokenizer trained here: its answers are noise, so every caption is a counted
+    fallback, through the real tokenise / generate / decode path."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    text = [scripted_answer("a dog and a cat in the park"), "A dog catches a frisbee.", "system user assistant"]
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel()
+    bpe.train_from_iterator(text * 20, trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<eos>"]))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<eos>", unk_token="<unk>")
+    tokenizer.chat_template = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+                               "{% if add_generation_prompt %}assistant: {% endif %}")
+    folder = tmp_path / "lm"
+    tokenizer.save_pretrained(folder)
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=512, n_embd=32, n_layer=1,
+                               n_head=2)).save_pretrained(folder)
+    cfg = build_config({"entities": {"kind": "llm", "llm": {"backend": "transformers", "model": str(folder),
+                                                            "max_new_tokens": 16, "batch_size": 2}}}).entities
+    parser = LLMEntityParser(cfg, cache_dir=tmp_path)
+    images = [["A dog on the sofa.", "A cat."], ["A frisbee in the park."]]
+    parsed = parser.parse_batch(images)
+    assert sum(parser.fallbacks.values()) == 3 and set(parser.fallbacks) <= {"unparsable", "bad_schema",
+                                                                              "not_in_caption"}
+    assert [e.noun for e in parsed[0]] == ["dog", "sofa", "cat"]   # spaCy's, since the noise is unusable
