@@ -148,14 +148,14 @@ class HttpBackend:
 class TransformersBackend:
     """A causal LM with its tokenizer's chat template, batched greedy generation (left-padded)."""
 
-    def __init__(self, cfg: LLMConfig) -> None:
+    def __init__(self, cfg: LLMConfig, device: str = "auto") -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from mining.devices import resolve_device
 
         self.cfg = cfg
-        self.device = resolve_device("auto")
+        self.device = resolve_device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.model, padding_side="left")
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -176,21 +176,22 @@ class TransformersBackend:
         return out
 
 
-def build_backend(cfg: LLMConfig):
-    return HttpBackend(cfg) if cfg.backend == "http" else TransformersBackend(cfg)
+def build_backend(cfg: LLMConfig, device: str = "auto"):
+    """`device`: where a transformers model runs ('auto', 'cpu', 'cuda'), as `execution.entities.num_gpus` gives."""
+    return HttpBackend(cfg) if cfg.backend == "http" else TransformersBackend(cfg, device)
 
 
 class LLMEntityParser:
     """`parse_batch` as `SpacyEntityParser`'s; `fallbacks` counts, per reason, the captions the model's answer
     could not serve."""
 
-    def __init__(self, cfg: EntitiesConfig, backend=None, cache_dir: Path | None = None) -> None:
+    def __init__(self, cfg: EntitiesConfig, backend=None, cache_dir: Path | None = None, device: str = "auto") -> None:
         from mining.entities.spacy_parser import SpacyEntityParser
         from mining.regions.clip_loader import CACHE_DIR
 
         assert cfg.llm is not None
         self.cfg, self.llm = cfg, cfg.llm
-        self.backend = backend if backend is not None else build_backend(cfg.llm)
+        self.backend = backend if backend is not None else build_backend(cfg.llm, device)
         self.spacy = SpacyEntityParser(cfg) if cfg.llm.fallback == "spacy" else None
         self.cache = AnswerCache((cache_dir or CACHE_DIR) / "llm" / "answers.sqlite", cfg.llm.model) \
             if cfg.llm.cache else None

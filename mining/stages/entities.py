@@ -21,10 +21,11 @@ class EntityStage(Stage):
         return cls(cfg.entities, cfg.execution.entities)
 
     def setup(self) -> None:
-        if self.settings.kind == "llm":
+        if self.settings.kind == "llm":   # a transformers model runs where execution.entities.num_gpus says
+            from mining.devices import stage_device
             from mining.entities.llm_parser import LLMEntityParser
 
-            self.parser = LLMEntityParser(self.settings)
+            self.parser = LLMEntityParser(self.settings, device=stage_device(self.resources.num_gpus).type)
         else:
             self.parser = SpacyEntityParser(self.settings)
 
