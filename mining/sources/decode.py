@@ -74,21 +74,40 @@ def decode_image(raw: bytes, max_pixels: int, working_size: int) -> tuple[np.nda
         orientation = im.getexif().get(0x0112, 1)
         turned = orientation in (5, 6, 7, 8)
         orig = (im.height, im.width) if turned else (im.width, im.height)
-        # JPEG draft decodes at 1/2, 1/4 or 1/8 scale directly, far cheaper for big photos. Pillow picks the
-        # largest reduction that keeps both sides >= the size asked for, so ask for the final size itself:
-        # asking (working_size, working_size) would rule it out for every landscape or portrait image.
-        target = working_size / max(im.width, im.height)
-        im.draft("RGB", (max(1, round(im.width * target)), max(1, round(im.height * target))))
+        _draft(im, working_size)
         if orientation != 1:   # exif_transpose copies the image even when there is nothing to turn
             im = ImageOps.exif_transpose(im)
         if im.mode != "RGB":   # and so does convert
             im = im.convert("RGB")
-        scale = working_size / max(im.width, im.height)
         pixels = np.asarray(im, dtype=np.uint8)
-    if scale < 1:
-        height, width = (max(1, round(side * scale)) for side in pixels.shape[:2])
-        return resize_bicubic(pixels, height, width), orig
+    if max(pixels.shape[:2]) > working_size:
+        return resize_bicubic(pixels, *frame_size(*pixels.shape[:2], working_size)), orig
     return pixels.copy(), orig   # Pillow's array is read-only
+
+
+def _draft(im: Image.Image, working_size: int) -> None:
+    """Have a JPEG decoded at 1/2, 1/4 or 1/8 scale directly, far cheaper for big photos (other formats ignore
+    it). Pillow picks the largest reduction that keeps both sides >= the size asked for, so ask for the final size
+    itself: asking (working_size, working_size) would rule it out for every landscape or portrait image. Only the
+    decoder's scale is set, no pixel is read; `im.size` becomes the size the decode will have."""
+    target = working_size / max(im.width, im.height)
+    im.draft("RGB", (max(1, round(im.width * target)), max(1, round(im.height * target))))
+
+
+def frame_size(height: int, width: int, working_size: int) -> tuple[int, int]:
+    """(height, width) of the working frame of a height x width picture: the longest side cut to `working_size`."""
+    scale = working_size / max(height, width)
+    if scale >= 1:
+        return height, width
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def decode_or_error(raw: bytes, max_pixels: int, working_size: int) -> tuple[np.ndarray, tuple[int, int]] | Exception:
+    """`decode_image`, or the exception it raised (its type names the drop reason)."""
+    try:
+        return decode_image(raw, max_pixels, working_size)
+    except Exception as exn:  # noqa: BLE001 - PIL raises many types for corrupt data
+        return exn
 
 
 def resize_bicubic(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -124,12 +143,12 @@ def decode_images_on_device(raws: list[bytes], max_pixels: int, working_size: in
                 on_device = (im.format == "JPEG" and im.mode in ("RGB", "L") and upright
                              and raw.rstrip(b"\0").endswith(b"\xff\xd9"))
                 orig = (im.width, im.height)
-                frame = _host_frame_size(im, working_size) if on_device else None
-            if on_device:
-                jpegs.append((i, orig, frame))
-            else:
-                results[i] = decode_image(raw, max_pixels, working_size)
-        except Exception as exn:  # noqa: BLE001 - the caller names the drop reason by the exception's type
+                if on_device:   # the size the host's drafted decode would resize from, so the frames match
+                    _draft(im, working_size)
+                    jpegs.append((i, orig, frame_size(im.height, im.width, working_size)))
+            if not on_device:
+                results[i] = decode_or_error(raw, max_pixels, working_size)
+        except Exception as exn:  # noqa: BLE001 - a header Pillow cannot read: the caller names the drop reason
             results[i] = exn
     if not jpegs:
         return results
@@ -139,26 +158,9 @@ def decode_images_on_device(raws: list[bytes], max_pixels: int, working_size: in
     except RuntimeError:   # one corrupt JPEG fails the batch: each is decoded on the host and judged there
         decoded = [None] * len(jpegs)
     for (i, orig, frame), image in zip(jpegs, decoded):
-        if image is None:
-            try:
-                results[i] = decode_image(raws[i], max_pixels, working_size)
-            except Exception as exn:  # noqa: BLE001
-                results[i] = exn
-            continue
-        results[i] = (_to_frame(image, frame), orig)
+        results[i] = decode_or_error(raws[i], max_pixels, working_size) if image is None \
+            else (_to_frame(image, frame), orig)
     return results
-
-
-def _host_frame_size(im: Image.Image, working_size: int) -> tuple[int, int]:
-    """(height, width) of the working frame `decode_image` makes of this upright JPEG: Pillow's draft (which
-    only sets the decoder's scale, reading no pixels) decides the size the resize starts from, and its rounding
-    up decides the last pixel."""
-    target = working_size / max(im.width, im.height)
-    im.draft("RGB", (max(1, round(im.width * target)), max(1, round(im.height * target))))
-    scale = working_size / max(im.width, im.height)
-    if scale >= 1:
-        return im.height, im.width
-    return max(1, round(im.height * scale)), max(1, round(im.width * scale))
 
 
 def _to_frame(image, frame: tuple[int, int]) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from mining.config import RunConfig, SourceConfig, StageResources
 from mining.records import Drop, Sample
-from mining.sources.decode import decode_image, decode_images_on_device, extract_captions
+from mining.sources.decode import decode_images_on_device, decode_or_error, extract_captions
 from mining.sources.shards import IMAGE_EXTS
 from mining.stages.base import Stage
 
@@ -52,7 +52,7 @@ class DecodeStage(Stage):
             decoded = decode_images_on_device([raw for _, _, raw in ready], src.max_image_pixels, src.working_size,
                                               device)
         else:
-            decoded = [self._on_host(raw) for _, _, raw in ready]
+            decoded = [decode_or_error(raw, src.max_image_pixels, src.working_size) for _, _, raw in ready]
         for (sample, captions, _), result in zip(ready, decoded):
             if isinstance(result, OverflowError):
                 sample.drop_with(Drop.IMAGE_TOO_LARGE, str(result))
@@ -64,9 +64,3 @@ class DecodeStage(Stage):
             sample.frame_size = (sample.image.shape[1], sample.image.shape[0])
             sample.captions = captions
             sample.members = {}  # raw bytes are not needed downstream
-
-    def _on_host(self, raw: bytes):
-        try:
-            return decode_image(raw, self.source.max_image_pixels, self.source.working_size)
-        except Exception as exn:  # noqa: BLE001 - judged by type by the caller
-            return exn
