@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from mining.config import EntitiesConfig, LLMConfig
+from mining.entities.merging import merge_entities
 from mining.logs import logger
 from mining.records import Entity
 
@@ -32,7 +33,6 @@ SYSTEM_PROMPT = (
     "singular head noun with its compound (\"traffic light\"); phrase: the words of the caption that name it, "
     "copied exactly; count: how many the caption says (1 if it does not say); attributes: its colour, size or "
     "material words from the caption.")
-FALLBACK_REASONS = ("unparsable", "bad_schema", "not_in_caption", "backend_error")
 
 
 class ReplyError(ValueError):
@@ -216,25 +216,10 @@ class LLMEntityParser:
         except ReplyError as err:
             self.fallbacks[err.reason] += 1
             logger.debug("LLM answer not used for %r (%s)", caption, err)
-            if self.spacy is None:
-                return []
-            entities = self.spacy.parse([caption])
-            for entity in entities:   # parsed alone, it was caption 0
-                entity.caption_index, entity.mentions = index, []
-            return entities
+            return [] if self.spacy is None else self.spacy.caption_entities(caption, index)
 
     def parse_batch(self, images: list[list[str]]) -> list[list[Entity]]:
         replies = self._replies([c for captions in images for c in captions])
-        result = []
-        for captions in images:
-            merged: dict[str, Entity] = {}
-            for index, caption in enumerate(captions):
-                for entity in self._caption_entities(caption, replies[caption], index):
-                    if entity.noun not in merged:
-                        merged[entity.noun] = entity
-                    else:
-                        merged[entity.noun].count = max(merged[entity.noun].count, entity.count)
-                    if index not in merged[entity.noun].mentions:
-                        merged[entity.noun].mentions.append(index)
-            result.append(list(merged.values())[: self.cfg.max_entities])
-        return result
+        return [merge_entities([self._caption_entities(caption, replies[caption], index)
+                                for index, caption in enumerate(captions)], self.cfg.max_entities)
+                for captions in images]

@@ -16,6 +16,7 @@ from spacy.tokens import Doc, Span, Token
 
 from mining.config import EntitiesConfig
 from mining.entities.lexicon import COLOUR_OBJECTS, COLOURS, ING_NOUNS
+from mining.entities.merging import merge_entities
 from mining.entities.spacy_lexicon import NounTables, ObjectNames, add_irregular_plurals
 from mining.entities.stoplist import STOP_NOUNS
 from mining.records import Entity
@@ -158,18 +159,10 @@ class SpacyEntityParser:
         """parse() of each image's captions, with one nlp.pipe over the captions of all images: spaCy's
         fixed cost per call is a third of the work on five short captions, so a batch is ~1.5x cheaper."""
         docs = iter(self.nlp.pipe([caption for captions in images for caption in captions]))
-        return [self._merged([next(docs) for _ in captions]) for captions in images]
+        return [merge_entities([self.caption_entities(next(docs), index) for index in range(len(captions))],
+                               self.cfg.max_entities) for captions in images]
 
-    def _merged(self, docs: list[Doc]) -> list[Entity]:
-        """One image's entities from the docs of its captions, in caption order."""
-        entities: dict[str, Entity] = {}
-        for index, doc in enumerate(docs):
-            chunks = self.object_names.merge(doc).noun_chunks
-            for entity in (e for chunk in chunks for e in self._entities(chunk, index)):
-                if entity.noun not in entities:
-                    entities[entity.noun] = entity
-                else:  # "two discs" in one caption and "a disc" in another: two of them
-                    entities[entity.noun].count = max(entities[entity.noun].count, entity.count)
-                if index not in entities[entity.noun].mentions:
-                    entities[entity.noun].mentions.append(index)
-        return list(entities.values())[: self.cfg.max_entities]
+    def caption_entities(self, caption: str | Doc, index: int) -> list[Entity]:
+        """The entities of one caption (text, or its parsed doc), as caption `index` of its image."""
+        doc = self.nlp(caption) if isinstance(caption, str) else caption
+        return [e for chunk in self.object_names.merge(doc).noun_chunks for e in self._entities(chunk, index)]
