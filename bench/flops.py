@@ -18,8 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 
+import sys
+from pathlib import Path
+
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))   # real_size: the GPU tests' architectures
 
 # dense (no sparsity) bf16 tensor-core peaks, from NVIDIA's datasheets (SXM parts)
 PEAK_BF16_TFLOPS = {"H100 SXM": 989.4, "H200 SXM": 989.4}
@@ -37,18 +42,16 @@ def counted(fn) -> tuple[float, dict[str, float]]:
 
 
 def teacher_flops(size: int, quick: bool) -> dict[str, float]:
-    from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, SwinConfig
+    from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation
 
     if quick:   # the shipped toy teacher's architecture
         from mining.config import PLACEHOLDERS
 
         cfg = Mask2FormerConfig.from_pretrained(PLACEHOLDERS["TOYWORLD_WEIGHTS"] / "mask2former")
-    else:
-        backbone = SwinConfig(image_size=384, patch_size=4, embed_dim=192, depths=[2, 2, 18, 2],
-                              num_heads=[6, 12, 24, 48], window_size=12,
-                              out_features=["stage1", "stage2", "stage3", "stage4"])
-        cfg = Mask2FormerConfig(backbone_config=backbone, num_queries=200, num_labels=133, use_timm_backbone=False,
-                                use_pretrained_backbone=False)
+    else:   # the one the GPU tests and bench/gpu_bench.py build
+        from real_size import mask2former_swin_large_config
+
+        cfg = mask2former_swin_large_config()
     model = Mask2FormerForUniversalSegmentation(cfg).eval()
     total, parts = counted(lambda: model(pixel_values=torch.zeros(1, 3, size, size)))
     prefix = "Mask2FormerForUniversalSegmentation.model."
