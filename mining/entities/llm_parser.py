@@ -149,7 +149,6 @@ class TransformersBackend:
     """A causal LM with its tokenizer's chat template, batched greedy generation (left-padded)."""
 
     def __init__(self, cfg: LLMConfig, device: str = "auto") -> None:
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from mining.devices import resolve_device
@@ -160,16 +159,17 @@ class TransformersBackend:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(cfg.model).to(self.device).eval()
-        self.torch = torch
 
     def generate(self, captions: list[str]) -> list[str | Exception]:
+        import torch
+
         out: list[str | Exception] = []
         for start in range(0, len(captions), self.cfg.batch_size):
             batch = captions[start:start + self.cfg.batch_size]
             prompts = [self.tokenizer.apply_chat_template(messages(c), tokenize=False, add_generation_prompt=True)
                        for c in batch]
             inputs = self.tokenizer(prompts, return_tensors="pt", padding=True).to(self.device)
-            with self.torch.inference_mode():
+            with torch.inference_mode():
                 tokens = self.model.generate(**inputs, max_new_tokens=self.cfg.max_new_tokens, do_sample=False,
                                              pad_token_id=self.tokenizer.pad_token_id)
             out += self.tokenizer.batch_decode(tokens[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
