@@ -80,3 +80,17 @@ def test_cli_human_summary_and_errors(tmp_path):
     bad = ovmine("mine", "--config", "configs/tiny.yaml", "--input", str(tmp_path / "in"), "--output",
                  str(tmp_path / "o3"), "--set", "regions.mode=mask_pooling", check=False)
     assert bad.returncode == 2 and "regions.mode=mask_pooling" in bad.stderr
+
+
+def test_a_ray_of_its_own_refuses_more_gpus_than_it_has(tmp_path):
+    """The Ray `ovmine mine` starts never gains a GPU: a stage asking for more fails at once, naming its setting,
+    instead of waiting forever for a node that cannot come; nothing is written."""
+    import os
+
+    make_shards(tmp_path / "in", shards=1, per_shard=2, size=64)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    result = ovmine("mine", "--config", "configs/tiny.yaml", "--input", str(tmp_path / "in"), "--output",
+                    str(tmp_path / "out"), "--set", "execution.decode.num_gpus=64", check=False, env=env)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "execution.decode.num_gpus=64" in result.stderr and "GPUs" in result.stderr
+    assert not list((tmp_path / "out").rglob("*.tar"))

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import ray
 
-from mining.config import RunConfig, StageResources
+from mining.config import ConfigError, RunConfig, StageResources
 from mining.executors import READY_AT, SETUP_S, PhaseCallback, StartupTimes
 from mining.executors.ray_start import init_ray, shutdown_ray
 from mining.logs import logger
@@ -179,6 +179,7 @@ class RayExecutor:
     def __init__(self, cfg: RunConfig) -> None:
         self.cfg, self.s3 = cfg, S3Options.from_config(cfg.storage)
         self.started_ray = False
+        self.fixed_gpus = False   # True: the Ray this run started itself, whose GPUs are all it will ever have
         self.times = StartupTimes()
         self.received_bytes = 0   # the results the driver was sent: the whole of what it receives per chunk
 
@@ -190,6 +191,8 @@ class RayExecutor:
                 _keep_task_workers(self.cfg)
             init_ray(address)
             self.started_ray = True
+            # a Ray of our own never gains a GPU: a stage asking for more than it has would wait forever
+            self.fixed_gpus = address is None and not os.environ.get("RAY_ADDRESS")
             if threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGTERM, _terminate)
         _spend_restart_notice()
@@ -207,7 +210,12 @@ class RayExecutor:
     def _apply(self, ds: ray.data.Dataset, stage: Stage) -> ray.data.Dataset:
         """One row is one chunk: a stage's call gets one chunk and works through it in its own batch size."""
         res = stage.resources
-        common = dict(batch_size=1, num_cpus=res.num_cpus, num_gpus=resolve_gpus(res), batch_format="numpy",
+        gpus, have = resolve_gpus(res), ray.cluster_resources().get("GPU", 0)
+        if self.fixed_gpus and gpus > have:
+            raise ConfigError(f"execution.{stage.name}.num_gpus={res.num_gpus}: the local Ray this run started has "
+                              f"{have:g} GPUs; use 0 (the CPU) or auto, or join a cluster that has them "
+                              "(execution.ray_address)")
+        common = dict(batch_size=1, num_cpus=res.num_cpus, num_gpus=gpus, batch_format="numpy",
                       zero_copy_batch=False)
         ex = self.cfg.execution
         if stage.loads_models:
