@@ -242,3 +242,10 @@ def test_a_healthy_ray_run_prints_no_deprecation_and_no_error_line(tmp_path):
     assert t["wall_ray_startup"] > 0 and t["wall_model_loading"] > 0
     assert {"setup_entities", "setup_teacher", "setup_regions"} <= set(t)
     check_output(str(tmp_path / "out"))
+
+
+@pytest.mark.parametrize("rate,shown", [(0.994, "0.99"), (0.996, "1.0"), (1.04, "1.0"), (12.34, "12.3")])
+def test_the_rate_has_two_decimals_only_below_one_as_printed(rate, shown):
+    tally = Tally(images=1000)
+    tally.start = time.perf_counter() - 1000 / rate
+    assert tally.rate() == shown

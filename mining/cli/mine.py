@@ -50,7 +50,7 @@ class Tally:
         decimals below 1, so that a slow start does not read as zero."""
         elapsed = time.perf_counter() - self.start
         rate = self.images / elapsed if elapsed > 0 else 0.0
-        return f"{rate:.1f}" if rate >= 1 else f"{rate:.2f}"
+        return f"{rate:.1f}" if round(rate, 2) >= 1 else f"{rate:.2f}"   # 0.996 is "1.0", not "1.00"
 
     def plan_line(self, output: str) -> str:
         mining = self.shards - self.committed_before
