@@ -77,6 +77,7 @@ class Sample:
     orig_size: tuple[int, int] | None = None       # (width, height) as stored, after EXIF rotation
     frame_size: tuple[int, int] | None = None      # (width, height) of the working frame masks live in
     entities: list[Entity] = field(default_factory=list)
+    entity_fallbacks: dict[str, int] = field(default_factory=dict)   # captions whose LLM answer went unused, by why
     masks: np.ndarray | None = None                # bool[N, H, W], working frame
     mask_scores: np.ndarray | None = None          # float32[N]
     region_embeddings: list[np.ndarray] | None = None   # per scale: float32[N, D], L2-normalised

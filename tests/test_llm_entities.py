@@ -166,3 +166,31 @@ def test_the_transformers_backend_generates_with_a_chat_template(tmp_path):
     assert sum(parser.fallbacks.values()) == 3 and set(parser.fallbacks) <= {"unparsable", "bad_schema",
                                                                               "not_in_caption"}
     assert [e.noun for e in parsed[0]] == ["dog", "sofa", "cat"]   # spaCy's, since the noise is unusable
+
+
+def test_fallbacks_are_counted_in_the_markers_stats_manifest_and_ovmine_stats(server, tmp_path, monkeypatch, tiny_cfg):
+    """A mining run with the LLM parser: the captions whose answer was not used are counted per shard (its
+    chunks merged), in the stats file, the manifest's totals and `ovmine stats`; the images are not dropped."""
+    from conftest import jpeg_bytes, scene, write_tar
+    from mining.pipeline import run_mining
+    from mining.postrun.stats import compute_stats, format_stats
+    from mining.postrun.validate import check_output
+
+    monkeypatch.setattr("mining.regions.clip_loader.CACHE_DIR", tmp_path / "cache")
+    captions = [["A dog on a sofa.", "A garble dog."], ["A cat by a garble park.", "A cat."], ["A dog.", "A cat."]]
+    members = [(f"{i:04d}.{ext}", data) for i, texts in enumerate(captions)
+               for ext, data in (("jpg", jpeg_bytes(scene(i))), ("json", json.dumps({"captions": texts}).encode()))]
+    write_tar(tmp_path / "in" / "00000.tar", members)
+    cfg = tiny_cfg(entities={"kind": "llm", "llm": {"backend": "http", "model": "scripted",
+                                                    "endpoint": server["endpoint"]}},
+                   execution={"executor": "local", "chunk_size": 2})
+    manifest = run_mining(cfg, [str(tmp_path / "in")], str(tmp_path / "out"))
+    assert manifest["shards"][0]["entity_fallbacks"] == {"unparsable": 2}
+    assert manifest["totals"]["entity_fallbacks"] == {"unparsable": 2}
+    assert "no_entities" not in manifest["totals"]["drops"]   # the fallen-back captions still gave entities
+    shard_stats = json.loads((tmp_path / "out" / "stats" / "00000.json").read_text())
+    assert shard_stats["entity_fallbacks"] == {"unparsable": 2}
+    stats = compute_stats(tmp_path / "out")
+    assert stats["entity_fallbacks"] == {"unparsable": 2}
+    assert "LLM answers unused    2 captions (unparsable 2, parsed by spaCy instead)" in format_stats(stats)
+    assert check_output(str(tmp_path / "out"))["shards"] == 1   # validate finds stats and markers agree

@@ -183,7 +183,7 @@ def build_backend(cfg: LLMConfig, device: str = "auto"):
 
 class LLMEntityParser:
     """`parse_batch` as `SpacyEntityParser`'s; `fallbacks` counts, per reason, the captions the model's answer
-    could not serve."""
+    could not serve (over the parser's life; `parse_counted` gives them per image)."""
 
     def __init__(self, cfg: EntitiesConfig, backend=None, cache_dir: Path | None = None, device: str = "auto") -> None:
         from mining.entities.spacy_parser import SpacyEntityParser
@@ -208,18 +208,29 @@ class LLMEntityParser:
                 self.cache.put({c: r for c, r in answers.items() if isinstance(r, str)})
         return known
 
-    def _caption_entities(self, caption: str, reply: str | Exception, index: int) -> list[Entity]:
+    def _caption_entities(self, caption: str, reply: str | Exception, index: int,
+                          fallbacks: Counter[str]) -> list[Entity]:
         try:
             if isinstance(reply, Exception):
                 raise ReplyError("backend_error", str(reply))
             return reply_entities(caption, reply, index)
         except ReplyError as err:
-            self.fallbacks[err.reason] += 1
+            fallbacks[err.reason] += 1
             logger.debug("LLM answer not used for %r (%s)", caption, err)
             return [] if self.spacy is None else self.spacy.caption_entities(caption, index)
 
-    def parse_batch(self, images: list[list[str]]) -> list[list[Entity]]:
+    def parse_counted(self, images: list[list[str]]) -> tuple[list[list[Entity]], list[Counter[str]]]:
+        """Each image's entities, and per image the captions whose answer was not used, by reason (the
+        shard's stats and the manifest count them)."""
         replies = self._replies([c for captions in images for c in captions])
-        return [merge_entities([self._caption_entities(caption, replies[caption], index)
-                                for index, caption in enumerate(captions)], self.cfg.max_entities)
-                for captions in images]
+        parsed, counted = [], []
+        for captions in images:
+            fallbacks: Counter[str] = Counter()
+            parsed.append(merge_entities([self._caption_entities(caption, replies[caption], index, fallbacks)
+                                          for index, caption in enumerate(captions)], self.cfg.max_entities))
+            counted.append(fallbacks)
+            self.fallbacks.update(fallbacks)
+        return parsed, counted
+
+    def parse_batch(self, images: list[list[str]]) -> list[list[Entity]]:
+        return self.parse_counted(images)[0]

@@ -242,6 +242,7 @@ def compute_stats(output: Where, top_k: int = 20,
             "masks_per_image": _per_image(stats.masks_per_image),
         },
         "drops": drops,
+        "entity_fallbacks": manifest["totals"].get("entity_fallbacks", {}),
         "timings": manifest["timings"],
         "wall_seconds": throughput["wall_seconds"],
         "images_per_second": throughput["images_per_second"],
@@ -339,6 +340,12 @@ def format_stats(stats: dict[str, Any]) -> str:
     drops = stats["drops"]
     lines.append(f"  {'dropped':<22}{sum(drops.values())}")
     lines += [f"    {reason:<20}{n}" for reason, n in sorted(drops.items(), key=lambda kv: -kv[1])]
+    if stats.get("entity_fallbacks"):
+        fallbacks = stats["entity_fallbacks"]
+        to = stats["config"].get("entities", {}).get("llm", {}).get("fallback", "spacy")
+        lines.append(f"  {'LLM answers unused':<22}{sum(fallbacks.values())} captions ("
+                     + ", ".join(f"{k} {v}" for k, v in sorted(fallbacks.items(), key=lambda kv: -kv[1]))
+                     + (", parsed by spaCy instead)" if to == "spacy" else ", no entities from them)"))
     if stats["failed_shards"]:
         lines.append(f"  {'failed shards':<22}{len(stats['failed_shards'])} (not committed; rerun the mine "
                      f"command to retry them)")

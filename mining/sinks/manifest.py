@@ -45,7 +45,8 @@ def model_ids(cfg: RunConfig) -> dict[str, str]:
 def aggregate(markers: list[dict[str, Any]]) -> dict[str, Any]:
     """The totals and summed stage seconds of committed shards (their markers)."""
     merged = merge_counts(markers)
-    totals = {key: merged[key] for key in ("images_in", "images_with_pairs", "pairs", "unique_nouns", "drops")}
+    totals = {key: merged[key] for key in ("images_in", "images_with_pairs", "pairs", "unique_nouns", "drops",
+                                           "entity_fallbacks") if key in merged}
     return {"totals": totals, "timings": {k: round(v, 4) for k, v in merged["timings"].items()}}
 
 

@@ -68,18 +68,25 @@ def shard_counts(samples: list[Sample]) -> dict[str, Any]:
     drops = Counter(s.drop.value for s in real if s.drop is not None)
     nouns = Counter(s.entities[p.entity_index].noun for s in kept for p in s.pairs)
     timings: Counter[str] = Counter()
+    fallbacks: Counter[str] = Counter()
     for s in real:
         timings.update(s.timings)
+        fallbacks.update(s.entity_fallbacks)
     return _counts(len(real), len(kept), sum(len(s.pairs) for s in kept), drops,
-                   [e for s in samples for e in s.shard_errors], timings, nouns)
+                   [e for s in samples for e in s.shard_errors], timings, nouns, fallbacks)
 
 
 def _counts(images_in: int, images_with_pairs: int, pairs: int, drops: Counter[str], errors: list[str],
-            timings: Counter[str], nouns: Counter[str]) -> dict[str, Any]:
-    """The counts document of a marker, from tallies (one shard's samples, or its chunks' counts merged)."""
-    return {"images_in": images_in, "images_with_pairs": images_with_pairs, "pairs": pairs,
-            "unique_nouns": len(nouns), "drops": dict(sorted(drops.items())), "errors": errors,
-            "timings": {k: round(v, 6) for k, v in sorted(timings.items())}, "nouns": dict(nouns.most_common())}
+            timings: Counter[str], nouns: Counter[str], fallbacks: Counter[str]) -> dict[str, Any]:
+    """The counts document of a marker, from tallies (one shard's samples, or its chunks' counts merged).
+    `entity_fallbacks` (captions whose LLM answer went unused, by reason) is there only when there are some, so
+    that a spaCy run's markers stay as they were."""
+    counts = {"images_in": images_in, "images_with_pairs": images_with_pairs, "pairs": pairs,
+              "unique_nouns": len(nouns), "drops": dict(sorted(drops.items())), "errors": errors,
+              "timings": {k: round(v, 6) for k, v in sorted(timings.items())}, "nouns": dict(nouns.most_common())}
+    if fallbacks:
+        counts["entity_fallbacks"] = dict(sorted(fallbacks.items()))
+    return counts
 
 
 def merge_counts(parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -87,13 +94,15 @@ def merge_counts(parts: list[dict[str, Any]]) -> dict[str, Any]:
     drops: Counter[str] = Counter()
     timings: Counter[str] = Counter()
     nouns: Counter[str] = Counter()
+    fallbacks: Counter[str] = Counter()
     for part in parts:
         drops.update(part["drops"])
         timings.update(part["timings"])
         nouns.update(part["nouns"])
+        fallbacks.update(part.get("entity_fallbacks", {}))
     images_in, with_pairs, pairs = (sum(p[key] for p in parts) for key in ("images_in", "images_with_pairs", "pairs"))
     return _counts(images_in, with_pairs, pairs, drops, [e for p in parts for e in p.get("errors", [])], timings,
-                   nouns)
+                   nouns, fallbacks)
 
 
 def status_rows(samples: list[Sample]) -> list[dict[str, Any]]:
@@ -119,7 +128,7 @@ def shard_stats(marker: dict[str, Any], started: float | None, finished: float) 
         "stage_seconds": marker["timings"],
         "started": None if started is None else _iso(started), "finished": _iso(finished),
         "wall_seconds": None if started is None else round(max(0.0, finished - started), 3),
-    }
+    } | ({"entity_fallbacks": marker["entity_fallbacks"]} if "entity_fallbacks" in marker else {})
 
 
 def parquet_bytes(name: str, rows: list[dict[str, Any]]) -> bytes:

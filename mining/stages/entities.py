@@ -31,7 +31,14 @@ class EntityStage(Stage):
 
     def process(self, samples: list[Sample]) -> None:
         assert self.parser is not None
-        for sample, entities in zip(samples, self.parser.parse_batch([s.captions for s in samples])):
+        images = [s.captions for s in samples]
+        if self.settings.kind == "llm":
+            parsed, fallbacks = self.parser.parse_counted(images)
+            for sample, counted in zip(samples, fallbacks):
+                sample.entity_fallbacks = dict(counted)
+        else:
+            parsed = self.parser.parse_batch(images)
+        for sample, entities in zip(samples, parsed):
             sample.entities = entities
             if not sample.entities:
                 sample.drop_with(Drop.NO_ENTITIES)
