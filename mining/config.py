@@ -101,19 +101,30 @@ class TeacherConfig(_Section):
 
 class LLMConfig(_Section):
     """entities.kind=llm: the model that reads each caption and answers its entities as JSON."""
-    backend: Literal["transformers", "http"] = Field(
-        "transformers", description="transformers: a causal LM run in the entity stage's workers; http: an "
+    backend: Literal["transformers", "vllm", "http"] = Field(
+        "transformers", description="transformers: a causal LM run in the entity stage's workers; vllm: vLLM's "
+                                    "engine in those workers (a GPU each: execution.entities.num_gpus); http: an "
                                     "OpenAI-compatible server a user runs (vLLM, TGI, a hosted API)")
-    model: str | None = Field(None, description="transformers: hub id or local folder; http: the model name the "
-                                                "server is asked for")
+    model: str | None = Field(None, description="transformers, vllm: hub id or local folder; http: the model name "
+                                                "the server is asked for")
     endpoint: str | None = Field(None, description="http: the server's base URL, e.g. http://HOST:8000/v1")
     api_key_env: str = Field("OPENAI_API_KEY", description="http: environment variable holding the API key "
                                                            "(sent when set)")
     max_new_tokens: int = Field(256, ge=16)
-    batch_size: int = Field(16, ge=1, description="captions per generate call (transformers) or requests in flight "
-                                                  "(http)")
+    batch_size: int = Field(16, ge=1, description="captions per generate call (transformers, vllm) or requests "
+                                                  "in flight (http)")
     timeout_s: float = Field(60.0, gt=0, description="http: seconds per request")
     max_retries: int = Field(3, ge=0, description="http: retries of a failed or rate-limited request")
+    requests_per_second: float | None = Field(
+        None, gt=0, description="http: at most this many requests a second from each entity worker (a hosted "
+                                "API's rate limit); null: no limit")
+    constrained: bool = Field(True, description="vllm, http: decoding constrained to the entities JSON schema "
+                                                "(vLLM structured outputs; http: response_format json_schema, which "
+                                                "vLLM's server and OpenAI's API accept); false for a server without "
+                                                "it. transformers decodes freely (the answer is checked either way)")
+    engine_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="vllm: arguments of vllm.LLM (tensor_parallel_size, max_model_len, "
+                                          "gpu_memory_utilization, ...)")
     fallback: Literal["spacy", "none"] = Field(
         "spacy", description="a caption whose answer does not parse, or names a word not in the caption: parsed "
                              "by spaCy instead, or left without entities")
@@ -125,7 +136,16 @@ class LLMConfig(_Section):
             raise ValueError("model: name the LLM (a hub id or folder; for http, the server's model name)")
         if self.backend == "http" and not self.endpoint:
             raise ValueError("endpoint: the http backend needs the server's URL (http://HOST:PORT/v1)")
+        only = {"endpoint": "http", "requests_per_second": "http", "engine_kwargs": "vllm"}
+        for name, backend in only.items():
+            if getattr(self, name) and self.backend != backend:
+                raise ValueError(f"{name}: only the {backend} backend uses it (backend is {self.backend})")
         return self
+
+
+# entities.llm settings that change how answers are fetched, not what they are: outside the config hash
+LLM_UNHASHED = ("endpoint", "api_key_env", "batch_size", "timeout_s", "max_retries", "requests_per_second",
+                "engine_kwargs", "cache")
 
 
 class EntitiesConfig(_Section):
@@ -264,6 +284,15 @@ class RunConfig(_Section):
     output: OutputConfig = Field(default_factory=OutputConfig)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
 
+    @model_validator(mode="after")
+    def _vllm_has_a_gpu(self) -> "RunConfig":
+        llm = self.entities.llm
+        if self.entities.kind == "llm" and llm is not None and llm.backend == "vllm" \
+                and self.execution.entities.num_gpus == 0:
+            raise ValueError("execution.entities.num_gpus: the vllm backend runs vLLM's engine on a GPU; give the "
+                             "entity stage one (1, a fraction, or 'auto')")
+        return self
+
     def resolved(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
@@ -273,8 +302,9 @@ class RunConfig(_Section):
         payload = self.resolved()
         payload.pop("execution")
         payload.pop("storage")
-        if payload["entities"]["llm"] is None:   # added after outputs were hashed without it: unset, it is absent
-            payload["entities"].pop("llm")
+        llm = payload["entities"].pop("llm")   # added after outputs were hashed without it: unset, it is absent
+        if llm is not None:
+            payload["entities"]["llm"] = {k: v for k, v in llm.items() if k not in LLM_UNHASHED}
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         for name, value in PLACEHOLDERS.items():   # the same config hashes the same wherever it is installed
             blob = blob.replace(json.dumps(str(value))[1:-1], f"${{{name}}}")

@@ -30,15 +30,18 @@ def scripted_answer(caption: str) -> str:
 
 @pytest.fixture
 def server():
-    state = {"requests": 0, "fail": 0}
+    state = {"requests": 0, "fail": 0, "status": 503, "bodies": []}
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             state["requests"] += 1
+            state["bodies"].append(body)
             if state["fail"]:
                 state["fail"] -= 1
-                self.send_response(503)
+                self.send_response(state["status"])
+                if state["status"] == 429:
+                    self.send_header("Retry-After", "0")
                 self.end_headers()
                 return
             caption = body["messages"][-1]["content"]
@@ -139,6 +142,86 @@ def test_the_llm_settings_fail_fast_and_leave_spacy_configs_hash_alone():
     llm = build_config({"entities": {"kind": "llm", "llm": {"model": "m"}}})
     other = build_config({"entities": {"kind": "llm", "llm": {"model": "n"}}})
     assert len({spacy.config_hash(), llm.config_hash(), other.config_hash()}) == 3
+    # how answers are fetched is not what they are: batch size, retries, cache stay out of the hash
+    fetched = build_config({"entities": {"kind": "llm", "llm": {"model": "m", "batch_size": 3, "max_retries": 9,
+                                                                "cache": False}}})
+    assert fetched.config_hash() == llm.config_hash()
+
+
+def test_each_backend_takes_only_its_own_settings_and_vllm_needs_a_gpu():
+    with pytest.raises(ConfigError, match=r"endpoint: only the http backend"):
+        build_config({"entities": {"kind": "llm", "llm": {"model": "m", "endpoint": "http://127.0.0.1:1/v1"}}})
+    with pytest.raises(ConfigError, match=r"engine_kwargs: only the vllm backend"):
+        build_config({"entities": {"kind": "llm", "llm": {"model": "m", "engine_kwargs": {"max_model_len": 512}}}})
+    with pytest.raises(ConfigError, match=r"requests_per_second"):
+        build_config({"entities": {"kind": "llm", "llm": {"model": "m", "backend": "http",
+                                                          "endpoint": "http://127.0.0.1:1/v1",
+                                                          "requests_per_second": 0}}})
+    vllm = {"entities": {"kind": "llm", "llm": {"backend": "vllm", "model": "Qwen/Qwen2.5-7B-Instruct",
+                                                "engine_kwargs": {"max_model_len": 2048}}}}
+    with pytest.raises(ConfigError, match=r"execution.entities.num_gpus"):
+        build_config(vllm)
+    cfg = build_config(vllm | {"execution": {"entities": {"num_gpus": 1}}})
+    assert cfg.entities.llm.engine_kwargs == {"max_model_len": 2048}
+
+
+def test_the_http_backend_asks_for_the_schema_keeps_the_rate_and_honours_retry_after(server, tmp_path):
+    import time
+
+    from mining.entities.llm_parser import ENTITIES_SCHEMA
+
+    parser = LLMEntityParser(llm_config(server["endpoint"], requests_per_second=20, batch_size=4), cache_dir=tmp_path)
+    captions = [f"A dog number {i}." for i in range(6)]
+    started = time.monotonic()
+    parser.parse_batch([captions])
+    assert time.monotonic() - started >= 5 / 20   # six starts, 1/20 s apart, however many threads ask
+    assert server["bodies"][0]["response_format"]["json_schema"]["schema"] == ENTITIES_SCHEMA
+    free = LLMEntityParser(llm_config(server["endpoint"], constrained=False, cache=False), cache_dir=tmp_path)
+    server["fail"], server["status"] = 1, 429   # rate-limited once, told to come back at once
+    assert [e.noun for e in free.parse_batch([["A cat on a sofa."]])[0]] == ["cat", "sofa"]
+    assert "response_format" not in server["bodies"][-1] and not free.fallbacks
+
+
+def test_the_vllm_backend_says_what_is_missing_or_drives_the_engine(monkeypatch, tmp_path):
+    """Without vLLM (as here: it pins another torch) the stage fails with what to install. With it, the adapter
+    gives the engine every caption's messages at once and the schema as structured output; the engine is a
+    stand-in with vLLM 0.34's call signatures (LLM(model, **engine_kwargs), LLM.chat(messages, params, use_tqdm),
+    SamplingParams(structured_outputs=StructuredOutputsParams(json=...)))."""
+    import importlib.util
+    import sys
+    import types
+
+    from mining.entities.llm_parser import ENTITIES_SCHEMA, VllmBackend
+
+    cfg = build_config({"entities": {"kind": "llm", "llm": {"backend": "vllm", "model": "m", "engine_kwargs":
+                                                            {"max_model_len": 512}}},
+                        "execution": {"entities": {"num_gpus": 1}}}).entities
+    if importlib.util.find_spec("vllm") is None:
+        monkeypatch.setitem(sys.modules, "vllm", None)   # import fails, as where it is not installed
+        with pytest.raises(RuntimeError, match="needs vLLM on the entity workers"):
+            VllmBackend(cfg.llm)
+    seen = {}
+
+    class Engine:
+        def __init__(self, model, **kwargs):
+            seen["engine"] = (model, kwargs)
+
+        def chat(self, conversations, params, use_tqdm):
+            seen["params"] = params
+            return [types.SimpleNamespace(outputs=[types.SimpleNamespace(text=scripted_answer(c[-1]["content"]))])
+                    for c in conversations]
+
+    vllm = types.ModuleType("vllm")
+    vllm.LLM, vllm.SamplingParams = Engine, lambda **kw: kw
+    sampling = types.ModuleType("vllm.sampling_params")
+    sampling.StructuredOutputsParams = lambda json: {"json": json}
+    monkeypatch.setitem(sys.modules, "vllm", vllm)
+    monkeypatch.setitem(sys.modules, "vllm.sampling_params", sampling)
+    parser = LLMEntityParser(cfg, cache_dir=tmp_path)
+    assert [[e.noun for e in image] for image in parser.parse_batch([["Two dogs."], ["A cat on a sofa."]])] == \
+        [["dog"], ["cat", "sofa"]]
+    assert seen["engine"] == ("m", {"max_model_len": 512})
+    assert seen["params"]["structured_outputs"] == {"json": ENTITIES_SCHEMA} and seen["params"]["temperature"] == 0
 
 
 def test_the_transformers_backend_generates_with_a_chat_template(tmp_path):

@@ -4,9 +4,11 @@ is a counted fallback reason, and the caption goes to the spaCy parser instead (
 caption is lost to a model's mistake. Answers are kept per (model, prompt, caption) on this machine, so a rerun
 or a second mining asks nothing again.
 
-Backends (`entities.llm.backend`): `transformers` (a causal LM with its chat template, batched greedy
-generation, in the entity stage's workers) and `http` (an OpenAI-compatible chat-completions server: vLLM, TGI or
-a hosted API; requests in flight up to the batch size, retried with backoff on errors and rate limits).
+Backends (`entities.llm.backend`), all in the entity stage's workers, so that each keeps the stage's resources,
+batching, cache and fallback on both executors: `transformers` (a causal LM with its chat template, batched
+greedy generation), `vllm` (vLLM's offline engine on the worker's GPU, decoding constrained to the entities JSON
+schema) and `http` (an OpenAI-compatible chat-completions server: vLLM, TGI or a hosted API; requests in flight
+up to the batch size, at most `requests_per_second`, retried with backoff on errors and rate limits).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import json
 import os
 import re
 import sqlite3
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +36,17 @@ SYSTEM_PROMPT = (
     "singular head noun with its compound (\"traffic light\"); phrase: the words of the caption that name it, "
     "copied exactly; count: how many the caption says (1 if it does not say); attributes: its colour, size or "
     "material words from the caption.")
+
+
+# the answer's JSON schema, for decoders that can be held to one (vLLM structured outputs, response_format)
+ENTITIES_SCHEMA = {
+    "type": "object", "required": ["entities"], "additionalProperties": False,
+    "properties": {"entities": {"type": "array", "items": {
+        "type": "object", "required": ["noun", "phrase"], "additionalProperties": False,
+        "properties": {"noun": {"type": "string"}, "phrase": {"type": "string"},
+                       "count": {"type": "integer", "minimum": 1},
+                       "attributes": {"type": "array", "items": {"type": "string"}}}}}},
+}
 
 
 class ReplyError(ValueError):
@@ -108,6 +122,24 @@ def messages(caption: str) -> list[dict[str, str]]:
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": caption}]
 
 
+class RateLimit:
+    """At most `per_second` starts a second across the threads that share it (None: no limit)."""
+
+    def __init__(self, per_second: float | None) -> None:
+        self.interval = 1.0 / per_second if per_second else 0.0
+        self.next_start = 0.0
+        self.lock = threading.Lock()
+
+    def wait(self) -> None:
+        if not self.interval:
+            return
+        with self.lock:
+            now = time.monotonic()
+            start = max(now, self.next_start)
+            self.next_start = start + self.interval
+        time.sleep(start - now)
+
+
 class HttpBackend:
     """An OpenAI-compatible /chat/completions endpoint, greedy, a request per caption."""
 
@@ -116,23 +148,28 @@ class HttpBackend:
         self.url = cfg.endpoint.rstrip("/") + "/chat/completions"
         key = os.environ.get(cfg.api_key_env)
         self.headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+        self.rate = RateLimit(cfg.requests_per_second)
 
     def _ask(self, caption: str) -> str:
         import requests
 
         body = {"model": self.cfg.model, "messages": messages(caption), "temperature": 0,
                 "max_tokens": self.cfg.max_new_tokens}
+        if self.cfg.constrained:
+            body["response_format"] = {"type": "json_schema",
+                                       "json_schema": {"name": "entities", "schema": ENTITIES_SCHEMA}}
         for attempt in range(self.cfg.max_retries + 1):
+            self.rate.wait()
             try:
                 answer = requests.post(self.url, json=body, headers=self.headers, timeout=self.cfg.timeout_s)
                 if answer.status_code == 429 or answer.status_code >= 500:
-                    raise requests.HTTPError(f"HTTP {answer.status_code}")
+                    raise requests.HTTPError(f"HTTP {answer.status_code}", response=answer)
                 answer.raise_for_status()
                 return answer.json()["choices"][0]["message"]["content"]
             except (requests.RequestException, KeyError, ValueError) as err:
                 if attempt == self.cfg.max_retries:
                     raise RuntimeError(f"{self.url}: {err}") from None
-                time.sleep(min(8.0, 0.5 * 2 ** attempt))
+                time.sleep(_backoff(err, attempt))
         raise AssertionError("unreachable")
 
     def generate(self, captions: list[str]) -> list[str | Exception]:
@@ -143,6 +180,15 @@ class HttpBackend:
                 return err
         with ThreadPoolExecutor(max_workers=self.cfg.batch_size) as pool:
             return list(pool.map(ask, captions))
+
+
+def _backoff(err: Exception, attempt: int) -> float:
+    """Seconds before the next try: the server's Retry-After when it gives one (a rate limit), else doubling."""
+    response = getattr(err, "response", None)
+    retry_after = response.headers.get("Retry-After") if response is not None else None
+    if retry_after and retry_after.replace(".", "", 1).isdigit():
+        return min(60.0, float(retry_after))
+    return min(8.0, 0.5 * 2 ** attempt)
 
 
 class TransformersBackend:
@@ -176,9 +222,34 @@ class TransformersBackend:
         return out
 
 
+class VllmBackend:
+    """vLLM's offline engine on the worker's GPU: the model's chat template, greedy, and (`constrained`) decoding
+    held to the entities JSON schema, so that the answer always parses."""
+
+    def __init__(self, cfg: LLMConfig) -> None:
+        try:
+            from vllm import LLM, SamplingParams
+            from vllm.sampling_params import StructuredOutputsParams
+        except ImportError as err:
+            raise RuntimeError(f"entities.llm.backend=vllm needs vLLM on the entity workers ({err}); install it "
+                               "where the GPUs are (pip install vllm, with the torch it pins), or use the "
+                               "transformers backend") from None
+        self.cfg = cfg
+        self.engine = LLM(model=cfg.model, **cfg.engine_kwargs)
+        structured = StructuredOutputsParams(json=ENTITIES_SCHEMA) if cfg.constrained else None
+        self.params = SamplingParams(temperature=0.0, max_tokens=cfg.max_new_tokens, structured_outputs=structured)
+
+    def generate(self, captions: list[str]) -> list[str | Exception]:
+        # one call: vLLM schedules the batch itself (continuous batching up to its max_num_seqs)
+        answers = self.engine.chat([messages(c) for c in captions], self.params, use_tqdm=False)
+        return [a.outputs[0].text for a in answers]
+
+
 def build_backend(cfg: LLMConfig, device: str = "auto"):
     """`device`: where a transformers model runs ('auto', 'cpu', 'cuda'), as `execution.entities.num_gpus` gives."""
-    return HttpBackend(cfg) if cfg.backend == "http" else TransformersBackend(cfg, device)
+    if cfg.backend == "http":
+        return HttpBackend(cfg)
+    return VllmBackend(cfg) if cfg.backend == "vllm" else TransformersBackend(cfg, device)
 
 
 class LLMEntityParser:
