@@ -249,6 +249,16 @@ def test_the_transformers_backend_generates_with_a_chat_template(tmp_path):
     assert sum(parser.fallbacks.values()) == 3 and set(parser.fallbacks) <= {"unparsable", "bad_schema",
                                                                               "not_in_caption"}
     assert [e.noun for e in parsed[0]] == ["dog", "sofa", "cat"]   # spaCy's, since the noise is unusable
+    # a model whose context cannot hold the prompt and an answer: not asked (generate would index out of its
+    # position table), each caption a backend_error falling back to spaCy
+    short = tmp_path / "short"
+    tokenizer.save_pretrained(short)
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=1,
+                               n_head=2)).save_pretrained(short)
+    cfg.llm.model = str(short)
+    cramped = LLMEntityParser(cfg, cache_dir=tmp_path / "other")
+    assert [e.noun for e in cramped.parse_batch([["A dog on the sofa."]])[0]] == ["dog", "sofa"]
+    assert cramped.fallbacks == {"backend_error": 1}
 
 
 def test_fallbacks_are_counted_in_the_markers_stats_manifest_and_ovmine_stats(server, tmp_path, monkeypatch, tiny_cfg):

@@ -209,16 +209,22 @@ class TransformersBackend:
     def generate(self, captions: list[str]) -> list[str | Exception]:
         import torch
 
+        context = getattr(self.model.config, "max_position_embeddings", None)
         out: list[str | Exception] = []
         for start in range(0, len(captions), self.cfg.batch_size):
             batch = captions[start:start + self.cfg.batch_size]
             prompts = [self.tokenizer.apply_chat_template(messages(c), tokenize=False, add_generation_prompt=True)
                        for c in batch]
             inputs = self.tokenizer(prompts, return_tensors="pt", padding=True).to(self.device)
+            width = inputs["input_ids"].shape[1]
+            room = self.cfg.max_new_tokens if context is None else min(self.cfg.max_new_tokens, context - width)
+            if room < 16:   # a batch with a prompt too long for the model's context: none of it is asked
+                out += [RuntimeError(f"a prompt of {width} tokens leaves no room in the model's {context}")] * len(batch)
+                continue
             with torch.inference_mode():
-                tokens = self.model.generate(**inputs, max_new_tokens=self.cfg.max_new_tokens, do_sample=False,
+                tokens = self.model.generate(**inputs, max_new_tokens=room, do_sample=False,
                                              pad_token_id=self.tokenizer.pad_token_id)
-            out += self.tokenizer.batch_decode(tokens[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+            out += self.tokenizer.batch_decode(tokens[:, width:], skip_special_tokens=True)
         return out
 
 

@@ -31,7 +31,7 @@ TRAIN_SEED = 7_200_000   # apart from the toy CLIP's (7_000_003), the trainer be
 USER, ASSISTANT, END, PAD = "<|user|>", "<|assistant|>", "<|end|>", "<|pad|>"
 CHAT_TEMPLATE = ("{% for m in messages %}{% if m['role'] == 'user' %}" + USER + "{{ m['content'] }}" + ASSISTANT
                  + "{% elif m['role'] == 'assistant' %}{{ m['content'] }}" + END + "{% endif %}{% endfor %}")
-MODEL_CFG = {"n_embd": 128, "n_layer": 4, "n_head": 4, "n_positions": 256}
+MODEL_CFG = {"n_embd": 128, "n_layer": 4, "n_head": 4, "n_positions": 512}
 
 
 def answer_json(entities: list[dict[str, object]]) -> str:
