@@ -219,7 +219,8 @@ class TransformersBackend:
             width = inputs["input_ids"].shape[1]
             room = self.cfg.max_new_tokens if context is None else min(self.cfg.max_new_tokens, context - width)
             if room < 16:   # a batch with a prompt too long for the model's context: none of it is asked
-                out += [RuntimeError(f"a prompt of {width} tokens leaves no room in the model's {context}")] * len(batch)
+                too_long = RuntimeError(f"a prompt of {width} tokens leaves no room in the model's {context}")
+                out += [too_long] * len(batch)
                 continue
             with torch.inference_mode():
                 tokens = self.model.generate(**inputs, max_new_tokens=room, do_sample=False,
