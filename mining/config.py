@@ -10,7 +10,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -163,6 +163,32 @@ class EntitiesConfig(_Section):
         return self
 
 
+DEFAULT_REFINE_PROMPT = "Describe every object and surface you can see in this image."
+
+
+class RefineConfig(_Section):
+    """captions.refine: a vision-language model writes one more caption per image (Uni-OVSeg: web alt-text names
+    only part of what an image shows), parsed for entities beside the image's own captions."""
+    model: str = Field(..., min_length=1, description="a transformers image-text-to-text model: hub id or local "
+                                                      "folder (AutoProcessor + AutoModelForImageTextToText)")
+    prompt: str = Field(DEFAULT_REFINE_PROMPT, min_length=1, description="the instruction sent with each image")
+    max_new_tokens: int = Field(64, ge=8, description="the refined caption's length bound, in tokens")
+    keep: Literal["beside"] = Field("beside", description="beside: the refined caption is added after the image's "
+                                                          "own captions (the only mode for now)")
+
+    @model_validator(mode="after")
+    def _prompt_has_words(self) -> "RefineConfig":
+        if not self.prompt.strip():
+            raise ValueError("prompt: give the instruction in words (e.g. the default, "
+                             f"{DEFAULT_REFINE_PROMPT!r})")
+        return self
+
+
+class CaptionsConfig(_Section):
+    refine: RefineConfig | None = Field(None, description="a vision-language model adds a caption per image before "
+                                                          "entities; null: off (the image's own captions only)")
+
+
 class RegionsConfig(_Section):
     mode: Literal["masked_crop", "mask_pooling"] = "masked_crop"
     model: str = Field("ViT-B-16", description="open_clip model name, 'hf-hub:org/repo' or 'local-dir:/path'")
@@ -258,6 +284,9 @@ class ExecutionConfig(_Section):
                                                   "stage's calls are retried for as long as its actor is restarted")
     max_actor_restarts: int = Field(-1, ge=-1, description="restarts of a dead stage actor (-1: as many as it takes)")
     decode: StageResources = Field(default_factory=lambda: StageResources(concurrency=2))
+    refine: ModelStageResources = Field(default_factory=lambda: ModelStageResources(num_gpus="auto", batch_size=4),
+                                        description="captions.refine only: the vision-language model's workers "
+                                                    "(compile is not supported: generate runs uncompiled)")
     entities: StageResources = Field(default_factory=StageResources)
     teacher: ModelStageResources = Field(default_factory=lambda: ModelStageResources(num_gpus="auto", batch_size=4))
     regions: ModelStageResources = Field(default_factory=lambda: ModelStageResources(num_gpus="auto", batch_size=4))
@@ -269,13 +298,14 @@ class ExecutionConfig(_Section):
                                "the memory a shard in flight takes); null: whole shards")
 
     def stage_resources(self) -> list[StageResources]:
-        """Every step's resources (the five stages' and the write's)."""
+        """Every step's resources (the stages', optional ones included, and the write's)."""
         return [value for value in (getattr(self, name) for name in type(self).model_fields)
                 if isinstance(value, StageResources)]
 
 
 class RunConfig(_Section):
     source: SourceConfig = Field(default_factory=SourceConfig)
+    captions: CaptionsConfig = Field(default_factory=CaptionsConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     entities: EntitiesConfig = Field(default_factory=EntitiesConfig)
@@ -293,6 +323,18 @@ class RunConfig(_Section):
                              "entity stage one (1, a fraction, or 'auto')")
         return self
 
+    @model_validator(mode="after")
+    def _refine_is_not_compiled(self) -> "RunConfig":
+        if self.execution.refine.compile:
+            raise ValueError("execution.refine.compile: the refine stage's generate loop runs uncompiled; set it "
+                             "to false")
+        return self
+
+    def running_resources(self) -> list[StageResources]:
+        """The resources of the steps this run has: `execution.refine` only when `captions.refine` is set."""
+        skip = self.execution.refine if self.captions.refine is None else None
+        return [res for res in self.execution.stage_resources() if res is not skip]
+
     def resolved(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
@@ -305,6 +347,9 @@ class RunConfig(_Section):
         llm = payload["entities"].pop("llm")   # added after outputs were hashed without it: unset, it is absent
         if llm is not None:
             payload["entities"]["llm"] = {k: v for k, v in llm.items() if k not in LLM_UNHASHED}
+        captions = payload.pop("captions")   # added later too: with refine unset, outputs hash as before
+        if captions["refine"] is not None:
+            payload["captions"] = captions
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         for name, value in PLACEHOLDERS.items():   # the same config hashes the same wherever it is installed
             blob = blob.replace(json.dumps(str(value))[1:-1], f"${{{name}}}")
@@ -338,9 +383,11 @@ def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
     for part in loc:
         field = model.model_fields.get(str(part))
         annotation = getattr(field, "annotation", None)
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        # an optional section (`Section | None`) is its section
+        found = [a for a in (annotation, *get_args(annotation)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not found:
             return []
-        model = annotation
+        model = found[0]
     return list(model.model_fields)
 
 

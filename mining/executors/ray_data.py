@@ -165,7 +165,7 @@ def _keep_task_workers(cfg: RunConfig) -> None:
     starts a new worker that imports torch again (~4 s of CPU). Besides the stage actors, a plan keeps a few task
     workers busy by turns; on a small machine that churn ate a quarter of the CPU. Allow as many workers as the
     plan can use at once (RAY_num_workers_soft_limit; a value set in the environment is kept)."""
-    pools = sum(res.concurrency for res in cfg.execution.stage_resources())
+    pools = sum(res.concurrency for res in cfg.running_resources())
     os.environ.setdefault("RAY_num_workers_soft_limit", str((os.cpu_count() or 1) + pools + 2))
 
 
