@@ -30,6 +30,10 @@ class Drop(str, Enum):
     DUPLICATE_KEY = "duplicate_key"          # a key met again later in the tar: the first sample is kept
 
 
+# where a caption came from (`Sample.caption_sources`): the image's own, or written by captions.refine's model
+ORIGINAL, REFINED = "original", "refined"
+
+
 @dataclass
 class Entity:
     """A visual noun of a caption. `noun` is the singular lemma that is matched; `phrase` keeps adjectives."""
@@ -73,6 +77,7 @@ class Sample:
     sentinel: bool = False         # stands in for a shard that yielded no sample at all
     read_error: str | None = None  # on a sentinel: the shard could not be read (not committed; a rerun retries)
     captions: list[str] = field(default_factory=list)
+    caption_sources: list[str] = field(default_factory=list)   # per caption, ORIGINAL or REFINED; empty: all ORIGINAL
     image: np.ndarray | None = None                # uint8[H, W, 3], working frame
     orig_size: tuple[int, int] | None = None       # (width, height) as stored, after EXIF rotation
     frame_size: tuple[int, int] | None = None      # (width, height) of the working frame masks live in
@@ -89,6 +94,12 @@ class Sample:
     drop: Drop | None = None
     drop_detail: str | None = None
     timings: dict[str, float] = field(default_factory=dict)    # seconds spent on this sample per stage
+
+    def add_caption(self, text: str, source: str) -> None:
+        """Append a caption with its provenance (the captions before it, if unmarked, are the image's own)."""
+        self.caption_sources = self.caption_sources or [ORIGINAL] * len(self.captions)
+        self.captions.append(text)
+        self.caption_sources.append(source)
 
     @property
     def alive(self) -> bool:

@@ -24,7 +24,7 @@ from mining.sinks.layout import clear_output, shard_file, status_file
 from mining.sinks.lease import OutputLease
 from mining.sinks.manifest import assemble_manifest, measured_throughput, write_manifest
 from mining.sinks.reader import iter_pair_batches, pairs_files, read_manifest, read_shard_documents, shard_files
-from mining.sinks.writer import write_shard_files
+from mining.sinks.writer import refined_pairs, write_shard_files
 from mining.sources.uris import shard_stem
 from mining.storage import Location, Where
 
@@ -223,7 +223,7 @@ def _write_curated_shards(origin: Location, output: Location, filters: CurationF
     for shard in shard_files(origin):
         stem = shard_stem(shard.uri)
         indices = _input_indices(origin, stem)
-        kept_records, nouns, dropped, status = [], Counter(), 0, []
+        kept_records, nouns, dropped, status, refined = [], Counter(), 0, [], 0
         for order, (record, image) in enumerate(read_shard_documents(shard)):
             pairs, rejected = [], Counter()
             for pair in record["pairs"]:
@@ -241,6 +241,8 @@ def _write_curated_shards(origin: Location, output: Location, filters: CurationF
             if pairs:
                 kept_records.append(({**record, "pairs": pairs}, image))
                 nouns.update(p["noun"] for p in pairs)
+                refined += refined_pairs(record.get("caption_sources", []),
+                                         (record["entities"][p["entity_index"]]["caption_index"] for p in pairs))
             else:
                 dropped += 1
         marker = {"input": shard_file(origin, stem).uri, "name": stem, "config_hash": config_hash,
@@ -248,7 +250,7 @@ def _write_curated_shards(origin: Location, output: Location, filters: CurationF
                   "images_in": len(kept_records) + dropped, "images_with_pairs": len(kept_records),
                   "pairs": sum(nouns.values()), "unique_nouns": len(nouns),
                   "drops": {CURATED_OUT: dropped} if dropped else {}, "errors": [], "timings": {},
-                  "nouns": dict(nouns.most_common())}
+                  "nouns": dict(nouns.most_common())} | ({"refined_pairs": refined} if refined else {})
         write_shard_files(output, stem, kept_records, marker,
                           status=sorted(status, key=lambda row: row["index"]))
         stems.append(stem)

@@ -243,6 +243,7 @@ def compute_stats(output: Where, top_k: int = 20,
         },
         "drops": drops,
         "entity_fallbacks": manifest["totals"].get("entity_fallbacks", {}),
+        "refined_pairs": manifest["totals"].get("refined_pairs", 0),   # from captions.refine's captions
         "timings": manifest["timings"],
         "wall_seconds": throughput["wall_seconds"],
         "images_per_second": throughput["images_per_second"],
@@ -290,6 +291,15 @@ def curated_text(stats: dict[str, Any]) -> str:
             f"({_filters_text(c['filters'])}){seconds}")
 
 
+def refined_text(stats: dict[str, Any]) -> list[str]:
+    """The pairs whose noun only a refined caption named (captions.refine); no line when there are none."""
+    refined = stats.get("refined_pairs", 0)
+    if not refined:
+        return []
+    share = refined / stats["pairs"] if stats["pairs"] else 0.0
+    return [f"  {'from refined captions':<22}{refined} pairs ({share:.0%}: nouns only the refined caption named)"]
+
+
 def split_timings(timings: dict[str, float]) -> dict[str, dict[str, float]]:
     """The manifest's timings by what they measure: stage work summed over samples, the run's wall time
     (Ray start-up, model loading, mining: they add up to its wall time), and each stage's model loading."""
@@ -323,6 +333,7 @@ def format_stats(stats: dict[str, Any]) -> str:
         f"  {'images in':<22}{stats['images_in']}" + ("  (read by the mining run)" if stats["curated_from"] else ""),
         f"  {'images with pairs':<22}{stats['images_with_pairs']}",
         f"  {'pairs':<22}{stats['pairs']}",
+        *refined_text(stats),
         f"  {'pairs per image':<22}{stats['pairs_per_image']:.2f}",
         f"  {'unique nouns':<22}{stats['unique_nouns']}",
         f"  {'nouns by pair count':<22}" + ", ".join(f"{k}: {v}" for k, v in stats["long_tail"].items()),

@@ -57,7 +57,8 @@ def _stats_problems(output: Where, marker: dict[str, Any]) -> list[str]:
     except SchemaError as err:
         return [f"shard {name}: {err}"]
     expected = {k: marker.get(k) for k in _STATS_FROM_MARKER} | {"stage_seconds": marker["timings"],
-                                                                 "entity_fallbacks": marker.get("entity_fallbacks")}
+                                                                 "entity_fallbacks": marker.get("entity_fallbacks"),
+                                                                 "refined_pairs": marker.get("refined_pairs")}
     differ = sorted(k for k, v in expected.items() if stats.get(k) != v)
     return [f"shard {name}: stats file says {k} {stats.get(k)!r}, marker says {expected[k]!r}" for k in differ]
 

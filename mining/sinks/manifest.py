@@ -39,14 +39,18 @@ def model_ids(cfg: RunConfig) -> dict[str, str]:
 
         llm = cfg.entities.llm
         entities = f"llm ({llm.backend}): {llm.model}, prompt {PROMPT_VERSION}; fallback {llm.fallback}"
-    return {"teacher": f"{cfg.teacher.kind}: {cfg.teacher.model_id()}", "clip": clip, "entities": entities}
+    models = {"teacher": f"{cfg.teacher.kind}: {cfg.teacher.model_id()}", "clip": clip, "entities": entities}
+    refine = cfg.captions.refine
+    if refine is not None:   # absent when off: a manifest names only the models that ran
+        models["refine"] = f"{refine.model}, prompt {refine.prompt!r}, max {refine.max_new_tokens} new tokens"
+    return models
 
 
 def aggregate(markers: list[dict[str, Any]]) -> dict[str, Any]:
     """The totals and summed stage seconds of committed shards (their markers)."""
     merged = merge_counts(markers)
     totals = {key: merged[key] for key in ("images_in", "images_with_pairs", "pairs", "unique_nouns", "drops",
-                                           "entity_fallbacks") if key in merged}
+                                           "entity_fallbacks", "refined_pairs") if key in merged}
     return {"totals": totals, "timings": {k: round(v, 4) for k, v in merged["timings"].items()}}
 
 

@@ -56,6 +56,7 @@ class MinedRecord:
     masks: list[MinedMask]
     pairs: list[MinedPair]
     image: bytes | None = field(default=None, repr=False)
+    caption_sources: list[str] = field(default_factory=list)   # per caption, when some is refined; empty: all original
 
     @classmethod
     def from_json(cls, doc: dict, image: bytes | None = None) -> "MinedRecord":
@@ -69,7 +70,7 @@ class MinedRecord:
                              e.get("count", 1))
                       for e in doc["entities"]],
             masks=[MinedMask(m["segmentation"], m["bbox"], m["area"], m["score"]) for m in doc["masks"]],
-            pairs=[MinedPair(**p) for p in doc["pairs"]], image=image)
+            pairs=[MinedPair(**p) for p in doc["pairs"]], image=image, caption_sources=doc.get("caption_sources", []))
 
 
 def committed_stems(output: Where) -> list[str]:

@@ -10,6 +10,7 @@ import io
 import json
 import time
 from collections import Counter
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -18,13 +19,30 @@ import pyarrow.parquet as pq
 from webdataset import TarWriter
 
 from mining import masks as rle
-from mining.records import Drop, Sample
+from mining.records import REFINED, Drop, Sample
 from mining.schemas import (MARKER_VERSION, PAIRS_VERSION, RECORD_VERSION, STATUS_VERSION, arrow_schema, validate,
                             validate_table)
 from mining.sinks.layout import marker_file, pairs_file, shard_file, stats_file, status_file
 from mining.storage import Where
 
 SHARD_STATS_VERSION = "ovmine.shard_stats/1"
+
+
+def refined_pairs(caption_sources: list[str], pair_captions: Iterable[int]) -> int:
+    """How many pairs came from a refined caption, given each pair's entity's `caption_index`. An entity that an
+    image's own caption names too is that caption's (the first mention wins): these are the pairs refining added."""
+    if REFINED not in caption_sources:
+        return 0
+    return sum(1 for index in pair_captions if caption_sources[index] == REFINED)
+
+
+def _caption_fields(sample: Sample) -> dict[str, Any]:
+    """`captions`, and `caption_sources` only when a caption is refined: records of runs that do not refine
+    stay byte for byte as they were."""
+    if REFINED not in sample.caption_sources:
+        return {"captions": sample.captions}
+    assert len(sample.caption_sources) == len(sample.captions), "one source per caption"
+    return {"captions": sample.captions, "caption_sources": sample.caption_sources}
 
 
 def build_record(sample: Sample, image_ext: str | None) -> dict[str, Any]:
@@ -37,7 +55,7 @@ def build_record(sample: Sample, image_ext: str | None) -> dict[str, Any]:
               "similarity": p.similarity, "margin": p.margin, "probability": p.probability,
               "scale_similarities": p.scale_similarities} for p in sample.pairs]
     return {
-        "schema_version": RECORD_VERSION, "key": sample.key, "shard": sample.shard, "captions": sample.captions,
+        "schema_version": RECORD_VERSION, "key": sample.key, "shard": sample.shard, **_caption_fields(sample),
         "width": width, "height": height, "orig_width": sample.orig_size[0], "orig_height": sample.orig_size[1],
         "image": image_ext, "entities": [e.to_json() for e in sample.entities], "masks": masks, "pairs": pairs,
     }
@@ -72,20 +90,24 @@ def shard_counts(samples: list[Sample]) -> dict[str, Any]:
     for s in real:
         timings.update(s.timings)
         fallbacks.update(s.entity_fallbacks)
+    refined = sum(refined_pairs(s.caption_sources, (s.entities[p.entity_index].caption_index for p in s.pairs))
+                  for s in kept)
     return _counts(len(real), len(kept), sum(len(s.pairs) for s in kept), drops,
-                   [e for s in samples for e in s.shard_errors], timings, nouns, fallbacks)
+                   [e for s in samples for e in s.shard_errors], timings, nouns, fallbacks, refined)
 
 
 def _counts(images_in: int, images_with_pairs: int, pairs: int, drops: Counter[str], errors: list[str],
-            timings: Counter[str], nouns: Counter[str], fallbacks: Counter[str]) -> dict[str, Any]:
+            timings: Counter[str], nouns: Counter[str], fallbacks: Counter[str], refined: int) -> dict[str, Any]:
     """The counts document of a marker, from tallies (one shard's samples, or its chunks' counts merged).
-    `entity_fallbacks` (captions whose LLM answer went unused, by reason) is there only when there are some, so
-    that a spaCy run's markers stay as they were."""
+    `entity_fallbacks` (captions whose LLM answer went unused, by reason) and `refined_pairs` (pairs from a
+    refined caption) are there only when there are some, so that other runs' markers stay as they were."""
     counts = {"images_in": images_in, "images_with_pairs": images_with_pairs, "pairs": pairs,
               "unique_nouns": len(nouns), "drops": dict(sorted(drops.items())), "errors": errors,
               "timings": {k: round(v, 6) for k, v in sorted(timings.items())}, "nouns": dict(nouns.most_common())}
     if fallbacks:
         counts["entity_fallbacks"] = dict(sorted(fallbacks.items()))
+    if refined:
+        counts["refined_pairs"] = refined
     return counts
 
 
@@ -102,7 +124,7 @@ def merge_counts(parts: list[dict[str, Any]]) -> dict[str, Any]:
         fallbacks.update(part.get("entity_fallbacks", {}))
     images_in, with_pairs, pairs = (sum(p[key] for p in parts) for key in ("images_in", "images_with_pairs", "pairs"))
     return _counts(images_in, with_pairs, pairs, drops, [e for p in parts for e in p.get("errors", [])], timings,
-                   nouns, fallbacks)
+                   nouns, fallbacks, sum(p.get("refined_pairs", 0) for p in parts))
 
 
 def status_rows(samples: list[Sample]) -> list[dict[str, Any]]:
@@ -128,7 +150,7 @@ def shard_stats(marker: dict[str, Any], started: float | None, finished: float) 
         "stage_seconds": marker["timings"],
         "started": None if started is None else _iso(started), "finished": _iso(finished),
         "wall_seconds": None if started is None else round(max(0.0, finished - started), 3),
-    } | ({"entity_fallbacks": marker["entity_fallbacks"]} if "entity_fallbacks" in marker else {})
+    } | {key: marker[key] for key in ("entity_fallbacks", "refined_pairs") if key in marker}
 
 
 def parquet_bytes(name: str, rows: list[dict[str, Any]]) -> bytes:
