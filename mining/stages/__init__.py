@@ -1,26 +1,40 @@
 """The mining flow, one module per step, in the order data goes through them:
 
-    read -> decode -> entities -> teacher -> regions -> match -> write
+    read -> decode -> [refine] -> entities -> teacher -> regions -> match -> write
 
-Entities run before the teacher (the papers' figure draws them side by side): a caption with no visual noun
-then costs no GPU time, and the CLIP actor can embed both masks and entity texts in one place. `read` cuts an
-input shard into chunks; the five stages in between work on a chunk's samples; `write` commits the shard on
-the worker. The library code they call lives in sources/, entities/, teachers/, regions/, matching.py, sinks/."""
+Refine (only with `captions.refine`) has a vision-language model add a caption per image before entities are
+parsed, so that nouns the web caption left out can be mined too. Entities run before the teacher (the papers'
+figure draws them side by side): a caption with no visual noun then costs no GPU time, and the CLIP actor can
+embed both masks and entity texts in one place. `read` cuts an input shard into chunks; the stages in between
+work on a chunk's samples; `write` commits the shard on the worker. The library code they call lives in
+sources/, captions/, entities/, teachers/, regions/, matching.py, sinks/."""
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from mining.config import RunConfig
 from mining.stages.base import Stage
 
-FLOW = ("decode", "entities", "teacher", "regions", "match")   # the stages' names, in the order data flows
+FLOW = ("decode", "refine", "entities", "teacher", "regions", "match")   # the stages' names, in the order data flows
+
+# stages a run has only when its config asks for them
+OPTIONAL: dict[str, Callable[[RunConfig], bool]] = {"refine": lambda cfg: cfg.captions.refine is not None}
+
+
+def stage_names(cfg: RunConfig) -> list[str]:
+    """The names of the stages `cfg` runs, in FLOW's order."""
+    return [name for name in FLOW if name not in OPTIONAL or OPTIONAL[name](cfg)]
 
 
 def build_stages(cfg: RunConfig) -> list[Stage]:
-    """The stages of FLOW, each built from its own section of `cfg`."""
+    """The stages `cfg` runs, in FLOW's order, each built from its own section of `cfg`."""
     # imported here: torch, open_clip and spaCy take seconds to import, and a bad input should fail at once
     from mining.stages.decode import DecodeStage
     from mining.stages.entities import EntityStage
     from mining.stages.match import MatchStage
+    from mining.stages.refine import RefineStage
     from mining.stages.regions import RegionStage
     from mining.stages.teacher import TeacherStage
 
-    return [stage.from_config(cfg) for stage in (DecodeStage, EntityStage, TeacherStage, RegionStage, MatchStage)]
+    classes = {s.name: s for s in (DecodeStage, RefineStage, EntityStage, TeacherStage, RegionStage, MatchStage)}
+    return [classes[name].from_config(cfg) for name in stage_names(cfg)]
