@@ -226,10 +226,23 @@ def test_without_captions_refine_nothing_runs_and_nothing_of_it_is_written(tmp_p
     assert stats["refined_pairs"] == 0 and "refined captions" not in format_stats(stats)
 
 
-def test_a_prompt_too_long_for_the_context_is_not_refined(vlms, monkeypatch):
+def test_the_refiner_pads_batches_left_and_skips_a_prompt_with_no_room(vlms):
+    """Rows of unequal prompts: padded on the left, each answer continues from its own prompt's last token (padded
+    on the right, the shorter row would continue from a pad and answer nothing)."""
     from mining.captions.refiner import CaptionRefiner
 
     refiner = CaptionRefiner(refine_config(vlms["steered"]).captions.refine, "cpu")
-    assert refiner.refine([np.zeros((20, 30, 3), np.uint8)]) == [ANSWER]
+    short, full = refiner.conversation(np.zeros((20, 30, 3), np.uint8)), refiner.conversation(scene_image())
+    short[0]["content"][1]["text"] = "Describe ."
+    turns = iter([short, full])
+    refiner.conversation = lambda image: next(turns)
+    assert refiner.refine([None, None]) == [ANSWER, ANSWER]
+    del refiner.conversation
     refiner.context = 30   # the prompt (16 image tokens and the words) leaves fewer than 8 new tokens
     assert refiner.refine([np.zeros((20, 30, 3), np.uint8)]) == [""]
+
+
+def scene_image() -> np.ndarray:
+    from conftest import scene
+
+    return scene(1, 40)

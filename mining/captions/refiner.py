@@ -7,6 +7,8 @@ from its prompt's last token, decoding is greedy (a rerun writes the same captio
 are decoded."""
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 
 from mining.config import RefineConfig
@@ -37,6 +39,12 @@ class CaptionRefiner:
         self.pad_token_id = tokenizer.pad_token_id
         self.model = AutoModelForImageTextToText.from_pretrained(cfg.model, dtype=self.dtype).to(self.device).eval()
         self.context = getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
+        # an encoder-decoder's generate returns only the answer; a decoder-only's, the prompt and then the answer
+        self.answer_only = bool(getattr(self.model.config, "is_encoder_decoder", False))
+        padding = {"padding": True, "padding_side": "left"}   # explicit: a processor's defaults may say otherwise
+        # transformers 5 takes the processor's arguments in `processor_kwargs` (4.x: loose)
+        takes = "processor_kwargs" in inspect.signature(self.processor.apply_chat_template).parameters
+        self.padding = {"processor_kwargs": padding} if takes else padding
 
     def conversation(self, image: np.ndarray) -> list[dict]:
         from PIL import Image
@@ -53,16 +61,17 @@ class CaptionRefiner:
 
         inputs = self.processor.apply_chat_template(
             [self.conversation(image) for image in images], add_generation_prompt=True, tokenize=True,
-            return_dict=True, return_tensors="pt", processor_kwargs={"padding": True})
+            return_dict=True, return_tensors="pt", **self.padding)
         inputs = inputs.to(self.device, dtype=self.dtype)
         width = inputs["input_ids"].shape[1]
         room = self.cfg.max_new_tokens if self.context is None else min(self.cfg.max_new_tokens, self.context - width)
-        if room < MIN_ROOM:   # generate would index past the model's position table
+        if room < MIN_ROOM and not self.answer_only:   # generate would index past the model's position table
             warn_limited("refine-context", f"captions.refine: a prompt of {width} tokens leaves no room in the "
                                            f"model's context of {self.context}: {len(images)} image(s) not refined")
             return [""] * len(images)
         with torch.inference_mode(), forward_precision(self.device, self.precision):
             tokens = self.model.generate(**inputs, max_new_tokens=room, do_sample=False,
                                          pad_token_id=self.pad_token_id)
-        answers = self.processor.batch_decode(tokens[:, width:], skip_special_tokens=True)
+        answers = self.processor.batch_decode(tokens if self.answer_only else tokens[:, width:],
+                                              skip_special_tokens=True)
         return [" ".join(answer.split()) for answer in answers]
