@@ -64,8 +64,10 @@ class CaptionRefiner:
             return_dict=True, return_tensors="pt", **self.padding)
         inputs = inputs.to(self.device, dtype=self.dtype)
         width = inputs["input_ids"].shape[1]
-        room = self.cfg.max_new_tokens if self.context is None else min(self.cfg.max_new_tokens, self.context - width)
-        if room < MIN_ROOM and not self.answer_only:   # generate would index past the model's position table
+        room = self.cfg.max_new_tokens
+        if self.context is not None and not self.answer_only:   # a decoder's answer shares positions with its prompt
+            room = min(room, self.context - width)
+        if room < MIN_ROOM:   # generate would index past the model's position table
             warn_limited("refine-context", f"captions.refine: a prompt of {width} tokens leaves no room in the "
                                            f"model's context of {self.context}: {len(images)} image(s) not refined")
             return [""] * len(images)
