@@ -1,6 +1,6 @@
 """Ray Data execution: a streaming plan with one row per chunk of an input shard.
 
-    shard tasks -> flat_map(read chunks) -> decode (tasks) -> entities, teacher, regions (actor pools)
+    shard tasks -> flat_map(read chunks) -> decode (tasks) -> [refine,] entities, teacher, regions (actor pools)
                 -> match (tasks) -> write (tasks: write and commit on the worker) -> small results to the driver
 
 The workers write and commit the output shards; the driver only plans, receives each write's result (a
