@@ -102,6 +102,36 @@ def test_real_size_coco_architecture_mines_on_the_gpu(tmp_path):
     assert sum(len(s.pairs) for s in chunk.samples) > 0
 
 
+def test_real_size_language_models_run_on_the_gpu(tmp_path):
+    """The LLM entity parser with a Qwen2.5-0.5B-shaped LM and caption refinement with a LLaVA-style CLIP-L/336 +
+    that LM, random weights: both on the device in the checkpoint's bf16, every caption asked and answered (noise:
+    each a counted fallback), every image refined."""
+    from real_size import random_llava_clip_l_qwen, random_qwen2_5_0_5b
+
+    from mining.config import build_config
+    from mining.entities.llm_parser import LLMEntityParser
+    from mining.stages.refine import RefineStage
+    from mining.toyworld.make import scene_rng
+    from mining.toyworld.scene import render_scene
+    from mining.records import Sample
+
+    lm, vlm = random_qwen2_5_0_5b(tmp_path / "lm"), random_llava_clip_l_qwen(tmp_path / "vlm")
+    gpus = 1 if DEVICE == "cuda" else 0
+    cfg = build_config({"entities": {"kind": "llm", "llm": {"model": lm, "max_new_tokens": 32, "cache": False}},
+                        "captions": {"refine": {"model": vlm, "max_new_tokens": 16}},
+                        "execution": {"executor": "local", "refine": {"num_gpus": gpus, "batch_size": 2}}})
+    parser = LLMEntityParser(cfg.entities, cache_dir=tmp_path, device=DEVICE)
+    assert {p.device.type for p in parser.backend.model.parameters()} == {DEVICE}
+    parser.parse_batch([["A dog on a sofa.", "Two cats."], ["A red ball."]])
+    assert sum(parser.fallbacks.values()) == 3 and "backend_error" not in parser.fallbacks
+    samples = [Sample(shard="s.tar", shard_stem="s", key=str(i), index=i, captions=["A photo."],
+                      image=render_scene(scene_rng(5, 0, i), 336, 0.2, 0.0).image) for i in range(2)]
+    stage = RefineStage.from_config(cfg)
+    stage.run(samples)
+    assert {p.device.type for p in stage.refiner.model.parameters()} == {DEVICE}
+    assert all(len(s.captions) == 2 for s in samples), [s.captions for s in samples]
+
+
 def test_model_a_trains_on_pairs_and_grounding_together_on_the_device():
     """Model A's step with both losses on the device (the images' crops come from their stream on the CPU),
     under bf16 autocast and gradient clipping as a GPU run trains."""

@@ -195,6 +195,7 @@ class TransformersBackend:
     """A causal LM with its tokenizer's chat template, batched greedy generation (left-padded)."""
 
     def __init__(self, cfg: LLMConfig, device: str = "auto") -> None:
+        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from mining.devices import resolve_device
@@ -204,7 +205,9 @@ class TransformersBackend:
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.model, padding_side="left")
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(cfg.model).to(self.device).eval()
+        # on a GPU the checkpoint's own dtype (bf16 for today's instruct models); on the CPU fp32, which it runs fastest
+        dtype = "auto" if self.device.type == "cuda" else torch.float32
+        self.model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=dtype).to(self.device).eval()
 
     def generate(self, captions: list[str]) -> list[str | Exception]:
         import torch
