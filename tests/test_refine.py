@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from mining.config import ConfigError, build_config
@@ -207,6 +208,17 @@ def test_refined_pairs_carry_their_provenance_into_records_pairs_counts_and_stat
     grass = _refined_pairs_of(records, "grass")
     assert grass > 0 and curated["totals"]["refined_pairs"] == grass
     assert compute_stats(tmp_path / "curated")["refined_pairs"] == grass
+    # and drops them on request: what stays is the pairs of the images' own captions, each counted once
+    own = curate(str(tmp_path / "refined"), str(tmp_path / "own"), CurationFilters(drop_refined=True, min_noun_count=1))
+    assert own["totals"]["pairs"] == len(rows) - refined and "refined_pairs" not in own["totals"]
+    status = pq.read_table(tmp_path / "own" / "status" / "00000.parquet").to_pylist()
+    wow = next(r["key"] for r in records if r["captions"][0] == "Wow!")   # its pairs all came from the refined caption
+    assert [(r["status"], r["detail"].split(" (")[0]) for r in status if r["key"] == wow] == \
+        [("curated_out", "pairs filtered by drop_refined")]
+    kept = {(row["key"], row["mask_index"]) for row in read_pairs(str(tmp_path / "own")).to_pylist()}
+    assert kept == {(row["key"], row["mask_index"]) for row in rows if sources[row["key"]][row["caption_index"]]
+                    == ORIGINAL}
+    assert CurationFilters().digest() == CurationFilters(drop_refined=False).digest() != own["config_hash"]
 
 
 def test_without_captions_refine_nothing_runs_and_nothing_of_it_is_written(tmp_path, tiny_cfg, monkeypatch):

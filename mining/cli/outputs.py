@@ -48,7 +48,8 @@ def cmd_curate(args: argparse.Namespace) -> int:
         max_per_noun=args.max_per_noun,
         nouns_allow=_read("--nouns-allow", read_noun_list, args.nouns_allow) if args.nouns_allow else None,
         nouns_deny=_read("--nouns-deny", read_noun_list, args.nouns_deny) if args.nouns_deny else [],
-        synonyms=_read("--merge-synonyms", read_synonyms, args.merge_synonyms) if args.merge_synonyms else {})
+        synonyms=_read("--merge-synonyms", read_synonyms, args.merge_synonyms) if args.merge_synonyms else {},
+        drop_refined=args.drop_refined)
     manifest = curate(location(args, args.input), location(args, args.output), filters, overwrite=args.overwrite)
     t, before = manifest["totals"], manifest["lineage"]["input_totals"]
     if args.json:
@@ -114,6 +115,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nouns-allow", metavar="FILE", help="only these nouns (one per line)")
     p.add_argument("--nouns-deny", metavar="FILE", help="never these nouns (one per line)")
     p.add_argument("--merge-synonyms", metavar="FILE", help="YAML 'canonical: [synonym, ...]'; applied first")
+    p.add_argument("--drop-refined", action="store_true",
+                   help="drop the pairs whose noun only captions.refine's caption named (the image's own captions' "
+                        "pairs stay; default: keep them)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace another curation in NEW_RUN, or write into a non-empty folder that is no ovmine "
                         "output (never over another kind of output)")

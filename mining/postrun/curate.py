@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import yaml
 
+from mining.records import REFINED
 from mining.schemas import STATUS_VERSION
 from mining.sinks.guard import CURATED, WriteRefused, check_folder_output, run_inputs
 from mining.sinks.layout import clear_output, shard_file, status_file
@@ -40,6 +41,7 @@ class CurationFilters:
     nouns_allow: list[str] | None = None
     nouns_deny: list[str] = field(default_factory=list)
     synonyms: dict[str, str] = field(default_factory=dict)   # synonym -> canonical noun
+    drop_refined: bool = False   # drop the pairs whose entity came from captions.refine's caption
 
     def __post_init__(self) -> None:
         """Out-of-range thresholds are refused like config values (a similarity above 1 would keep nothing)."""
@@ -53,8 +55,11 @@ class CurationFilters:
     def canonical(self, noun: str) -> str:
         return self.synonyms.get(noun, noun)
 
-    def rejection(self, noun: str, similarity: float, margin: float | None) -> str | None:
-        """The first filter that rejects one pair alone (noun already canonical), or None when it passes."""
+    def rejection(self, noun: str, similarity: float, margin: float | None, refined: bool = False) -> str | None:
+        """The first filter that rejects one pair alone (noun already canonical; `refined`: its entity came from
+        a refined caption), or None when it passes."""
+        if self.drop_refined and refined:
+            return "drop_refined"
         if self.min_similarity is not None and similarity < self.min_similarity:
             return "min_similarity"
         if self.min_margin is not None and margin is not None and margin < self.min_margin:   # None: no rival
@@ -63,15 +68,21 @@ class CurationFilters:
             return "nouns_allow"
         return "nouns_deny" if noun in self.nouns_deny else None
 
-    def pair_passes(self, noun: str, similarity: float, margin: float | None) -> bool:
-        return self.rejection(noun, similarity, margin) is None
+    def pair_passes(self, noun: str, similarity: float, margin: float | None, refined: bool = False) -> bool:
+        return self.rejection(noun, similarity, margin, refined) is None
 
     def active(self) -> dict[str, Any]:
         """The filters that were set, for summaries."""
-        return {k: v for k, v in asdict(self).items() if v not in (None, [], {})}
+        return {k: v for k, v in asdict(self).items() if v is not False and v not in (None, [], {})}
+
+    def to_json(self) -> dict[str, Any]:
+        doc = asdict(self)
+        if not doc["drop_refined"]:   # added later: unset, a curation is recorded and hashed as it was before
+            doc.pop("drop_refined")
+        return doc
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def read_noun_list(path: str) -> list[str]:
@@ -125,14 +136,33 @@ class _Plan:
         return None
 
 
+def _refined_captions(origin: Location) -> dict[tuple[str, str], set[int]]:
+    """(shard, key) -> the indices of its refined captions: the pairs table has no provenance column (outputs
+    without refinement keep their bytes), so --drop-refined reads it from the records."""
+    refined = {}
+    for shard in shard_files(origin):
+        for record, _ in read_shard_documents(shard):
+            sources = record.get("caption_sources", [])
+            if REFINED in sources:
+                refined[(shard_stem(shard.uri), record["key"])] = {i for i, s in enumerate(sources) if s == REFINED}
+    return refined
+
+
+def _is_refined(record: dict[str, Any], pair: dict[str, Any]) -> bool:
+    sources = record.get("caption_sources", [])
+    return bool(sources) and sources[record["entities"][pair["entity_index"]]["caption_index"]] == REFINED
+
+
 def _plan(origin: Location, filters: CurationFilters) -> _Plan:
     plan = _Plan(filters)
-    columns = ["shard", "key", "mask_index", "noun", "similarity", "margin"]
+    refined = _refined_captions(origin) if filters.drop_refined else {}
+    columns = ["shard", "key", "mask_index", "noun", "similarity", "margin", "caption_index"]
     for pairs in pairs_files(origin):
         for batch in iter_pair_batches(pairs, columns):
             for row in batch.to_pylist():
                 noun = filters.canonical(row["noun"])
-                if filters.pair_passes(noun, row["similarity"], row["margin"]):
+                from_refined = row["caption_index"] in refined.get((row["shard"], row["key"]), ())
+                if filters.pair_passes(noun, row["similarity"], row["margin"], from_refined):
                     plan.observe(noun, (row["similarity"], row["shard"], row["key"], row["mask_index"]))
     return plan
 
@@ -191,7 +221,7 @@ def curate(input_uri: Where, output: Where, filters: CurationFilters, overwrite:
         plan = _plan(origin, filters)
         stems = _write_curated_shards(origin, output, filters, plan, config_hash)
         mining_output, mining_totals = mining_origin(absolute_input, source)
-        lineage = {"input": absolute_input, "input_config_hash": source["config_hash"], "filters": asdict(filters),
+        lineage = {"input": absolute_input, "input_config_hash": source["config_hash"], "filters": filters.to_json(),
                    "input_totals": source["totals"], "mining_output": mining_output, "mining_totals": mining_totals,
                    "curate_seconds": round(time.perf_counter() - start, 3)}
         measured = measured_throughput(source) or {"wall_seconds": 0.0, "images_per_second": 0.0,
@@ -232,7 +262,8 @@ def _write_curated_shards(origin: Location, output: Location, filters: CurationF
                 similarity = float(np.float32(pair["similarity"]))
                 margin = None if pair["margin"] is None else float(np.float32(pair["margin"]))
                 pid = (similarity, stem, record["key"], pair["mask_index"])
-                why = filters.rejection(noun, similarity, margin) or plan.rejection(noun, pid)
+                why = filters.rejection(noun, similarity, margin, _is_refined(record, pair)) \
+                    or plan.rejection(noun, pid)
                 if why is None:
                     pairs.append({**pair, "noun": noun})
                 else:

@@ -266,6 +266,9 @@ def _filters_text(filters: dict[str, Any]) -> str:
             value = f"{len(value)} merged"
         elif isinstance(value, list):
             value = f"{len(value)} nouns"
+        elif value is True:   # a switch: its name says it
+            parts.append(name)
+            continue
         parts.append(f"{name} {value}")
     return ", ".join(parts) or "no filters"
 
