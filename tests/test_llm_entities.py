@@ -286,4 +286,7 @@ def test_fallbacks_are_counted_in_the_markers_stats_manifest_and_ovmine_stats(se
     stats = compute_stats(tmp_path / "out")
     assert stats["entity_fallbacks"] == {"unparsable": 2}
     assert "LLM answers unused    2 captions (unparsable 2, parsed by spaCy instead)" in format_stats(stats)
+    from mining.postrun.report import render_report
+
+    assert "<th>LLM answers unused</th><td>2 captions</td>" in render_report(tmp_path / "out", stats)
     assert check_output(str(tmp_path / "out"))["shards"] == 1   # validate finds stats and markers agree

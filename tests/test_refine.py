@@ -202,6 +202,9 @@ def test_refined_pairs_carry_their_provenance_into_records_pairs_counts_and_stat
     stats = compute_stats(tmp_path / "refined")
     assert stats["refined_pairs"] == refined
     assert f"  from refined captions {refined} pairs (" in format_stats(stats)
+    from mining.postrun.report import render_report
+
+    assert f"<th>from refined captions</th><td>{refined}</td>" in render_report(tmp_path / "refined", stats)
     assert check_output(str(tmp_path / "refined"))["shards"] == 1
     # a curated copy recounts them from its records' provenance
     curated = curate(str(tmp_path / "refined"), str(tmp_path / "curated"), CurationFilters(nouns_deny=["kite"]))

@@ -128,6 +128,10 @@ def _summary_rows(stats: dict[str, Any]) -> list[tuple[str, Any]]:
             ("images/s", throughput_text(stats)), ("config", stats["config_hash"])]
     if stats["curated_from"]:
         rows.insert(1, ("curated from", stats["curated_from"]["input"]))
+    if stats.get("refined_pairs"):   # captions.refine: the pairs only its captions named
+        rows.insert(rows.index(("pairs", stats["pairs"])) + 1, ("from refined captions", stats["refined_pairs"]))
+    if stats.get("entity_fallbacks"):
+        rows.append(("LLM answers unused", f"{sum(stats['entity_fallbacks'].values())} captions"))
     return rows
 
 
