@@ -4,7 +4,8 @@
 #   2. FLOPs per image of each model stage (bench/flops.py);
 #   3. the real-size mining stages per precision: images/s, model share, host CPU per image, MFU
 #      (bench/gpu_bench.py), and the trainers' real-size step times;
-#   4. the toy world's pairs per precision against fp32's (bench/precision.py).
+#   4. the toy world's pairs per precision against fp32's (bench/precision.py);
+#   5. the language-model stages' captions/s and images/s at real size (bench/language_models.py).
 #
 #   bash bench/gpu.sh                                   # on the GPU machine: writes bench-gpu.json
 #   bash bench/gpu.sh --device cpu --quick --out F      # the same steps with the toy models, on a CPU (tested)
@@ -48,6 +49,7 @@ if [ -n "$quick" ]; then
 else
   step precision "$py" bench/precision.py --device "$device" --json
 fi
+step language "$py" bench/language_models.py --device "$device" $quick --json
 
 "$py" - "$work" "$out" "$device" <<'PY'
 import json, sys
@@ -55,7 +57,7 @@ from pathlib import Path
 
 work, out, device = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 result, failed = {}, []
-for name in ("tests", "flops", "stages", "precision"):
+for name in ("tests", "flops", "stages", "precision", "language"):
     status, seconds = (work / f"{name}.status").read_text().split()
     entry = {"exit_status": int(status), "seconds": int(seconds)}
     text = (work / f"{name}.out").read_text()

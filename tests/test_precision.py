@@ -149,6 +149,8 @@ def test_the_gpu_bench_script_runs_every_step_on_the_cpu(tmp_path):
     assert all(r[s]["images_per_second"] > 0 and 0 < r[s]["model_share"] <= 1 for r in stages
                for s in ("teacher", "regions"))
     assert result["precision"]["result"]["rows"][0]["precision"] == "fp32"
+    language = result["language"]["result"]
+    assert language["entities"]["captions_per_second"] > 0 and language["refine"]["images_per_second"] > 0
 
 
 def test_flops_are_counted_and_mfu_divides_by_the_peak():

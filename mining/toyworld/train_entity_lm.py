@@ -15,12 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import get_cosine_schedule_with_warmup
 
 from mining.logs import logger
 from mining.toyworld.captions import caption_scene_entities
@@ -96,9 +96,7 @@ def train(out: Path, images: int, steps: int, batch: int, lr: float, vocab_size:
                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **MODEL_CFG)
     model = GPT2LMHeadModel(config)
     optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    warmup = max(1, steps // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: min(1.0, (s + 1) / warmup)
-                                                 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))
+    schedule = get_cosine_schedule_with_warmup(optimiser, max(1, steps // 20), steps)
     gen = torch.Generator().manual_seed(seed)
     model.train()
     losses = []
