@@ -111,8 +111,8 @@ class LLMConfig(_Section):
     api_key_env: str = Field("OPENAI_API_KEY", description="http: environment variable holding the API key "
                                                            "(sent when set)")
     max_new_tokens: int = Field(256, ge=16)
-    batch_size: int = Field(16, ge=1, description="captions per generate call (transformers, vllm) or requests "
-                                                  "in flight (http)")
+    batch_size: int = Field(16, ge=1, description="captions per generate call (transformers; vllm schedules a "
+                                                  "stage batch itself) or requests in flight (http)")
     timeout_s: float = Field(60.0, gt=0, description="http: seconds per request")
     max_retries: int = Field(3, ge=0, description="http: retries of a failed or rate-limited request")
     requests_per_second: float | None = Field(
