@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import get_cosine_schedule_with_warmup
 
 from mining.logs import logger
+from mining.toyworld.fitting import Fitting
 from mining.toyworld.make import scene_rng
 from mining.toyworld.scene import Scene, render_scene
 from mining.toyworld.vocab import ABSENT_NOUNS, CATEGORIES, COLOURS, NUMBER_WORDS
@@ -195,10 +195,8 @@ def train(out: Path, images: int, steps: int, batch: int, lr: float, seed: int, 
     model.model.vision_tower.register_forward_hook(lambda module, args, output: tokens.update(
         patches=output.last_hidden_state[:, 1:]))
     head = torch.nn.Linear(model.config.vision_config.hidden_size, len(CATEGORIES) + 1)
-    optimiser = torch.optim.AdamW([*model.parameters(), *head.parameters()], lr=lr, weight_decay=0.01)
-    schedule = get_cosine_schedule_with_warmup(optimiser, max(1, steps // 20), steps)
+    fitting = Fitting([*model.parameters(), *head.parameters()], lr, steps, started)
     gen = np.random.default_rng(seed)
-    losses = []
     model.train()
     for step in range(steps):
         pick = gen.integers(0, images, batch)
@@ -209,15 +207,7 @@ def train(out: Path, images: int, steps: int, batch: int, lr: float, seed: int, 
         patch_logits = head(tokens["patches"]).flatten(0, 1)
         loss = loss + patch_weight * torch.nn.functional.cross_entropy(
             patch_logits, torch.from_numpy(batch_labels.reshape(-1).copy()))
-        optimiser.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimiser.step()
-        schedule.step()
-        losses.append(loss.item())
-        if step % 200 == 0 or step == steps - 1:
-            logger.info("step %d/%d loss %.4f (%.0f s)", step, steps, float(np.mean(losses[-50:])),
-                        time.time() - started)
+        fitting.step(step, loss, model.parameters())
     model.eval()
     predicted = [c for s in range(0, len(valid_pixels), 50)
                  for c in caption_batch(model, processor, valid_pixels[s:s + 50])]
@@ -227,7 +217,7 @@ def train(out: Path, images: int, steps: int, batch: int, lr: float, seed: int, 
     record = {"script": "python -m mining.toyworld.train_captioner", "train_seed": TRAIN_SEED, "images": images,
               "steps": steps, "batch": batch, "lr": lr, "seed": seed, "patch_weight": patch_weight,
               "parameters": sum(p.numel() for p in model.parameters()),
-              "final_loss": round(float(np.mean(losses[-50:])), 5), "seconds": round(time.time() - started, 1),
+              "final_loss": round(fitting.recent_loss(), 5), "seconds": round(time.time() - started, 1),
               "continued_from": previous if init is not None else None,
               "validation": {"seed": VALID_SEED, "images": len(valid_pixels),
                              **instance_scores(predicted, valid_answers)},

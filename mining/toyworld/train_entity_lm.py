@@ -18,12 +18,11 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from transformers import get_cosine_schedule_with_warmup
 
 from mining.logs import logger
 from mining.toyworld.captions import caption_scene_entities
+from mining.toyworld.fitting import Fitting
 from mining.toyworld.make import scene_rng
 from mining.toyworld.scene import render_scene
 
@@ -95,26 +94,16 @@ def train(out: Path, images: int, steps: int, batch: int, lr: float, vocab_size:
     config = GPT2Config(vocab_size=len(tokenizer), bos_token_id=tokenizer.eos_token_id,
                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **MODEL_CFG)
     model = GPT2LMHeadModel(config)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    schedule = get_cosine_schedule_with_warmup(optimiser, max(1, steps // 20), steps)
+    fitting = Fitting(model.parameters(), lr, steps, started)
     gen = torch.Generator().manual_seed(seed)
     model.train()
-    losses = []
     for step in range(steps):
         pick = torch.randint(0, len(ids), (batch,), generator=gen)
         x, y = ids[pick], labels[pick]
         width = int((x != tokenizer.pad_token_id).sum(1).max())   # no step pays for the longest sequence
         loss = model(input_ids=x[:, :width], attention_mask=(x[:, :width] != tokenizer.pad_token_id).long(),
                      labels=y[:, :width]).loss
-        optimiser.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimiser.step()
-        schedule.step()
-        losses.append(loss.item())
-        if step % 200 == 0 or step == steps - 1:
-            logger.info("step %d/%d loss %.4f (%.0f s)", step, steps, float(np.mean(losses[-50:])),
-                        time.time() - started)
+        fitting.step(step, loss, model.parameters())
     out.mkdir(parents=True, exist_ok=True)
     model.eval()
     model.save_pretrained(out)
@@ -122,7 +111,7 @@ def train(out: Path, images: int, steps: int, batch: int, lr: float, vocab_size:
     record = {"script": "python -m mining.toyworld.train_entity_lm", "train_seed": TRAIN_SEED, "images": images,
               "captions": len(pairs), "steps": steps, "batch": batch, "lr": lr, "vocab_size": len(tokenizer),
               "max_len": max_len, "model": MODEL_CFG, "parameters": sum(p.numel() for p in model.parameters()),
-              "final_loss": round(float(np.mean(losses[-50:])), 5), "seconds": round(time.time() - started, 1),
+              "final_loss": round(fitting.recent_loss(), 5), "seconds": round(time.time() - started, 1),
               "torch": torch.__version__, "seed": seed}
     (out / "training.json").write_text(json.dumps(record, indent=1) + "\n")
     return record
