@@ -11,7 +11,7 @@ from mining.evaluation.names import CategoryNames
 from mining.evaluation.run import evaluate, format_eval
 from mining.records import Drop, Entity, Pair, Sample
 from mining.sinks.manifest import build_manifest, write_manifest
-from mining.sinks.reader import iter_records, read_pairs
+from mining.sinks.reader import read_pairs
 from mining.sinks.writer import write_shard
 from mining.masks import encode_json as rle_json
 
@@ -154,30 +154,6 @@ def test_eval_command_text_and_json(mined, tmp_path, capsys):
 
 
 # --- curated outputs are scored on the original input images ---------------------------------------------
-
-@pytest.fixture(scope="module")
-def world_mined(tmp_path_factory):
-    """A small toy world mined with the shipped CLIP and the Felzenszwalb teacher (local executor: no Ray),
-    with a similarity floor that leaves about half the images without pairs, so the mined output's shards
-    lack them. The floor is learnt from a first run without filters (filters act after the assignment, so
-    the second run's pairs are the first's above the floor), which keeps the test independent of the models'
-    exact similarities."""
-    from mining.pipeline import run_mining
-    from mining.toyworld.demo import demo_config
-    from mining.toyworld.make import make_world
-
-    root = tmp_path_factory.mktemp("world_eval")
-    world = make_world(str(root / "world"), shards=2, per_shard=5, seed=5, progress=False)
-    overrides = ["execution.executor=local", "teacher.kind=felzenszwalb", "match.min_margin=null",
-                 "match.min_probability=null"]
-    run_mining(demo_config([*overrides, "match.min_similarity=null"]), [world["shards_uri"]], str(root / "all"),
-               progress=False)
-    best = sorted(max(p.similarity for p in r.pairs) for r in iter_records(str(root / "all")))
-    floor = (best[len(best) // 2 - 1] + best[len(best) // 2]) / 2
-    run_mining(demo_config([*overrides, f"match.min_similarity={floor}"]), [world["shards_uri"]],
-               str(root / "mined"), progress=False)
-    return root, world["ground_truth"]
-
 
 def test_curated_output_is_scored_on_all_input_images(world_mined):
     from mining.postrun.curate import CurationFilters, curate

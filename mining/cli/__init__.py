@@ -14,7 +14,7 @@ import threading
 
 from mining import __version__
 from mining.cli import cluster, configs, mine, outputs, segment, stats, train, world
-from mining.cli.common import Parser, add_verbosity, resolve_outputs
+from mining.cli.common import Parser, UsageError, add_verbosity, resolve_outputs
 from mining.config import ConfigError
 from mining.sinks.lease import OutputBusy
 from mining.storage import explain_s3_error
@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         return _quiet_broken_pipe()
     except ConfigError as err:
         print(f"ovmine: {err}", file=sys.stderr)
+        return 2
+    except UsageError as err:
+        print(f"ovmine {args.command}: error: {err} (see ovmine {args.command} --help)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ovmine: interrupted; committed shards are kept, rerun the same command to finish", file=sys.stderr)

@@ -64,6 +64,10 @@ def location(args: argparse.Namespace, uri: str | None):
     return None if uri is None else Location.of(uri, s3_options(args))
 
 
+class UsageError(ValueError):
+    """Flags that parse but do not go together: reported in one line with exit 2, like argparse's own errors."""
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Keeps the example's line breaks and shows a flag's default when it has a meaningful one."""
 

@@ -5,7 +5,8 @@ import argparse
 import json
 import sys
 
-from mining.cli.common import add_command, add_json, add_output, add_s3_endpoint, location, positive_int
+from mining.cli.common import (UsageError, add_command, add_json, add_output, add_s3_endpoint, location,
+                               positive_int)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -40,26 +41,59 @@ def _read(flag: str, reader, path: str):
         raise ValueError(f"{flag} {path}: {why}") from None
 
 
+def _audit_deny(args: argparse.Namespace) -> tuple[list[str], dict | None]:
+    """The nouns --audit's marks estimate below --min-precision, and the estimates (None without --audit)."""
+    if (args.audit is None) != (args.min_precision is None):
+        raise UsageError("--audit and --min-precision go together: the audit's marks estimate each noun's precision, "
+                         "--min-precision says how much a noun needs to stay")
+    if args.audit is None:
+        return [], None
+    if not 0 <= args.min_precision <= 1:
+        raise UsageError(f"--min-precision must be in [0, 1], got {args.min_precision:g}")
+    from mining.postrun.audit import check_output, deny_list, estimate, read_audit
+    from mining.sinks.commits import committed_markers
+    from mining.sinks.reader import read_manifest
+
+    source = location(args, args.input)
+    audit = read_audit(location(args, args.audit))
+    check_output(audit, read_manifest(source), args.input, args.audit)
+    nouns: dict[str, int] = {}
+    for marker in committed_markers(source).values():
+        for noun, n in marker.get("nouns", {}).items():
+            nouns[noun] = nouns.get(noun, 0) + n
+    estimates = estimate(audit, nouns)
+    return deny_list(estimates, args.min_precision), estimates
+
+
 def cmd_curate(args: argparse.Namespace) -> int:
     from mining.postrun.curate import CurationFilters, curate, read_noun_list, read_synonyms
 
+    audit_deny, estimates = _audit_deny(args)
     filters = CurationFilters(
         min_similarity=args.min_similarity, min_margin=args.min_margin, min_noun_count=args.min_noun_count,
         max_per_noun=args.max_per_noun,
         nouns_allow=_read("--nouns-allow", read_noun_list, args.nouns_allow) if args.nouns_allow else None,
         nouns_deny=_read("--nouns-deny", read_noun_list, args.nouns_deny) if args.nouns_deny else [],
         synonyms=_read("--merge-synonyms", read_synonyms, args.merge_synonyms) if args.merge_synonyms else {},
-        drop_refined=args.drop_refined)
+        drop_refined=args.drop_refined, audit_deny=audit_deny)
     manifest = curate(location(args, args.input), location(args, args.output), filters, overwrite=args.overwrite)
     t, before = manifest["totals"], manifest["lineage"]["input_totals"]
+    denied = [r for r in estimates["nouns"] if r["noun"] in audit_deny] if estimates else []
     if args.json:
         print(json.dumps({"output": args.output, "totals": t, "input_totals": before,
-                          "config_hash": manifest["config_hash"]}))
+                          "config_hash": manifest["config_hash"]}
+                         | ({"audit_deny": denied} if estimates else {})))
     else:
         print(f"curated {args.input} -> {args.output}\n"
               f"  images  {before['images_with_pairs']} -> {t['images_with_pairs']}\n"
               f"  pairs   {before['pairs']} -> {t['pairs']}\n"
               f"  nouns   {before['unique_nouns']} -> {t['unique_nouns']}")
+        if estimates:
+            audited = len(estimates["nouns"])
+            print(f"  audit   {len(denied)} of {audited} audited nouns below precision {args.min_precision:g}"
+                  + "".join(f"\n    {r['noun']}: {r['right']}/{r['marked']} marked right "
+                            f"({100 * r['precision']:.0f}%, 95% interval {100 * r['interval'][0]:.0f}-"
+                            f"{100 * r['interval'][1]:.0f}%)" for r in denied))
     return 0
 
 
@@ -103,7 +137,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_validate)
 
     p = add_command(sub, "curate", "write a filtered copy of a mining output, in the same schema",
-                    "ovmine curate mined/ --output curated/ --min-similarity 0.25 --nouns-deny junk.txt")
+                    "ovmine curate mined/ --output curated/ --min-similarity 0.25 --nouns-deny junk.txt",
+                    "ovmine curate mined/ --output curated/ --audit mined-audit.json --min-precision 0.8")
     p.add_argument("input", metavar="RUN", help="the mining (or curated) output to filter, local or s3://")
     add_output(p, "output", "NEW_RUN", "where the filtered copy goes (a new folder or s3:// prefix)")
     p.add_argument("--min-similarity", type=float, help="keep pairs whose mask-noun cosine is at least this, in "
@@ -115,6 +150,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nouns-allow", metavar="FILE", help="only these nouns (one per line)")
     p.add_argument("--nouns-deny", metavar="FILE", help="never these nouns (one per line)")
     p.add_argument("--merge-synonyms", metavar="FILE", help="YAML 'canonical: [synonym, ...]'; applied first")
+    p.add_argument("--audit", metavar="FILE", help="an audit file saved from RUN's report: with --min-precision, deny "
+                                                   "the nouns whose marked pairs are right less often than that")
+    p.add_argument("--min-precision", type=float, metavar="P",
+                   help="with --audit: the estimated precision, in [0, 1], an audited noun needs to stay")
     p.add_argument("--drop-refined", action="store_true",
                    help="drop the pairs whose noun only captions.refine's caption named (the image's own captions' "
                         "pairs stay; default: keep them)")

@@ -23,11 +23,11 @@ def read_synonyms(uri: Where) -> dict[str, list[str]]:
 
 def evaluate(output: Where, gt_uri: Where, synonyms: Where | None = None, iou: float = 0.5,
              unknown_nouns: str | None = None, region_top1: bool = False, region_overrides: list[str] | None = None,
-             progress: bool = True, allow_partial: bool = False) -> dict[str, Any]:
+             progress: bool = True, allow_partial: bool = False, on_image=None) -> dict[str, Any]:
     """Score `output` against `gt_uri`. With `region_top1`, also classify every ground-truth mask with the
     run's region encoder (its config from the manifest; `region_overrides` are --set items on top, e.g.
     regions.pretrained=... to score other weights). Fails when the ground truth has fewer than half of the
-    run's images (another world's, say), unless `allow_partial`."""
+    run's images (another world's, say), unless `allow_partial`. `on_image`: see evaluate_output."""
     if not 0 < iou <= 1:
         raise ValueError(f"--iou must be in (0, 1], got {iou}")
     gt = load_ground_truth(gt_uri)
@@ -40,7 +40,7 @@ def evaluate(output: Where, gt_uri: Where, synonyms: Where | None = None, iou: f
 
         cfg = build_config(manifest["config"], region_overrides or [], origin=f"{output} manifest")
         scorer = RegionTop1(cfg, gt)
-    report = evaluate_output(output, manifest, gt, names, iou, unknown_nouns, scorer, progress)
+    report = evaluate_output(output, manifest, gt, names, iou, unknown_nouns, scorer, progress, on_image)
     report["ground_truth"] = str(gt_uri)
     refuse_partial(report["images"], report["images"] + report["images_not_in_ground_truth"], gt_uri, "run's",
                    allow_partial)

@@ -67,10 +67,14 @@ class Tally:
                 "recall": round(self.recalled / self.minable, 4) if self.minable else None}
 
 
+RIGHT, WRONG, DUPLICATE, UNJUDGED = "right", "wrong", "duplicate", "unjudged"   # a pair's verdict
+
+
 @dataclass
 class ImageResult:
     total: Tally = field(default_factory=Tally)
     per_category: dict[int, Tally] = field(default_factory=lambda: defaultdict(Tally))
+    verdicts: list[str] = field(default_factory=list)   # per pair of the record, in its order
 
 
 def _mined_rles(record: MinedRecord, height: int, width: int) -> list[dict]:
@@ -94,14 +98,17 @@ def match_one_to_one(eligible: np.ndarray, ious: np.ndarray) -> list[tuple[int, 
 
 def _judged_pairs(record: MinedRecord | None, names: CategoryNames, exhaustive: bool,
                   result: ImageResult) -> list[tuple[int, int | None]]:
-    """(mask index, category or None) of each judged pair; unjudged pairs are only counted."""
+    """(mask index, category or None) of each judged pair; unjudged pairs are only counted (and their verdict
+    set: the judged pairs' verdicts are left empty for score_image)."""
     judged: list[tuple[int, int | None]] = []
     for pair in record.pairs if record is not None else []:
         cid = names.category_of(pair.noun)
         if cid is None and not exhaustive:
             result.total.unjudged += 1
+            result.verdicts.append(UNJUDGED)
         else:
             judged.append((pair.mask_index, cid))
+            result.verdicts.append("")
     return judged
 
 
@@ -129,6 +136,7 @@ def score_image(record: MinedRecord | None, captions: list[str], image: dict, gt
     eligible, ious = _eligibility(record, judged, image, gt_rles, gt_cats, iou_threshold)
     matched = dict(match_one_to_one(eligible, ious))          # judged pair -> instance
     correct_cats: set[int] = set()
+    slots = [i for i, v in enumerate(result.verdicts) if not v]   # where each judged pair's verdict goes
     for p, (_, cid) in enumerate(judged):
         result.total.pairs += 1
         tally = result.per_category[cid] if cid is not None else Tally()
@@ -137,9 +145,13 @@ def score_image(record: MinedRecord | None, captions: list[str], image: dict, gt
             result.total.correct += 1
             tally.correct += 1
             correct_cats.add(cid)
+            result.verdicts[slots[p]] = RIGHT
         elif eligible[p].any():
             result.total.duplicates += 1
             tally.duplicates += 1
+            result.verdicts[slots[p]] = DUPLICATE
+        else:
+            result.verdicts[slots[p]] = WRONG
     recalled = set(matched.values())
     mentioned = names.mentioned(captions)
     for g, cid in enumerate(gt_cats):
@@ -191,11 +203,13 @@ def input_shards(output: Where, manifest: dict) -> list[dict]:
 
 def evaluate_output(output: Where, manifest: dict, gt: GroundTruth, names: CategoryNames, iou_threshold: float = 0.5,
                     unknown_nouns: str | None = None,
-                    region_scorer=None, progress: bool = True) -> dict[str, Any]:
+                    region_scorer=None, progress: bool = True, on_image=None) -> dict[str, Any]:
     """Score every image of the input shards the output (with this manifest) covers (for a curated output,
     the mining run's input shards: see `input_shards`). `unknown_nouns`: 'wrong' or 'skip'
     (default: wrong when the ground truth says it is exhaustive). `region_scorer`, if given, is called with
-    (image, GT image entry) for every scored image to classify its ground-truth masks."""
+    (image, GT image entry) for every scored image to classify its ground-truth masks; `on_image`, if given,
+    with (output shard stem, record or None, ImageResult) for every scored image (the report's per-pair
+    verdicts)."""
     if unknown_nouns not in (None, "wrong", "skip"):
         raise ValueError(f"unknown_nouns must be 'wrong' or 'skip', not {unknown_nouns!r}")
     output = Location.of(output)
@@ -220,6 +234,8 @@ def evaluate_output(output: Where, manifest: dict, gt: GroundTruth, names: Categ
             counts["images"] += 1
             counts["images_with_pairs"] += int(record is not None)
             r = score_image(record, captions, image, gt, names, iou_threshold, exhaustive)
+            if on_image is not None:
+                on_image(shard["name"], record, r)
             totals.total.add(r.total)
             for cid, t in r.per_category.items():
                 totals.per_category[cid].add(t)

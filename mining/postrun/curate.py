@@ -42,6 +42,7 @@ class CurationFilters:
     nouns_deny: list[str] = field(default_factory=list)
     synonyms: dict[str, str] = field(default_factory=dict)   # synonym -> canonical noun
     drop_refined: bool = False   # drop the pairs whose entity came from captions.refine's caption
+    audit_deny: list[str] = field(default_factory=list)   # nouns an audit estimated below --min-precision
 
     def __post_init__(self) -> None:
         """Out-of-range thresholds are refused like config values (a similarity above 1 would keep nothing)."""
@@ -66,6 +67,8 @@ class CurationFilters:
             return "min_margin"
         if self.nouns_allow is not None and noun not in self.nouns_allow:
             return "nouns_allow"
+        if noun in self.audit_deny:
+            return "audit"
         return "nouns_deny" if noun in self.nouns_deny else None
 
     def pair_passes(self, noun: str, similarity: float, margin: float | None, refined: bool = False) -> bool:
@@ -77,8 +80,9 @@ class CurationFilters:
 
     def to_json(self) -> dict[str, Any]:
         doc = asdict(self)
-        if not doc["drop_refined"]:   # added later: unset, a curation is recorded and hashed as it was before
-            doc.pop("drop_refined")
+        for name in ("drop_refined", "audit_deny"):   # added later: unset, a curation is recorded and hashed as before
+            if not doc[name]:
+                doc.pop(name)
         return doc
 
     def digest(self) -> str:

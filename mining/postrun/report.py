@@ -17,11 +17,16 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure   # the object API: no pyplot state, no GUI backend needed
 
+from mining.postrun.compare_pairs import pair_differences
+from mining.postrun.explore import explorer_data, judge, sample_pairs
 from mining.postrun.report_drops import fetch_dropped, select_drops
+from mining.postrun.report_explore import STYLE as EXPLORE_STYLE
+from mining.postrun.report_explore import explore_section, truth_section
 from mining.postrun.report_gallery import THUMB, fetch_pictures, pair_card, select_pairs
-from mining.postrun.report_sections import compare_section, drops_section, nouns_section, run_section
+from mining.postrun.report_sections import (compare_section, differences_section, drops_section, nouns_section,
+                                             run_section)
 from mining.postrun.stats import load_run, throughput_text
-from mining.storage import Where
+from mining.storage import Location, Where
 
 EXAMPLES_PER_NOUN = 3
 DROPS_PER_REASON = 4
@@ -106,7 +111,8 @@ svg.hist rect {{ fill: #4c72b0; }} svg.hist text {{ font-size: 10px; fill: #666;
 .bar {{ display: inline-block; height: 9px; background: #4c72b0; }} .bar.b {{ background: #dd8452; }}
 .warning {{ background: #fff3cd; padding: 8px; border: 1px solid #e0c36c; }}
 pre#config {{ background: #f6f6f6; padding: 8px; max-height: 420px; overflow: auto; }}
-"""
+h3.side {{ margin: 10px 0 4px 0; }}
+""" + EXPLORE_STYLE
 
 # The mask layer of every card is shown or hidden by one class on <body> (the checkbox) or on a card (a
 # click on its picture): a plain switch, no library.
@@ -114,7 +120,7 @@ SCRIPT = """
 document.getElementById('show-masks').addEventListener('change', function (e) {
   document.body.classList.toggle('raw', !e.target.checked);
 });
-document.querySelectorAll('.thumb').forEach(function (t) {
+document.querySelectorAll('.card:not(.xpair) .thumb').forEach(function (t) {
   t.addEventListener('click', function () { t.closest('.card').classList.toggle('raw'); });
 });
 """
@@ -135,19 +141,55 @@ def _summary_rows(stats: dict[str, Any]) -> list[tuple[str, Any]]:
     return rows
 
 
-def render_report(output: Where, stats: dict[str, Any], gallery: int = 24,
-                  seed: int = 0, comparison: dict[str, Any] | None = None) -> str:
-    """The page for `output`, whose `stats` come from compute_stats; `comparison` from compare_stats."""
+def _figures(stats: dict[str, Any]) -> str:
+    return "".join(f'<img class=plot alt="plot" src="data:image/png;base64,{p}">' for p in _plots(stats))
+
+
+def _distributions(stats: dict[str, Any], other: dict[str, Any] | None) -> str:
+    """The plots; beside another output, both runs' in turn (A first, as the comparison's columns)."""
+    if other is None:
+        return f"<div class=plots>{_figures(stats)}</div>"
+    return "".join(f'<h3 class=side>{side}: {html.escape(str(s["output"]))}</h3>'
+                   f'<div class=plots id=plots-{side.lower()}>{_figures(s)}</div>' for side, s in (("A", stats), ("B", other)))
+
+
+def _differences(output: Where, other: Where, gallery: int, seed: int) -> str:
+    only_a, only_b = pair_differences(output, other, gallery, seed)
+    pictures = {side: fetch_pictures(where, load_run(where)[0], {(p.shard, p.key) for p in only.sample})
+                for side, where, only in (("a", output, only_a), ("b", other, only_b))}
+    return differences_section(only_a, only_b, pictures["a"], pictures["b"])
+
+
+def _explore(output: Where, manifest: dict[str, Any], stats: dict[str, Any], budget: int, seed: int,
+             gt: Where | None, synonyms: Where | None) -> tuple[str, str | None]:
+    """(the explorer section, the ground-truth section or None)."""
+    sample = sample_pairs(output, stats["_pair_stats"].nouns, budget, seed)
+    truth = judge(output, gt, synonyms, {(p.shard, p.key) for p in sample.pairs}) if gt is not None else None
+    data = explorer_data(output, manifest, sample, truth.verdicts if truth else None)
+    name = Location.of(output).uri.rstrip("/").rsplit("/", 1)[-1] or "output"
+    meta = {"output": str(output), "config_hash": stats["config_hash"], "seed": seed,
+            "audit_file": f"{name}-audit.json"}
+    return explore_section(data, meta, budget), truth_section(truth, str(gt)) if truth else None
+
+
+def render_report(output: Where, stats: dict[str, Any], gallery: int = 24, seed: int = 0,
+                  comparison: dict[str, Any] | None = None, other: Where | None = None,
+                  other_stats: dict[str, Any] | None = None, explore: int = 1000,
+                  gt: Where | None = None, synonyms: Where | None = None) -> str:
+    """The page for `output`, whose `stats` come from compute_stats(keep_pair_stats=True); `comparison` from
+    compare_stats with `other` (B) and its `other_stats`; `explore`: the explorer's budget of pairs; `gt`
+    (COCO instances, optional `synonyms`): each explored pair judged, and precision per noun."""
     manifest, _ = load_run(output)
     chosen = select_pairs(output, gallery, seed, [row["noun"] for row in stats["nouns"]], EXAMPLES_PER_NOUN)
     pictures = fetch_pictures(output, manifest, {(p.shard, p.key) for p in chosen.pairs()})
     drops = select_drops(output, manifest, DROPS_PER_REASON)
     dropped = fetch_dropped(output, manifest, drops)
+    explorer, truth = _explore(output, manifest, stats, explore, seed, gt, synonyms)
     table = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
                     for k, v in _summary_rows(stats))
-    figures = "".join(f'<img class=plot alt="plot" src="data:image/png;base64,{p}">' for p in _plots(stats))
     sections = [
-        ("distributions", "Distributions", f"<div class=plots>{figures}</div>"),
+        ("distributions", "Distributions", _distributions(stats, other_stats)),
+        ("explore", "Pairs: filter, sort, audit", explorer),
         ("nouns", f"Nouns ({len(stats['nouns'])} most frequent of {stats['unique_nouns']})",
          nouns_section(stats, chosen, pictures)),
         ("random-pairs", "Random pairs",
@@ -157,8 +199,11 @@ def render_report(output: Where, stats: dict[str, Any], gallery: int = 24,
         ("dropped", "Dropped images, by reason", drops_section(drops, dropped, stats["drops"])),
         ("run", "Run: config and stage timings", run_section(stats)),
     ]
+    if truth is not None:
+        sections.insert(2, ("truth", "Ground truth: precision per noun", truth))
     if comparison is not None:
-        sections.insert(0, ("compare", "Compared with another output", compare_section(comparison)))
+        sections.insert(0, ("compare", "Compared with another output",
+                            compare_section(comparison) + _differences(output, other, gallery, seed)))
     nav = "".join(f'<a href="#{key}">{html.escape(title.split(" (")[0])}</a>' for key, title, _ in sections)
     body = "".join(f'<h2 id="{key}">{html.escape(title)}</h2><div id="{key}-body">{content}</div>'
                    for key, title, content in sections)

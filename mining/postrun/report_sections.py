@@ -139,3 +139,15 @@ def compare_section(comparison: dict[str, Any]) -> str:
             f"<table id=compare-drops><caption>dropped by reason</caption>{head}{drops}</table></div>"
             f"<table id=compare-nouns><caption>pairs per noun (A above, B below)</caption>{head}{nouns}</table>"
             f"{only}")
+
+
+def differences_section(only_a, only_b, pictures_a: Pictures, pictures_b: Pictures) -> str:
+    """Galleries of the pairs one output has and the other lacks (the same mask of the same image with the same
+    noun counts as one pair in both)."""
+    parts = []
+    for side, only, pictures in (("a", only_a, pictures_a), ("b", only_b, pictures_b)):
+        cards = "".join(pair_card(p, pictures, SMALL_THUMB) for p in only.sample)
+        shown = f"; {len(only.sample)} shown" if only.count > len(only.sample) else ""
+        parts.append(f'<h3 class=side>pairs only in {side.upper()} <small>({only.count}{shown})</small></h3>'
+                     f'<div class="gallery small" id=only-in-{side}>{cards or "<p>none</p>"}</div>')
+    return "".join(parts)
