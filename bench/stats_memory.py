@@ -1,6 +1,12 @@
 """Peak memory of `ovmine stats` over a large generated pairs set, at 1x and 10x the pairs.
 
     .venv/bin/python bench/stats_memory.py --files 10 --rows-per-file 50000
+    .venv/bin/python bench/stats_memory.py --files 20 --rows-per-file 50000 --scales 1 --report
+
+With --report, the child also writes the HTML report (`stats --html`): its explorer samples the pairs into the
+page, so the page size follows --explore, not the output (the generated set has no shard tars, so its cards
+carry no pictures: on the toy world, 96-px frames, each sampled pair adds about 6 KB of pictures;
+thumbnails are at most 160 px, so larger frames add at most a few KB more).
 
 Each measurement runs in a fresh child process and reports its peak RSS (ru_maxrss). If statistics held the
 pairs in memory, the 10x peak would grow with the data; streaming keeps it flat. The Arrow size of the whole
@@ -66,16 +72,21 @@ def make_pairs_set(root: Path, files: int, rows: int, vocabulary: int = 20_000, 
     return files * n
 
 
-def child(output: str) -> None:
+def child(output: str, report: bool) -> None:
+    from mining.postrun.report import render_report
     from mining.postrun.stats import compute_stats
 
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # after imports (torch comes in)
     start = time.perf_counter()
-    stats = compute_stats(output)
-    print(json.dumps({"pairs": stats["pairs"], "unique_nouns": stats["unique_nouns"],
-                      "seconds": round(time.perf_counter() - start, 2),
-                      "baseline_mb": round(baseline, 1),
-                      "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
+    stats = compute_stats(output, keep_pair_stats=report)
+    figures = {"pairs": stats["pairs"], "unique_nouns": stats["unique_nouns"],
+               "seconds": round(time.perf_counter() - start, 2)}
+    if report:
+        start = time.perf_counter()
+        page = render_report(output, stats)
+        figures |= {"report_seconds": round(time.perf_counter() - start, 2), "page_mb": round(len(page) / 2**20, 2)}
+    print(json.dumps(figures | {"baseline_mb": round(baseline, 1),
+                                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
 
 
 def main() -> None:
@@ -83,10 +94,11 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=10)
     ap.add_argument("--rows-per-file", type=int, default=50_000)
     ap.add_argument("--scales", type=int, nargs="+", default=[1, 10])
+    ap.add_argument("--report", action="store_true", help="also time the HTML report and print its size")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        return child(args.child)
+        return child(args.child, args.report)
     print(f"{'pairs':>12}{'files':>7}{'parquet MB':>12}{'raw MB':>9}{'stats s':>9}{'RSS after import':>18}"
           f"{'peak RSS MB':>13}")
     for scale in args.scales:
@@ -96,10 +108,12 @@ def main() -> None:
             on_disk = sum(p.stat().st_size for p in Path(tmp, "pairs").iterdir()) / 2**20
             raw = sum(pq.ParquetFile(p).metadata.row_group(i).total_byte_size
                       for p in Path(tmp, "pairs").iterdir() for i in range(pq.ParquetFile(p).num_row_groups)) / 2**20
-            out = subprocess.run([sys.executable, __file__, "--child", tmp], capture_output=True, text=True, check=True)
+            out = subprocess.run([sys.executable, __file__, "--child", tmp, *(["--report"] if args.report else [])],
+                                 capture_output=True, text=True, check=True)
             r = json.loads(out.stdout.strip().splitlines()[-1])
             print(f"{r['pairs']:>12}{files:>7}{on_disk:>12.1f}{raw:>9.1f}{r['seconds']:>9.1f}{r['baseline_mb']:>18.1f}"
-                  f"{r['peak_rss_mb']:>13.1f}")
+                  f"{r['peak_rss_mb']:>13.1f}"
+                  + (f"   report {r['report_seconds']:.1f} s, page {r['page_mb']:.2f} MB" if args.report else ""))
 
 
 if __name__ == "__main__":

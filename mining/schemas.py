@@ -35,14 +35,14 @@ def load_schema(name: str) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=None)
-def _validator(name: str) -> jsonschema.protocols.Validator:
+def validator(name: str) -> jsonschema.protocols.Validator:
     schema = load_schema(name)
     cls = jsonschema.validators.validator_for(schema)
     return cls(schema)
 
 
 def validate(name: str, document: dict[str, Any]) -> None:
-    errors = sorted(_validator(name).iter_errors(document), key=lambda e: list(e.path))
+    errors = sorted(validator(name).iter_errors(document), key=lambda e: list(e.path))
     if errors:
         where = "/".join(str(p) for p in errors[0].path) or "<root>"
         raise SchemaError(f"{name} does not match schemas/{name}.v1.schema.json at {where}: {errors[0].message}")

@@ -101,8 +101,10 @@ def test_audit_estimates_precision_per_noun_with_wilson_intervals():
 @pytest.mark.parametrize("content, why", [
     ("not json", "not a JSON audit file"),
     (json.dumps({"kind": "something else"}), "not an audit file saved by an ovmine report"),
-    (json.dumps({"kind": AUDIT_KIND, "marks": [{"shard": "s", "key": "k", "mask": 0, "noun": "n",
-                                                 "verdict": "maybe"}]}), "mark 0 must have"),
+    (json.dumps({"kind": AUDIT_KIND, "output": "o", "config_hash": "h",
+                 "marks": [{"shard": "s", "key": "k", "mask": 0, "noun": "n", "verdict": "maybe"}]}), "marks/0/verdict: 'maybe' is not one of"),
+    (json.dumps({"kind": AUDIT_KIND, "output": "o", "config_hash": "h", "marks": [{"shard": "s"}]}),
+     "marks/0: 'key' is a required property"),
 ])
 def test_a_bad_audit_file_is_one_line_naming_the_flag(tmp_path, content, why):
     path = tmp_path / "a.json"

@@ -14,13 +14,13 @@ import math
 from collections import Counter
 from typing import Any
 
+import jsonschema
 from scipy.stats import binomtest
 
+from mining.schemas import validator
 from mining.storage import Location, Where
 
 AUDIT_KIND = "ovmine.audit/1"
-VERDICTS = ("right", "wrong")
-MARK_FIELDS = {"shard": str, "key": str, "mask": int, "noun": str, "verdict": str}
 
 
 def read_audit(uri: Where, flag: str = "--audit") -> dict[str, Any]:
@@ -33,14 +33,10 @@ def read_audit(uri: Where, flag: str = "--audit") -> dict[str, Any]:
         raise ValueError(f"{flag} {uri}: not a JSON audit file ({err})") from None
     if not isinstance(doc, dict) or doc.get("kind") != AUDIT_KIND:
         raise ValueError(f"{flag} {uri}: not an audit file saved by an ovmine report (expected kind {AUDIT_KIND!r})")
-    marks = doc.get("marks")
-    if not isinstance(marks, list):
-        raise ValueError(f"{flag} {uri}: 'marks' must be a list")
-    for i, mark in enumerate(marks):
-        bad = not isinstance(mark, dict) or any(not isinstance(mark.get(k), t) for k, t in MARK_FIELDS.items())
-        if bad or mark["verdict"] not in VERDICTS:
-            raise ValueError(f"{flag} {uri}: mark {i} must have shard, key, mask, noun and a verdict of "
-                             f"{' or '.join(VERDICTS)}, got {mark!r}")
+    error = jsonschema.exceptions.best_match(validator("audit").iter_errors(doc))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "the file"
+        raise ValueError(f"{flag} {uri}: {where}: {error.message} (see schemas/audit.v1.schema.json)")
     return doc
 
 

@@ -149,8 +149,9 @@ def _distributions(stats: dict[str, Any], other: dict[str, Any] | None) -> str:
     """The plots; beside another output, both runs' in turn (A first, as the comparison's columns)."""
     if other is None:
         return f"<div class=plots>{_figures(stats)}</div>"
+    sides = (("A", stats), ("B", other))
     return "".join(f'<h3 class=side>{side}: {html.escape(str(s["output"]))}</h3>'
-                   f'<div class=plots id=plots-{side.lower()}>{_figures(s)}</div>' for side, s in (("A", stats), ("B", other)))
+                   f'<div class=plots id=plots-{side.lower()}>{_figures(s)}</div>' for side, s in sides)
 
 
 def _differences(output: Where, other: Where, gallery: int, seed: int) -> str:
