@@ -112,16 +112,15 @@ def score_pairs(similarities: np.ndarray, assignment: list[tuple[int, int]], mar
             for (m, e), margin, prob in zip(assignment, margins, probs)]
 
 
-def passes(pair: Pair, cfg: MatchConfig) -> bool:
-    """A filter set to None is off. A pair without a rival (margin/probability None) has no evidence against
+def rejection(pair: Pair, cfg: MatchConfig) -> str | None:
+    """The first filter `pair` fails, said with its value ("similarity 0.183 < match.min_similarity 0.2"), or
+    None. A filter set to None is off. A pair without a rival (margin/probability None) has no evidence against
     it: only the similarity filter applies to it."""
-    if cfg.min_similarity is not None and pair.similarity < cfg.min_similarity:
-        return False
-    if cfg.min_margin is not None and pair.margin is not None and pair.margin < cfg.min_margin:
-        return False
-    if cfg.min_probability is not None and pair.probability is not None and pair.probability < cfg.min_probability:
-        return False
-    return True
+    for name, value in (("similarity", pair.similarity), ("margin", pair.margin), ("probability", pair.probability)):
+        floor = getattr(cfg, f"min_{name}")
+        if floor is not None and value is not None and value < floor:
+            return f"{name} {value:.3f} < match.min_{name} {floor:g}"
+    return None
 
 
 def _stronger(a: float | None, b: float | None) -> bool:
@@ -158,11 +157,12 @@ def per_caption_hungarian(cost: np.ndarray, counts: list[int] | None,
 
 def match(regions: list[np.ndarray], entities: np.ndarray, cfg: MatchConfig,
           counts: list[int] | None = None, logit_scale: float = 100.0,
-          mentions: list[list[int]] | None = None) -> list[Pair]:
+          mentions: list[list[int]] | None = None, rejected: list[tuple[Pair, str]] | None = None) -> list[Pair]:
     """Confident pairs of one image, best first. `counts`: instances each entity's caption counts, used by
     Hungarian matching when `cfg.use_counts`; `logit_scale`: the region model's (CLIP's is 100), used unless
     `cfg.temperature` is set; `mentions`: the captions naming each entity, for `cfg.one_to_one`
-    'per_caption' (None: one caption names them all)."""
+    'per_caption' (None: one caption names them all); `rejected`, if given, receives each assigned pair a filter
+    turned away, with why."""
     if len(entities) == 0 or len(regions[0]) == 0:
         return []
     sims = similarity_per_scale(regions, entities)
@@ -178,5 +178,11 @@ def match(regions: list[np.ndarray], entities: np.ndarray, cfg: MatchConfig,
         assignment = per_entity_argmax(cost)
         margins = argmax_regret(cost, assignment)
     scale = 1.0 / cfg.temperature if cfg.temperature is not None else logit_scale
-    kept = [p for p in score_pairs(sims, assignment, margins, scale) if passes(p, cfg)]
+    kept = []
+    for pair in score_pairs(sims, assignment, margins, scale):
+        why = rejection(pair, cfg)
+        if why is None:
+            kept.append(pair)
+        elif rejected is not None:
+            rejected.append((pair, why))
     return sorted(kept, key=lambda p: -p.similarity)

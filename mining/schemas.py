@@ -15,6 +15,7 @@ PAIRS_VERSION = "ovmine.pairs/1"
 MANIFEST_VERSION = "ovmine.manifest/1"
 MARKER_VERSION = "ovmine.shard/1"
 STATUS_VERSION = "ovmine.status/1"
+DROPPED_VERSION = "ovmine.dropped/1"
 
 
 class SchemaError(ValueError):

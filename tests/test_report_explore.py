@@ -178,3 +178,36 @@ def test_pairs_only_in_one_output_are_the_set_difference(world_mined, tmp_path):
     mined = str(root / "mined")
     a, b = pair_differences(output, mined, k=50)
     assert (a.count, b.count) == (len(ids(output) - ids(mined)), len(ids(mined) - ids(output)))
+
+
+def test_dropped_samples_keep_their_entities_masks_and_the_closest_pair(world_mined):
+    import pyarrow.parquet as pq
+
+    from mining.postrun.report_drops import dropped_card, fetch_dropped, select_drops
+    from mining.sinks.writer import DROPPED_EXAMPLES
+
+    root, _ = world_mined
+    output = root / "mined"
+    floor = read_manifest(str(output))["config"]["match"]["min_similarity"]
+    examples = {}
+    for file in sorted((output / "dropped").glob("*.json")):
+        doc = json.loads(file.read_text())
+        status = {r["index"]: r for r in pq.read_table(output / "status" / f"{file.stem}.parquet").to_pylist()}
+        dropped = [i for i, r in sorted(status.items()) if r["status"] == "no_confident_pair"]
+        # the first of the shard's drops, in input order, each with its status and what matching saw
+        assert [e["index"] for e in doc["samples"]] == dropped[:DROPPED_EXAMPLES]
+        for e in doc["samples"]:
+            assert e["entities"] and e["masks"] and e["detail"] == status[e["index"]]["detail"]
+            similarity = float(e["detail"].split("similarity ")[1].split(" ")[0])
+            assert e["detail"].startswith("closest: ") and f"< match.min_similarity {floor:g}" in e["detail"]
+            assert similarity < floor
+            examples[(file.stem, e["index"])] = e
+    assert examples
+    manifest = read_manifest(str(output))
+    drops = select_drops(str(output), manifest, 4)
+    pictures = fetch_dropped(str(output), manifest, drops)
+    shown = drops["no_confident_pair"]
+    assert shown and all(pictures[(s.stem, s.index)].evidence == examples[(s.stem, s.index)] for s in shown)
+    card = dropped_card(shown[0], pictures)
+    entities = ", ".join(e["phrase"] for e in examples[(shown[0].stem, shown[0].index)]["entities"])
+    assert f"entities: {entities}" in card and 'class=mask alt="masks of' in card

@@ -129,3 +129,29 @@ def test_the_write_reports_an_unreadable_shard_instead_of_committing_it(tmp_path
     with pytest.raises(ValueError, match="one of committed, part or failed"):
         WriteResult(committed={"name": "x"}, failed={"name": "x"})
     assert not (tmp_path / "out").exists()
+
+
+def test_a_shard_in_chunks_keeps_the_dropped_examples_the_whole_shard_keeps():
+    """Each chunk keeps its first examples of each drop reason; the join keeps the shard's first, as one write of
+    the whole shard would."""
+    import numpy as np
+
+    from mining.masks import encode_json
+    from mining.records import Drop, Entity
+    from mining.sinks.writer import cap_examples, dropped_examples
+
+    def sample(index: int, reason: Drop, entities: bool) -> Sample:
+        s = Sample(shard="in.tar", shard_stem="in", key=f"k{index}", index=index)
+        if entities:
+            s.entities = [Entity("cat", "a cat", (0, 5), 0)]
+            s.rles = encode_json(np.ones((1, 4, 4), bool))
+            s.frame_size = (4, 4)
+        return s.drop_with(reason, f"why {index}")
+
+    samples = [sample(i, Drop.NO_CONFIDENT_PAIR if i % 3 else Drop.NO_MASKS, entities=i != 4) for i in range(12)]
+    whole = dropped_examples(samples, per_reason=2)
+    assert [(e["index"], e["reason"]) for e in whole] == [(0, "no_masks"), (1, "no_confident_pair"),
+                                                          (2, "no_confident_pair"), (3, "no_masks")]
+    assert whole[0]["masks"][0]["area"] == 16 and whole[0]["entities"][0]["noun"] == "cat"
+    parts = [dropped_examples(samples[i:i + 5], per_reason=2) for i in (10, 5, 0)]   # parts join in any order
+    assert cap_examples([e for part in parts for e in part], per_reason=2) == whole

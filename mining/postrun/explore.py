@@ -9,6 +9,7 @@ kept (paired or not, each in its own colour), its captions and entities; each pa
 from __future__ import annotations
 
 import base64
+import html
 import io
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -96,6 +97,23 @@ def _layer(mask_list: list[tuple[np.ndarray, tuple[int, int, int]]], height: int
     return _b64(Image.fromarray(layer, "RGBA"), "PNG")
 
 
+def masks_layer(rles: list[dict[str, Any]], height: int, width: int) -> str:
+    """Every mask in its palette colour (by index, as the per-image view lists them), largest first so that
+    small masks stay visible."""
+    decoded = [(masks.decode(r), PALETTE[i % len(PALETTE)]) for i, r in enumerate(rles)]
+    return _layer(sorted(decoded, key=lambda d: -int(d[0].sum())), height, width)
+
+
+def layered_thumb(image: np.ndarray, rles: list[dict[str, Any]], alt: str, size: int) -> str:
+    """A card's picture: the image with every mask over it (the page's "show masks" switch hides them)."""
+    thumb = Image.fromarray(image)
+    thumb.thumbnail((size, size))
+    over = (f'<img class=mask alt="masks of {html.escape(alt)}" '
+            f'src="data:image/png;base64,{masks_layer(rles, thumb.height, thumb.width)}">' if rles else "")
+    return (f'<div class=thumb><img class=raw alt="{html.escape(alt)}" src="data:image/jpeg;base64,'
+            f'{_b64(thumb, "JPEG")}">{over}</div>')
+
+
 def _image_entry(stem: str, key: str, image: np.ndarray | None, record: dict[str, Any] | None,
                  size: int) -> dict[str, Any]:
     """What the per-image view shows: the picture, every mask of the record in its colour (largest first, so
@@ -117,9 +135,7 @@ def _image_entry(stem: str, key: str, image: np.ndarray | None, record: dict[str
     thumb = Image.fromarray(image)
     thumb.thumbnail((size, size))
     entry["image"] = _b64(thumb, "JPEG")
-    decoded = [(masks.decode(m["segmentation"]), PALETTE[i % len(PALETTE)]) for i, m in enumerate(record["masks"])]
-    order = sorted(range(len(decoded)), key=lambda i: -record["masks"][i]["area"])
-    entry["layer"] = _layer([decoded[i] for i in order], thumb.height, thumb.width)
+    entry["layer"] = masks_layer([m["segmentation"] for m in record["masks"]], thumb.height, thumb.width)
     entry["size"] = [thumb.width, thumb.height]
     return entry
 

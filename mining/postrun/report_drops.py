@@ -8,6 +8,7 @@ records of the output it was curated from, so they come back through that output
 from __future__ import annotations
 
 import html
+import json
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -16,8 +17,9 @@ import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
 
+from mining.postrun.explore import layered_thumb
 from mining.postrun.report_gallery import SMALL_THUMB, captions_html, fetch_pictures, source_settings, thumb_html
-from mining.sinks.layout import status_file
+from mining.sinks.layout import dropped_file, status_file
 from mining.sinks.reader import read_manifest
 from mining.sources.decode import decode_image, extract_captions
 from mining.sources.shards import IMAGE_EXTS, read_shard
@@ -62,6 +64,22 @@ class DroppedPicture:
     image: np.ndarray | None
     captions: list[str]
     why_no_image: str = "image unavailable"
+    # what the pipeline knew of it: entities and masks (dropped/<stem>.json of a mined output, or for curate's
+    # drops the record it read, whose pairs are those curate removed); None: nothing kept
+    evidence: dict[str, Any] | None = None
+
+
+def _attach_evidence(output: Location, samples: list[DroppedSample],
+                     pictures: dict[tuple[str, int], DroppedPicture]) -> None:
+    """The dropped examples the writer kept (dropped/<stem>.json, absent in outputs of earlier versions)."""
+    for stem in sorted({s.stem for s in samples}):
+        file = dropped_file(output, stem)
+        if not file.exists():
+            continue
+        for example in json.loads(file.read())["samples"]:
+            picture = pictures.get((stem, example["index"]))
+            if picture is not None:
+                picture.evidence = example
 
 
 def _from_input_shards(manifest: dict[str, Any], samples: list[DroppedSample],
@@ -101,7 +119,8 @@ def _from_curation_input(manifest: dict[str, Any], samples: list[DroppedSample],
         return {}
     keys = {(s.stem, s.key): s for s in samples}
     got = fetch_pictures(parent, parent_manifest, set(keys))
-    return {(stem, keys[(stem, key)].index): DroppedPicture(got.images.get((stem, key)), record["captions"])
+    return {(stem, keys[(stem, key)].index): DroppedPicture(got.images.get((stem, key)), record["captions"],
+                                                            evidence=record)
             for (stem, key), record in got.records.items()}
 
 
@@ -112,15 +131,33 @@ def fetch_dropped(output: Where, manifest: dict[str, Any],
         return {}
     if manifest.get("lineage"):
         return _from_curation_input(manifest, samples, Location.of(output))
-    return _from_input_shards(manifest, samples, Location.of(output))
+    pictures = _from_input_shards(manifest, samples, Location.of(output))
+    _attach_evidence(Location.of(output), samples, pictures)
+    return pictures
+
+
+def _evidence_html(evidence: dict[str, Any]) -> str:
+    """Its entities and masks, and for a curated-out record the pairs curate removed."""
+    entities = ", ".join(html.escape(e["phrase"]) for e in evidence["entities"]) or "none"
+    parts = [f"<br><span class=evidence>entities: {entities}<br>{len(evidence['masks'])} masks"]
+    if evidence.get("pairs"):
+        removed = ", ".join(f"{html.escape(p['noun'])} ({p['similarity']:.2f})" for p in evidence["pairs"])
+        parts.append(f"<br>pairs removed: {removed}")
+    return "".join(parts) + "</span>"
 
 
 def dropped_card(sample: DroppedSample, pictures: dict[tuple[str, int], DroppedPicture]) -> str:
     picture = pictures.get((sample.stem, sample.index))
     image = picture.image if picture else None
-    thumb = thumb_html(image, None, sample.key, SMALL_THUMB, picture.why_no_image if picture else "image unavailable")
+    evidence = picture.evidence if picture else None
+    if image is not None and evidence is not None:
+        thumb = layered_thumb(image, [m["segmentation"] for m in evidence["masks"]], sample.key, SMALL_THUMB)
+    else:
+        thumb = thumb_html(image, None, sample.key, SMALL_THUMB,
+                           picture.why_no_image if picture else "image unavailable")
     detail = f"<br><span class=detail>{html.escape(sample.detail)}</span>" if sample.detail else ""
     captions = captions_html(picture.captions) if picture else ""
+    known = _evidence_html(evidence) if evidence is not None else ""
     return (f'<figure class="card dropped">{thumb}<figcaption><b>{html.escape(sample.reason)}</b>{detail}<br>'
-            f'<small>{html.escape(sample.stem)}/{html.escape(sample.key)} #{sample.index}</small>{captions}'
+            f'<small>{html.escape(sample.stem)}/{html.escape(sample.key)} #{sample.index}</small>{known}{captions}'
             f'</figcaption></figure>')

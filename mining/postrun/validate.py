@@ -14,7 +14,8 @@ import pyarrow.parquet as pq
 from mining.schemas import SchemaError, validate, validate_pairs_table, validate_table
 from mining.sinks.commits import read_marker
 from mining.sinks.guard import CURATED, folder_kind
-from mining.sinks.layout import manifest_file, marker_file, pairs_file, shard_file, stats_file, status_file
+from mining.sinks.layout import (dropped_file, manifest_file, marker_file, pairs_file, shard_file, stats_file,
+                                 status_file)
 from mining.sinks.reader import committed_stems, read_manifest, read_shard_documents
 from mining.storage import Location, Where
 
@@ -35,7 +36,20 @@ def _status_problems(output: Where, shard: dict[str, Any]) -> list[str]:
     if kept != shard["images_with_pairs"] or dict(fates) != shard["drops"]:
         problems.append(f"shard {shard['name']}: status says {kept} kept and drops {dict(sorted(fates.items()))}, "
                         f"marker says {shard['images_with_pairs']} and {shard['drops']}")
-    return problems
+    return problems + _dropped_problems(output, shard["name"], table)
+
+
+def _dropped_problems(output: Where, name: str, status) -> list[str]:
+    """A shard's dropped examples (absent when it has none) have their schema and the fate its status gives."""
+    uri = dropped_file(output, name)
+    if not uri.exists():
+        return []
+    doc = json.loads(uri.read())
+    validate("dropped", doc)
+    fate = {row["index"]: (row["key"], row["status"]) for row in status.select(["index", "key", "status"]).to_pylist()}
+    return [f"shard {name}: {uri} says sample {e['index']} ({e['key']}) was dropped for {e['reason']}, status says "
+            f"{fate.get(e['index'], ('-', 'nothing'))[1]}"
+            for e in doc["samples"] if fate.get(e["index"]) != (e["key"], e["reason"])]
 
 
 # what a shard's stats file repeats from its marker (stage_seconds is the marker's timings)

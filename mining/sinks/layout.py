@@ -1,12 +1,13 @@
 """Where each output lives, in one place: shards/<stem>.tar, pairs/<stem>.parquet, status/<stem>.parquet
-(every sample's fate), stats/<stem>.json (a shard's counts and times), _done/<stem>.json (the per-shard commit
-marker, written last) and manifest.json."""
+(every sample's fate), stats/<stem>.json (a shard's counts and times), dropped/<stem>.json (a few dropped samples'
+entities and masks, when a shard has some), _done/<stem>.json (the per-shard commit marker, written last) and
+manifest.json."""
 from __future__ import annotations
 
 from mining.storage import Location, Where
 
 
-OUTPUT_FOLDERS = ("shards", "pairs", "status", "stats", "_done")
+OUTPUT_FOLDERS = ("shards", "pairs", "status", "stats", "dropped", "_done")
 
 
 def shard_file(output: Where, stem: str) -> Location:
@@ -23,6 +24,10 @@ def status_file(output: Where, stem: str) -> Location:
 
 def stats_file(output: Where, stem: str) -> Location:
     return Location.of(output).join("stats", f"{stem}.json")
+
+
+def dropped_file(output: Where, stem: str) -> Location:
+    return Location.of(output).join("dropped", f"{stem}.json")
 
 
 def marker_file(output: Where, stem: str) -> Location:

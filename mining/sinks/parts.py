@@ -15,8 +15,8 @@ from typing import Any
 from mining.records import ShardChunk
 from mining.sinks.layout import marker_file
 from mining.sinks.reader import read_shard_documents
-from mining.sinks.writer import (merge_counts, records_tar, shard_counts, shard_records, shard_stats, status_rows,
-                                 write_shard_files)
+from mining.sinks.writer import (cap_examples, dropped_examples, merge_counts, records_tar, shard_counts,
+                                 shard_records, shard_stats, status_rows, write_shard_files)
 from mining.storage import Location, Where
 
 PARTS = "_parts"
@@ -37,7 +37,8 @@ def write_part(chunk: ShardChunk, output: Where, config_hash: str,
     if marker_file(output, chunk.stem).exists():
         return None   # a retried write after the shard was joined: nothing is missing
     _part_file(output, chunk, "tar").write_atomic(records_tar(shard_records(chunk.samples, image_ext)))
-    summary = {"counts": shard_counts(chunk.samples), "status": status_rows(chunk.samples), "started": chunk.started}
+    summary = {"counts": shard_counts(chunk.samples), "status": status_rows(chunk.samples), "started": chunk.started,
+               "dropped": dropped_examples(chunk.samples)}
     _part_file(output, chunk, "json").write_atomic(json.dumps(summary).encode())
     return join_parts(chunk, output, config_hash)
 
@@ -59,6 +60,7 @@ def join_parts(chunk: ShardChunk, output: Where, config_hash: str) -> dict[str, 
               **merge_counts([d["counts"] for d in docs])}
     started = min(d["started"] for d in docs)
     write_shard_files(output, chunk.stem, records, marker, status=[row for d in docs for row in d["status"]],
-                      stats=shard_stats(marker, started, time.time()))
+                      stats=shard_stats(marker, started, time.time()),
+                      dropped=cap_examples([e for d in docs for e in d.get("dropped", [])]))
     folder.delete_tree()
     return marker

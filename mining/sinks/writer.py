@@ -20,9 +20,9 @@ from webdataset import TarWriter
 
 from mining import masks as rle
 from mining.records import REFINED, Drop, Sample
-from mining.schemas import (MARKER_VERSION, PAIRS_VERSION, RECORD_VERSION, STATUS_VERSION, arrow_schema, validate,
-                            validate_table)
-from mining.sinks.layout import marker_file, pairs_file, shard_file, stats_file, status_file
+from mining.schemas import (DROPPED_VERSION, MARKER_VERSION, PAIRS_VERSION, RECORD_VERSION, STATUS_VERSION,
+                            arrow_schema, validate, validate_table)
+from mining.sinks.layout import dropped_file, marker_file, pairs_file, shard_file, stats_file, status_file
 from mining.storage import Where
 
 SHARD_STATS_VERSION = "ovmine.shard_stats/1"
@@ -135,6 +135,41 @@ def status_rows(samples: list[Sample]) -> list[dict[str, Any]]:
             for s in sorted(samples, key=lambda s: s.index) if not s.sentinel]
 
 
+DROPPED_EXAMPLES = 4   # per drop reason and shard: enough for the report's examples, bounded whatever the shard
+
+
+def dropped_examples(samples: list[Sample], per_reason: int = DROPPED_EXAMPLES) -> list[dict[str, Any]]:
+    """The first `per_reason` dropped samples of each reason, in input order, that got as far as entities or masks:
+    what the pipeline knew of them (the output keeps no record of a dropped sample)."""
+    chosen: list[dict[str, Any]] = []
+    taken: Counter[str] = Counter()
+    for s in sorted(samples, key=lambda s: s.index):
+        if s.sentinel or s.drop is None or not (s.entities or s.rles) or s.frame_size is None:
+            continue
+        if taken[s.drop.value] >= per_reason:
+            continue
+        taken[s.drop.value] += 1
+        scores = s.mask_scores if s.mask_scores is not None else [1.0] * len(s.rles)
+        areas = rle.areas(s.rles) if s.rles else []
+        chosen.append({"key": s.key, "index": s.index, "reason": s.drop.value, "detail": s.drop_detail,
+                       "width": s.frame_size[0], "height": s.frame_size[1],
+                       "entities": [e.to_json() for e in s.entities],
+                       "masks": [{"segmentation": r, "area": int(a), "score": float(c)}
+                                 for r, a, c in zip(s.rles, areas, scores)]})
+    return chosen
+
+
+def cap_examples(examples: list[dict[str, Any]], per_reason: int = DROPPED_EXAMPLES) -> list[dict[str, Any]]:
+    """A shard's examples from those of its chunks (each capped alone), capped again in input order."""
+    taken: Counter[str] = Counter()
+    kept = []
+    for example in sorted(examples, key=lambda e: e["index"]):
+        if taken[example["reason"]] < per_reason:
+            taken[example["reason"]] += 1
+            kept.append(example)
+    return kept
+
+
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds")
 
@@ -176,9 +211,11 @@ def records_tar(records: list[tuple[dict[str, Any], bytes | None]]) -> bytes:
 
 def write_shard_files(output: Where, stem: str, records: list[tuple[dict[str, Any], bytes | None]],
                       marker: dict[str, Any],
-                      status: list[dict[str, Any]] | None = None, stats: dict[str, Any] | None = None) -> None:
+                      status: list[dict[str, Any]] | None = None, stats: dict[str, Any] | None = None,
+                      dropped: list[dict[str, Any]] | None = None) -> None:
     """Write validated records (each with its image bytes, or None), their pairs table, the status of every
-    sample and the shard's stats (when given: curated outputs have neither), then the marker."""
+    sample, the shard's stats and its dropped examples (when given: curated outputs have none of them), then the
+    marker."""
     rows = [row for record, _ in records for row in pair_rows(stem, record)]
     shard_file(output, stem).write_atomic(records_tar(records))
     pairs_file(output, stem).write_atomic(parquet_bytes("pairs", rows))
@@ -187,6 +224,10 @@ def write_shard_files(output: Where, stem: str, records: list[tuple[dict[str, An
     if stats is not None:
         validate("shard_stats", stats)
         stats_file(output, stem).write_atomic(json.dumps(stats, indent=1).encode())
+    if dropped:
+        doc = {"schema_version": DROPPED_VERSION, "name": stem, "samples": dropped}
+        validate("dropped", doc)
+        dropped_file(output, stem).write_atomic(json.dumps(doc, separators=(",", ":")).encode())
     marker_file(output, stem).write_atomic(json.dumps({"schema_version": MARKER_VERSION, **marker}, indent=1).encode())
 
 
@@ -205,5 +246,5 @@ def write_shard(samples: list[Sample], output: Where, config_hash: str,
     stem, source = samples[0].shard_stem, samples[0].shard
     marker = {"input": source, "name": stem, "config_hash": config_hash, "limit": limit, **shard_counts(samples)}
     write_shard_files(output, stem, shard_records(samples, image_ext), marker, status=status_rows(samples),
-                      stats=shard_stats(marker, started, time.time()))
+                      stats=shard_stats(marker, started, time.time()), dropped=dropped_examples(samples))
     return marker

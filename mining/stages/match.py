@@ -8,9 +8,17 @@ from PIL import Image
 
 from mining.config import MatchConfig, RunConfig, StageResources
 from mining.matching import match
-from mining.records import Drop, Sample
+from mining.records import Drop, Pair, Sample
 from mining.stages.base import Stage
 from mining import masks
+
+
+def _closest(sample: Sample, rejected: list[tuple[Pair, str]]) -> str | None:
+    """Why an image kept no pair, said of its most similar assigned pair (what a curator checks a threshold by)."""
+    if not rejected:
+        return None
+    pair, why = max(rejected, key=lambda r: r[0].similarity)
+    return f"closest: {sample.entities[pair.entity_index].noun!r} on mask {pair.mask_index}, {why}"
 
 
 class MatchStage(Stage):
@@ -27,11 +35,12 @@ class MatchStage(Stage):
 
     def process(self, samples: list[Sample]) -> None:
         for sample in samples:
+            rejected: list[tuple[Pair, str]] = []
             sample.pairs = match(sample.region_embeddings, sample.entity_embeddings, self.settings,
                                  [e.count for e in sample.entities], sample.logit_scale,
-                                 [e.captions() for e in sample.entities])
+                                 [e.captions() for e in sample.entities], rejected)
             if not sample.pairs:
-                sample.drop_with(Drop.NO_CONFIDENT_PAIR)
+                sample.drop_with(Drop.NO_CONFIDENT_PAIR, _closest(sample, rejected))
                 continue
             if len(sample.rles) != len(sample.masks):   # the teacher stage encodes them; a sample built otherwise
                 sample.rles = masks.encode_json(sample.masks)
