@@ -1,11 +1,14 @@
 """A self-contained HTML report of a mining output, for a curator deciding what to keep: the statistics as
-plots; galleries of pairs (a random sample, and the lowest-similarity pairs, where a person looks for
-mistakes), each the image with its mask and its captions; every frequent noun with its similarity
-distribution, its phrases and examples (synonyms and junk nouns show here); examples of dropped images by
-reason; the run's config and stage timings; optionally a comparison with another output.
+plots; an explorer of a per-noun sample of the pairs (filter, sort, page, open an image with all its masks,
+mark pairs right or wrong and save an audit file; with ground truth, each pair's verdict and precision per noun);
+galleries of pairs (a random sample, and the lowest-similarity pairs, where a person looks for mistakes), each
+the image with its mask and its captions; every frequent noun with its similarity distribution, its phrases and
+examples (synonyms and junk nouns show here); examples of dropped images by reason, with their entities and
+masks; the run's config and stage timings; optionally a comparison with another output (both runs' plots and the
+pairs only one has).
 
-Everything (plots, thumbnails, the few lines of script that switch masks on and off) is inlined, so the file
-can be mailed or opened from a bucket.
+Everything (plots, thumbnails, the explorer's data and script) is inlined, so the file can be mailed or opened
+from a bucket.
 """
 from __future__ import annotations
 
