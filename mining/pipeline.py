@@ -3,6 +3,7 @@ executor that reads, mines, writes and commits them on its workers (the flow is 
 back each committed shard's marker, and write the manifest."""
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from typing import Any
 
 from mining.config import RunConfig
 from mining.executors import StartupTimes
+from mining.inflight import InFlight, Passed
 from mining.logs import logger
 from mining.schemas import validate
 from mining.sinks.commits import committed_markers, manifest_if_current, refuse_foreign_leftovers, reusable
@@ -48,7 +50,11 @@ def plan_tasks(shards: list[str], limit: int | None, s3: S3Options | None = None
 
 class MiningProgress:
     """What a mining run tells its caller as it goes (the CLI draws a bar or prints a line per shard; the
-    library itself only logs). This base class ignores everything; a listener implements all four methods."""
+    library itself only logs). This base class ignores everything; a listener implements all five methods, and
+    sets `shows_in_flight` if it wants `in_flight` called. Calls never overlap, but on Ray they may come from
+    another thread than the caller's."""
+
+    shows_in_flight = False
 
     def planned(self, shards: int, committed: int, images: int | None) -> None:
         """`shards` planned, of which `committed` are already in the output and are skipped; `images`: how
@@ -62,6 +68,27 @@ class MiningProgress:
 
     def failed(self, failure: dict[str, str]) -> None:
         """A shard could not be read and was not committed (input, name, error); a rerun retries it."""
+
+    def in_flight(self, shards: dict[str, tuple[float, int]]) -> None:
+        """The shards in flight (not committed or failed yet) as (images' worth of work done, images it
+        holds): a display's estimate (`mining.inflight`), replaced by the exact marker when a shard commits."""
+
+
+class _Follow:
+    """The listener's side of a run in progress: the work in flight, and one lock, since on Ray the stages'
+    reports arrive on another thread than the results."""
+
+    def __init__(self, listener: MiningProgress, stages: list[str]) -> None:
+        self.listener, self.flight, self.lock = listener, InFlight(stages), threading.Lock()
+
+    def phase(self, name: str) -> None:
+        with self.lock:
+            self.listener.phase(name)
+
+    def progressed(self, reports: list[Passed]) -> None:
+        with self.lock:
+            self.flight.add(reports)
+            self.listener.in_flight(self.flight.snapshot())
 
 
 def make_executor(cfg: RunConfig):
@@ -153,19 +180,24 @@ def run_mining(cfg: RunConfig, inputs: list[str], output: Where, limit: int | No
                 stages = stages or build_stages(cfg)   # imports torch, open_clip, spaCy: part of loading the models
                 imports = time.perf_counter() - before
                 writer = ShardWriter.from_config(cfg, output.absolute(), config_hash)
+                follow = _Follow(listener, [s.name for s in stages])
+                on_progress = follow.progressed if getattr(listener, "shows_in_flight", False) else None
                 cpu_start = time.process_time()   # the driver's own work while it streams (Ray Data's threads too)
-                for result in executor.run(todo, stages, writer, on_phase=listener.phase):
-                    if result.failed is not None:
-                        failed.append(result.failed)
-                        listener.failed(result.failed)
-                    elif result.committed is not None and result.committed["name"] not in markers:
-                        # (two writes that complete a chunked shard together both report it: counted once)
-                        marker = result.committed
-                        markers[marker["name"]] = marker
-                        mined_images += marker["images_in"]
-                        listener.committed(marker)
-                        if on_shard:
-                            on_shard(marker)
+                for result in executor.run(todo, stages, writer, on_phase=follow.phase, on_progress=on_progress):
+                    with follow.lock:
+                        if result.failed is not None:
+                            failed.append(result.failed)
+                            follow.flight.close(result.failed["name"])
+                            listener.failed(result.failed)
+                        elif result.committed is not None and result.committed["name"] not in markers:
+                            # (two writes that complete a chunked shard together both report it: counted once)
+                            marker = result.committed
+                            markers[marker["name"]] = marker
+                            mined_images += marker["images_in"]
+                            follow.flight.close(marker["name"])
+                            listener.committed(marker)
+                            if on_shard:
+                                on_shard(marker)
             finally:
                 executor.close()
                 output.join(PARTS).delete_tree()   # parts of shards the run did not finish: never committed

@@ -13,9 +13,12 @@ from types import SimpleNamespace
 import pytest
 
 from mining.cli.mine import ConsoleProgress, Tally, progress_mode, wall_breakdown
+from mining.config import StageResources
+from mining.inflight import InFlight, Passed
 from mining.postrun.validate import check_output
 from mining.records import Drop, Sample
 from mining.schemas import validate
+from mining.stages.base import Stage
 from mining.toyworld.make import make_shards
 
 TINY = ["--config", "configs/tiny.yaml", "--set", "source.working_size=64"]
@@ -249,3 +252,105 @@ def test_the_rate_has_two_decimals_only_below_one_as_printed(rate, shown):
     tally = Tally(images=1000)
     tally.start = time.perf_counter() - 1000 / rate
     assert tally.rate() == shown
+
+
+# within a shard: the stages' batches move the bar before the shard commits
+
+def test_in_flight_weighs_each_stage_by_what_a_sample_costs_there():
+    flight = InFlight(["decode", "teacher", "match"])
+    flight.add([Passed("00000", 10, "decode", 10, 10, 1.0)])   # 0.1 s a sample; teacher and match: unknown yet
+    assert flight.snapshot() == {"00000": (pytest.approx(10 / 3), 10)}, "an unheard stage costs the mean"
+    flight.add([Passed("00000", 10, "teacher", 4, 4, 3.6), Passed("00001", 10, "decode", 2, 2, 0.2)])
+    # seconds a sample: decode 0.1, teacher 0.9, match (unknown) their mean 0.5
+    assert flight.snapshot()["00000"] == (pytest.approx((0.1 * 10 + 0.9 * 4) / 1.5), 10)
+    flight.add([Passed("00000", 10, "decode", 10, 10, 1.0)])   # a retried batch reports again: capped at the shard
+    assert flight.snapshot()["00000"][0] == pytest.approx((0.1 * 10 + 0.9 * 4) / 1.5)
+    flight.close("00000")
+    flight.add([Passed("00000", 10, "match", 10, 10, 0.5)])    # late, after the commit: not in flight any more
+    assert set(flight.snapshot()) == {"00001"}
+
+
+def test_the_bar_moves_with_work_in_flight_and_the_commit_sets_it_exact():
+    stream = io.StringIO()
+    progress = ConsoleProgress("OUT", "bar", stream)
+    progress.planned(3, 0, 30)
+    progress.in_flight({"00000": (4.5, 10), "00001": (2.0, 10)})
+    assert progress.tally.images_shown() == 6 and progress.tally.position() == pytest.approx(0.65)
+    drawn = str(progress.bar)   # what tqdm draws when its interval allows
+    assert progress.bar.n == pytest.approx(0.65) and "images 6/30" in drawn
+    assert " 22%|" in drawn and "| 0/3 [" in drawn, "the bar moves; the count shown stays the shards done"
+    progress.committed(marker("00000", 9, 4, {"no_masks": 1}, {"decode": 1.0}))   # the estimate is not resent
+    assert progress.tally.images_shown() == 11 and progress.bar.n == pytest.approx(1.2)
+    assert "images 11/30" in stream.getvalue() and "| 1/3 [" in stream.getvalue(), "a commit draws at once"
+    progress.failed({"input": "x.tar", "name": "00001", "error": "gone"})
+    assert progress.tally.images_shown() == 9 and progress.bar.n == 2
+    progress.in_flight({"00002": (40.0, 50)})   # more than the plan said (a shard retried, a bad count): capped
+    assert progress.tally.images_shown() == 30 and progress.bar.n == pytest.approx(2.8)
+    progress.close()
+    assert ConsoleProgress("OUT", "lines").shows_in_flight is False and progress.shows_in_flight
+
+
+class Recorder:
+    """A listener that wants the work in flight, and opens the gate below once it has heard of some."""
+    shows_in_flight = True
+
+    def __init__(self, gate):
+        self.gate, self.events = gate, []
+
+    def planned(self, shards, committed, images):
+        pass
+
+    def phase(self, name):
+        pass
+
+    def in_flight(self, shards):
+        self.events.append(("in_flight", dict(shards)))
+        if any(0 < done < size for done, size in shards.values()):
+            self.gate.touch()
+
+    def committed(self, marker):
+        self.events.append(("committed", marker["name"]))
+
+    def failed(self, failure):
+        self.events.append(("failed", failure["name"]))
+
+
+class GateStage(Stage):
+    """The last stage: holds its chunk until the driver has shown work in flight (or a minute has passed, and the
+    test fails), so that on Ray too the commit cannot come first however the machine is loaded."""
+    name = "gate"
+
+    def __init__(self, gate):
+        super().__init__(StageResources(concurrency=1, num_cpus=0.25, batch_size=2))
+        self.gate = gate
+
+    def process(self, samples):
+        waited = 0
+        while not self.gate.exists() and waited < 600:
+            time.sleep(0.1)
+            waited += 1
+
+
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_the_stages_report_work_before_the_shard_commits(tmp_path, tiny_cfg, executor):
+    from mining.pipeline import run_mining
+    from mining.stages import build_stages
+
+    make_shards(tmp_path / "in", shards=1, per_shard=6, size=64)
+    cfg = tiny_cfg(source={"working_size": 64}, execution={"executor": executor, "teacher": {"batch_size": 2},
+                                                           "decode": {"concurrency": 1}, "write": {"concurrency": 1}})
+    recorder = Recorder(tmp_path / "gate")
+    if executor == "ray":   # Ray's workers cannot import this test module: the gate travels by value
+        from ray import cloudpickle
+
+        cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        run_mining(cfg, [str(tmp_path / "in")], tmp_path / "out", progress=recorder,
+                   stages=[*build_stages(cfg), GateStage(tmp_path / "gate")])
+    finally:
+        if executor == "ray":
+            cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    assert recorder.events[-1] == ("committed", "00000")
+    partial = [shards["00000"] for kind, shards in recorder.events[:-1] if kind == "in_flight" and "00000" in shards]
+    assert partial and all(0 <= done <= size == 6 for done, size in partial), partial
+    assert any(0 < done < 6 for done, _ in partial), partial

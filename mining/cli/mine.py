@@ -37,19 +37,36 @@ class Tally:
     dropped: int = 0
     stage_seconds: Counter = field(default_factory=Counter)
     start: float = field(default_factory=time.perf_counter)
+    # shards in flight: (images' worth of work done, images it holds), an estimate for the bar only
+    flying: dict[str, tuple[float, int]] = field(default_factory=dict)
 
     def add(self, marker: dict[str, Any]) -> None:
+        self.flying.pop(marker["name"], None)   # the marker's exact figures replace the estimate
         self.done += 1
         self.images += marker["images_in"]
         self.pairs += marker["pairs"]
         self.dropped += sum(marker["drops"].values())
         self.stage_seconds.update(marker["timings"])
 
-    def rate(self) -> str:
-        """Images per second of this run so far, its start-up included (as the summary's images/s); two
-        decimals below 1, so that a slow start does not read as zero."""
+    def fail(self, failure: dict[str, str]) -> None:
+        self.flying.pop(failure["name"], None)
+        self.done += 1
+        self.failed += 1
+
+    def images_shown(self) -> int:
+        """Committed images plus the images' worth of work done on shards in flight, never past the plan."""
+        shown = self.images + int(sum(done for done, _ in self.flying.values()))
+        return shown if self.images_planned is None else min(shown, max(self.images, self.images_planned))
+
+    def position(self) -> float:
+        """Shards done, plus the share of each shard in flight that is done: where the bar stands."""
+        return min(self.shards, self.done + sum(done / size for done, size in self.flying.values() if size))
+
+    def rate(self, images: int | None = None) -> str:
+        """Images (committed ones, unless given) per second of this run so far, its start-up included (as the
+        summary's images/s); two decimals below 1, so that a slow start does not read as zero."""
         elapsed = time.perf_counter() - self.start
-        rate = self.images / elapsed if elapsed > 0 else 0.0
+        rate = (self.images if images is None else images) / elapsed if elapsed > 0 else 0.0
         return f"{rate:.1f}" if round(rate, 2) >= 1 else f"{rate:.2f}"   # 0.996 is "1.0", not "1.00"
 
     def plan_line(self, output: str) -> str:
@@ -70,13 +87,31 @@ class Tally:
                 f"a rerun retries it)")
 
     def bar_text(self) -> str:
-        """The bar's running totals, and each stage's share of the summed stage work so far."""
-        images = f"{self.images}/{self.images_planned}" if self.images_planned is not None else f"{self.images}"
-        text = f"images {images}, pairs {self.pairs}, dropped {self.dropped}, {self.rate()} images/s"
+        """The bar's running totals (images: with the work in flight), and each stage's share of the summed stage
+        work so far."""
+        shown = self.images_shown()
+        images = f"{shown}/{self.images_planned}" if self.images_planned is not None else f"{shown}"
+        text = f"images {images}, pairs {self.pairs}, dropped {self.dropped}, {self.rate(shown)} images/s"
         total = sum(self.stage_seconds.values())
         if total > 0:
             text += " | " + " ".join(f"{name} {100 * s / total:.0f}%" for name, s in _ordered(self.stage_seconds))
         return text
+
+
+def _shard_bar(**kwargs: Any):
+    """A tqdm bar over shards whose position also moves with the work in flight (a fraction of a shard), while
+    the count it shows stays the shards done."""
+    from tqdm import tqdm
+
+    class ShardBar(tqdm):
+        done = 0
+
+        @property
+        def format_dict(self) -> dict[str, Any]:
+            return super().format_dict | {"n_fmt": str(self.done)}
+
+    return ShardBar(bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]",
+                    **kwargs)
 
 
 class ConsoleProgress:
@@ -87,6 +122,7 @@ class ConsoleProgress:
         self.output, self.mode, self.stream = output, mode, stream
         self.tally = Tally()
         self.bar = None
+        self.shows_in_flight = mode == "bar"   # the lines are per committed shard: work in flight is not theirs
 
     def _say(self, line: str) -> None:
         if self.mode == "quiet":
@@ -100,10 +136,9 @@ class ConsoleProgress:
         self.tally = Tally(shards=shards, committed_before=committed, images_planned=images, done=committed)
         self._say(self.tally.plan_line(self.output))
         if self.mode == "bar" and shards > committed:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=shards, initial=committed, unit="shard", desc="starting", file=self.stream,
-                            dynamic_ncols=True)
+            self.bar = _shard_bar(total=shards, initial=committed, unit="shard", desc="starting", file=self.stream,
+                                  dynamic_ncols=True)
+            self.bar.done = committed
 
     def phase(self, name: str) -> None:
         if self.bar is not None:
@@ -111,20 +146,31 @@ class ConsoleProgress:
         elif self.mode == "lines" and name != "mining":
             self._say(f"{name} ...")
 
+    def _draw(self, refresh: bool) -> None:
+        """Move the bar to the tally; `refresh` draws it now, else when tqdm's interval allows."""
+        self.bar.done = self.tally.done
+        self.bar.set_postfix_str(self.tally.bar_text(), refresh=False)
+        self.bar.update(self.tally.position() - self.bar.n)   # a negative step too: the estimate's weights moved
+        if refresh:
+            self.bar.refresh()
+
+    def in_flight(self, shards: dict[str, tuple[float, int]]) -> None:
+        self.tally.flying = dict(shards)
+        if self.bar is not None:
+            self._draw(refresh=False)
+
     def committed(self, marker: dict[str, Any]) -> None:
         self.tally.add(marker)
         if self.bar is not None:
             self.bar.set_description_str("mining", refresh=False)
-            self.bar.set_postfix_str(self.tally.bar_text(), refresh=False)
-            self.bar.update(1)
+            self._draw(refresh=True)
         elif self.mode == "lines":
             self._say(self.tally.shard_line(marker))
 
     def failed(self, failure: dict[str, str]) -> None:
-        self.tally.done += 1
-        self.tally.failed += 1
+        self.tally.fail(failure)
         if self.bar is not None:
-            self.bar.update(1)
+            self._draw(refresh=True)
         self._say(self.tally.failed_line(failure))
 
     def close(self) -> None:

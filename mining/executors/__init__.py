@@ -1,9 +1,11 @@
 """How the flow runs: sequentially in-process (local) or as a Ray Data plan (ray). Only this package imports Ray.
 
-Both executors have `start(on_phase)` (Ray's start-up, or nothing), `run(tasks, stages, writer, on_phase)`,
-which reads each task's shard in chunks, passes every chunk through the stages and the writer where the work
-happens, and yields what each write returns (a committed shard's marker, a written part, or a shard that could
-not be read: see `mining.stages.write`), and `close()`. They fill in `times` (a `StartupTimes`) as they go, so
+Both executors have `start(on_phase)` (Ray's start-up, or nothing), `run(tasks, stages, writer, on_phase,
+on_progress)`, which reads each task's shard in chunks, passes every chunk through the stages and the writer
+where the work happens, and yields what each write returns (a committed shard's marker, a written part, or a
+shard that could not be read: see `mining.stages.write`), and `close()`. `on_progress`, if given, hears of the
+stages' batches as they are done (`mining.inflight.Passed`), for the progress display: on Ray a few times a
+second, from a thread of the driver's own. They fill in `times` (a `StartupTimes`) as they go, so
 that a run can report where its wall time went (start-up and model loading apart from the mining itself), and
 count in `received_bytes` what the driver was sent."""
 from __future__ import annotations
@@ -11,7 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from mining.inflight import Passed
+
 PhaseCallback = Callable[[str], None]   # told "starting ray", "loading models", "mining" as a run gets there
+ProgressCallback = Callable[[list[Passed]], None]   # told of stage batches done: a display's figures, not a count
 
 # The keys of a chunk's executor stamps (ShardChunk.stamps), set by a model stage's actor on the first chunk it
 # works on and sent back with the write's result: how long its setup() took, and when it was ready.

@@ -5,7 +5,7 @@ import time
 from collections.abc import Iterator
 
 from mining.config import RunConfig
-from mining.executors import PhaseCallback, StartupTimes
+from mining.executors import PhaseCallback, ProgressCallback, StartupTimes
 from mining.stages.base import Stage
 from mining.stages.read import read_chunks
 from mining.stages.write import ShardWriter, WriteResult
@@ -21,9 +21,11 @@ class LocalExecutor:
     def start(self, on_phase: PhaseCallback | None = None) -> None:
         """Nothing to start: stages run in this process."""
 
-    def run(self, tasks, stages: list[Stage], writer: ShardWriter,
-            on_phase: PhaseCallback | None = None) -> Iterator[WriteResult]:
-        """Load every stage's models, then mine chunk after chunk; tells `on_phase` "mining" in between."""
+    def run(self, tasks, stages: list[Stage], writer: ShardWriter, on_phase: PhaseCallback | None = None,
+            on_progress: ProgressCallback | None = None) -> Iterator[WriteResult]:
+        """Load every stage's models, then mine chunk after chunk; tells `on_phase` "mining" in between, and
+        `on_progress` of each stage's batches as they are done."""
+        on_batch = (lambda passed: on_progress([passed])) if on_progress else None
         start = time.perf_counter()
         for stage in stages:
             stage.prepare()
@@ -34,7 +36,7 @@ class LocalExecutor:
         for task in tasks:
             for chunk in read_chunks(Location.of(task.uri, self.s3), task.max_samples, self.cfg.execution.chunk_size):
                 for stage in stages:
-                    stage.run(chunk.samples)
+                    stage.run(chunk.samples, on_batch)
                 result = writer.write(chunk)
                 self.received_bytes += len(result.to_json(stamps=False))
                 yield result

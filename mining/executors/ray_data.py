@@ -32,7 +32,8 @@ import numpy as np
 import ray
 
 from mining.config import ConfigError, RunConfig, StageResources
-from mining.executors import READY_AT, SETUP_S, PhaseCallback, StartupTimes
+from mining.executors import READY_AT, SETUP_S, PhaseCallback, ProgressCallback, StartupTimes
+from mining.executors.ray_progress import BatchReporter, BoardPoller, ProgressBoard
 from mining.executors.ray_start import init_ray, shutdown_ray
 from mining.logs import logger
 from mining.records import ShardChunk
@@ -61,10 +62,13 @@ def _read_rows(row: dict[str, Any], s3: S3Options, chunk_size: int | None) -> li
             for c in read_chunks(Location.of(row["uri"], s3), row["max_samples"], chunk_size)]
 
 
-def _run_task_stage(batch: dict[str, np.ndarray], stage: Stage) -> dict[str, np.ndarray]:
+def _run_task_stage(batch: dict[str, np.ndarray], stage: Stage, board: Any = None) -> dict[str, np.ndarray]:
     chunks = _from_column(batch)
+    reporter = BatchReporter(board) if board is not None else None
     for chunk in chunks:
-        stage.run(chunk.samples)
+        stage.run(chunk.samples, reporter)
+    if reporter:
+        reporter.flush()
     return _as_column(chunks)
 
 
@@ -76,8 +80,9 @@ class _StageActor:
     """Holds one stage on a Ray actor; setup() (model loading) runs once, in the actor. The first chunk it
     passes on carries how long that took and when it was done, for the driver's start-up figures."""
 
-    def __init__(self, stage: Stage) -> None:
+    def __init__(self, stage: Stage, board: Any = None) -> None:
         self.stage = stage
+        self.reporter = BatchReporter(board) if board is not None else None
         self.stage.prepare()
         self.stamps: dict[str, float] | None = {SETUP_S + stage.name: stage.setup_seconds,
                                                 READY_AT + stage.name: time.time()}
@@ -85,7 +90,9 @@ class _StageActor:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         chunks = _from_column(batch)
         for chunk in chunks:
-            self.stage.run(chunk.samples)
+            self.stage.run(chunk.samples, self.reporter)
+        if self.reporter:
+            self.reporter.flush()
         if self.stamps and chunks:
             chunks[0].stamps.update(self.stamps)
             self.stamps = None
@@ -182,6 +189,8 @@ class RayExecutor:
         self.fixed_gpus = False   # True: the Ray this run started itself, whose GPUs are all it will ever have
         self.times = StartupTimes()
         self.received_bytes = 0   # the results the driver was sent: the whole of what it receives per chunk
+        self._board: Any = None   # while a run's progress is followed: its ProgressBoard, and the driver's poller
+        self._poller: BoardPoller | None = None
 
     def _init_ray(self) -> None:
         start = time.perf_counter()
@@ -207,7 +216,7 @@ class RayExecutor:
 
         log_once("ray_data_progress_manager_disabled")   # spends Ray's warning that we turned them off
 
-    def _apply(self, ds: ray.data.Dataset, stage: Stage) -> ray.data.Dataset:
+    def _apply(self, ds: ray.data.Dataset, stage: Stage, board: Any) -> ray.data.Dataset:
         """One row is one chunk: a stage's call gets one chunk and works through it in its own batch size."""
         res = stage.resources
         gpus, have = resolve_gpus(res), ray.cluster_resources().get("GPU", 0)
@@ -222,10 +231,10 @@ class RayExecutor:
             # a dead actor (its worker or node lost) is restarted and its in-flight calls are retried until it is
             # back (max_actor_restarts bounds that): while a lost node is not yet declared dead, each call to its
             # actors fails at once as "unavailable", so a count of retries would run out in milliseconds
-            return ds.map_batches(_StageActor, fn_constructor_args=(stage,),
+            return ds.map_batches(_StageActor, fn_constructor_args=(stage, board),
                                   compute=ray.data.ActorPoolStrategy(size=res.concurrency),
                                   max_restarts=ex.max_actor_restarts, max_task_retries=-1, **common)
-        return ds.map_batches(_run_task_stage, fn_kwargs={"stage": stage},
+        return ds.map_batches(_run_task_stage, fn_kwargs={"stage": stage, "board": board},
                               compute=ray.data.TaskPoolStrategy(size=res.concurrency),
                               max_retries=ex.max_retries, **common)
 
@@ -242,12 +251,16 @@ class RayExecutor:
             on_phase("starting ray")
         self._init_ray()
 
-    def run(self, tasks, stages: list[Stage], writer: ShardWriter,
-            on_phase: PhaseCallback | None = None) -> Iterator[WriteResult]:
-        """Build and stream the plan; tells `on_phase` "mining" once every model stage has an actor ready."""
+    def run(self, tasks, stages: list[Stage], writer: ShardWriter, on_phase: PhaseCallback | None = None,
+            on_progress: ProgressCallback | None = None) -> Iterator[WriteResult]:
+        """Build and stream the plan; tells `on_phase` "mining" once every model stage has an actor ready, and
+        `on_progress` (from another thread: see `mining.executors.ray_progress`) of the stages' batches."""
         phase = on_phase or (lambda name: None)
         if not ray.is_initialized():
             self.start(on_phase)
+        if on_progress is not None:
+            self._board = ProgressBoard.remote()
+            self._poller = BoardPoller(self._board, on_progress)
         items = [{"uri": t.uri, "max_samples": t.max_samples} for t in tasks]
         ex = self.cfg.execution
         with _plan_without_deprecation():
@@ -256,7 +269,7 @@ class RayExecutor:
             ds = ds.flat_map(_read_rows, fn_kwargs={"s3": self.s3, "chunk_size": ex.chunk_size},
                              num_cpus=ex.decode.num_cpus, max_retries=ex.max_retries)
             for stage in stages:
-                ds = self._apply(ds, stage)
+                ds = self._apply(ds, stage, self._board)
             ds = self._write(ds, writer)
         waiting = {s.name for s in stages if s.loads_models}   # model stages with no actor ready yet
         plan_start = time.time()
@@ -271,13 +284,26 @@ class RayExecutor:
                     waiting = set()
                     phase("mining")
                 yield result
+        self._stop_following()
         logger.info("ray executor finished %d shard(s)", len(tasks))
+
+    def _stop_following(self) -> None:
+        if self._poller is not None:
+            self._poller.stop()
+            self._poller = None
+        if self._board is not None:
+            try:
+                ray.kill(self._board)
+            except Exception as exn:   # noqa: BLE001 - cleanup must not mask the run's outcome
+                logger.debug("could not remove the progress board: %s", exn)
+            self._board = None
 
     def close(self) -> None:
         """Shut down the Ray this executor started (a cluster it joined is left alone). A second SIGTERM
         during shutdown is ignored: interrupting it would leave Ray's agent processes behind."""
         if not ray.is_initialized():
             return
+        self._stop_following()
         if not self.started_ray:
             _release_notice_spender()
             return

@@ -4,10 +4,12 @@ stage has one, loads models once on the worker, and such a stage wants a long-li
 fills in live samples. Stages never import Ray; executors decide where they run from what stages declare."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from time import perf_counter
 from typing import ClassVar
 
 from mining.config import RunConfig, StageResources
+from mining.inflight import Passed
 from mining.logs import logger, warn_limited
 from mining.records import Drop, Sample
 
@@ -47,18 +49,27 @@ class Stage:
         """Work on a batch of live samples in place; drop a sample with `sample.drop_with(reason)`."""
         raise NotImplementedError
 
-    def run(self, samples: list[Sample]) -> list[Sample]:
-        """Process the live samples, `resources.batch_size` at a time; dropped ones pass through untouched."""
+    def run(self, samples: list[Sample], on_batch: Callable[[Passed], None] | None = None) -> list[Sample]:
+        """Process the live samples (one shard's: a chunk), `resources.batch_size` at a time; dropped ones pass
+        through untouched. `on_batch` hears of each batch done, for the progress display."""
         self.prepare()
         live = [s for s in samples if s.alive]
         size = self.resources.batch_size
+        passed = sum(not s.sentinel for s in samples) - len(live)   # dropped before this stage: through it too
         for start in range(0, len(live), size):
-            self._run_batch(live[start:start + size])
+            batch = live[start:start + size]
+            seconds = self._run_batch(batch)
+            if on_batch:
+                on_batch(Passed(batch[0].shard_stem, batch[0].shard_size, self.name, passed + len(batch), len(batch),
+                                seconds))
+                passed = 0
+        if on_batch and passed:
+            on_batch(Passed(samples[0].shard_stem, samples[0].shard_size, self.name, passed, 0, 0.0))
         return samples
 
-    def _run_batch(self, live: list[Sample]) -> None:
+    def _run_batch(self, live: list[Sample]) -> float:
         """If the batch raises, each sample is retried alone so that one poisoned sample is dropped as
-        `stage_error` without taking the others with it."""
+        `stage_error` without taking the others with it. Returns the batch's wall seconds."""
         start = perf_counter()
         try:
             self.process(live)
@@ -70,6 +81,7 @@ class Stage:
                 except Exception as one:
                     warn_limited(f"{self.name}-error", f"{self.name}: dropping {sample.shard}:{sample.key}: {one!r}")
                     sample.drop_with(Drop.STAGE_ERROR, f"{self.name}: {type(one).__name__}: {one}")
-        per_sample = (perf_counter() - start) / len(live)
+        seconds = perf_counter() - start
         for sample in live:
-            sample.timings[self.name] = sample.timings.get(self.name, 0.0) + per_sample
+            sample.timings[self.name] = sample.timings.get(self.name, 0.0) + seconds / len(live)
+        return seconds
