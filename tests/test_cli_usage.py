@@ -224,3 +224,16 @@ def test_config_show_tells_every_shipped_kind_and_init_copies_one_that_loads_any
     assert load_train_config(copy).wise_ft == load_train_config("train_clip_toyworld").wise_ft
     code, out, _ = run_main(capsys, "config", "show", "--config", str(copy))
     assert code == 0 and out.startswith("# train-clip config resolved from ")
+
+
+def test_quiet_prints_only_errors_yet_json_and_answers_still_show(tmp_path, capsys):
+    data = ["sample-data", str(tmp_path / "d"), "--shards", "1", "--per-shard", "2", "--size", "16"]
+    assert run_main(capsys, "-q", *data) == (0, "", "")
+    assert run_main(capsys, "config", "init", "demo", str(tmp_path / "c.yaml"), "-q") == (0, "", "")
+    code, out, err = run_main(capsys, "toyworld", "make", str(tmp_path / "w"), "--shards", "1", "--per-shard", "2",
+                              "--size", "16", "-q", "--json")   # a machine asked for it: printed
+    assert (code, err) == (0, "") and json.loads(out)["images"] == 2
+    code, out, err = run_main(capsys, "-q", *data)   # a mistake is still told, on stderr, with its exit code
+    assert code == 1 and out == "" and err.startswith("ovmine: ") and "--overwrite" in err
+    code, out, _ = run_main(capsys, "-q", "config", "show", "--config", "tiny")   # the answer is what was asked for
+    assert code == 0 and out.startswith("# mine config resolved from ")

@@ -38,7 +38,7 @@ def markers(out):
 
 @pytest.fixture(scope="module")
 def local_runs(tmp_path_factory):
-    """Two shards mined, a rerun over three (the first two are skipped), then a quiet rerun with nothing to do."""
+    """Two shards mined, a rerun over three (the first two are skipped), then quiet reruns with nothing to do."""
     root = tmp_path_factory.mktemp("progress")
     make_shards(root / "in", shards=3, per_shard=2, size=64)
     out = root / "out"
@@ -47,7 +47,10 @@ def local_runs(tmp_path_factory):
     first_markers = markers(out)
     rerun = ovmine("mine", *TINY, "--executor", "local", "--input", str(root / "in"), "--output", str(out), "--json")
     quiet = ovmine("mine", *TINY, "--executor", "local", "--input", str(root / "in"), "--output", str(out), "-q")
-    return SimpleNamespace(root=root, out=out, first=first, first_markers=first_markers, rerun=rerun, quiet=quiet)
+    quiet_json = ovmine("-q", "mine", *TINY, "--executor", "local", "--input", str(root / "in"), "--output", str(out),
+                        "--json")
+    return SimpleNamespace(root=root, out=out, first=first, first_markers=first_markers, rerun=rerun, quiet=quiet,
+                           quiet_json=quiet_json)
 
 
 def shard_line(marker, done, total):
@@ -78,14 +81,23 @@ def test_a_rerun_says_what_it_skips(local_runs):
     assert summary["shards"] == {"planned": 3, "already_committed": 2, "mined": 1}
 
 
-def test_quiet_silences_progress_but_not_the_summary(local_runs):
-    quiet = local_runs.quiet
-    assert quiet.stderr == ""
-    assert "shards             3 (3 already committed, 0 mined now)" in quiet.stdout and "images in" in quiet.stdout
-    # nothing was mined: no earlier run's timings passed off as this one's
+def test_quiet_prints_nothing_but_json_when_asked(local_runs):
+    assert (local_runs.quiet.stdout, local_runs.quiet.stderr) == ("", "")
+    summary = json.loads(local_runs.quiet_json.stdout)   # one object, nothing else: a machine asked for it
+    assert local_runs.quiet_json.stderr == "" and summary["shards"] == {"planned": 3, "already_committed": 3,
+                                                                         "mined": 0}
+
+
+def test_a_rerun_that_mines_nothing_passes_off_no_earlier_timings(local_runs):
+    from mining.cli.mine import _summary
+    from mining.sinks.reader import read_manifest
+
+    tally = Tally(shards=3, committed_before=3, done=3)
+    text = _summary(read_manifest(str(local_runs.out)), str(local_runs.out), tally)
+    assert "shards             3 (3 already committed, 0 mined now)" in text and "images in" in text
     assert f"timings            none: nothing was mined now (the runs that mined it: ovmine stats " \
-           f"{local_runs.out})" in quiet.stdout
-    assert "wall time" not in quiet.stdout and "images/s" not in quiet.stdout and "driver" not in quiet.stdout
+           f"{local_runs.out})" in text
+    assert "wall time" not in text and "images/s" not in text and "driver" not in text
 
 
 def test_summary_and_json_report_start_up_and_model_loading_apart(local_runs):

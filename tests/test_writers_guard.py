@@ -215,7 +215,7 @@ def run_copy(ws, tmp_path):
 
 def mine_again(ws, out, capsys, *extra):
     return run(capsys, "mine", "--config", "configs/tiny.yaml", "--input", ws["shards"], "--output", out,
-               "--executor", "local", "-q", *extra)
+               "--executor", "local", *extra)   # not -q: the summary is checked
 
 
 def test_a_clobbered_marker_is_named_by_validate_and_repaired_by_a_plain_rerun(ws, run_copy, capsys):

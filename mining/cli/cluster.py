@@ -5,7 +5,7 @@ import argparse
 import json
 import os
 
-from mining.cli.common import add_command, add_config_args, add_json, positive_int
+from mining.cli.common import add_command, add_config_args, add_json, positive_int, report
 from mining.config import load_config
 
 
@@ -43,8 +43,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     entrypoint = _entrypoint(args)
     job_id = submit(args.address, entrypoint, None if args.no_working_dir else args.working_dir,
                     _env_pairs(args.env), args.submission_id)
-    print(json.dumps({"submission_id": job_id, "entrypoint": entrypoint}) if args.json else
-          f"submitted {job_id}\n  {entrypoint}\n  follow: ovmine jobs logs {job_id} --address {args.address}")
+    report(args, {"submission_id": job_id, "entrypoint": entrypoint},
+           f"submitted {job_id}\n  {entrypoint}\n  follow: ovmine jobs logs {job_id} --address {args.address}")
     return 0
 
 
@@ -68,8 +68,8 @@ def cmd_jobs(args: argparse.Namespace) -> int:
               end="\n" if args.json else "")
     elif args.action == "stop":
         stopped = jobs_api.stop(args.address, args.job_id)
-        print(json.dumps({"submission_id": args.job_id, "stopped": stopped}) if args.json else
-              ("stop requested" if stopped else "job had already finished"))
+        report(args, {"submission_id": args.job_id, "stopped": stopped},
+               "stop requested" if stopped else "job had already finished")
     return 0
 
 

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import json
 import re
+from typing import Any
 
 
 def positive_int(text: str) -> int:
@@ -129,7 +131,8 @@ def add_verbosity(p: argparse.ArgumentParser, top_level: bool = False) -> None:
     p.add_argument("-v", "--verbose", action="count", default=0 if top_level else argparse.SUPPRESS,
                    help="more logging (-vv for debug)")
     p.add_argument("-q", "--quiet", action="store_true", default=False if top_level else argparse.SUPPRESS,
-                   help="no progress output; the summary and errors are still printed")
+                   help="print only errors (and --json when asked); a command that answers a question (config "
+                        "show, jobs status, parse, ...) still prints the answer")
 
 
 _COMMON = Parser(add_help=False)
@@ -164,6 +167,15 @@ def resolve_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace) -
     if given is not None and flag is not None and given != flag:
         parser.error(f"two outputs given ({given} and --output {flag}): give one")
     setattr(args, dest, given if given is not None else flag)
+
+
+def report(args: argparse.Namespace, doc: Any, text: str) -> None:
+    """What a command did, on stdout: `doc` as one JSON object with --json (a machine asked for it: printed even
+    with -q), else the human `text`, unless -q (then a command prints only its errors, on stderr)."""
+    if getattr(args, "json", False):
+        print(json.dumps(doc))
+    elif not getattr(args, "quiet", False):
+        print(text)
 
 
 def add_json(p: argparse.ArgumentParser, what: str = "the summary") -> None:

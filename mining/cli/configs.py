@@ -7,7 +7,7 @@ import json
 
 import yaml
 
-from mining.cli.common import add_command, add_config_args, add_json
+from mining.cli.common import add_command, add_config_args, add_json, report
 from mining.config import ConfigError, RunConfig, config_path, load_config, read_config_file, shipped_configs
 
 KINDS = ("mine", "train-clip", "train-segmenter")
@@ -88,8 +88,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     out = Location.of(args.file)
     check_file_output(out, CONFIG_FILE, [str(shipped[args.name])], args.overwrite, flag="config init FILE")
     out.write_atomic(shipped[args.name].read_bytes())
-    print(json.dumps({"name": args.name, "file": str(out)}) if args.json else
-          f"wrote {out} (a copy of the shipped {args.name}); use it with --config {out}")
+    report(args, {"name": args.name, "file": str(out)},
+           f"wrote {out} (a copy of the shipped {args.name}); use it with --config {out}")
     return 0
 
 

@@ -1,18 +1,19 @@
 """`ovmine mine`: the mining run, its progress and its summary.
 
 Progress goes to stderr: one bar on a terminal; elsewhere (CI, Ray job logs, nohup, `2>file`) one line per
-committed shard, so a log shows the run moving. `--quiet` silences both; the summary (stdout) and errors stay."""
+committed shard, so a log shows the run moving. `--quiet` silences both and the summary; errors stay (stderr, and
+the exit code), and so does `--json`'s summary, which a machine asked for."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from mining.cli.common import add_command, add_config_args, add_json, add_s3_endpoint, config_overrides, positive_int
+from mining.cli.common import (add_command, add_config_args, add_json, add_s3_endpoint, config_overrides, positive_int,
+                               report)
 from mining.config import load_config
 
 
@@ -258,14 +259,11 @@ def cmd_mine(args: argparse.Namespace) -> int:
         progress.close()
     failed = manifest.get("failed_shards", [])
     tally = progress.tally
-    if args.json:
-        print(json.dumps({k: manifest[k] for k in ("totals", "timings", "wall_seconds", "images_per_second",
-                                                    "config_hash")}
-                         | {"output": args.output, "failed_shards": failed,
-                            "shards": {"planned": tally.shards, "already_committed": tally.committed_before,
-                                       "mined": tally.done - tally.committed_before - tally.failed}}))
-    else:
-        print(_summary(manifest, args.output, tally, verbose=args.verbose > 0))
+    report(args, {k: manifest[k] for k in ("totals", "timings", "wall_seconds", "images_per_second", "config_hash")}
+           | {"output": args.output, "failed_shards": failed,
+              "shards": {"planned": tally.shards, "already_committed": tally.committed_before,
+                         "mined": tally.done - tally.committed_before - tally.failed}},
+           _summary(manifest, args.output, tally, verbose=args.verbose > 0))
     if failed:
         print(f"ovmine: {len(failed)} shard(s) could not be read and were not committed: "
               + ", ".join(f"{f['input']} ({f['error']})" for f in failed[:5])

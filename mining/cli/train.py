@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 
-from mining.cli.common import add_command, add_config_args, add_json, add_s3_endpoint, config_overrides
+from mining.cli.common import add_command, add_config_args, add_json, add_s3_endpoint, config_overrides, report
 
 
 OVERWRITE_HELP = ("write into a non-empty folder that is no ovmine output (never over the data, the model trained "
@@ -17,21 +16,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = load_train_config(args.config, config_overrides(args))
     record = train_clip(cfg, args.data, args.output, executor=args.executor, overwrite=args.overwrite)
-    if args.json:
-        print(json.dumps({k: v for k, v in record.items() if k != "config"}))
-    else:
-        scan = record["counts"]["scan"]
-        print("\n".join([
-            f"trained {args.output} (Model A, mask-adapted CLIP; {record['executor']} executor, "
-            f"{record['workers']} worker(s))",
-            f"  pairs              {scan['pairs'] - scan['filtered']} of {scan['pairs']} "
-            f"({len(record['vocabulary'])} nouns)",
-            f"  steps              {record['steps']} x {record['samples_per_step']} crops",
-            f"  loss               {record['first_loss']} -> {record['final_loss']}",
-            f"  samples/s          {record['samples_per_s']}",
-            f"  wall time          {record['seconds']:.1f} s",
-            f"  use it             --set regions.model={record['model']} --set regions.pretrained=null",
-        ]))
+    scan = record["counts"]["scan"]
+    report(args, {k: v for k, v in record.items() if k != "config"}, "\n".join([
+        f"trained {args.output} (Model A, mask-adapted CLIP; {record['executor']} executor, "
+        f"{record['workers']} worker(s))",
+        f"  pairs              {scan['pairs'] - scan['filtered']} of {scan['pairs']} "
+        f"({len(record['vocabulary'])} nouns)",
+        f"  steps              {record['steps']} x {record['samples_per_step']} crops",
+        f"  loss               {record['first_loss']} -> {record['final_loss']}",
+        f"  samples/s          {record['samples_per_s']}",
+        f"  wall time          {record['seconds']:.1f} s",
+        f"  use it             --set regions.model={record['model']} --set regions.pretrained=null",
+    ]))
     return 0
 
 
@@ -41,22 +37,19 @@ def cmd_train_segmenter(args: argparse.Namespace) -> int:
 
     cfg = load_segmenter_config(args.config, config_overrides(args))
     record = train_segmenter(cfg, args.data, args.output, executor=args.executor, overwrite=args.overwrite)
-    if args.json:
-        print(json.dumps({k: v for k, v in record.items() if k != "config"}))
-    else:
-        scan = record["counts"]["scan"]
-        print("\n".join([
-            f"trained {args.output} (Model B, open-vocabulary segmenter; {record['executor']} executor, "
-            f"{record['workers']} worker(s))",
-            f"  started from       {record['started_from']['teacher']} (text: {record['started_from']['clip']})",
-            f"  pairs              {scan['pairs'] - scan['filtered']} of {scan['pairs']} "
-            f"({len(record['vocabulary'])} nouns)",
-            f"  steps              {record['steps']} x {record['samples_per_step']} images",
-            f"  loss               {record['first_loss']} -> {record['final_loss']}",
-            f"  samples/s          {record['samples_per_s']}",
-            f"  wall time          {record['seconds']:.1f} s",
-            f"  use it             ovmine segment --model {args.output} --classes \"a,b,c\" IMAGES... --out DIR",
-        ]))
+    scan = record["counts"]["scan"]
+    report(args, {k: v for k, v in record.items() if k != "config"}, "\n".join([
+        f"trained {args.output} (Model B, open-vocabulary segmenter; {record['executor']} executor, "
+        f"{record['workers']} worker(s))",
+        f"  started from       {record['started_from']['teacher']} (text: {record['started_from']['clip']})",
+        f"  pairs              {scan['pairs'] - scan['filtered']} of {scan['pairs']} "
+        f"({len(record['vocabulary'])} nouns)",
+        f"  steps              {record['steps']} x {record['samples_per_step']} images",
+        f"  loss               {record['first_loss']} -> {record['final_loss']}",
+        f"  samples/s          {record['samples_per_s']}",
+        f"  wall time          {record['seconds']:.1f} s",
+        f"  use it             ovmine segment --model {args.output} --classes \"a,b,c\" IMAGES... --out DIR",
+    ]))
     return 0
 
 

@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from mining.cli.common import (add_command, add_config_args, add_json, add_output, add_s3_endpoint, positive_int,
-                               s3_options, seed_number)
+                               report, s3_options, seed_number)
 from mining.config import load_config
 
 MIN_SIDE = 16   # pixels: the generators draw shapes of a sixth of the side, and a mask needs a few pixels
@@ -58,7 +58,7 @@ def cmd_parse(args: argparse.Namespace) -> int:
                 predicted.append(got)
                 expected.append(nouns)
             print(json.dumps(doc), flush=True)
-    if args.labelled:
+    if args.labelled and not args.quiet:   # the lines are the answer; the score on stderr is a summary
         score = score_nouns(predicted, expected)
         print(f"{score.captions} captions: noun precision {score.precision:.3f}, recall {score.recall:.3f} "
               f"({score.true_positives} right, {score.false_positives} extra, {score.false_negatives} missed)",
@@ -71,8 +71,8 @@ def cmd_sample_data(args: argparse.Namespace) -> int:
 
     paths = make_shards(args.out, shards=args.shards, per_shard=args.per_shard, seed=args.seed, size=args.size,
                         overwrite=args.overwrite)
-    print(json.dumps({"out": args.out, "shards": [str(p) for p in paths], "images": len(paths) * args.per_shard})
-          if args.json else f"wrote {len(paths)} shard(s) of {args.per_shard} images to {args.out}")
+    report(args, {"out": args.out, "shards": [str(p) for p in paths], "images": len(paths) * args.per_shard},
+           f"wrote {len(paths)} shard(s) of {args.per_shard} images to {args.out}")
     return 0
 
 
@@ -80,9 +80,9 @@ def cmd_toyworld(args: argparse.Namespace) -> int:
     from mining.toyworld.make import make_world
 
     summary = make_world(args.out, args.shards, args.per_shard, args.seed, args.size, s3_options(args),
-                         progress=not args.json and sys.stderr.isatty(), overwrite=args.overwrite)
-    print(json.dumps(summary) if args.json else
-          f"wrote a toy world of {summary['images']} images ({summary['instances']} ground-truth instances)\n"
+                         progress=not args.json and not args.quiet and sys.stderr.isatty(), overwrite=args.overwrite)
+    report(args, summary,
+           f"wrote a toy world of {summary['images']} images ({summary['instances']} ground-truth instances)\n"
           f"  shards        {summary['shards_uri']}/  ({summary['shards']} tars)\n"
           f"  ground truth  {summary['ground_truth']}")
     return 0
@@ -95,8 +95,8 @@ def cmd_oracle(args: argparse.Namespace) -> int:
 
     manifest = write_oracle(Path(args.world), args.output, overwrite=args.overwrite)
     counts = manifest["totals"]
-    print(json.dumps({"output": args.output, "counts": counts}) if args.json else
-          f"wrote the ground truth of {args.world} as {counts['pairs']} pairs of {counts['images_with_pairs']} images "
+    report(args, {"output": args.output, "counts": counts},
+           f"wrote the ground truth of {args.world} as {counts['pairs']} pairs of {counts['images_with_pairs']} images "
           f"to {args.output}")
     return 0
 
@@ -112,7 +112,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                           progress=not args.json and not args.quiet and sys.stderr.isatty(), mining_progress=mining)
     finally:
         mining.close()
-    print(json.dumps(result) if args.json else format_demo(result))
+    report(args, result, format_demo(result))
     return 0
 
 
