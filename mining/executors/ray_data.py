@@ -33,7 +33,7 @@ import ray
 
 from mining.config import ConfigError, RunConfig, StageResources
 from mining.executors import READY_AT, SETUP_S, PhaseCallback, ProgressCallback, StartupTimes
-from mining.executors.ray_progress import BatchReporter, BoardPoller, ProgressBoard
+from mining.executors.ray_progress import BatchReporter, BoardPoller, open_board
 from mining.executors.ray_start import init_ray, shutdown_ray
 from mining.logs import logger
 from mining.records import ShardChunk
@@ -259,7 +259,7 @@ class RayExecutor:
         if not ray.is_initialized():
             self.start(on_phase)
         if on_progress is not None:
-            self._board = ProgressBoard.remote()
+            self._board = open_board()
             self._poller = BoardPoller(self._board, on_progress)
         items = [{"uri": t.uri, "max_samples": t.max_samples} for t in tasks]
         ex = self.cfg.execution

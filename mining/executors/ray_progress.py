@@ -20,6 +20,14 @@ FLUSH_S = 0.5   # a worker posts at most this often, and at the end of each chun
 POLL_S = 0.5    # the driver takes what was posted this often
 
 
+def open_board() -> Any:
+    """A ProgressBoard on the driver's own node (softly): the one a run cannot lose without losing the driver."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    return ProgressBoard.options(scheduling_strategy=here).remote()
+
+
 @ray.remote(num_cpus=0)
 class ProgressBoard:
     def __init__(self) -> None:
@@ -70,6 +78,8 @@ class BoardPoller:
         while not self._stop.wait(POLL_S):
             try:
                 reports = ray.get(self.board.take.remote(), timeout=30)
+            except ray.exceptions.GetTimeoutError:   # the board still being placed on a busy cluster
+                continue
             except Exception as exn:   # noqa: BLE001 - Ray shutting down under us, or the board lost
                 logger.debug("progress reports no longer reach the driver: %s", exn)
                 return
