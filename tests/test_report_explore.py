@@ -211,3 +211,21 @@ def test_dropped_samples_keep_their_entities_masks_and_the_closest_pair(world_mi
     card = dropped_card(shown[0], pictures)
     entities = ", ".join(e["phrase"] for e in examples[(shown[0].stem, shown[0].index)]["entities"])
     assert f"entities: {entities}" in card and 'class=mask alt="masks of' in card
+
+
+def test_quiet_output_commands_print_nothing_but_errors(world_mined, tmp_path, capsys):
+    root, _ = world_mined
+    output = str(root / "mined")
+    assert main(["validate", output, "-q"]) == 0
+    assert main(["curate", output, "--output", str(tmp_path / "cur"), "--min-similarity", "0", "-q"]) == 0
+    assert main(["export", "coco", str(tmp_path / "cur"), "--output", str(tmp_path / "coco.json"), "-q"]) == 0
+    assert main(["stats", output, "--html", str(tmp_path / "r.html"), "--explore", "4", "-q"]) == 0
+    assert capsys.readouterr() == ("", "") and (tmp_path / "r.html").stat().st_size > 0 \
+        and (tmp_path / "coco.json").exists()
+    assert main(["validate", output, "-q", "--json"]) == 0   # a machine asked for it
+    assert json.loads(capsys.readouterr().out)["shards"] == 2
+    assert main(["stats", output, "-q"]) == 0                # without --html the numbers are the answer
+    assert "images in" in capsys.readouterr().out
+    assert main(["validate", str(tmp_path / "nothing"), "-q"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("ovmine: error:")

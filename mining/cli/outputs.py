@@ -6,17 +6,18 @@ import json
 import sys
 
 from mining.cli.common import (UsageError, add_command, add_json, add_output, add_s3_endpoint, location,
-                               positive_int)
+                               positive_int, report)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from mining.evaluation.run import evaluate, format_eval
 
-    report = evaluate(location(args, args.output), location(args, args.gt), synonyms=location(args, args.synonyms),
+    scores = evaluate(location(args, args.output), location(args, args.gt), synonyms=location(args, args.synonyms),
                       iou=args.iou, unknown_nouns=args.unknown_nouns,
                       region_top1=args.region_top1, region_overrides=args.overrides,
-                      progress=not args.json and sys.stderr.isatty(), allow_partial=args.allow_partial)
-    print(json.dumps(report) if args.json else format_eval(report))
+                      progress=not args.json and not args.quiet and sys.stderr.isatty(),
+                      allow_partial=args.allow_partial)
+    print(json.dumps(scores) if args.json else format_eval(scores))   # the answer: printed even with -q
     return 0
 
 
@@ -24,10 +25,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from mining.postrun.validate import check_output
 
     figures = check_output(location(args, args.output))
-    print(json.dumps(figures) if args.json else
-          f"{args.output}: valid ({figures['shards']} shards, {figures['records']} records, {figures['pairs']} pairs; "
-          f"{figures['images_in']} images in = {figures['images_with_pairs']} with pairs + "
-          f"{sum(figures['drops'].values())} dropped)")
+    report(args, figures,
+           f"{args.output}: valid ({figures['shards']} shards, {figures['records']} records, {figures['pairs']} pairs; "
+           f"{figures['images_in']} images in = {figures['images_with_pairs']} with pairs + "
+           f"{sum(figures['drops'].values())} dropped)")
     return 0
 
 
@@ -79,21 +80,17 @@ def cmd_curate(args: argparse.Namespace) -> int:
     manifest = curate(location(args, args.input), location(args, args.output), filters, overwrite=args.overwrite)
     t, before = manifest["totals"], manifest["lineage"]["input_totals"]
     denied = [r for r in estimates["nouns"] if r["noun"] in audit_deny] if estimates else []
-    if args.json:
-        print(json.dumps({"output": args.output, "totals": t, "input_totals": before,
-                          "config_hash": manifest["config_hash"]}
-                         | ({"audit_deny": denied} if estimates else {})))
-    else:
-        print(f"curated {args.input} -> {args.output}\n"
-              f"  images  {before['images_with_pairs']} -> {t['images_with_pairs']}\n"
-              f"  pairs   {before['pairs']} -> {t['pairs']}\n"
-              f"  nouns   {before['unique_nouns']} -> {t['unique_nouns']}")
-        if estimates:
-            audited = len(estimates["nouns"])
-            print(f"  audit   {len(denied)} of {audited} audited nouns below precision {args.min_precision:g}"
-                  + "".join(f"\n    {r['noun']}: {r['right']}/{r['marked']} marked right "
-                            f"({100 * r['precision']:.0f}%, 95% interval {100 * r['interval'][0]:.0f}-"
-                            f"{100 * r['interval'][1]:.0f}%)" for r in denied))
+    text = (f"curated {args.input} -> {args.output}\n"
+            f"  images  {before['images_with_pairs']} -> {t['images_with_pairs']}\n"
+            f"  pairs   {before['pairs']} -> {t['pairs']}\n"
+            f"  nouns   {before['unique_nouns']} -> {t['unique_nouns']}")
+    if estimates:
+        text += (f"\n  audit   {len(denied)} of {len(estimates['nouns'])} audited nouns below precision "
+                 f"{args.min_precision:g}"
+                 + "".join(f"\n    {r['noun']}: {r['right']}/{r['marked']} marked right ({100 * r['precision']:.0f}%, "
+                           f"95% interval {100 * r['interval'][0]:.0f}-{100 * r['interval'][1]:.0f}%)" for r in denied))
+    report(args, {"output": args.output, "totals": t, "input_totals": before, "config_hash": manifest["config_hash"]}
+           | ({"audit_deny": denied} if estimates else {}), text)
     return 0
 
 
@@ -102,10 +99,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     counts = export_coco(location(args, args.output), location(args, args.dest), location(args, args.images_dir),
                          overwrite=args.overwrite)
-    print(json.dumps(counts) if args.json else
-          f"wrote {args.dest}: {counts['images']} images, {counts['annotations']} annotations, "
-          f"{counts['categories']} categories" +
-          (f"; {counts['images_written']} images in {args.images_dir}" if args.images_dir else ""))
+    report(args, counts,
+           f"wrote {args.dest}: {counts['images']} images, {counts['annotations']} annotations, "
+           f"{counts['categories']} categories"
+           + (f"; {counts['images_written']} images in {args.images_dir}" if args.images_dir else ""))
     return 0
 
 

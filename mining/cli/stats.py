@@ -50,6 +50,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
             s.pop("_pair_stats", None)
     if args.json:
         print(json.dumps(stats if comparison is None else {"compare": comparison, "a": stats, "b": other}))
+    elif args.html and args.quiet:   # the report was the point; -q writes it without a word
+        pass
     else:
         text = format_stats(stats) if comparison is None else format_compare(comparison)
         if audit is not None:
