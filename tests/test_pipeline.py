@@ -103,3 +103,47 @@ def test_every_teacher_and_region_mode_mines(tmp_path, tiny_cfg, tiny_mask2forme
     assert manifest["totals"]["pairs"] > 0, manifest["totals"]
     assert manifest["models"]["teacher"].startswith(teacher)
     check_output(str(tmp_path / "out"))
+
+
+class ForgetfulStage(Stage):
+    """Says it fills entities, and forgets to for the sample keyed 'b'."""
+    name = "forgetful"
+    reads = ("captions",)
+    fills = ("entities",)
+
+    def process(self, samples):
+        from mining.records import Entity
+
+        for s in samples:
+            if s.key != "b":
+                s.entities = [Entity("cat", "cat", (0, 3), 0)]
+
+
+def test_a_stage_is_held_to_the_fields_it_declares():
+    from mining.stages.base import StageContractError
+
+    def samples(*keys):
+        return [Sample(shard="x", shard_stem="x", key=k, index=i, captions=["a cat"]) for i, k in enumerate(keys)]
+
+    stage = ForgetfulStage(StageResources(batch_size=4))
+    done = stage.run(samples("a", "c"))
+    assert all(s.entities for s in done)
+    with pytest.raises(StageContractError, match="stage forgetful fills entities, but sample b left it without"):
+        stage.run(samples("a", "b"))
+    bare = [Sample(shard="x", shard_stem="x", key="d", index=0)]   # no caption: nothing this stage could read
+    with pytest.raises(StageContractError, match="stage forgetful reads captions, but sample d reached it"):
+        stage.run(bare)
+    gone = samples("e")
+    gone[0].drop_with(Drop.NO_CAPTION)   # a dropped sample passes through unchecked
+    assert stage.run(gone) == gone
+
+
+def test_the_flow_fills_every_field_before_a_stage_reads_it(tiny_cfg):
+    from mining.stages import build_stages, check_flow
+    from mining.stages.base import StageContractError
+
+    stages = build_stages(tiny_cfg())   # checks the shipped flow
+    assert [s.name for s in stages] == ["decode", "entities", "teacher", "regions", "match"]
+    by_name = {s.name: s for s in stages}
+    with pytest.raises(StageContractError, match=r"stage regions reads masks, which no stage before it fills"):
+        check_flow([by_name["decode"], by_name["entities"], by_name["regions"], by_name["teacher"]])

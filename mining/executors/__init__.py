@@ -10,10 +10,16 @@ that a run can report where its wall time went (start-up and model loading apart
 count in `received_bytes` what the driver was sent."""
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 from mining.inflight import Passed
+
+if TYPE_CHECKING:   # for annotations only: importing them here would load every stage's libraries
+    from mining.config import RunConfig
+    from mining.stages.base import Stage
+    from mining.stages.write import ShardWriter, WriteResult
 
 PhaseCallback = Callable[[str], None]   # told "starting ray", "loading models", "mining" as a run gets there
 ProgressCallback = Callable[[list[Passed]], None]   # told of stage batches done: a display's figures, not a count
@@ -41,3 +47,28 @@ class StartupTimes:
             elif key.startswith(READY_AT):
                 name = key[len(READY_AT):]
                 self.ready_at[name] = min(value, self.ready_at.get(name, value))
+
+
+class Executor(Protocol):
+    """What `mining.pipeline` asks of an executor (see the module docstring)."""
+
+    times: StartupTimes
+    received_bytes: int
+
+    def start(self, on_phase: PhaseCallback | None = None) -> None: ...
+
+    def run(self, tasks: list, stages: list[Stage], writer: ShardWriter, on_phase: PhaseCallback | None = None,
+            on_progress: ProgressCallback | None = None) -> Iterator[WriteResult]: ...
+
+    def close(self) -> None: ...
+
+
+def make_executor(cfg: RunConfig) -> Executor:
+    """The executor `execution.executor` names, imported only when chosen (the Ray one imports Ray)."""
+    if cfg.execution.executor == "local":
+        from mining.executors.local import LocalExecutor
+
+        return LocalExecutor(cfg)
+    from mining.executors.ray_data import RayExecutor
+
+    return RayExecutor(cfg)

@@ -62,6 +62,15 @@ class ExplorerSample:
     totals: dict[str, int]        # noun -> pairs in the output
 
 
+def noun_counts(output: Where) -> Counter[str]:
+    """Pairs per noun, read from the pairs tables' noun column alone."""
+    counts: Counter[str] = Counter()
+    for pairs in pairs_files(output):
+        for batch in iter_pair_batches(pairs, ["noun"]):
+            counts.update(batch.column(0).to_pylist())
+    return counts
+
+
 def sample_pairs(output: Where, counts: Counter[str], budget: int, seed: int) -> ExplorerSample:
     """One streaming pass: a reservoir of each noun's allocated size; memory O(budget)."""
     rng = np.random.default_rng(seed)

@@ -21,7 +21,7 @@ import numpy as np
 from matplotlib.figure import Figure   # the object API: no pyplot state, no GUI backend needed
 
 from mining.postrun.compare_pairs import pair_differences
-from mining.postrun.explore import explorer_data, judge, sample_pairs
+from mining.postrun.explore import explorer_data, judge, noun_counts, sample_pairs
 from mining.postrun.report_drops import fetch_dropped, select_drops
 from mining.postrun.report_explore import STYLE as EXPLORE_STYLE
 from mining.postrun.report_explore import explore_section, truth_section
@@ -167,7 +167,8 @@ def _differences(output: Where, other: Where, gallery: int, seed: int) -> str:
 def _explore(output: Where, manifest: dict[str, Any], stats: dict[str, Any], budget: int, seed: int,
              gt: Where | None, synonyms: Where | None) -> tuple[str, str | None]:
     """(the explorer section, the ground-truth section or None)."""
-    sample = sample_pairs(output, stats["_pair_stats"].nouns, budget, seed)
+    counts = stats["_pair_stats"].nouns if "_pair_stats" in stats else noun_counts(output)
+    sample = sample_pairs(output, counts, budget, seed)
     truth = judge(output, gt, synonyms, {(p.shard, p.key) for p in sample.pairs}) if gt is not None else None
     data = explorer_data(output, manifest, sample, truth.verdicts if truth else None)
     name = Location.of(output).uri.rstrip("/").rsplit("/", 1)[-1] or "output"
@@ -180,7 +181,8 @@ def render_report(output: Where, stats: dict[str, Any], gallery: int = 24, seed:
                   comparison: dict[str, Any] | None = None, other: Where | None = None,
                   other_stats: dict[str, Any] | None = None, explore: int = 1000,
                   gt: Where | None = None, synonyms: Where | None = None) -> str:
-    """The page for `output`, whose `stats` come from compute_stats(keep_pair_stats=True); `comparison` from
+    """The page for `output`, whose `stats` come from compute_stats (with keep_pair_stats, the explorer reuses its
+    noun counts instead of reading them again); `comparison` from
     compare_stats with `other` (B) and its `other_stats`; `explore`: the explorer's budget of pairs; `gt`
     (COCO instances, optional `synonyms`): each explored pair judged, and precision per noun."""
     manifest, _ = load_run(output)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from mining.config import RunConfig
-from mining.stages.base import Stage
+from mining.stages.base import Stage, StageContractError
 
 FLOW = ("decode", "refine", "entities", "teacher", "regions", "match")   # the stages' names, in the order data flows
 
@@ -24,6 +24,21 @@ OPTIONAL: dict[str, Callable[[RunConfig], bool]] = {"refine": lambda cfg: cfg.ca
 def stage_names(cfg: RunConfig) -> list[str]:
     """The names of the stages `cfg` runs, in FLOW's order."""
     return [name for name in FLOW if name not in OPTIONAL or OPTIONAL[name](cfg)]
+
+
+READER_FILLS = ("members",)   # what stages.read gives every sample it yields
+
+
+def check_flow(stages: list[Stage]) -> None:
+    """Every field a stage reads is filled by the reader or by a stage before it: a stage put in the wrong
+    place, or one that needs a field nothing fills, fails here, before any shard is read."""
+    have = set(READER_FILLS)
+    for stage in stages:
+        missing = [f for f in stage.reads if f not in have]
+        if missing:
+            raise StageContractError(f"stage {stage.name} reads {', '.join(missing)}, which no stage before it fills "
+                                     f"(flow: {', '.join(s.name for s in stages)})")
+        have.update(stage.fills)
 
 
 def build_stages(cfg: RunConfig) -> list[Stage]:
@@ -37,4 +52,6 @@ def build_stages(cfg: RunConfig) -> list[Stage]:
     from mining.stages.teacher import TeacherStage
 
     classes = {s.name: s for s in (DecodeStage, RefineStage, EntityStage, TeacherStage, RegionStage, MatchStage)}
-    return [classes[name].from_config(cfg) for name in stage_names(cfg)]
+    stages = [classes[name].from_config(cfg) for name in stage_names(cfg)]
+    check_flow(stages)
+    return stages

@@ -1,7 +1,11 @@
 """The stage contract. A stage describes itself: `from_config` takes its own section of the run's config and
 its resources (`execution.<name>`: CPUs, GPUs, concurrency, and the batch size it works in); `setup()`, if a
 stage has one, loads models once on the worker, and such a stage wants a long-lived actor; `process(samples)`
-fills in live samples. Stages never import Ray; executors decide where they run from what stages declare."""
+fills in live samples. Stages never import Ray; executors decide where they run from what stages declare.
+
+A stage also declares the `Sample` fields it `reads` and those it `fills` on every sample it keeps alive;
+`run` holds it to both (`StageContractError`, a bug, never bad input), and `mining.stages.check_flow` checks
+that every field a stage reads is filled by the reader or a stage before it."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -14,8 +18,20 @@ from mining.logs import logger, warn_limited
 from mining.records import Drop, Sample
 
 
+class StageContractError(RuntimeError):
+    """A stage was given a sample without a field it reads, or kept one alive without a field it fills."""
+
+
+def filled(sample: Sample, name: str) -> bool:
+    """Whether `sample.<name>` holds something: set, and not an empty list, dict or array."""
+    value = getattr(sample, name)
+    return value is not None and (not hasattr(value, "__len__") or len(value) > 0)
+
+
 class Stage:
     name: ClassVar[str] = "stage"
+    reads: ClassVar[tuple[str, ...]] = ()   # Sample fields a live sample must hold when it reaches this stage
+    fills: ClassVar[tuple[str, ...]] = ()   # Sample fields every sample it keeps alive holds when it leaves
 
     def __init__(self, resources: StageResources) -> None:
         self.resources = resources
@@ -56,9 +72,11 @@ class Stage:
         live = [s for s in samples if s.alive]
         size = self.resources.batch_size
         passed = sum(not s.sentinel for s in samples) - len(live)   # dropped before this stage: through it too
+        self._hold(live, self.reads, "reads")
         for start in range(0, len(live), size):
             batch = live[start:start + size]
             seconds = self._run_batch(batch)
+            self._hold([s for s in batch if s.alive], self.fills, "fills")
             if on_batch:
                 on_batch(Passed(batch[0].shard_stem, batch[0].shard_size, self.name, passed + len(batch), len(batch),
                                 seconds))
@@ -66,6 +84,14 @@ class Stage:
         if on_batch and passed:
             on_batch(Passed(samples[0].shard_stem, samples[0].shard_size, self.name, passed, 0, 0.0))
         return samples
+
+    def _hold(self, samples: list[Sample], fields: tuple[str, ...], declared: str) -> None:
+        for sample in samples:
+            missing = [f for f in fields if not filled(sample, f)]
+            if missing:
+                when, wrong = ("reached", "the flow order") if declared == "reads" else ("left", "the stage")
+                raise StageContractError(f"stage {self.name} {declared} {', '.join(missing)}, but sample "
+                                         f"{sample.key} {when} it without: {wrong} is wrong")
 
     def _run_batch(self, live: list[Sample]) -> float:
         """If the batch raises, each sample is retried alone so that one poisoned sample is dropped as

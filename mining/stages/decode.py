@@ -12,6 +12,8 @@ from mining.stages.base import Stage
 
 class DecodeStage(Stage):
     name = "decode"
+    reads = ("members",)
+    fills = ("image", "orig_size", "frame_size", "captions")
 
     def __init__(self, source: SourceConfig, resources: StageResources) -> None:
         super().__init__(resources)

@@ -10,6 +10,8 @@ from mining.stages.base import Stage
 
 class EntityStage(Stage):
     name = "entities"
+    reads = ("captions",)
+    fills = ("entities",)
 
     def __init__(self, entities: EntitiesConfig, resources: StageResources) -> None:
         super().__init__(resources)

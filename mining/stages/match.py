@@ -23,6 +23,8 @@ def _closest(sample: Sample, rejected: list[tuple[Pair, str]]) -> str | None:
 
 class MatchStage(Stage):
     name = "match"
+    reads = ("region_embeddings", "entity_embeddings", "entities", "rles")
+    fills = ("pairs", "rles")   # and releases what only it needed: the image, dense masks, embeddings
 
     def __init__(self, match: MatchConfig, resources: StageResources, image_format: str | None = None) -> None:
         """`image_format`: 'jpg' or 'png' when the output stores images (output.write_images), else None."""

@@ -11,6 +11,7 @@ from mining.stages.base import Stage
 
 class RefineStage(Stage):
     name = "refine"
+    reads = ("image", "captions")   # fills nothing for sure: an image its model has no words for keeps its own
 
     def __init__(self, refine: RefineConfig, resources: ModelStageResources) -> None:
         super().__init__(resources)

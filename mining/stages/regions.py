@@ -23,6 +23,8 @@ from mining.storage import S3Options
 
 class RegionStage(Stage):
     name = "regions"
+    reads = ("image", "masks", "entities")
+    fills = ("region_embeddings", "entity_embeddings")
 
     def __init__(self, regions: RegionsConfig, resources: ModelStageResources, working_size: int,
                  s3: S3Options | None = None) -> None:

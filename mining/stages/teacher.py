@@ -28,6 +28,8 @@ def build_teacher(cfg: TeacherConfig, device: str = "auto", precision: str = "fp
 
 class TeacherStage(Stage):
     name = "teacher"
+    reads = ("image",)
+    fills = ("masks", "mask_scores", "rles")
 
     def __init__(self, teacher: TeacherConfig, resources: ModelStageResources) -> None:
         super().__init__(resources)

@@ -26,6 +26,8 @@ class GroundTruthPairs(Stage):
     """Stands in for the teacher, entities, regions and match stages: a sample's masks are its ground-truth
     masks in the working frame, its entities the names of their categories, each mask paired with its own."""
     name = "oracle"
+    reads = ("image",)
+    fills = ("entities", "rles", "pairs")
 
     def __init__(self, cfg: RunConfig, ground_truth: str) -> None:
         super().__init__(cfg.execution.match)
