@@ -296,11 +296,34 @@ class ExecutionConfig(_Section):
         256, ge=1, description="samples per unit of work through the stages and the write: a larger input shard "
                                "is mined in chunks whose parts the write joins back into one output shard (bounds "
                                "the memory a shard in flight takes); null: whole shards")
+    stages: dict[str, StageResources] = Field(
+        default_factory=dict, description="resources of a stage added to the flow (mining.stages.FLOW) that has no "
+                                          "field above, by its name; written execution.<name> like the others")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _added_stages(cls, data: Any) -> Any:
+        """`execution.<name>` of a stage in the flow without a field of its own goes to `stages`; any other
+        unknown key stays, and is refused (with its spelling suggestion) as every section refuses one."""
+        if not isinstance(data, dict):
+            return data
+        from mining.stages import FLOW   # at validation time: mining.stages imports this module
+
+        added = {k: v for k, v in data.items() if k in FLOW and k not in cls.model_fields}
+        if not added:
+            return data
+        rest = {k: v for k, v in data.items() if k not in added}
+        return rest | {"stages": {**(data.get("stages") or {}), **added}}
+
+    def resources(self, stage: str) -> StageResources:
+        """The resources of the stage named `stage`: its field, or its entry in `stages`, or the defaults."""
+        value = getattr(self, stage, None) if stage in type(self).model_fields else None
+        return value if isinstance(value, StageResources) else self.stages.get(stage, StageResources())
 
     def stage_resources(self) -> list[StageResources]:
         """Every step's resources (the stages', optional ones included, and the write's)."""
         return [value for value in (getattr(self, name) for name in type(self).model_fields)
-                if isinstance(value, StageResources)]
+                if isinstance(value, StageResources)] + list(self.stages.values())
 
 
 class RunConfig(_Section):

@@ -147,3 +147,34 @@ def test_the_flow_fills_every_field_before_a_stage_reads_it(tiny_cfg):
     by_name = {s.name: s for s in stages}
     with pytest.raises(StageContractError, match=r"stage regions reads masks, which no stage before it fills"):
         check_flow([by_name["decode"], by_name["entities"], by_name["regions"], by_name["teacher"]])
+
+
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_a_new_stage_is_one_module_and_one_line(tmp_path, tiny_cfg, monkeypatch, executor, request):
+    import re
+
+    import toy_stage
+    from mining.sinks.reader import iter_records
+    from mining.stages import FLOW
+
+    monkeypatch.setitem(FLOW, "stamp", "toy_stage:StampStage")   # its line, at the end of the flow
+    make_shards(tmp_path / "in", shards=1, per_shard=5, size=64)
+    execution = {"executor": executor, "stamp": {"batch_size": 2, "num_cpus": 0.25, "concurrency": 1}}
+    if executor == "ray":   # join the session's Ray; its workers cannot import a test module: it goes by value
+        from ray import cloudpickle
+
+        execution["ray_address"] = request.getfixturevalue("ray_cluster").address
+        monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+        cloudpickle.register_pickle_by_value(toy_stage)
+        request.addfinalizer(lambda: cloudpickle.unregister_pickle_by_value(toy_stage))
+    cfg = tiny_cfg(source={"working_size": 64}, match={"min_similarity": None, "min_margin": None,
+                                                        "min_probability": None}, execution=execution)
+    assert cfg.execution.resources("stamp").batch_size == 2
+    manifest = run_mining(cfg, [str(tmp_path / "in")], str(tmp_path / "out"))
+    assert "stamp" in manifest["timings"]
+    stamps = [re.search(r"\[stamp batch=(\d) cpu=(\S+)\]$", c) for r in iter_records(str(tmp_path / "out"))
+              for c in r.captions]
+    assert stamps and all(stamps)
+    assert max(int(m.group(1)) for m in stamps) == 2   # its own batch size, from execution.stamp
+    assert {m.group(2) for m in stamps} == ({"local"} if executor == "local" else {"0.25"})
+    check_output(str(tmp_path / "out"))

@@ -11,14 +11,26 @@ sources/, captions/, entities/, teachers/, regions/, matching.py, sinks/."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from importlib import import_module
 
 from mining.config import RunConfig
 from mining.stages.base import Stage, StageContractError
 
-FLOW = ("decode", "refine", "entities", "teacher", "regions", "match")   # the stages' names, in the order data flows
+# The flow: each stage's name (which also names its resources, execution.<name>) and its class, in the order data
+# goes through them. A new stage is its module and one line here.
+FLOW: dict[str, str] = {
+    "decode": "mining.stages.decode:DecodeStage",
+    "refine": "mining.stages.refine:RefineStage",
+    "entities": "mining.stages.entities:EntityStage",
+    "teacher": "mining.stages.teacher:TeacherStage",
+    "regions": "mining.stages.regions:RegionStage",
+    "match": "mining.stages.match:MatchStage",
+}
 
 # stages a run has only when its config asks for them
 OPTIONAL: dict[str, Callable[[RunConfig], bool]] = {"refine": lambda cfg: cfg.captions.refine is not None}
+
+READER_FILLS = ("members",)   # what stages.read gives every sample it yields
 
 
 def stage_names(cfg: RunConfig) -> list[str]:
@@ -26,7 +38,11 @@ def stage_names(cfg: RunConfig) -> list[str]:
     return [name for name in FLOW if name not in OPTIONAL or OPTIONAL[name](cfg)]
 
 
-READER_FILLS = ("members",)   # what stages.read gives every sample it yields
+def stage_class(name: str) -> type[Stage]:
+    """The class FLOW names for `name`, imported now: torch, open_clip and spaCy take seconds to import, and a bad
+    input should fail at once, before any of them."""
+    module, _, cls = FLOW[name].partition(":")
+    return getattr(import_module(module), cls)
 
 
 def check_flow(stages: list[Stage]) -> None:
@@ -42,16 +58,7 @@ def check_flow(stages: list[Stage]) -> None:
 
 
 def build_stages(cfg: RunConfig) -> list[Stage]:
-    """The stages `cfg` runs, in FLOW's order, each built from its own section of `cfg`."""
-    # imported here: torch, open_clip and spaCy take seconds to import, and a bad input should fail at once
-    from mining.stages.decode import DecodeStage
-    from mining.stages.entities import EntityStage
-    from mining.stages.match import MatchStage
-    from mining.stages.refine import RefineStage
-    from mining.stages.regions import RegionStage
-    from mining.stages.teacher import TeacherStage
-
-    classes = {s.name: s for s in (DecodeStage, RefineStage, EntityStage, TeacherStage, RegionStage, MatchStage)}
-    stages = [classes[name].from_config(cfg) for name in stage_names(cfg)]
+    """The stages `cfg` runs, in FLOW's order, each built from its own section of `cfg`, the flow checked."""
+    stages = [stage_class(name).from_config(cfg) for name in stage_names(cfg)]
     check_flow(stages)
     return stages

@@ -40,8 +40,9 @@ class Stage:
 
     @classmethod
     def from_config(cls, cfg: RunConfig) -> "Stage":
-        """The stage built from its own section of `cfg` and its `execution.<name>` resources."""
-        raise NotImplementedError
+        """The stage built from its own section of `cfg` and its `execution.<name>` resources; a stage with no
+        section of its own needs nothing more than this."""
+        return cls(cfg.execution.resources(cls.name))
 
     def setup(self) -> None:
         """Load models; runs once per worker, after the stage has been shipped there."""
