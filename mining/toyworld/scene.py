@@ -119,6 +119,28 @@ def _colour(rng: np.random.Generator, avoid: set[str]) -> str:
     return str(rng.choice([c for c in COLOURS if c not in avoid]))
 
 
+def _draw_thing(rng: np.random.Generator, image: np.ndarray, size: int,
+                closeup: bool) -> tuple[np.ndarray, Category, str, float, np.ndarray]:
+    """One thing drawn over `image`: (the image, its category, colour, radius, and its full mask)."""
+    category: Category = THINGS[int(rng.integers(len(THINGS)))]
+    if closeup:
+        r = size * rng.uniform(0.28, 0.42)
+        cx, cy = size * rng.uniform(0.4, 0.6, 2)
+    else:
+        r = size * float(rng.choice([rng.uniform(0.06, 0.11), rng.uniform(0.11, 0.22)]))
+        cx, cy = rng.uniform(r * 0.6, size - r * 0.6, 2)
+    alpha = shape_alpha(category.name, size, cx, cy, r, rng.uniform(0, 2 * math.pi))
+    colour = _colour(rng, set())
+    rgb = np.array(COLOURS[colour], np.float32) + rng.normal(0, 8, 3)
+    # a soft light gradient and fine grain, so a thing is not one flat colour
+    gx, gy = rng.normal(0, 0.25, 2)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    shade = 1 + (gx * (xx - cx) + gy * (yy - cy)) / max(r, 1) * 0.25
+    fill = np.clip(rgb * shade[..., None] + rng.normal(0, 5, (size, size, 1)), 0, 255)
+    image = image * (1 - alpha[..., None]) + fill * alpha[..., None]
+    return image, category, colour, r, alpha >= 0.5
+
+
 def render_scene(rng: np.random.Generator, size: int = 128, closeup_rate: float = 0.2,
                  plain_rate: float = 0.0) -> Scene:
     """`plain_rate`: how often the things lie on a plain grey backdrop instead of stuff, as in stock photos
@@ -138,23 +160,7 @@ def render_scene(rng: np.random.Generator, size: int = 128, closeup_rate: float 
     things: list[Instance] = []
     full_areas: list[float] = []
     for _ in range(count):
-        category: Category = THINGS[int(rng.integers(len(THINGS)))]
-        if closeup:
-            r = size * rng.uniform(0.28, 0.42)
-            cx, cy = size * rng.uniform(0.4, 0.6, 2)
-        else:
-            r = size * float(rng.choice([rng.uniform(0.06, 0.11), rng.uniform(0.11, 0.22)]))
-            cx, cy = rng.uniform(r * 0.6, size - r * 0.6, 2)
-        alpha = shape_alpha(category.name, size, cx, cy, r, rng.uniform(0, 2 * math.pi))
-        colour = _colour(rng, set())
-        rgb = np.array(COLOURS[colour], np.float32) + rng.normal(0, 8, 3)
-        # a soft light gradient and fine grain, so a thing is not one flat colour
-        gx, gy = rng.normal(0, 0.25, 2)
-        yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-        shade = 1 + (gx * (xx - cx) + gy * (yy - cy)) / max(r, 1) * 0.25
-        fill = np.clip(rgb * shade[..., None] + rng.normal(0, 5, (size, size, 1)), 0, 255)
-        image = image * (1 - alpha[..., None]) + fill * alpha[..., None]
-        mask = alpha >= 0.5
+        image, category, colour, r, mask = _draw_thing(rng, image, size, closeup)
         for earlier in things:
             earlier.mask &= ~mask
         size_word = "large" if r >= size * 0.2 else ("small" if r < size * 0.09 else None)

@@ -16,7 +16,6 @@ import contextlib
 import functools
 import json
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +39,7 @@ from mining.train import run
 from mining.train.data import CropSpec, EpochStream, ExampleStream, NoTrainingData, PairFilter, ShardSource, scan_pairs
 from mining.train.grounding import (ImageStream, ScaledTower, grounding_loss, noun_rows, scan_entity_nouns,
                                     temperature_scale)
-from mining.train.run import Plan, ReportFn, Trainer, TrainingData
+from mining.train.run import Plan, ReportFn, StepLog, Trainer, TrainingData
 from mining.regions.mask_prompts import MaskPromptedViT, save_mask_prompts, strip_mask_prompts
 
 
@@ -253,6 +252,143 @@ def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
     return module.module if hasattr(module, "module") else module
 
 
+class _ClipRun:
+    """One worker's training of the image tower (`train_loop`): the model and its prompts, the streams, the step
+    and its history. Built in the order the random state is drawn in, so a resumed run continues exactly."""
+
+    def __init__(self, plan: TrainPlan, rank: int, world: int, device: torch.device,
+                 resume: dict[str, Any] | None) -> None:
+        self.plan, self.cfg, self.rank, self.device, self.resume = plan, plan.train, rank, device, resume
+        torch.manual_seed(self.cfg.seed + rank)
+        self.phases = training_phases(self.cfg, plan.total_steps)
+        self._build_model()
+        self.step, self.history = 0, []
+        if resume is not None:
+            self._restore(resume)
+        self.resumed_from = self.step
+        self._open_streams(world)
+        self.optimizer = self.scheduler = None
+        self.number = resume.get("phase", 0) if resume is not None else 0
+
+    def _build_model(self) -> None:
+        cfg, plan, device = self.cfg, self.plan, self.device
+        self.clip = load_clip(plan.regions_config(), device, plan.s3_options())
+        self.model = self.clip.model
+        start_prompts = strip_mask_prompts(self.model)   # a prompted folder: train the plain tower, keep its prompts
+        freeze_all_but_image_tower(self.model)
+        self.text = text_embeddings(self.clip, plan.vocabulary, device, plan.regions_config().templates)
+        scale = getattr(self.model, "logit_scale", None)
+        self.logit_scale = float(scale.detach().exp()) if scale is not None else 100.0
+        self.index = {noun: i for i, noun in enumerate(plan.vocabulary)}
+        self.log_scale = None   # the grounding loss's learnable temperature, from the model's logit scale
+        if cfg.grounding.weight > 0 and cfg.grounding.learn_scale:
+            self.log_scale = torch.nn.Parameter(torch.tensor(math.log(self.logit_scale), device=device))
+        # built (and refused for a non-ViT tower) before any data is read; seeded alike on every worker
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            self.prompted = None
+            if start_prompts is not None or any(ph.method == "mpt" for ph in self.phases):
+                reuse = start_prompts is not None and (start_prompts.shape[0] == cfg.mpt.depth or
+                                                       all(ph.method == "ft" for ph in self.phases))
+                self.prompted = MaskPromptedViT(self.model.visual, cfg.mpt.depth, cfg.mpt.init_std,
+                                                prompts=start_prompts if reuse else None)
+
+    def _restore(self, resume: dict[str, Any]) -> None:
+        self.model.visual.load_state_dict(resume["visual"])
+        if self.prompted is not None and resume.get("prompts") is not None:
+            self.prompted.prompts.data.copy_(resume["prompts"])
+        self.step, self.history = int(resume["step"]), list(resume["metrics"])
+        if self.log_scale is not None and resume.get("grounding_log_scale") is not None:
+            self.log_scale.data.fill_(float(resume["grounding_log_scale"]))
+        logger.info("resuming at step %d of %d", self.step, self.plan.total_steps)
+
+    def _open_streams(self, world: int) -> None:
+        """The pairs and grounding images each worker reads; a resumed run lands its streams where the
+        checkpoint left them, and its random state with them."""
+        cfg, plan = self.cfg, self.plan
+        sources = ShardSource.from_plan(plan.sources, plan.s3_options())
+        filters, crop = PairFilter.from_config(cfg.filters), crop_spec(plan, self.clip)
+        mine = worker_resume(self.resume, self.rank) or {}
+        if mine:
+            restore_rng(mine["rng"])
+        self.streams: dict[str, EpochStream] = {}
+        self.examples = self.images = None
+        if cfg.pair_weight > 0:
+            self.streams["pairs"] = ExampleStream(sources, filters, crop, self.rank, world, cfg.seed,
+                                                  cfg.shuffle_buffer)
+            self.examples = resumed_stream(self.streams["pairs"], mine.get("pairs"))
+        if cfg.grounding.weight > 0:
+            self.streams["images"] = ImageStream(sources, filters, crop, cfg.grounding.max_masks, self.rank, world,
+                                                 cfg.seed + 1, cfg.grounding.shuffle_buffer)
+            self.images = resumed_stream(self.streams["images"], mine.get("images"))
+        self.stream = self.streams.get("pairs") or self.streams["images"]
+        self.log = StepLog(self.history, plan.total_steps, cfg.log_every, cfg.checkpoint_every, self.rank,
+                           cfg.grad_accum * world * (cfg.batch_size * (self.examples is not None) +
+                                                     cfg.grounding.images * (self.images is not None)))
+
+    def micro_batch(self) -> tuple:
+        cfg, device = self.cfg, self.device
+        pixels = labels = batch_images = words = None
+        if self.examples is not None:
+            batch = [next(self.examples) for _ in range(cfg.batch_size)]
+            pixels = torch.stack([e.pixels for e in batch]).to(device)
+            labels = torch.tensor([self.index[e.noun] for e in batch], device=device)
+        if self.images is not None:
+            batch_images = [next(self.images) for _ in range(cfg.grounding.images)]
+            words = noun_rows([e.nouns for e in batch_images], self.index, device, cfg.grounding.word_keep)
+        return pixels, labels, batch_images, words
+
+    def loss_fn(self, module, pixels, labels, batch_images, words, text_emb, scale_value):
+        return mixed_loss(module, pixels, labels, batch_images, words, text_emb, scale_value, self.cfg.pair_weight,
+                          self.cfg.grounding.weight)
+
+    def state(self) -> dict[str, Any]:
+        """The checkpoint; a run resumed at its last step (killed before its folder was written) has trained
+        nothing, and carries the resumed optimizer and schedule on."""
+        earlier = self.resume or {}
+        return {"visual": self.model.visual.state_dict(),
+                "prompts": self.prompted.prompts.detach().clone() if self.prompted is not None else None,
+                "grounding_log_scale": float(self.log_scale.detach()) if self.log_scale is not None else None,
+                "optimizer": self.optimizer.state_dict() if self.optimizer is not None else earlier.get("optimizer"),
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else earlier.get("scheduler"),
+                "phase": self.number, "step": self.step, "metrics": self.history,
+                "counts": self.stream.counts.to_json(), "passes": self.stream.passes,
+                "resumed_from": self.resumed_from,
+                "workers": [{name: st.state() for name, st in self.streams.items()} | {"rng": rng_state()}]}
+
+    def _scale(self) -> dict[str, float]:
+        """The learnt grounding temperature, for the metrics history (when it is learnt)."""
+        if self.log_scale is None:
+            return {}
+        return {"grounding_scale": round(float(temperature_scale(self.log_scale.detach())), 4)}
+
+    def run_phase(self, number: int, phase: Phase, wrap: Callable[[torch.nn.Module], torch.nn.Module],
+                  report: ReportFn | None) -> None:
+        """Train one phase (its own trainable module, optimizer and schedule) to its last step."""
+        cfg, resume = self.cfg, self.resume
+        module = trainable_module(self.model, phase, self.prompted)
+        if self.log_scale is not None:
+            module = ScaledTower(module, self.log_scale)
+        self.optimizer = make_optimizer(module, cfg, phase.lr, phase.weight_decay)
+        self.scheduler = make_scheduler(self.optimizer, min(cfg.warmup_steps, phase.end - phase.start - 1),
+                                        phase.end - phase.start)
+        if resume is not None and resume.get("phase", 0) == number and self.step > phase.start:
+            self.optimizer.load_state_dict(resume["optimizer"])
+            self.scheduler.load_state_dict(resume["scheduler"])
+        trained = wrap(module)
+        trained.train()
+        self.log.start()
+        while self.step < phase.end:
+            lr = self.optimizer.param_groups[0]["lr"]
+            loss = train_step(trained, [self.micro_batch() for _ in range(cfg.grad_accum)], self.text,
+                              self.logit_scale, self.optimizer, self.scheduler, self.loss_fn, cfg.grad_clip,
+                              resolve_precision(cfg.precision, self.device))
+            self.step += 1
+            self.log.step_done(self.step, loss, lr, phase.end, tags={"phase": phase.method}, extra=self._scale)
+            if report is not None and self.log.checkpoint_due(self.step):
+                report({"step": self.step, "loss": loss}, self.state())
+
+
 def train_loop(plan: TrainPlan, rank: int, world: int, device: torch.device,
                wrap: Callable[[torch.nn.Module], torch.nn.Module] = lambda m: m,
                report: ReportFn | None = None, resume: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -261,129 +397,15 @@ def train_loop(plan: TrainPlan, rank: int, world: int, device: torch.device,
     step, metrics history) on every worker, so a distributed report is a collective call; `resume` is such a
     state. Each phase (`training_phases`) wraps its own trainable module and builds its own optimizer and
     schedule. Returns the final state."""
-    cfg = plan.train
-    torch.manual_seed(cfg.seed + rank)
-    clip = load_clip(plan.regions_config(), device, plan.s3_options())
-    model = clip.model
-    start_prompts = strip_mask_prompts(model)   # a prompted folder: train the plain tower, keep its prompts
-    freeze_all_but_image_tower(model)
-    text = text_embeddings(clip, plan.vocabulary, device, plan.regions_config().templates)
-    scale = getattr(model, "logit_scale", None)
-    logit_scale = float(scale.detach().exp()) if scale is not None else 100.0
-    index = {noun: i for i, noun in enumerate(plan.vocabulary)}
-    phases = training_phases(cfg, plan.total_steps)
-    log_scale = None   # the grounding loss's learnable temperature, from the model's logit scale
-    if cfg.grounding.weight > 0 and cfg.grounding.learn_scale:
-        log_scale = torch.nn.Parameter(torch.tensor(math.log(logit_scale), device=device))
-    # built (and refused for a non-ViT tower) before any data is read; seeded alike on every worker
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        prompted = None
-        if start_prompts is not None or any(ph.method == "mpt" for ph in phases):
-            reuse = start_prompts is not None and (start_prompts.shape[0] == cfg.mpt.depth or
-                                                   all(ph.method == "ft" for ph in phases))
-            prompted = MaskPromptedViT(model.visual, cfg.mpt.depth, cfg.mpt.init_std,
-                                       prompts=start_prompts if reuse else None)
-
-    step, history = 0, []
-    if resume is not None:
-        model.visual.load_state_dict(resume["visual"])
-        if prompted is not None and resume.get("prompts") is not None:
-            prompted.prompts.data.copy_(resume["prompts"])
-        step, history = int(resume["step"]), list(resume["metrics"])
-        if log_scale is not None and resume.get("grounding_log_scale") is not None:
-            log_scale.data.fill_(float(resume["grounding_log_scale"]))
-        logger.info("resuming at step %d of %d", step, plan.total_steps)
-    resumed_from = step
-
-    sources = ShardSource.from_plan(plan.sources, plan.s3_options())
-    filters, crop = PairFilter.from_config(cfg.filters), crop_spec(plan, clip)
-    # a resumed run lands its streams where the checkpoint left them, and its random state with them
-    mine = worker_resume(resume, rank) or {}
-    if mine:
-        restore_rng(mine["rng"])
-    streams: dict[str, EpochStream] = {}
-    examples = images = None
-    if cfg.pair_weight > 0:
-        streams["pairs"] = ExampleStream(sources, filters, crop, rank, world, cfg.seed, cfg.shuffle_buffer)
-        examples = resumed_stream(streams["pairs"], mine.get("pairs"))
-    if cfg.grounding.weight > 0:
-        streams["images"] = ImageStream(sources, filters, crop, cfg.grounding.max_masks, rank, world,
-                                        cfg.seed + 1, cfg.grounding.shuffle_buffer)
-        images = resumed_stream(streams["images"], mine.get("images"))
-    stream = streams.get("pairs") or streams["images"]
-
-    def micro_batch() -> tuple:
-        pixels = labels = batch_images = words = None
-        if examples is not None:
-            batch = [next(examples) for _ in range(cfg.batch_size)]
-            pixels = torch.stack([e.pixels for e in batch]).to(device)
-            labels = torch.tensor([index[e.noun] for e in batch], device=device)
-        if images is not None:
-            batch_images = [next(images) for _ in range(cfg.grounding.images)]
-            words = noun_rows([e.nouns for e in batch_images], index, device, cfg.grounding.word_keep)
-        return pixels, labels, batch_images, words
-
-    def loss_fn(module, pixels, labels, batch_images, words, text_emb, scale_value):
-        return mixed_loss(module, pixels, labels, batch_images, words, text_emb, scale_value, cfg.pair_weight,
-                          cfg.grounding.weight)
-
-    per_step = cfg.grad_accum * world * (cfg.batch_size * (examples is not None) +
-                                         cfg.grounding.images * (images is not None))
-    loss = float("nan")
-    optimizer = scheduler = None
-    number = resume.get("phase", 0) if resume is not None else 0
-
-    def state() -> dict[str, Any]:
-        """The checkpoint; a run resumed at its last step (killed before its folder was written) has trained
-        nothing, and carries the resumed optimizer and schedule on."""
-        earlier = resume or {}
-        return {"visual": model.visual.state_dict(),
-                "prompts": prompted.prompts.detach().clone() if prompted is not None else None,
-                "grounding_log_scale": float(log_scale.detach()) if log_scale is not None else None,
-                "optimizer": optimizer.state_dict() if optimizer is not None else earlier.get("optimizer"),
-                "scheduler": scheduler.state_dict() if scheduler is not None else earlier.get("scheduler"),
-                "phase": number, "step": step, "metrics": history, "counts": stream.counts.to_json(),
-                "passes": stream.passes, "resumed_from": resumed_from,
-                "workers": [{name: st.state() for name, st in streams.items()} | {"rng": rng_state()}]}
-
-    for number, phase in enumerate(phases):
-        if step >= phase.end:
-            continue
-        module = trainable_module(model, phase, prompted)
-        if log_scale is not None:
-            module = ScaledTower(module, log_scale)
-        optimizer = make_optimizer(module, cfg, phase.lr, phase.weight_decay)
-        scheduler = make_scheduler(optimizer, min(cfg.warmup_steps, phase.end - phase.start - 1),
-                                   phase.end - phase.start)
-        if resume is not None and resume.get("phase", 0) == number and step > phase.start:
-            optimizer.load_state_dict(resume["optimizer"])
-            scheduler.load_state_dict(resume["scheduler"])
-        trained = wrap(module)
-        trained.train()
-        tic, since = time.perf_counter(), 0
-        while step < phase.end:
-            lr = optimizer.param_groups[0]["lr"]
-            loss = train_step(trained, [micro_batch() for _ in range(cfg.grad_accum)], text, logit_scale,
-                              optimizer, scheduler, loss_fn, cfg.grad_clip, resolve_precision(cfg.precision, device))
-            step += 1
-            since += 1
-            last = step == plan.total_steps
-            if step % cfg.log_every == 0 or step == phase.end or step == 1:
-                elapsed = time.perf_counter() - tic
-                history.append({"step": step, "loss": round(loss, 6), "lr": lr, "phase": phase.method,
-                                "samples_per_s": round(since * per_step / elapsed, 2) if elapsed > 0 else None}
-                               | ({"grounding_scale": round(float(temperature_scale(log_scale.detach())), 4)}
-                                  if log_scale is not None else {}))
-                tic, since = time.perf_counter(), 0
-                if rank == 0:
-                    logger.info("step %d/%d (%s) loss %.4f lr %.3g", step, plan.total_steps, phase.method, loss, lr)
-            if report is not None and (step % cfg.checkpoint_every == 0 or last):
-                report({"step": step, "loss": loss}, state())
-    if report is not None and step == resumed_from:   # resumed at its end: this run's state is still reported
-        report({"step": step, "loss": None}, state())
-    final = state()
-    final["final_loss"] = history[-1]["loss"] if history else None   # the last step is always logged
+    run_ = _ClipRun(plan, rank, world, device, resume)
+    for number, phase in enumerate(run_.phases):
+        run_.number = number   # the checkpoint's phase: the last one, once every phase is done
+        if run_.step < phase.end:
+            run_.run_phase(number, phase, wrap, report)
+    if report is not None and run_.step == run_.resumed_from:   # resumed at its end: its state is still reported
+        report({"step": run_.step, "loss": None}, run_.state())
+    final = run_.state()
+    final["final_loss"] = run_.history[-1]["loss"] if run_.history else None   # the last step is always logged
     return final
 
 

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from mining.logs import logger
 from mining.storage import Location, S3Options
 from mining.train.checkpoints import CheckpointStore, checkpointing, plan_hash
 from mining.train.data import NoTrainingData, ShardSource, output_manifest, shard_sources
@@ -148,3 +149,37 @@ def run_training(trainer: Trainer, cfg: Any, outputs: list[str], out: str | Path
         else:
             final = run_local(trainer, plan, store)
         return finish(trainer, plan, final, out, outputs, executor, time.time() - start, workers)
+
+
+class StepLog:
+    """Both trainers' record of their steps: an entry in the metrics `history` at the first step, every
+    `log_every` steps and at the end of a phase (`end`), with the samples/s since the entry before; the rank-0
+    log line; and whether a checkpoint is due (every `checkpoint_every` steps, and at the last)."""
+
+    def __init__(self, history: list[dict[str, Any]], total_steps: int, log_every: int, checkpoint_every: int,
+                 rank: int, per_step: int) -> None:
+        self.history, self.total_steps, self.rank, self.per_step = history, total_steps, rank, per_step
+        self.log_every, self.checkpoint_every = log_every, checkpoint_every
+        self.start()
+
+    def start(self) -> None:
+        """A phase begins: samples/s counts from here."""
+        self.tic, self.since = time.perf_counter(), 0
+
+    def step_done(self, step: int, loss: float, lr: float, end: int, tags: dict[str, Any] | None = None,
+                  extra: Callable[[], dict[str, Any]] | None = None) -> None:
+        """`tags` go in the entry before samples/s and in the log line; `extra()` after, only when logged."""
+        self.since += 1
+        if not (step % self.log_every == 0 or step == end or step == 1):
+            return
+        elapsed = time.perf_counter() - self.tic
+        entry = {"step": step, "loss": round(loss, 6), "lr": lr, **(tags or {}),
+                 "samples_per_s": round(self.since * self.per_step / elapsed, 2) if elapsed > 0 else None}
+        self.history.append(entry | (extra() if extra else {}))
+        self.start()
+        if self.rank == 0:
+            label = "".join(f" ({value})" for value in (tags or {}).values())
+            logger.info("step %d/%d%s loss %.4f lr %.3g", step, self.total_steps, label, loss, lr)
+
+    def checkpoint_due(self, step: int) -> bool:
+        return step % self.checkpoint_every == 0 or step == self.total_steps

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from mining.train.data import PairFilter, ShardSource, scan_pairs
 from mining.train.grounding import grounding_loss, noun_rows, scan_entity_nouns
 from mining.train.segmenter import (META_FILE, OpenVocabSegmenter, build_segmenter, freeze_unused_parameters,
                                     make_criterion, masks_per_worker, save_segmenter, segmentation_loss)
-from mining.train.run import Plan, ReportFn, Trainer, TrainingData
+from mining.train.run import Plan, ReportFn, StepLog, Trainer, TrainingData
 from mining.train.segmenter_config import SegmenterConfig
 from mining.train.segmenter_data import ImageTargets, TargetStream, count_images_with_pairs
 
@@ -166,12 +165,9 @@ def train_step(model: torch.nn.Module, criterion: torch.nn.Module, micro_batches
     return total
 
 
-def train_loop(plan: SegmenterPlan, rank: int, world: int, device: torch.device,
-               wrap: Callable[[torch.nn.Module], torch.nn.Module] = lambda m: m,
-               report: ReportFn | None = None, resume: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The loop both executors run; `report` and `resume` as in `mining.train.clip_trainer.train_loop`."""
+def _build(plan: SegmenterPlan, rank: int, device: torch.device) -> tuple:
+    """(the vocabulary's text embeddings, Model B on `device`, its processor, its criterion)."""
     cfg = plan.train
-    torch.manual_seed(cfg.seed + rank)
     clip = load_clip(plan.clip_config(), device, plan.s3_options())
     text = text_embeddings(clip, plan.vocabulary, device, plan.clip_config().templates)
     del clip
@@ -182,6 +178,16 @@ def train_loop(plan: SegmenterPlan, rank: int, world: int, device: torch.device,
         logger.info("not trained (no output depends on them): %s", ", ".join(frozen))
     criterion = make_criterion(model.mask2former, len(plan.vocabulary), cfg.no_object_weight, cfg.class_weight,
                                cfg.mask_weight, cfg.dice_weight, cfg.train_num_points).to(device)
+    return text, model, processor, criterion
+
+
+def train_loop(plan: SegmenterPlan, rank: int, world: int, device: torch.device,
+               wrap: Callable[[torch.nn.Module], torch.nn.Module] = lambda m: m,
+               report: ReportFn | None = None, resume: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The loop both executors run; `report` and `resume` as in `mining.train.clip_trainer.train_loop`."""
+    cfg = plan.train
+    torch.manual_seed(cfg.seed + rank)
+    text, model, processor, criterion = _build(plan, rank, device)
     index = {noun: i for i, noun in enumerate(plan.vocabulary)}
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg.warmup_steps, plan.total_steps)
@@ -220,23 +226,15 @@ def train_loop(plan: SegmenterPlan, rank: int, world: int, device: torch.device,
                 "counts": stream.counts.to_json(), "passes": stream.passes, "resumed_from": resumed_from,
                 "workers": [{"targets": stream.state(), "rng": rng_state(), "flips": flip_rng.bit_generator.state}]}
 
-    per_step = cfg.batch_size * cfg.grad_accum * world
-    tic, since = time.perf_counter(), 0
+    log = StepLog(history, plan.total_steps, cfg.log_every, cfg.checkpoint_every, rank,
+                  cfg.batch_size * cfg.grad_accum * world)
     while step < plan.total_steps:
         lr = max(g["lr"] for g in optimizer.param_groups)
         loss = train_step(net, criterion, [micro_batch() for _ in range(cfg.grad_accum)], text, optimizer,
                           scheduler, cfg.grad_clip, precision, cfg.grounding_weight, cfg.logit_scale)
         step += 1
-        since += 1
-        last = step == plan.total_steps
-        if step % cfg.log_every == 0 or last or step == 1:
-            elapsed = time.perf_counter() - tic
-            history.append({"step": step, "loss": round(loss, 6), "lr": lr,
-                            "samples_per_s": round(since * per_step / elapsed, 2) if elapsed > 0 else None})
-            tic, since = time.perf_counter(), 0
-            if rank == 0:
-                logger.info("step %d/%d loss %.4f lr %.3g", step, plan.total_steps, loss, lr)
-        if report is not None and (step % cfg.checkpoint_every == 0 or last):
+        log.step_done(step, loss, lr, plan.total_steps)
+        if report is not None and log.checkpoint_due(step):
             report({"step": step, "loss": loss}, state())
     if report is not None and step == resumed_from:   # resumed at its end: this run's state is still reported
         report({"step": step, "loss": None}, state())
