@@ -283,6 +283,8 @@ class ExecutionConfig(_Section):
     max_retries: int = Field(3, ge=0, description="retries of a failed task (read, decode, match, write); a model "
                                                   "stage's calls are retried for as long as its actor is restarted")
     max_actor_restarts: int = Field(-1, ge=-1, description="restarts of a dead stage actor (-1: as many as it takes)")
+    read: StageResources = Field(default_factory=StageResources,
+                                 description="reading input shards (I/O: half a CPU each; concurrency: Ray Data's)")
     decode: StageResources = Field(default_factory=lambda: StageResources(concurrency=2))
     refine: ModelStageResources = Field(default_factory=lambda: ModelStageResources(num_gpus="auto", batch_size=4),
                                         description="captions.refine only: the vision-language model's workers "

@@ -22,7 +22,8 @@ from mining.sinks.manifest import build_manifest, write_manifest
 from mining.sinks.parts import PARTS
 from mining.sources.shards import count_keys
 from mining.sources.uris import expand_inputs, shard_stem
-from mining.stages import build_stages, check_flow
+from mining.stages import Flow, build_stages, check_flow
+from mining.stages.read import ShardReader
 from mining.stages.write import ShardWriter
 from mining.storage import Location, S3Options, Where
 
@@ -192,11 +193,12 @@ def execute(cfg: RunConfig, plan: Plan, reuse: Reuse, listener: MiningProgress,
         else:
             check_flow(stages)
         done.imports = time.perf_counter() - before
-        writer = ShardWriter.from_config(cfg, output.absolute(), plan.config_hash)
+        flow = Flow(ShardReader.from_config(cfg), stages,
+                    ShardWriter.from_config(cfg, output.absolute(), plan.config_hash))
         follow = _Follow(listener, [s.name for s in stages])
         on_progress = follow.progressed if getattr(listener, "shows_in_flight", False) else None
         cpu_start = time.process_time()   # the driver's own work while it streams (Ray Data's threads too)
-        for result in executor.run(reuse.todo, stages, writer, on_phase=follow.phase, on_progress=on_progress):
+        for result in executor.run(reuse.todo, flow, on_phase=follow.phase, on_progress=on_progress):
             with follow.lock:
                 if result.failed is not None:
                     done.failed.append(result.failed)

@@ -1,8 +1,8 @@
 """How the flow runs: sequentially in-process (local) or as a Ray Data plan (ray). Only this package imports Ray.
 
-Both executors have `start(on_phase)` (Ray's start-up, or nothing), `run(tasks, stages, writer, on_phase,
-on_progress)`, which reads each task's shard in chunks, passes every chunk through the stages and the writer
-where the work happens, and yields what each write returns (a committed shard's marker, a written part, or a
+Both executors have `start(on_phase)` (Ray's start-up, or nothing), `run(tasks, flow, on_phase, on_progress)`,
+which reads each task's shard in chunks with the flow's reader, passes every chunk through its stages and its
+writer where the work happens, and yields what each write returns (a committed shard's marker, a written part, or a
 shard that could not be read: see `mining.stages.write`), and `close()`. `on_progress`, if given, hears of the
 stages' batches as they are done (`mining.inflight.Passed`), for the progress display: on Ray a few times a
 second, from a thread of the driver's own. They fill in `times` (a `StartupTimes`) as they go, so
@@ -18,8 +18,8 @@ from mining.inflight import Passed
 
 if TYPE_CHECKING:   # for annotations only: importing them here would load every stage's libraries
     from mining.config import RunConfig
-    from mining.stages.base import Stage
-    from mining.stages.write import ShardWriter, WriteResult
+    from mining.stages import Flow
+    from mining.stages.write import WriteResult
 
 PhaseCallback = Callable[[str], None]   # told "starting ray", "loading models", "mining" as a run gets there
 ProgressCallback = Callable[[list[Passed]], None]   # told of stage batches done: a display's figures, not a count
@@ -57,7 +57,7 @@ class Executor(Protocol):
 
     def start(self, on_phase: PhaseCallback | None = None) -> None: ...
 
-    def run(self, tasks: list, stages: list[Stage], writer: ShardWriter, on_phase: PhaseCallback | None = None,
+    def run(self, tasks: list, flow: Flow, on_phase: PhaseCallback | None = None,
             on_progress: ProgressCallback | None = None) -> Iterator[WriteResult]: ...
 
     def close(self) -> None: ...

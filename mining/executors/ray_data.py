@@ -37,10 +37,10 @@ from mining.executors.ray_progress import BatchReporter, BoardPoller, open_board
 from mining.executors.ray_start import init_ray, shutdown_ray
 from mining.logs import logger
 from mining.records import ShardChunk
+from mining.stages import Flow
 from mining.stages.base import Stage
-from mining.stages.read import read_chunks
+from mining.stages.read import ShardReader
 from mining.stages.write import ShardWriter, WriteResult
-from mining.storage import Location, S3Options
 
 
 def _object_column(values: list[bytes]) -> np.ndarray:
@@ -57,9 +57,8 @@ def _from_column(batch: dict[str, np.ndarray]) -> list[ShardChunk]:
     return [pickle.loads(b) for b in batch["chunk"]]
 
 
-def _read_rows(row: dict[str, Any], s3: S3Options, chunk_size: int | None) -> list[dict[str, bytes]]:
-    return [{"chunk": pickle.dumps(c, protocol=5)}
-            for c in read_chunks(Location.of(row["uri"], s3), row["max_samples"], chunk_size)]
+def _read_rows(row: dict[str, Any], reader: ShardReader) -> list[dict[str, bytes]]:
+    return [{"chunk": pickle.dumps(c, protocol=5)} for c in reader.read(row["uri"], row["max_samples"])]
 
 
 def _run_task_stage(batch: dict[str, np.ndarray], stage: Stage, board: Any = None) -> dict[str, np.ndarray]:
@@ -184,7 +183,7 @@ def _terminate(signum: int, frame: object) -> None:
 
 class RayExecutor:
     def __init__(self, cfg: RunConfig) -> None:
-        self.cfg, self.s3 = cfg, S3Options.from_config(cfg.storage)
+        self.cfg = cfg
         self.started_ray = False
         self.fixed_gpus = False   # True: the Ray this run started itself, whose GPUs are all it will ever have
         self.times = StartupTimes()
@@ -251,7 +250,7 @@ class RayExecutor:
             on_phase("starting ray")
         self._init_ray()
 
-    def run(self, tasks, stages: list[Stage], writer: ShardWriter, on_phase: PhaseCallback | None = None,
+    def run(self, tasks, flow: Flow, on_phase: PhaseCallback | None = None,
             on_progress: ProgressCallback | None = None) -> Iterator[WriteResult]:
         """Build and stream the plan; tells `on_phase` "mining" once every model stage has an actor ready, and
         `on_progress` (from another thread: see `mining.executors.ray_progress`) of the stages' batches."""
@@ -262,16 +261,15 @@ class RayExecutor:
             self._board = open_board()
             self._poller = BoardPoller(self._board, on_progress)
         items = [{"uri": t.uri, "max_samples": t.max_samples} for t in tasks]
-        ex = self.cfg.execution
         with _plan_without_deprecation():
             ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
             # reading is I/O-bound: a full CPU per read task would starve the actor pools on small machines
-            ds = ds.flat_map(_read_rows, fn_kwargs={"s3": self.s3, "chunk_size": ex.chunk_size},
-                             num_cpus=ex.decode.num_cpus, max_retries=ex.max_retries)
-            for stage in stages:
+            ds = ds.flat_map(_read_rows, fn_kwargs={"reader": flow.reader}, num_cpus=flow.reader.resources.num_cpus,
+                             max_retries=self.cfg.execution.max_retries)
+            for stage in flow.stages:
                 ds = self._apply(ds, stage, self._board)
-            ds = self._write(ds, writer)
-        waiting = {s.name for s in stages if s.loads_models}   # model stages with no actor ready yet
+            ds = self._write(ds, flow.writer)
+        waiting = {s.name for s in flow.stages if s.loads_models}   # model stages with no actor ready yet
         plan_start = time.time()
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             for raw in batch["result"]:

@@ -11,10 +11,16 @@ sources/, captions/, entities/, teachers/, regions/, matching.py, sinks/."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import import_module
+from typing import TYPE_CHECKING
 
 from mining.config import RunConfig
 from mining.stages.base import Stage, StageContractError
+
+if TYPE_CHECKING:   # the reader and writer import the shard and output libraries: only when a run builds them
+    from mining.stages.read import ShardReader
+    from mining.stages.write import ShardWriter
 
 # The flow: each stage's name (which also names its resources, execution.<name>) and its class, in the order data
 # goes through them. A new stage is its module and one line here.
@@ -27,10 +33,10 @@ FLOW: dict[str, str] = {
     "match": "mining.stages.match:MatchStage",
 }
 
+READER_FILLS = ("members",)   # what the reader (stages.read) gives every sample it yields: its raw tar members
+
 # stages a run has only when its config asks for them
 OPTIONAL: dict[str, Callable[[RunConfig], bool]] = {"refine": lambda cfg: cfg.captions.refine is not None}
-
-READER_FILLS = ("members",)   # what stages.read gives every sample it yields
 
 
 def stage_names(cfg: RunConfig) -> list[str]:
@@ -55,6 +61,17 @@ def check_flow(stages: list[Stage]) -> None:
             raise StageContractError(f"stage {stage.name} reads {', '.join(missing)}, which no stage before it fills "
                                      f"(flow: {', '.join(s.name for s in stages)})")
         have.update(stage.fills)
+
+
+@dataclass
+class Flow:
+    """Everything a run's workers do, in order: the reader (a shard task -> chunks), the stages, the writer."""
+    reader: ShardReader
+    stages: list[Stage]
+    writer: ShardWriter
+
+    def steps(self) -> list:
+        return [self.reader, *self.stages, self.writer]
 
 
 def build_stages(cfg: RunConfig) -> list[Stage]:

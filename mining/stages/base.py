@@ -28,10 +28,11 @@ def filled(sample: Sample, name: str) -> bool:
     return value is not None and (not hasattr(value, "__len__") or len(value) > 0)
 
 
-class Stage:
-    name: ClassVar[str] = "stage"
-    reads: ClassVar[tuple[str, ...]] = ()   # Sample fields a live sample must hold when it reaches this stage
-    fills: ClassVar[tuple[str, ...]] = ()   # Sample fields every sample it keeps alive holds when it leaves
+class Step:
+    """What every step of the flow has, the reader and the writer included: a name, which also names its
+    resources (`execution.<name>`), those resources, and an optional `setup()` that `prepare()` runs and times
+    once per worker."""
+    name: ClassVar[str] = "step"
 
     def __init__(self, resources: StageResources) -> None:
         self.resources = resources
@@ -39,8 +40,8 @@ class Stage:
         self.setup_seconds = 0.0   # wall seconds prepare() spent in setup() in this process
 
     @classmethod
-    def from_config(cls, cfg: RunConfig) -> "Stage":
-        """The stage built from its own section of `cfg` and its `execution.<name>` resources; a stage with no
+    def from_config(cls, cfg: RunConfig) -> "Step":
+        """The step built from its own section of `cfg` and its `execution.<name>` resources; a step with no
         section of its own needs nothing more than this."""
         return cls(cfg.execution.resources(cls.name))
 
@@ -50,7 +51,7 @@ class Stage:
     @property
     def loads_models(self) -> bool:
         """Whether setup() does anything: such a stage wants a long-lived worker (an actor) that loads once."""
-        return type(self).setup is not Stage.setup
+        return type(self).setup is not Step.setup
 
     def prepare(self) -> None:
         """Run setup() once in this process and time it: executors call it up front, so that model loading
@@ -61,6 +62,13 @@ class Stage:
         self.setup()
         self.setup_seconds = perf_counter() - start
         self._ready = True
+
+
+class Stage(Step):
+    """A step between the reader and the writer: works on a chunk's live samples, in batches."""
+    name: ClassVar[str] = "stage"
+    reads: ClassVar[tuple[str, ...]] = ()   # Sample fields a live sample must hold when it reaches this stage
+    fills: ClassVar[tuple[str, ...]] = ()   # Sample fields every sample it keeps alive holds when it leaves
 
     def process(self, samples: list[Sample]) -> None:
         """Work on a batch of live samples in place; drop a sample with `sample.drop_with(reason)`."""

@@ -12,6 +12,7 @@ from mining.config import RunConfig, StageResources
 from mining.records import ShardChunk
 from mining.sinks.parts import write_part
 from mining.sinks.writer import write_shard
+from mining.stages.base import Step
 from mining.storage import Location, S3Options, Where
 
 
@@ -39,13 +40,14 @@ class WriteResult:
         return cls(**json.loads(text))
 
 
-class ShardWriter:
+class ShardWriter(Step):
+    """The flow's last step: a chunk in, its shard (or a part of it) written and committed, a WriteResult out."""
     name = "write"
 
     def __init__(self, output: Location, config_hash: str, resources: StageResources,
                  image_ext: str | None = None) -> None:
-        self.output, self.config_hash, self.resources = output, config_hash, resources
-        self.image_ext = image_ext
+        super().__init__(resources)
+        self.output, self.config_hash, self.image_ext = output, config_hash, image_ext
 
     @classmethod
     def from_config(cls, cfg: RunConfig, output: Where, config_hash: str) -> "ShardWriter":
