@@ -106,7 +106,8 @@ def test_the_flow_has_refine_only_when_captions_refine_is_set(monkeypatch):
     from mining.stages import FLOW, build_stages, stage_names
     from mining.stages.refine import RefineStage
 
-    assert FLOW.index("decode") + 1 == FLOW.index("refine") == FLOW.index("entities") - 1
+    order = list(FLOW)
+    assert order.index("decode") + 1 == order.index("refine") == order.index("entities") - 1
     plain = build_config({"execution": {"executor": "local"}})
     assert stage_names(plain) == [n for n in FLOW if n != "refine"]
     assert stage_names(refine_config("m")) == list(FLOW)
