@@ -34,10 +34,10 @@ def test_retired_settings_name_their_new_place():
 
 def test_every_step_declares_its_resources():
     ex = build_config({"execution": {"write": {"concurrency": 3}}}).execution
-    assert [r.concurrency for r in ex.stage_resources()] == [2, 1, 1, 1, 1, 1, 3]   # decode, refine ... write
+    assert [r.concurrency for r in ex.stage_resources()] == [1, 2, 1, 1, 1, 1, 1, 3]   # read, decode, refine ... write
     # the optional refine stage's resources count only in a run that refines
-    assert len(build_config({}).running_resources()) == 6
-    assert len(build_config({"captions": {"refine": {"model": "m"}}}).running_resources()) == 7
+    assert len(build_config({}).running_resources()) == 7
+    assert len(build_config({"captions": {"refine": {"model": "m"}}}).running_resources()) == 8
 
 
 def test_chunking_is_execution_not_output():
