@@ -62,13 +62,13 @@ def format_eval_seg(report: dict) -> str:
     lines = [f"evaluated {report['images']} of {report['images_in_ground_truth']} ground-truth images of "
              f"{report['ground_truth']} ({len(report['classes'])} classes; "
              f"{report['images_not_in_ground_truth']} image(s) read are not in it)",
-             f"  {'variant':<28}{'mIoU':>7}{'pixel acc':>11}"]
+             f"  {'variant':<28}{'mIoU %':>7}{'pixel acc %':>13}"]
     for name, m in report["variants"].items():
         miou = "n/a" if m["miou"] is None else f"{100 * m['miou']:.1f}"
         acc = "n/a" if m["pixel_accuracy"] is None else f"{100 * m['pixel_accuracy']:.1f}"
-        lines.append(f"  {name:<28}{miou:>7}{acc:>11}")
+        lines.append(f"  {name:<28}{miou:>7}{acc:>13}")
     names = list(report["variants"])
-    lines.append("  per-class IoU  " + "".join(f"{n[:14]:>15}" for n in names))
+    lines.append("  IoU % by class " + "".join(f"{n[:14]:>15}" for n in names))
     for c in report["classes"]:
         cells = [report["variants"][n]["per_class_iou"][c] for n in names]
         lines.append(f"  {c:<15}" + "".join(f"{'-' if v is None else f'{100 * v:.1f}':>15}" for v in cells))
