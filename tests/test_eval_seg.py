@@ -95,6 +95,11 @@ def test_evaluate_semantic_on_hand_built_label_maps(tmp_path):
     hand = report["variants"]["hand"]
     assert hand["miou"] == round(EXPECTED_MIOU, 4) and hand["pixel_accuracy"] == round(2 / 3, 4)
     assert hand["per_class_iou"] == {"a": round(2 / 3, 4), "b": 0.5, "c thing": 0.5}
+    from mining.cli.segment import format_eval_seg
+
+    table = format_eval_seg(report | {"ground_truth": gt, "images_in_ground_truth": 2, "images_not_in_ground_truth": 0})
+    assert "mIoU %" in table and "pixel acc %" in table   # the unit is said once, in the header
+    assert table.splitlines()[2].split() == ["hand", f"{100 * EXPECTED_MIOU:.1f}", "66.7"]
     # a prediction in another frame is resized (nearest) to the ground truth's
     big = {k: np.kron(v, np.ones((2, 2), np.int32)) for k, v in preds.items()}
     report = evaluate_semantic(gt, {"big": lambda px, names: SimpleNamespace(labels=big[int(px[0, 0, 0])])},
