@@ -229,3 +229,19 @@ def test_quiet_output_commands_print_nothing_but_errors(world_mined, tmp_path, c
     assert main(["validate", str(tmp_path / "nothing"), "-q"]) == 1
     out, err = capsys.readouterr()
     assert out == "" and err.startswith("ovmine: error:")
+
+
+def test_a_large_output_is_sampled_from_a_few_shards(world_mined):
+    root, _ = world_mined
+    output = str(root / "all")
+    pairs = read_pairs(output).to_pylist()
+    counts = Counter(p["noun"] for p in pairs)
+    sample = sample_pairs(output, counts, len(pairs), seed=0, max_shards=1)
+    shards = {p.shard for p in sample.pairs}
+    assert sample.shards == (1, 2) and len(shards) == 1
+    (shard,) = shards
+    # the budget covers the whole output, so every pair of the chosen shard is there, and none of the other's
+    assert sorted((p.key, p.mask_index, p.noun) for p in sample.pairs) == sorted(
+        (p["key"], p["mask_index"], p["noun"]) for p in pairs if p["shard"] == shard)
+    assert sample.pool == dict(Counter(p["noun"] for p in pairs if p["shard"] == shard))
+    assert sample.totals == dict(counts)

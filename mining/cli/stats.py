@@ -43,6 +43,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
         page = render_report(output, stats, gallery=args.gallery, seed=args.seed, comparison=comparison,
                              other=location(args, args.compare), other_stats=other, explore=args.explore,
+                             explore_shards=args.explore_shards,
                              gt=location(args, args.gt), synonyms=location(args, args.synonyms))
         location(args, args.html).write_atomic(page.encode())
     for s in (stats, other):
@@ -88,6 +89,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--explore", type=positive_int, default=1000, metavar="N",
                    help="pairs the report's explorer holds: every pair of the rarer nouns, a uniform sample of "
                         "each frequent one")
+    p.add_argument("--explore-shards", type=positive_int, default=16, metavar="K",
+                   help="the explorer draws its pairs from at most K shards, chosen at random: each picture is read "
+                        "back from its input shard, so a large output's report reads K input shards, not all")
     p.add_argument("--gt", metavar="FILE", help="with --html: COCO instances JSON; the report marks each pair right "
                                                 "or wrong and gives precision per noun (as ovmine eval scores)")
     p.add_argument("--synonyms", metavar="FILE", help="with --gt: YAML 'category: [synonym, ...]', as ovmine eval")

@@ -60,23 +60,36 @@ class ExplorerSample:
     area: dict[int, int]          # id(pair) -> mask area, pixels of the working frame
     shown: dict[str, int]         # noun -> pairs in the page
     totals: dict[str, int]        # noun -> pairs in the output
+    pool: dict[str, int]          # noun -> pairs in the shards sampled from (all of them, unless max_shards cut)
+    shards: tuple[int, int] = (0, 0)   # (shards sampled from, shards in the output)
 
 
-def noun_counts(output: Where) -> Counter[str]:
-    """Pairs per noun, read from the pairs tables' noun column alone."""
+def noun_counts(output: Where, files: list | None = None) -> Counter[str]:
+    """Pairs per noun, read from the pairs tables' noun column alone (of `files`, or of every committed shard)."""
     counts: Counter[str] = Counter()
-    for pairs in pairs_files(output):
+    for pairs in pairs_files(output) if files is None else files:
         for batch in iter_pair_batches(pairs, ["noun"]):
             counts.update(batch.column(0).to_pylist())
     return counts
 
 
-def sample_pairs(output: Where, counts: Counter[str], budget: int, seed: int) -> ExplorerSample:
-    """One streaming pass: a reservoir of each noun's allocated size; memory O(budget)."""
+def sample_pairs(output: Where, counts: Counter[str], budget: int, seed: int,
+                 max_shards: int | None = None) -> ExplorerSample:
+    """One streaming pass: a reservoir of each noun's allocated size; memory O(budget). With more than
+    `max_shards` shards, the pairs come from that many shards chosen at random: a picture is read back from its
+    input shard, so pictures spread over every shard of a large output would mean reading all of its inputs."""
     rng = np.random.default_rng(seed)
-    share = allocate(counts, budget)
+    files = pairs_files(output)
+    pool = counts
+    if max_shards is not None and len(files) > max_shards:
+        chosen = sorted(int(i) for i in rng.choice(len(files), max_shards, replace=False))
+        files_all, files = len(files), [files[i] for i in chosen]
+        pool = noun_counts(output, files)
+    else:
+        files_all = len(files)
+    share = allocate(pool, budget)
     reservoirs = {noun: _Reservoir(k, rng) for noun, k in share.items() if k > 0}
-    for pairs in pairs_files(output):
+    for pairs in files:
         for batch in iter_pair_batches(pairs, EXPLORE_COLUMNS):
             for row in batch.to_pylist():
                 reservoir = reservoirs.get(row["noun"])
@@ -87,7 +100,7 @@ def sample_pairs(output: Where, counts: Counter[str], budget: int, seed: int) ->
     order = rng.permutation(len(chosen))
     pairs = [chosen[i][0] for i in order]
     return ExplorerSample(pairs, {id(p): a for p, a in chosen}, {n: len(r.items) for n, r in reservoirs.items()},
-                          dict(counts))
+                          dict(counts), dict(pool), (len(files), files_all))
 
 
 def _b64(image: Image.Image, fmt: str) -> str:
@@ -172,7 +185,8 @@ def explorer_data(output: Where, manifest: dict[str, Any], sample: ExplorerSampl
             row["truth"] = verdicts.get((pair.shard, pair.key, pair.mask_index, pair.noun), "not in ground truth")
         rows.append(row)
     nouns = sorted(sample.totals, key=lambda n: (-sample.totals[n], n))
-    return {"images": images, "pairs": rows, "nouns": [[n, sample.shown.get(n, 0), sample.totals[n]] for n in nouns]}
+    return {"images": images, "pairs": rows, "shards": list(sample.shards),
+            "nouns": [[n, sample.shown.get(n, 0), sample.pool.get(n, 0), sample.totals[n]] for n in nouns]}
 
 
 PairKey = tuple[str, str, int, str]   # (output shard, key, mask index, noun): one pair of an output

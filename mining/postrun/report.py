@@ -164,11 +164,11 @@ def _differences(output: Where, other: Where, gallery: int, seed: int) -> str:
     return differences_section(only_a, only_b, pictures["a"], pictures["b"])
 
 
-def _explore(output: Where, manifest: dict[str, Any], stats: dict[str, Any], budget: int, seed: int,
-             gt: Where | None, synonyms: Where | None) -> tuple[str, str | None]:
+def _explore(output: Where, manifest: dict[str, Any], stats: dict[str, Any], budget: int, shards: int | None,
+             seed: int, gt: Where | None, synonyms: Where | None) -> tuple[str, str | None]:
     """(the explorer section, the ground-truth section or None)."""
     counts = stats["_pair_stats"].nouns if "_pair_stats" in stats else noun_counts(output)
-    sample = sample_pairs(output, counts, budget, seed)
+    sample = sample_pairs(output, counts, budget, seed, shards)
     truth = judge(output, gt, synonyms, {(p.shard, p.key) for p in sample.pairs}) if gt is not None else None
     data = explorer_data(output, manifest, sample, truth.verdicts if truth else None)
     name = Location.of(output).uri.rstrip("/").rsplit("/", 1)[-1] or "output"
@@ -179,18 +179,19 @@ def _explore(output: Where, manifest: dict[str, Any], stats: dict[str, Any], bud
 
 def render_report(output: Where, stats: dict[str, Any], gallery: int = 24, seed: int = 0,
                   comparison: dict[str, Any] | None = None, other: Where | None = None,
-                  other_stats: dict[str, Any] | None = None, explore: int = 1000,
+                  other_stats: dict[str, Any] | None = None, explore: int = 1000, explore_shards: int | None = 16,
                   gt: Where | None = None, synonyms: Where | None = None) -> str:
     """The page for `output`, whose `stats` come from compute_stats (with keep_pair_stats, the explorer reuses its
     noun counts instead of reading them again); `comparison` from
-    compare_stats with `other` (B) and its `other_stats`; `explore`: the explorer's budget of pairs; `gt`
+    compare_stats with `other` (B) and its `other_stats`; `explore`: the explorer's budget of pairs, drawn from at
+    most `explore_shards` shards (None: all); `gt`
     (COCO instances, optional `synonyms`): each explored pair judged, and precision per noun."""
     manifest, _ = load_run(output)
     chosen = select_pairs(output, gallery, seed, [row["noun"] for row in stats["nouns"]], EXAMPLES_PER_NOUN)
     pictures = fetch_pictures(output, manifest, {(p.shard, p.key) for p in chosen.pairs()})
     drops = select_drops(output, manifest, DROPS_PER_REASON)
     dropped = fetch_dropped(output, manifest, drops)
-    explorer, truth = _explore(output, manifest, stats, explore, seed, gt, synonyms)
+    explorer, truth = _explore(output, manifest, stats, explore, explore_shards, seed, gt, synonyms)
     table = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
                     for k, v in _summary_rows(stats))
     sections = [

@@ -47,16 +47,20 @@ def explore_section(data: dict[str, Any], meta: dict[str, Any], budget: int) -> 
     if not data["pairs"]:
         return "<p>No pairs.</p>"
     nouns = "".join(_option(n, f"{n} ({shown} of {total})" if shown < total else f"{n} ({total})")
-                    for n, shown, total in data["nouns"] if shown)
+                    for n, shown, _, total in data["nouns"] if shown)
     statuses = [("all", "all"), ("unmarked", "not marked yet"), ("right", "marked right"), ("wrong", "marked wrong")]
     if any("truth" in p for p in data["pairs"]):
         statuses += [("truth:right", "ground truth: right"), ("truth:wrong", "ground truth: wrong"),
                      ("truth:other", "ground truth: unjudged")]
-    sampled = sum(shown for _, shown, _ in data["nouns"])
-    total = sum(t for _, _, t in data["nouns"])
+    sampled = sum(shown for _, shown, _, _ in data["nouns"])
+    total = sum(t for *_, t in data["nouns"])
+    used, shards = data["shards"]
+    where = (f" of {used} of the output's {shards} shards, chosen at random (--explore-shards: each picture is read "
+             f"back from its input shard)" if used < shards else "")
     payload = json.dumps({**data, "meta": meta}, separators=(",", ":")).replace("</", "<\\/")
     return f"""<p>{sampled} of the {total} pairs ({'all of them' if sampled == total else
-        f'every pair of the rarer nouns, a uniform sample of the frequent ones; --explore {budget} sets the budget'}).
+        f'every pair of the rarer nouns{where}, a uniform sample of the frequent ones; --explore {budget} sets the '
+        f'budget'}).
 Filter, sort and page; click a picture for the image with all its masks. To audit, mark pairs right or wrong in
 <i>sample order</i> and save the audit file: <code>ovmine stats RUN --audit FILE</code> estimates precision per
 noun, <code>ovmine curate RUN --audit FILE --min-precision P</code> denies the nouns below P.</p>

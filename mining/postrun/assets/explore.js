@@ -127,9 +127,13 @@
     $('x-next').disabled = page >= pages - 1;
     const noun = $('x-noun').value;
     const entry = DATA.nouns.find((n) => n[0] === noun);
-    $('x-noun-note').textContent = !entry ? '' : entry[1] === entry[2]
-      ? 'all ' + entry[2] + ' pairs of "' + noun + '"'
-      : 'a uniform sample of ' + entry[1] + ' of the ' + entry[2] + ' pairs of "' + noun + '" (--explore sets the budget)';
+    // entry: [noun, pairs in the page, pairs in the shards sampled from, pairs in the output]
+    const pool = !entry || entry[2] === entry[3] ? '' : ' in the ' + DATA.shards[0] + ' shards sampled (' +
+      entry[3] + ' in the output)';
+    $('x-noun-note').textContent = !entry ? '' : entry[1] === entry[3]
+      ? 'all ' + entry[3] + ' pairs of "' + noun + '"'
+      : 'a uniform sample of ' + entry[1] + ' of the ' + entry[2] + ' pairs of "' + noun + '"' + pool +
+        ' (--explore sets the budget)';
     tally();
   }
 
