@@ -155,3 +155,17 @@ def test_a_shard_in_chunks_keeps_the_dropped_examples_the_whole_shard_keeps():
     assert whole[0]["masks"][0]["area"] == 16 and whole[0]["entities"][0]["noun"] == "cat"
     parts = [dropped_examples(samples[i:i + 5], per_reason=2) for i in (10, 5, 0)]   # parts join in any order
     assert cap_examples([e for part in parts for e in part], per_reason=2) == whole
+
+
+def test_a_shard_written_again_without_dropped_examples_keeps_none_of_the_old_ones(tmp_path):
+    from mining.sinks.layout import dropped_file
+    from mining.sinks.writer import write_shard_files
+
+    marker = {"input": "in.tar", "name": "s", "config_hash": "0" * 16, "limit": None, "images_in": 0,
+              "images_with_pairs": 0, "pairs": 0, "drops": {}, "errors": [], "timings": {}, "nouns": {}}
+    example = {"key": "k", "index": 0, "reason": "no_masks", "detail": None, "width": 4, "height": 4,
+               "entities": [], "masks": []}
+    write_shard_files(str(tmp_path), "s", [], marker, status=[], dropped=[example])
+    assert json.loads(dropped_file(str(tmp_path), "s").read())["samples"] == [example]
+    write_shard_files(str(tmp_path), "s", [], marker, status=[], dropped=[])
+    assert not dropped_file(str(tmp_path), "s").exists()

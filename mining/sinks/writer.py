@@ -228,6 +228,8 @@ def write_shard_files(output: Where, stem: str, records: list[tuple[dict[str, An
         doc = {"schema_version": DROPPED_VERSION, "name": stem, "samples": dropped}
         validate("dropped", doc)
         dropped_file(output, stem).write_atomic(json.dumps(doc, separators=(",", ":")).encode())
+    elif dropped is not None:   # a shard mined again (--overwrite) keeps no examples of an earlier run's drops
+        dropped_file(output, stem).delete()
     marker_file(output, stem).write_atomic(json.dumps({"schema_version": MARKER_VERSION, **marker}, indent=1).encode())
 
 
