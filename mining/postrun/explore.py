@@ -8,9 +8,6 @@ kept (paired or not, each in its own colour), its captions and entities; each pa
 """
 from __future__ import annotations
 
-import base64
-import html
-import io
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -18,15 +15,16 @@ from typing import Any
 import numpy as np
 from matplotlib import colormaps
 from PIL import Image
-from skimage.segmentation import find_boundaries
 
 from mining import masks
 from mining.evaluation.score import DUPLICATE, RIGHT, WRONG
-from mining.postrun.report_gallery import GALLERY_COLUMNS, GalleryPair, _Reservoir, fetch_pictures
+from mining.postrun.report_gallery import (GALLERY_COLUMNS, PAIR_FILL, PAIR_OUTLINE, GalleryPair, Pictures, _Reservoir,
+                                          b64, layer_png, picture_html)
 from mining.sinks.reader import iter_pair_batches, pairs_files
 from mining.storage import Where
 
 EXPLORE_THUMB = 160
+EXPLORE_QUALITY = 80   # JPEG quality of the explorer's thumbnails: a thousand of them share one page
 EXPLORE_COLUMNS = [*GALLERY_COLUMNS, "area"]
 PALETTE = [tuple(int(255 * c) for c in colormaps["tab20"](i)[:3]) for i in range(20)]
 
@@ -103,37 +101,20 @@ def sample_pairs(output: Where, counts: Counter[str], budget: int, seed: int,
                           dict(counts), dict(pool), (len(files), files_all))
 
 
-def _b64(image: Image.Image, fmt: str) -> str:
-    buf = io.BytesIO()
-    image.save(buf, format=fmt, **({"quality": 80} if fmt == "JPEG" else {"optimize": True}))
-    return base64.b64encode(buf.getvalue()).decode()
-
-
-def _layer(mask_list: list[tuple[np.ndarray, tuple[int, int, int]]], height: int, width: int) -> str:
-    """A transparent PNG with each (mask, colour) tinted inside and outlined, later ones on top."""
-    layer = np.zeros((height, width, 4), np.uint8)
-    for mask, colour in mask_list:
-        inside = masks.resize(mask, height, width)
-        layer[inside] = (*colour, 110)
-        layer[find_boundaries(inside, mode="inner")] = (*colour, 255)
-    return _b64(Image.fromarray(layer, "RGBA"), "PNG")
-
-
 def masks_layer(rles: list[dict[str, Any]], height: int, width: int) -> str:
     """Every mask in its palette colour (by index, as the per-image view lists them), largest first so that
     small masks stay visible."""
     decoded = [(masks.decode(r), PALETTE[i % len(PALETTE)]) for i, r in enumerate(rles)]
-    return _layer(sorted(decoded, key=lambda d: -int(d[0].sum())), height, width)
+    styled = [(m, (*c, 110), (*c, 255)) for m, c in sorted(decoded, key=lambda d: -int(d[0].sum()))]
+    return layer_png(styled, height, width)
 
 
 def layered_thumb(image: np.ndarray, rles: list[dict[str, Any]], alt: str, size: int) -> str:
     """A card's picture: the image with every mask over it (the page's "show masks" switch hides them)."""
     thumb = Image.fromarray(image)
     thumb.thumbnail((size, size))
-    over = (f'<img class=mask alt="masks of {html.escape(alt)}" '
-            f'src="data:image/png;base64,{masks_layer(rles, thumb.height, thumb.width)}">' if rles else "")
-    return (f'<div class=thumb><img class=raw alt="{html.escape(alt)}" src="data:image/jpeg;base64,'
-            f'{_b64(thumb, "JPEG")}">{over}</div>')
+    layer = masks_layer(rles, thumb.height, thumb.width) if rles else None
+    return picture_html(b64(thumb, "JPEG", EXPLORE_QUALITY), layer, alt, "masks of")
 
 
 def _image_entry(stem: str, key: str, image: np.ndarray | None, record: dict[str, Any] | None,
@@ -156,18 +137,18 @@ def _image_entry(stem: str, key: str, image: np.ndarray | None, record: dict[str
         return entry
     thumb = Image.fromarray(image)
     thumb.thumbnail((size, size))
-    entry["image"] = _b64(thumb, "JPEG")
+    entry["image"] = b64(thumb, "JPEG", EXPLORE_QUALITY)
     entry["layer"] = masks_layer([m["segmentation"] for m in record["masks"]], thumb.height, thumb.width)
     entry["size"] = [thumb.width, thumb.height]
     return entry
 
 
-def explorer_data(output: Where, manifest: dict[str, Any], sample: ExplorerSample,
-                  verdicts: dict[PairKey, str] | None = None, size: int = EXPLORE_THUMB) -> dict[str, Any]:
-    """The JSON the page's script reads: images (each once) and pairs pointing at them; `verdicts`: the ground
-    truth's verdict of each pair (see `judge`)."""
+def explorer_data(sample: ExplorerSample, pictures: Pictures, verdicts: dict[PairKey, str] | None = None,
+                  size: int = EXPLORE_THUMB) -> dict[str, Any]:
+    """The JSON the page's script reads: images (each once) and pairs pointing at them; `pictures` holds the
+    sampled pairs' images and records (fetched with the report's others: one read of each input shard);
+    `verdicts`: the ground truth's verdict of each pair (see `judge`)."""
     wanted = sorted({(p.shard, p.key) for p in sample.pairs})
-    pictures = fetch_pictures(output, manifest, set(wanted))
     index = {where: i for i, where in enumerate(wanted)}
     images = [_image_entry(stem, key, pictures.images.get((stem, key)), pictures.records.get((stem, key)), size)
               for stem, key in wanted]
@@ -180,7 +161,7 @@ def explorer_data(output: Where, manifest: dict[str, Any], sample: ExplorerSampl
                "similarity": round(pair.similarity, 4),
                "margin": None if pair.margin is None else round(pair.margin, 4), "area": sample.area[id(pair)]}
         if "size" in image:
-            row["layer"] = _layer([(pair.mask(), (255, 40, 40))], image["size"][1], image["size"][0])
+            row["layer"] = layer_png([(pair.mask(), PAIR_FILL, PAIR_OUTLINE)], image["size"][1], image["size"][0])
         if verdicts is not None:
             row["truth"] = verdicts.get((pair.shard, pair.key, pair.mask_index, pair.noun), "not in ground truth")
         rows.append(row)

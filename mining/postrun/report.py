@@ -21,11 +21,11 @@ import numpy as np
 from matplotlib.figure import Figure   # the object API: no pyplot state, no GUI backend needed
 
 from mining.postrun.compare_pairs import pair_differences
-from mining.postrun.explore import explorer_data, judge, noun_counts, sample_pairs
+from mining.postrun.explore import ExplorerSample, explorer_data, judge, noun_counts, sample_pairs
 from mining.postrun.report_drops import fetch_dropped, select_drops
 from mining.postrun.report_explore import STYLE as EXPLORE_STYLE
 from mining.postrun.report_explore import explore_section, truth_section
-from mining.postrun.report_gallery import THUMB, fetch_pictures, pair_card, select_pairs
+from mining.postrun.report_gallery import THUMB, Pictures, fetch_pictures, pair_card, select_pairs
 from mining.postrun.report_sections import (compare_section, differences_section, drops_section, nouns_section,
                                              run_section)
 from mining.postrun.stats import load_run, throughput_text
@@ -164,13 +164,11 @@ def _differences(output: Where, other: Where, gallery: int, seed: int) -> str:
     return differences_section(only_a, only_b, pictures["a"], pictures["b"])
 
 
-def _explore(output: Where, manifest: dict[str, Any], stats: dict[str, Any], budget: int, shards: int | None,
+def _explore(output: Where, stats: dict[str, Any], sample: ExplorerSample, pictures: Pictures, budget: int,
              seed: int, gt: Where | None, synonyms: Where | None) -> tuple[str, str | None]:
     """(the explorer section, the ground-truth section or None)."""
-    counts = stats["_pair_stats"].nouns if "_pair_stats" in stats else noun_counts(output)
-    sample = sample_pairs(output, counts, budget, seed, shards)
     truth = judge(output, gt, synonyms, {(p.shard, p.key) for p in sample.pairs}) if gt is not None else None
-    data = explorer_data(output, manifest, sample, truth.verdicts if truth else None)
+    data = explorer_data(sample, pictures, truth.verdicts if truth else None)
     name = Location.of(output).uri.rstrip("/").rsplit("/", 1)[-1] or "output"
     meta = {"output": str(output), "config_hash": stats["config_hash"], "seed": seed,
             "audit_file": f"{name}-audit.json"}
@@ -188,10 +186,13 @@ def render_report(output: Where, stats: dict[str, Any], gallery: int = 24, seed:
     (COCO instances, optional `synonyms`): each explored pair judged, and precision per noun."""
     manifest, _ = load_run(output)
     chosen = select_pairs(output, gallery, seed, [row["noun"] for row in stats["nouns"]], EXAMPLES_PER_NOUN)
-    pictures = fetch_pictures(output, manifest, {(p.shard, p.key) for p in chosen.pairs()})
+    counts = stats["_pair_stats"].nouns if "_pair_stats" in stats else noun_counts(output)
+    sample = sample_pairs(output, counts, explore, seed, explore_shards)
+    # the galleries' and the explorer's pictures in one fetch: each input shard they come from is read once
+    pictures = fetch_pictures(output, manifest, {(p.shard, p.key) for p in chosen.pairs() + sample.pairs})
     drops = select_drops(output, manifest, DROPS_PER_REASON)
     dropped = fetch_dropped(output, manifest, drops)
-    explorer, truth = _explore(output, manifest, stats, explore, explore_shards, seed, gt, synonyms)
+    explorer, truth = _explore(output, stats, sample, pictures, explore, seed, gt, synonyms)
     table = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
                     for k, v in _summary_rows(stats))
     sections = [

@@ -147,24 +147,45 @@ def fetch_pictures(output: Where, manifest: dict[str, Any], wanted: set[ImageKey
     return Pictures(load_images(output, source_settings(manifest), wanted), read_records(output, wanted))
 
 
-def _b64(image: Image.Image, fmt: str) -> str:
+PAIR_FILL, PAIR_OUTLINE = (255, 40, 40, 120), (255, 255, 0, 255)   # how a pair's mask looks on its card
+
+MaskStyle = tuple[np.ndarray, tuple[int, int, int, int], tuple[int, int, int, int]]   # (mask, fill, outline)
+
+
+def b64(image: Image.Image, fmt: str, quality: int = 85) -> str:
+    """The image as base64 JPEG (at `quality`) or optimised PNG, for a data: URI."""
     buf = io.BytesIO()
-    image.save(buf, format=fmt, **({"quality": 85} if fmt == "JPEG" else {"optimize": True}))
+    image.save(buf, format=fmt, **({"quality": quality} if fmt == "JPEG" else {"optimize": True}))
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def layer_png(styled: list[MaskStyle], height: int, width: int) -> str:
+    """The layer a card shows over its picture, base64 PNG of `height` x `width`: each mask (resized to it)
+    tinted inside and outlined in its style, later ones on top, transparent elsewhere."""
+    layer = np.zeros((height, width, 4), np.uint8)
+    for mask, fill, outline in styled:
+        inside = masks.resize(mask, height, width)
+        layer[inside] = fill
+        layer[find_boundaries(inside, mode="inner")] = outline
+    return b64(Image.fromarray(layer, "RGBA"), "PNG")
+
+
 def thumbnails(image: np.ndarray, mask: np.ndarray | None, size: int = THUMB) -> tuple[str, str | None]:
-    """(JPEG of the image, PNG of the mask layer: tinted inside, outlined, transparent elsewhere), base64,
-    both `size` on the long side, so that the layer sits exactly on the image."""
+    """(JPEG of the image, PNG of the mask layer), base64, both `size` on the long side, so that the layer sits
+    exactly on the image."""
     thumb = Image.fromarray(image)
     thumb.thumbnail((size, size))
-    if mask is None:
-        return _b64(thumb, "JPEG"), None
-    inside = masks.resize(mask, thumb.height, thumb.width)
-    layer = np.zeros((thumb.height, thumb.width, 4), np.uint8)
-    layer[inside] = (255, 40, 40, 120)
-    layer[find_boundaries(inside, mode="inner")] = (255, 255, 0, 255)
-    return _b64(thumb, "JPEG"), _b64(Image.fromarray(layer, "RGBA"), "PNG")
+    layer = None if mask is None else layer_png([(mask, PAIR_FILL, PAIR_OUTLINE)], thumb.height, thumb.width)
+    return b64(thumb, "JPEG"), layer
+
+
+def picture_html(raw: str, layer: str | None, alt: str, layer_alt: str = "mask of") -> str:
+    """A card's picture from base64 JPEG and PNG: the raw image with the layer over it (the page's toggle
+    hides the layer)."""
+    over = (f'<img class=mask alt="{layer_alt} {html.escape(alt)}" src="data:image/png;base64,{layer}">'
+            if layer else "")
+    return (f'<div class=thumb><img class=raw alt="{html.escape(alt)}" src="data:image/jpeg;base64,{raw}">'
+            f'{over}</div>')
 
 
 def thumb_html(image: np.ndarray | None, mask: np.ndarray | None, alt: str, size: int = THUMB,
@@ -172,11 +193,7 @@ def thumb_html(image: np.ndarray | None, mask: np.ndarray | None, alt: str, size
     """The picture of a card: the raw image with the mask layer over it (hidden by the page's toggle)."""
     if image is None:
         return f'<div class=noimg>{html.escape(missing)}</div>'
-    raw, layer = thumbnails(image, mask, size)
-    over = (f'<img class=mask alt="mask of {html.escape(alt)}" src="data:image/png;base64,{layer}">'
-            if layer else "")
-    return (f'<div class=thumb><img class=raw alt="{html.escape(alt)}" src="data:image/jpeg;base64,{raw}">'
-            f'{over}</div>')
+    return picture_html(*thumbnails(image, mask, size), alt)
 
 
 def captions_html(captions: list[str], mark: tuple[int, int, int] | None = None) -> str:
