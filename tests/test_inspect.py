@@ -153,7 +153,18 @@ def test_inspect_commands_on_s3(mined, s3_endpoint, tmp_path):
     assert {k: v for k, v in remote.items() if k != "output"} == {k: v for k, v in local.items() if k != "output"}
     assert main(["stats", "s3://inspect/run", "--s3-endpoint", s3_endpoint, "--html", "s3://inspect/report.html"]) == 0
     page = client.get_object(Bucket="inspect", Key="report.html")["Body"].read().decode()
-    assert "<img" in page and "Lowest-similarity pairs" in page
+    assert "<img" in page and "Lowest-similarity pairs" in page and 'id=explore-data' in page
+    # an audit file in the bucket: every pair marked, those of one noun wrong; stats and curate read it from S3
+    pairs = read_pairs(str(mined / "out")).to_pylist()
+    wrong = pairs[0]["noun"]
+    marks = [{"shard": p["shard"], "key": p["key"], "mask": p["mask_index"], "noun": p["noun"],
+              "verdict": "wrong" if p["noun"] == wrong else "right"} for p in pairs]
+    client.put_object(Bucket="inspect", Key="audit.json", Body=json.dumps(
+        {"kind": "ovmine.audit/1", "output": "s3://inspect/run", "config_hash": local["config_hash"], "marks": marks}))
+    assert main(["curate", "s3://inspect/run", "s3://inspect/audited", "--s3-endpoint", s3_endpoint,
+                 "--audit", "s3://inspect/audit.json", "--min-precision", "0.5"]) == 0
+    audited = read_pairs(Location("s3://inspect/audited", s3)).column("noun").to_pylist()
+    assert audited and wrong not in audited and len(audited) == sum(p["noun"] != wrong for p in pairs)
     assert main(["curate", "s3://inspect/run", "s3://inspect/cur", "--s3-endpoint", s3_endpoint,
                  "--max-per-noun", "1"]) == 0
     cur = read_manifest(Location("s3://inspect/cur", s3))
